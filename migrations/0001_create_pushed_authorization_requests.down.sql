@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS pushed_authorization_requests;

@@ -1,0 +1,427 @@
+//! Removing expired requests: the batch loop shared by `delete_expired` and the background
+//! [`CleanupJob`].
+
+use crate::error::StoreError;
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// Rows deleted per statement unless configured otherwise.
+///
+/// Chosen from the cleanup benchmark (`BENCHMARKS.md`): large enough that a pass over a big
+/// backlog is not dominated by round trips, small enough that each statement holds its row
+/// locks for a few milliseconds only.
+pub const DEFAULT_BATCH_SIZE: u32 = 1_000;
+
+/// Time between cleanup passes unless configured otherwise: 60 s.
+///
+/// PAR lifetimes are short (60 s in Keycloak, 600 s in Duende IdentityServer) and the table
+/// churns constantly, so expired rows are reclaimed every minute rather than every hour
+/// (Duende's default for its broader grant store). A pass that finds nothing costs one
+/// index probe.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// First retry delay after a failed pass; it doubles with each consecutive failure and never
+/// exceeds the interval.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// A store whose expired requests can be deleted in batches. Implemented by
+/// [`PostgresStore`](crate::PostgresStore) and [`MemoryStore`](crate::MemoryStore); implement it
+/// for your own store to run a [`CleanupJob`] on it.
+#[async_trait::async_trait]
+pub trait ExpiredRequestCleaner: Send + Sync {
+    /// Deletes at most `batch_size` expired requests in one statement and returns how many
+    /// it deleted. Must never delete a live request, and must not block on (or fail because
+    /// of) concurrent cleaners.
+    async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl<T: ExpiredRequestCleaner + ?Sized> ExpiredRequestCleaner for Arc<T> {
+    async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
+        (**self).delete_expired_batch(batch_size).await
+    }
+}
+
+/// What one pass did, including the rows removed before a failure.
+#[derive(Debug)]
+pub(crate) struct PassReport {
+    pub(crate) rows: u64,
+    pub(crate) batches: u64,
+    pub(crate) error: Option<StoreError>,
+}
+
+impl PassReport {
+    fn into_result(self) -> Result<Self, StoreError> {
+        match self.error {
+            Some(err) => Err(err),
+            None => Ok(self),
+        }
+    }
+}
+
+/// Deletes expired requests batch after batch until a batch comes back short, the stop
+/// signal is raised (checked between batches) or a batch fails.
+async fn run_pass<C: ExpiredRequestCleaner + ?Sized>(
+    cleaner: &C,
+    batch_size: u32,
+    pause: Duration,
+    mut stop: Option<&mut watch::Receiver<bool>>,
+) -> PassReport {
+    let batch_size = batch_size.max(1);
+    let mut report = PassReport {
+        rows: 0,
+        batches: 0,
+        error: None,
+    };
+    loop {
+        match cleaner.delete_expired_batch(batch_size).await {
+            Ok(rows) => {
+                report.rows += rows;
+                report.batches += 1;
+                if rows < u64::from(batch_size) {
+                    return report;
+                }
+            }
+            Err(err) => {
+                report.error = Some(err);
+                return report;
+            }
+        }
+        if let Some(stop) = stop.as_deref_mut() {
+            if stop_requested(stop) || (!pause.is_zero() && sleep_or_stop(pause, stop).await) {
+                return report;
+            }
+        }
+    }
+}
+
+/// One full pass without a stop signal: what `delete_expired` on each store runs.
+pub(crate) async fn delete_expired_in_batches<C: ExpiredRequestCleaner + ?Sized>(
+    cleaner: &C,
+    batch_size: u32,
+) -> Result<u64, StoreError> {
+    Ok(run_pass(cleaner, batch_size, Duration::ZERO, None)
+        .await
+        .into_result()?
+        .rows)
+}
+
+/// Configuration of a [`CleanupJob`], in the style of sqlx's `PgPoolOptions`.
+///
+/// | setting | default | why |
+/// |---|---|---|
+/// | [`interval`](Self::interval) | 60 s | PAR lifetimes are 60-600 s; a minute keeps the table small at the cost of one cheap query per instance |
+/// | [`batch_size`](Self::batch_size) | 1,000 rows | see [`DEFAULT_BATCH_SIZE`] |
+/// | [`first_run_jitter`](Self::first_run_jitter) | on | instances restarted together do not clean in lock-step |
+/// | [`pause_between_batches`](Self::pause_between_batches) | 0 | batches skip locked rows and are short; raise it to leave more room to live traffic |
+/// | [`retry_delay`](Self::retry_delay) | 1 s | first retry after a failed pass; doubles, capped at the interval |
+///
+/// ```
+/// use std::time::Duration;
+/// use par_store::CleanupOptions;
+///
+/// let options = CleanupOptions::new()
+///     .interval(Duration::from_secs(30))
+///     .batch_size(500)
+///     .first_run_jitter(false);
+/// ```
+#[derive(Clone, Debug)]
+pub struct CleanupOptions {
+    interval: Duration,
+    batch_size: u32,
+    first_run_jitter: bool,
+    pause_between_batches: Duration,
+    retry_delay: Duration,
+}
+
+impl Default for CleanupOptions {
+    fn default() -> Self {
+        CleanupOptions {
+            interval: DEFAULT_INTERVAL,
+            batch_size: DEFAULT_BATCH_SIZE,
+            first_run_jitter: true,
+            pause_between_batches: Duration::ZERO,
+            retry_delay: DEFAULT_RETRY_DELAY,
+        }
+    }
+}
+
+impl CleanupOptions {
+    /// The defaults (see the table above).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Time between the end of one pass and the start of the next (default 60 s).
+    /// A zero interval is treated as one millisecond.
+    pub fn interval(mut self, every: Duration) -> Self {
+        self.interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Rows deleted per statement (default 1,000; 0 is treated as 1).
+    pub fn batch_size(mut self, rows: u32) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Whether the first pass waits a random delay within the interval (default `true`).
+    /// Off, the first pass starts at once.
+    pub fn first_run_jitter(mut self, on: bool) -> Self {
+        self.first_run_jitter = on;
+        self
+    }
+
+    /// Pause between two batches of one pass (default none).
+    pub fn pause_between_batches(mut self, pause: Duration) -> Self {
+        self.pause_between_batches = pause;
+        self
+    }
+
+    /// First retry delay after a failed pass (default 1 s). It doubles with each consecutive
+    /// failure and is capped at the interval.
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay.max(Duration::from_millis(1));
+        self
+    }
+
+    fn first_delay(&self) -> Duration {
+        if self.first_run_jitter {
+            self.interval.mul_f64(random_fraction())
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    fn delay_after(&self, consecutive_failures: u32) -> Duration {
+        if consecutive_failures == 0 {
+            return self.interval;
+        }
+        let factor = 2u32.saturating_pow(consecutive_failures.saturating_sub(1).min(20));
+        self.retry_delay.saturating_mul(factor).min(self.interval)
+    }
+}
+
+/// A uniform fraction in [0, 1) from the OS random source (0 if it is unavailable: the job
+/// then simply starts at once).
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.0;
+    }
+    // 53 random bits, the precision of an f64 mantissa.
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Cumulative figures of a [`CleanupJob`], for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CleanupStats {
+    /// Passes finished, failed or not.
+    pub passes: u64,
+    /// Passes that ended with an error.
+    pub failed_passes: u64,
+    /// Expired requests removed, in total.
+    pub rows_removed: u64,
+    /// Delete statements that succeeded, in total.
+    pub batches: u64,
+    /// The error of the latest failed pass, as text.
+    pub last_error: Option<String>,
+    /// When the latest pass finished.
+    pub last_pass_at: Option<DateTime<Utc>>,
+}
+
+/// A background task that removes expired requests, pass after pass, until it is shut down
+/// or dropped.
+///
+/// It never exits on its own and never panics: a failed pass is logged at warn and retried
+/// with a bounded back-off. Safe to run on every server instance at once.
+///
+/// ```no_run
+/// use par_store::{sqlx::PgPool, CleanupJob, CleanupOptions, PostgresStore};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = PgPool::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+/// let store = PostgresStore::new(pool);
+/// let cleanup = CleanupJob::spawn(store.clone(), CleanupOptions::new());
+/// // ... serve requests with `store` ...
+/// cleanup.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct CleanupJob {
+    id: uuid::Uuid,
+    stop: watch::Sender<bool>,
+    stats: Arc<Mutex<CleanupStats>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl CleanupJob {
+    /// Starts the job on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Like `tokio::spawn`, when called outside a tokio runtime.
+    pub fn spawn<S>(store: S, options: CleanupOptions) -> CleanupJob
+    where
+        S: ExpiredRequestCleaner + 'static,
+    {
+        let id = uuid::Uuid::new_v4();
+        let (stop, stop_rx) = watch::channel(false);
+        let stats = Arc::new(Mutex::new(CleanupStats::default()));
+        let span = tracing::info_span!("par_store.cleanup", job_id = %id);
+        let task =
+            tokio::spawn(run_job(store, options, stop_rx, Arc::clone(&stats)).instrument(span));
+        CleanupJob {
+            id,
+            stop,
+            stats,
+            task: Some(task),
+        }
+    }
+
+    /// A random identifier of this job, also recorded as `job_id` in its `tracing` span.
+    pub fn id(&self) -> uuid::Uuid {
+        self.id
+    }
+
+    /// The job's cumulative figures so far.
+    pub fn stats(&self) -> CleanupStats {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops the job at the next batch boundary and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            if let Err(err) = task.await {
+                tracing::warn!(job_id = %self.id, error = %err, "par-store cleanup task ended abnormally");
+            }
+        }
+    }
+}
+
+impl Drop for CleanupJob {
+    fn drop(&mut self) {
+        // The task sees the signal at its next batch boundary or at once while it sleeps,
+        // and ends by itself.
+        self.stop.send_replace(true);
+    }
+}
+
+fn stop_requested(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow()
+}
+
+/// Sleeps for `delay` unless the stop signal comes first; true when stopping. A dropped
+/// sender counts as a stop.
+async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        // Ok: the stop flag was raised; Err: the job handle is gone. Both mean stop.
+        _ = stop.wait_for(|stop| *stop) => true,
+    };
+    stopped || stop_requested(stop)
+}
+
+async fn run_job<S: ExpiredRequestCleaner>(
+    store: S,
+    options: CleanupOptions,
+    mut stop: watch::Receiver<bool>,
+    stats: Arc<Mutex<CleanupStats>>,
+) {
+    let mut delay = options.first_delay();
+    let mut consecutive_failures = 0u32;
+    loop {
+        if sleep_or_stop(delay, &mut stop).await {
+            return;
+        }
+        let started = Instant::now();
+        let report = run_pass(
+            &store,
+            options.batch_size,
+            options.pause_between_batches,
+            Some(&mut stop),
+        )
+        .instrument(tracing::debug_span!("par_store.cleanup.pass"))
+        .await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        {
+            let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+            stats.passes += 1;
+            stats.rows_removed += report.rows;
+            stats.batches += report.batches;
+            stats.last_pass_at = Some(Utc::now());
+            if let Some(err) = &report.error {
+                stats.failed_passes += 1;
+                stats.last_error = Some(err.to_string());
+            }
+        }
+        match &report.error {
+            None => {
+                consecutive_failures = 0;
+                if report.rows > 0 {
+                    tracing::info!(
+                        rows = report.rows,
+                        batches = report.batches,
+                        duration_ms,
+                        "par-store cleanup pass removed expired requests"
+                    );
+                } else {
+                    tracing::debug!(
+                        rows = 0,
+                        batches = report.batches,
+                        duration_ms,
+                        "par-store cleanup pass found nothing to remove"
+                    );
+                }
+            }
+            Some(err) => {
+                consecutive_failures = consecutive_failures.saturating_add(1);
+                tracing::warn!(
+                    rows = report.rows,
+                    batches = report.batches,
+                    duration_ms,
+                    consecutive_failures,
+                    error = %err,
+                    "par-store cleanup pass failed; retrying later"
+                );
+            }
+        }
+        delay = options.delay_after(consecutive_failures);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped_by_the_interval() {
+        let options = CleanupOptions::new()
+            .interval(Duration::from_secs(10))
+            .retry_delay(Duration::from_secs(1));
+        let delays: Vec<u64> = (0..7).map(|k| options.delay_after(k).as_secs()).collect();
+        assert_eq!(delays, vec![10, 1, 2, 4, 8, 10, 10]);
+        assert_eq!(options.delay_after(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn jitter_stays_within_the_interval() {
+        let options = CleanupOptions::new().interval(Duration::from_secs(5));
+        for _ in 0..100 {
+            assert!(options.first_delay() < Duration::from_secs(5));
+        }
+        assert_eq!(
+            options.first_run_jitter(false).first_delay(),
+            Duration::ZERO
+        );
+    }
+}

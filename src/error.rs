@@ -1,0 +1,161 @@
+//! The one error type every store returns.
+
+use std::error::Error as StdError;
+
+/// A boxed, opaque error from the layer below (the database driver, the migrator).
+///
+/// Kept as a trait object so that matching on [`StoreError`] never requires naming a
+/// `sqlx` type; the driver's error is still there for logs through
+/// [`std::error::Error::source`].
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Everything that can go wrong in a [`PushedAuthorizationRequestStore`](crate::PushedAuthorizationRequestStore).
+///
+/// The variants say what the caller should do:
+///
+/// | variant | meaning | what a server does |
+/// |---|---|---|
+/// | [`Duplicate`](Self::Duplicate) | a request with this hash exists | generate a new reference value and store again |
+/// | [`InvalidInput`](Self::InvalidInput) | refused before reaching the database; nothing stored | fix the caller (a bug), answer `400 invalid_request` |
+/// | [`Unavailable`](Self::Unavailable) | no connection, connection lost, server shutting down | answer `503`/`temporarily_unavailable`; retry later |
+/// | [`Timeout`](Self::Timeout) | the statement or the whole operation took too long | as `Unavailable` |
+/// | [`Migration`](Self::Migration) | applying the schema failed | fix the deployment |
+/// | [`Database`](Self::Database) | any other database error (permissions, schema missing, ...) | log it and fail the request (`500`) |
+///
+/// ```
+/// use par_store::StoreError;
+///
+/// fn status_for(err: &StoreError) -> u16 {
+///     match err {
+///         StoreError::InvalidInput { .. } => 400,
+///         StoreError::Unavailable { .. } | StoreError::Timeout { .. } => 503,
+///         _ => 500,
+///     }
+/// }
+/// assert_eq!(status_for(&StoreError::Duplicate), 500);
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A request with this reference value hash already exists; the stored one was left untouched.
+    #[error("a pushed authorization request with this reference value hash already exists")]
+    Duplicate,
+
+    /// The input was refused before it reached the database, and nothing was stored.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The offending field, e.g. `"reference_value_hash"`, `"parameters"`, `"expires_at"`.
+        field: &'static str,
+        /// Why it was refused (never contains the value itself).
+        reason: String,
+    },
+
+    /// The database could not be reached, or the connection was lost during the operation.
+    ///
+    /// For `consume_by_hash` this is ambiguous: the request may or may not have been
+    /// consumed (see the README, "Failure behaviour").
+    #[error("the database is unavailable: {source}")]
+    Unavailable {
+        /// The underlying driver error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The operation did not finish in time (statement timeout or the store's operation timeout).
+    #[error("the database operation timed out: {source}")]
+    Timeout {
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Applying the store's migrations failed.
+    #[error("applying the par-store migrations failed: {source}")]
+    Migration {
+        /// The underlying migrator error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Any other error reported by the database.
+    #[error("database error: {source}")]
+    Database {
+        /// The underlying driver error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        StoreError::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// True for errors worth retrying later: [`Unavailable`](Self::Unavailable) and
+    /// [`Timeout`](Self::Timeout).
+    ///
+    /// ```
+    /// assert!(!par_store::StoreError::Duplicate.is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Timeout { .. }
+        )
+    }
+}
+
+/// SQLSTATE classes and codes that mean "the server is not there for us right now".
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code == "57P01" // admin_shutdown
+        || code == "57P02" // crash_shutdown
+        || code == "57P03" // cannot_connect_now
+        || code == "53300" // too_many_connections
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable {
+                source: Box::new(err),
+            },
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                Some("57014") => StoreError::Timeout {
+                    source: Box::new(err),
+                },
+                Some(code) if is_unavailable_sqlstate(code) => StoreError::Unavailable {
+                    source: Box::new(err),
+                },
+                _ => StoreError::Database {
+                    source: Box::new(err),
+                },
+            },
+            _ => StoreError::Database {
+                source: Box::new(err),
+            },
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        match err {
+            sqlx::migrate::MigrateError::Execute(inner) => match StoreError::from(inner) {
+                StoreError::Database { source } => StoreError::Migration { source },
+                transient => transient,
+            },
+            other => StoreError::Migration {
+                source: Box::new(other),
+            },
+        }
+    }
+}

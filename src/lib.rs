@@ -1,0 +1,74 @@
+//! # par-store
+//!
+//! Durable, correct storage for OAuth 2.0 **Pushed Authorization Requests**
+//! ([RFC 9126](https://www.rfc-editor.org/rfc/rfc9126)), for authorization servers written in
+//! Rust.
+//!
+//! ## Overview
+//!
+//! At its PAR endpoint a server protects the request parameters, picks a random reference
+//! value, and stores the request under the **hash** of that value; the client receives
+//! `request_uri = urn:ietf:params:oauth:request_uri:<reference value>`. At the authorize
+//! endpoint the server hashes the reference from the `request_uri`, reads the request with
+//! [`get_by_hash`](PushedAuthorizationRequestStore::get_by_hash) (as often as login and
+//! consent need) and finally [`consume_by_hash`](PushedAuthorizationRequestStore::consume_by_hash)es
+//! it, so that the `request_uri` is single use.
+//!
+//! - [`PushedAuthorizationRequestStore`] is the contract (modelled on Duende IdentityServer's
+//!   `IPushedAuthorizationRequestStore`); it is object safe, for
+//!   `Arc<dyn PushedAuthorizationRequestStore>`.
+//! - [`PostgresStore`] keeps requests in PostgreSQL through `sqlx`: one static statement per
+//!   operation, expiry checked in SQL, consumption as one atomic `DELETE ... RETURNING`.
+//! - [`MemoryStore`] has exactly the same semantics, in process memory.
+//! - [`CleanupJob`] removes expired requests in the background, in batches that many
+//!   instances can run at once; `delete_expired` does one pass, e.g. from cron.
+//! - Every error is a [`StoreError`]; bad input is refused before it reaches the database.
+//!
+//! ## Quick example
+//!
+//! ```
+//! use chrono::{Duration, Utc};
+//! use par_store::{MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), par_store::StoreError> {
+//! let store = MemoryStore::new(); // or PostgresStore::new(pool)
+//! let request = PushedAuthorizationRequest::new(
+//!     "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
+//!     Utc::now() + Duration::seconds(600),
+//!     "protected parameters",
+//! );
+//! store.store(&request).await?;
+//! assert!(store.get_by_hash(&request.reference_value_hash).await?.is_some());
+//! assert!(store.consume_by_hash(&request.reference_value_hash).await?.is_some());
+//! assert!(store.consume_by_hash(&request.reference_value_hash).await?.is_none());
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod cleanup;
+mod error;
+mod memory;
+mod model;
+mod postgres;
+mod store;
+mod telemetry;
+mod validate;
+
+pub use cleanup::{
+    CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
+    DEFAULT_INTERVAL, DEFAULT_RETRY_DELAY,
+};
+pub use error::{BoxError, StoreError};
+pub use memory::MemoryStore;
+pub use model::PushedAuthorizationRequest;
+pub use postgres::{PostgresStore, MIGRATIONS_TABLE};
+pub use store::PushedAuthorizationRequestStore;
+pub use validate::{DEFAULT_MAX_PARAMETERS_LEN, MAX_REFERENCE_VALUE_HASH_LEN};
+
+/// The `sqlx` this crate is built on, so that applications build their `PgPool` with the
+/// same version.
+pub use sqlx;

@@ -1,0 +1,104 @@
+//! The stored record.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use std::fmt;
+
+/// A pushed authorization request as the store keeps it.
+///
+/// The field names follow Duende IdentityServer's `PushedAuthorizationRequest`
+/// (`ReferenceValueHash`, `ExpiresAtUtc`, `Parameters`).
+///
+/// `Debug` never prints `parameters` (only its length) nor the full hash (only a short
+/// prefix), so a request can be logged with `{:?}` without leaking it.
+///
+/// ```
+/// use chrono::{Duration, Utc};
+/// use par_store::PushedAuthorizationRequest;
+///
+/// let request = PushedAuthorizationRequest::new(
+///     "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
+///     Utc::now() + Duration::seconds(600),
+///     "client_id=s6BhdRkqt3&response_type=code",
+/// );
+/// let shown = format!("{request:?}");
+/// assert!(!shown.contains("s6BhdRkqt3"));
+/// assert!(shown.contains("parameters_len: 39"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct PushedAuthorizationRequest {
+    /// Hash of the reference value carried in the `request_uri` (the store's key).
+    ///
+    /// 1 to 128 bytes, no control characters. The reference value itself is a secret
+    /// and must never be stored; see `ReferenceValue::hash` for the recommended hash.
+    pub reference_value_hash: String,
+    /// The instant after which the request is never returned again.
+    ///
+    /// Stores keep it at microsecond precision (PostgreSQL's), so what is read back
+    /// equals what was stored after truncation to whole microseconds.
+    pub expires_at: DateTime<Utc>,
+    /// The server's protected request parameters; opaque text to the store.
+    ///
+    /// Must not contain NUL characters; at most the store's `max_parameters_len` bytes.
+    pub parameters: String,
+}
+
+impl PushedAuthorizationRequest {
+    /// Creates a request from its three parts.
+    ///
+    /// `expires_at` is truncated to whole microseconds, the precision both stores keep, so
+    /// that a request read back compares equal to the one created here.
+    pub fn new(
+        reference_value_hash: impl Into<String>,
+        expires_at: DateTime<Utc>,
+        parameters: impl Into<String>,
+    ) -> Self {
+        PushedAuthorizationRequest {
+            reference_value_hash: reference_value_hash.into(),
+            expires_at: expires_at.trunc_subsecs(6),
+            parameters: parameters.into(),
+        }
+    }
+}
+
+impl fmt::Debug for PushedAuthorizationRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushedAuthorizationRequest")
+            .field(
+                "reference_value_hash",
+                &HashPrefix(&self.reference_value_hash),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("parameters_len", &self.parameters.len())
+            .finish()
+    }
+}
+
+/// How many characters of a reference value hash may appear in logs and `Debug` output:
+/// enough to correlate log lines, far too few to be the key.
+const HASH_PREFIX_CHARS: usize = 6;
+
+/// Shows only the first few characters of a reference value hash, followed by `…`.
+///
+/// Used for `Debug` output and for `tracing` fields.
+#[derive(Clone, Copy)]
+pub(crate) struct HashPrefix<'a>(pub(crate) &'a str);
+
+impl fmt::Debug for HashPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for HashPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never more than half of a (short) hash either.
+        let shown = HASH_PREFIX_CHARS.min(self.0.chars().count() / 2);
+        let prefix: String = self
+            .0
+            .chars()
+            .take(shown)
+            .filter(|c| !c.is_control())
+            .collect();
+        write!(f, "{prefix}…")
+    }
+}

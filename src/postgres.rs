@@ -1,0 +1,245 @@
+//! The PostgreSQL store: one static SQL statement per operation, run on the caller's pool.
+
+use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
+use crate::error::StoreError;
+use crate::model::PushedAuthorizationRequest;
+use crate::store::PushedAuthorizationRequestStore;
+use crate::telemetry::{found_or_not, stored, traced, Operation};
+use crate::validate::{check_request, is_storable_hash, DEFAULT_MAX_PARAMETERS_LEN};
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use std::fmt;
+
+// All of the store's SQL. The schema itself lives in `migrations/`.
+//
+// Expiry is checked against the database clock (`now()`), not a time bound from the
+// application: every server instance then agrees on what "expired" means even when their
+// clocks drift, and the statements need one parameter fewer. `now()` is the start of the
+// statement's own (implicit) transaction, and timestamptz comparisons do not depend on the
+// session time zone.
+
+/// Inserts a request; `ON CONFLICT DO NOTHING` turns a duplicate into "0 rows" instead of an
+/// error, so the first request is never touched and the connection sees no failed statement.
+const INSERT: &str = "INSERT INTO pushed_authorization_requests \
+     (reference_value_hash, expires_at, parameters) VALUES ($1, $2, $3) \
+     ON CONFLICT (reference_value_hash) DO NOTHING";
+
+/// Reads a live request.
+const SELECT_LIVE: &str = "SELECT reference_value_hash, expires_at, parameters \
+     FROM pushed_authorization_requests \
+     WHERE reference_value_hash = $1 AND expires_at > now()";
+
+/// Consumes a request in one atomic statement. An expired row is deleted too (it is garbage),
+/// but reported as not live so that it is never handed out. Concurrent callers serialise on
+/// the row lock: exactly one sees the row in RETURNING.
+const CONSUME: &str = "DELETE FROM pushed_authorization_requests \
+     WHERE reference_value_hash = $1 \
+     RETURNING reference_value_hash, expires_at, parameters, expires_at > now() AS live";
+
+/// Deletes one batch of expired rows, oldest first through the `expires_at` index.
+/// `FOR UPDATE SKIP LOCKED` lets many cleaners (one per server instance) and live consumers
+/// run at once: a row locked by someone else is skipped, never waited for. The CTE is
+/// always materialised (it locks rows), so the LIMIT holds.
+const DELETE_EXPIRED_BATCH: &str = "WITH batch AS ( \
+         SELECT reference_value_hash FROM pushed_authorization_requests \
+         WHERE expires_at <= now() \
+         ORDER BY expires_at \
+         LIMIT $1 \
+         FOR UPDATE SKIP LOCKED) \
+     DELETE FROM pushed_authorization_requests AS r \
+     USING batch WHERE r.reference_value_hash = batch.reference_value_hash";
+
+/// The table in which par-store records its applied migrations, apart from the host
+/// application's `_sqlx_migrations`. `sqlx.toml` names the same table for sqlx-cli.
+pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
+
+const BACKEND: &str = "postgres";
+
+/// Pushed authorization requests in PostgreSQL, table `pushed_authorization_requests`.
+///
+/// Cheap to clone (the pool is reference counted). Every operation is one statement,
+/// prepared once per connection and run without an explicit transaction.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use par_store::{sqlx::PgPool, PostgresStore, PushedAuthorizationRequestStore};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = PgPool::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+/// let store = PostgresStore::new(pool);
+/// store.migrate().await?;
+/// let store: Arc<dyn PushedAuthorizationRequestStore> = Arc::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    max_parameters_len: usize,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The pool's own Debug would show connection options; keep to what is useful.
+        f.debug_struct("PostgresStore")
+            .field("pool_size", &self.pool.size())
+            .field("max_parameters_len", &self.max_parameters_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Creates a store on an existing pool. Run [`migrate`](Self::migrate) (or sqlx-cli) once
+    /// before use.
+    pub fn new(pool: PgPool) -> Self {
+        PostgresStore {
+            pool,
+            max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
+        }
+    }
+
+    /// Sets the largest `parameters` accepted by [`store`](PushedAuthorizationRequestStore::store),
+    /// in bytes (default 64 KiB). Larger requests fail with [`StoreError::InvalidInput`].
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, PostgresStore};
+    /// # fn f(pool: PgPool) {
+    /// let store = PostgresStore::new(pool).max_parameters_len(16 * 1024);
+    /// # }
+    /// ```
+    pub fn max_parameters_len(mut self, bytes: usize) -> Self {
+        self.max_parameters_len = bytes;
+        self
+    }
+
+    /// The pool this store runs on.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The store's migrations (embedded from `migrations/`), recording their history in
+    /// [`MIGRATIONS_TABLE`] so that they coexist with the host application's own.
+    ///
+    /// ```
+    /// let migrator = par_store::PostgresStore::migrator();
+    /// assert!(migrator.iter().count() >= 1);
+    /// ```
+    pub fn migrator() -> Migrator {
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator
+    }
+
+    /// Applies the store's migrations. Idempotent, and safe to call from many instances at
+    /// once (the migrator takes an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Self::migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Removes every expired request, in batches of the default size (one statement per
+    /// batch, until a batch comes back short), and returns how many were removed.
+    ///
+    /// Safe to run from many instances at once; meant for a cron-style call. For a
+    /// background task, see [`CleanupJob`](crate::CleanupJob).
+    pub async fn delete_expired(&self) -> Result<u64, StoreError> {
+        delete_expired_in_batches(self, DEFAULT_BATCH_SIZE).await
+    }
+}
+
+type Row = (String, DateTime<Utc>, String);
+
+fn into_request((reference_value_hash, expires_at, parameters): Row) -> PushedAuthorizationRequest {
+    PushedAuthorizationRequest {
+        reference_value_hash,
+        expires_at,
+        parameters,
+    }
+}
+
+#[async_trait::async_trait]
+impl PushedAuthorizationRequestStore for PostgresStore {
+    async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
+        traced(
+            Operation::Store,
+            BACKEND,
+            &request.reference_value_hash,
+            stored,
+            async {
+                let expires_at = check_request(request, self.max_parameters_len, Utc::now())?;
+                let inserted = sqlx::query(INSERT)
+                    .bind(&request.reference_value_hash)
+                    .bind(expires_at)
+                    .bind(&request.parameters)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if inserted == 0 {
+                    return Err(StoreError::Duplicate);
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    async fn consume_by_hash(
+        &self,
+        reference_value_hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        traced(
+            Operation::Consume,
+            BACKEND,
+            reference_value_hash,
+            found_or_not,
+            async {
+                if !is_storable_hash(reference_value_hash) {
+                    return Ok(None);
+                }
+                let row: Option<(String, DateTime<Utc>, String, bool)> = sqlx::query_as(CONSUME)
+                    .bind(reference_value_hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.and_then(|(hash, expires_at, parameters, live)| {
+                    live.then(|| into_request((hash, expires_at, parameters)))
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn get_by_hash(
+        &self,
+        reference_value_hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        traced(
+            Operation::Get,
+            BACKEND,
+            reference_value_hash,
+            found_or_not,
+            async {
+                if !is_storable_hash(reference_value_hash) {
+                    return Ok(None);
+                }
+                let row: Option<Row> = sqlx::query_as(SELECT_LIVE)
+                    .bind(reference_value_hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(into_request))
+            },
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl ExpiredRequestCleaner for PostgresStore {
+    async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(DELETE_EXPIRED_BATCH)
+            .bind(i64::from(batch_size))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,95 @@
+//! One `tracing` span per store operation, with the fields an operator needs and no secrets.
+
+use crate::error::StoreError;
+use crate::model::HashPrefix;
+use std::future::Future;
+use std::time::Instant;
+use tracing::{field, Instrument};
+
+/// Which store operation a span describes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Operation {
+    Store,
+    Get,
+    Consume,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Store => "store",
+            Operation::Get => "get_by_hash",
+            Operation::Consume => "consume_by_hash",
+        }
+    }
+}
+
+/// A short, stable name for an error, used as the span's `outcome`.
+pub(crate) fn error_kind(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::Duplicate => "duplicate",
+        StoreError::InvalidInput { .. } => "invalid_input",
+        StoreError::Unavailable { .. } => "unavailable",
+        StoreError::Timeout { .. } => "timeout",
+        StoreError::Migration { .. } => "migration_failed",
+        StoreError::Database { .. } => "database_error",
+    }
+}
+
+/// Runs one store operation inside a `par_store.operation` span that records
+/// `operation`, `backend`, a short `hash` prefix (never the full hash), `outcome` and
+/// `duration_us`. Parameters are never recorded.
+///
+/// Failures that point at the database (not at the caller's input) are logged at warn.
+pub(crate) async fn traced<T, F>(
+    operation: Operation,
+    backend: &'static str,
+    hash: &str,
+    outcome: fn(&T) -> &'static str,
+    run: F,
+) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, StoreError>>,
+{
+    let span = tracing::debug_span!(
+        "par_store.operation",
+        operation = operation.as_str(),
+        backend,
+        hash = %HashPrefix(hash),
+        outcome = field::Empty,
+        duration_us = field::Empty,
+    );
+    let started = Instant::now();
+    let result = run.instrument(span.clone()).await;
+    let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let outcome = match &result {
+        Ok(value) => outcome(value),
+        Err(err) => error_kind(err),
+    };
+    span.record("outcome", outcome);
+    span.record("duration_us", duration_us);
+    match &result {
+        Err(err @ (StoreError::Duplicate | StoreError::InvalidInput { .. })) => {
+            tracing::debug!(parent: &span, error = %err, "pushed authorization request refused");
+        }
+        Err(err) => {
+            tracing::warn!(parent: &span, error = %err, "pushed authorization request store failed");
+        }
+        Ok(_) => tracing::trace!(parent: &span, outcome, duration_us, "done"),
+    }
+    result
+}
+
+/// Outcome of `store` on success.
+pub(crate) fn stored(_: &()) -> &'static str {
+    "stored"
+}
+
+/// Outcome of a look-up on success.
+pub(crate) fn found_or_not<T>(value: &Option<T>) -> &'static str {
+    if value.is_some() {
+        "found"
+    } else {
+        "not_found"
+    }
+}
