@@ -65,7 +65,9 @@ pub use cleanup::{
 pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
-pub use postgres::{PostgresStore, MIGRATIONS_TABLE};
+pub use postgres::{
+    PostgresStore, PostgresStoreOptions, DEFAULT_OPERATION_TIMEOUT, MIGRATIONS_TABLE,
+};
 pub use store::PushedAuthorizationRequestStore;
 pub use validate::{DEFAULT_MAX_PARAMETERS_LEN, MAX_REFERENCE_VALUE_HASH_LEN};
 

@@ -8,8 +8,12 @@ use crate::telemetry::{found_or_not, stored, traced, Operation};
 use crate::validate::{check_request, is_storable_hash, DEFAULT_MAX_PARAMETERS_LEN};
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
 
 // All of the store's SQL. The schema itself lives in `migrations/`.
 //
@@ -76,7 +80,11 @@ const BACKEND: &str = "postgres";
 pub struct PostgresStore {
     pool: PgPool,
     max_parameters_len: usize,
+    operation_timeout: Option<Duration>,
 }
+
+/// Default bound on one store operation, connection wait included: 10 s.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -84,6 +92,7 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("pool_size", &self.pool.size())
             .field("max_parameters_len", &self.max_parameters_len)
+            .field("operation_timeout", &self.operation_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +104,46 @@ impl PostgresStore {
         PostgresStore {
             pool,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
+            operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
+        }
+    }
+
+    /// Connects with the recommended pool settings ([`PostgresStoreOptions::default`]).
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), par_store::StoreError> {
+    /// let store = par_store::PostgresStore::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        PostgresStoreOptions::new().connect(url).await
+    }
+
+    /// Bounds each operation (waiting for a connection included) to `timeout`; past it the
+    /// operation fails with [`StoreError::Timeout`]. `None` leaves only the pool's acquire
+    /// timeout and the server's `statement_timeout`. Default: [`DEFAULT_OPERATION_TIMEOUT`].
+    ///
+    /// A timed-out `consume_by_hash` may still have consumed the request (see the README,
+    /// "Failure behaviour").
+    pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// Runs one database round trip under the operation timeout.
+    async fn bounded<T, F>(&self, run: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, sqlx::Error>>,
+    {
+        match self.operation_timeout {
+            None => Ok(run.await?),
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(result) => Ok(result?),
+                Err(elapsed) => Err(StoreError::Timeout {
+                    source: Box::new(elapsed),
+                }),
+            },
         }
     }
 
@@ -167,11 +216,14 @@ impl PushedAuthorizationRequestStore for PostgresStore {
             stored,
             async {
                 let expires_at = check_request(request, self.max_parameters_len, Utc::now())?;
-                let inserted = sqlx::query(INSERT)
-                    .bind(&request.reference_value_hash)
-                    .bind(expires_at)
-                    .bind(&request.parameters)
-                    .execute(&self.pool)
+                let inserted = self
+                    .bounded(
+                        sqlx::query(INSERT)
+                            .bind(&request.reference_value_hash)
+                            .bind(expires_at)
+                            .bind(&request.parameters)
+                            .execute(&self.pool),
+                    )
                     .await?
                     .rows_affected();
                 if inserted == 0 {
@@ -221,9 +273,12 @@ impl PushedAuthorizationRequestStore for PostgresStore {
                 if !is_storable_hash(reference_value_hash) {
                     return Ok(None);
                 }
-                let row: Option<Row> = sqlx::query_as(SELECT_LIVE)
-                    .bind(reference_value_hash)
-                    .fetch_optional(&self.pool)
+                let row: Option<Row> = self
+                    .bounded(
+                        sqlx::query_as(SELECT_LIVE)
+                            .bind(reference_value_hash)
+                            .fetch_optional(&self.pool),
+                    )
                     .await?;
                 Ok(row.map(into_request))
             },
@@ -235,11 +290,171 @@ impl PushedAuthorizationRequestStore for PostgresStore {
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {
     async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
-        let deleted = sqlx::query(DELETE_EXPIRED_BATCH)
-            .bind(i64::from(batch_size))
-            .execute(&self.pool)
+        let deleted = self
+            .bounded(
+                sqlx::query(DELETE_EXPIRED_BATCH)
+                    .bind(i64::from(batch_size))
+                    .execute(&self.pool),
+            )
             .await?
             .rows_affected();
         Ok(deleted)
+    }
+}
+
+/// Pool and timeout settings for [`PostgresStore::connect`], with defaults chosen for an
+/// authorization server's PAR traffic (short statements, many instances).
+///
+/// | setting | default | why |
+/// |---|---|---|
+/// | [`max_connections`](Self::max_connections) | 10 | sqlx's default; size it to your instance's concurrency |
+/// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | fail fast with [`StoreError::Unavailable`] when the database is unreachable, rather than sqlx's 30 s |
+/// | [`statement_timeout`](Self::statement_timeout) | 5 s | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
+/// | [`operation_timeout`](Self::operation_timeout) | 10 s | bounds a whole operation even when the network swallows packets |
+/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so connections killed during an outage are replaced instead of failing a request; busy connections skip the extra round trip |
+/// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use par_store::PostgresStoreOptions;
+///
+/// # #[tokio::main] async fn main() -> Result<(), par_store::StoreError> {
+/// let store = PostgresStoreOptions::new()
+///     .max_connections(32)
+///     .acquire_timeout(Duration::from_secs(2))
+///     .connect("postgres://postgres:postgres@127.0.0.1:5432/postgres")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresStoreOptions {
+    max_connections: u32,
+    acquire_timeout: Duration,
+    statement_timeout: Option<Duration>,
+    operation_timeout: Option<Duration>,
+    ping_idle_after: Option<Duration>,
+    max_parameters_len: usize,
+}
+
+impl Default for PostgresStoreOptions {
+    fn default() -> Self {
+        PostgresStoreOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Some(Duration::from_secs(5)),
+            operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
+            ping_idle_after: Some(Duration::from_secs(1)),
+            max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
+        }
+    }
+}
+
+impl PostgresStoreOptions {
+    /// The defaults (see the table above).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Largest number of connections in the pool.
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// How long an operation waits for a connection before failing with
+    /// [`StoreError::Unavailable`].
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// The server-side `statement_timeout` of every connection (`None`: the server's own).
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// See [`PostgresStore::operation_timeout`].
+    pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// Ping a connection before use when it has been idle at least this long
+    /// (`Some(Duration::ZERO)`: always, like sqlx's `test_before_acquire`; `None`: never).
+    pub fn ping_idle_after(mut self, idle: Option<Duration>) -> Self {
+        self.ping_idle_after = idle;
+        self
+    }
+
+    /// See [`PostgresStore::max_parameters_len`].
+    pub fn max_parameters_len(mut self, bytes: usize) -> Self {
+        self.max_parameters_len = bytes;
+        self
+    }
+
+    /// The pool settings, for building a pool yourself.
+    pub fn pool_options(&self) -> PgPoolOptions {
+        let options = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            // Replaced by the idle-time check below: a ping on every acquire is one more
+            // round trip per operation.
+            .test_before_acquire(false);
+        match self.ping_idle_after {
+            None => options,
+            Some(threshold) => options.before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= threshold {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            }),
+        }
+    }
+
+    /// Adds the per-connection settings (the statement timeout) to `options`.
+    pub fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
+        match self.statement_timeout {
+            Some(timeout) => options.options([("statement_timeout", timeout.as_millis())]),
+            None => options,
+        }
+    }
+
+    /// Connects to `url` and returns a store on the new pool. Fails with
+    /// [`StoreError::InvalidInput`] for a malformed URL and [`StoreError::Unavailable`] when
+    /// the server cannot be reached.
+    pub async fn connect(&self, url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(|err| {
+            StoreError::invalid("database url", format!("is not a PostgreSQL URL: {err}"))
+        })?;
+        self.connect_with(options).await
+    }
+
+    /// Like [`connect`](Self::connect), from parsed connect options.
+    pub async fn connect_with(
+        &self,
+        options: PgConnectOptions,
+    ) -> Result<PostgresStore, StoreError> {
+        let pool = self
+            .pool_options()
+            .connect_with(self.apply_to(options))
+            .await?;
+        Ok(self.store_on(pool))
+    }
+
+    /// Like [`connect_with`](Self::connect_with), but connects on first use.
+    pub fn connect_lazy_with(&self, options: PgConnectOptions) -> PostgresStore {
+        let pool = self
+            .pool_options()
+            .connect_lazy_with(self.apply_to(options));
+        self.store_on(pool)
+    }
+
+    fn store_on(&self, pool: PgPool) -> PostgresStore {
+        PostgresStore::new(pool)
+            .max_parameters_len(self.max_parameters_len)
+            .operation_timeout(self.operation_timeout)
     }
 }
