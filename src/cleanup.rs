@@ -2,12 +2,13 @@
 //! [`CleanupJob`].
 
 use crate::error::StoreError;
+use crate::telemetry::error_kind;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
+use tracing::{field, Instrument};
 
 /// Rows deleted per statement unless configured otherwise.
 ///
@@ -63,15 +64,45 @@ impl PassReport {
     }
 }
 
+/// One cleanup pass inside a `par_store.cleanup.pass` span that records `batch_size`, and when
+/// the pass ends its `outcome` (`completed` or the error's kind), `rows`, `batches` and
+/// `duration_ms`: the job's passes and `delete_expired` calls alike.
+async fn run_pass<C: ExpiredRequestCleaner + ?Sized>(
+    cleaner: &C,
+    batch_size: u32,
+    pause: Duration,
+    stop: Option<&mut watch::Receiver<bool>>,
+) -> PassReport {
+    let batch_size = batch_size.max(1);
+    let span = tracing::debug_span!(
+        "par_store.cleanup.pass",
+        batch_size,
+        outcome = field::Empty,
+        rows = field::Empty,
+        batches = field::Empty,
+        duration_ms = field::Empty,
+    );
+    let started = Instant::now();
+    let report = run_batches(cleaner, batch_size, pause, stop)
+        .instrument(span.clone())
+        .await;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let outcome = report.error.as_ref().map_or("completed", error_kind);
+    span.record("outcome", outcome);
+    span.record("rows", report.rows);
+    span.record("batches", report.batches);
+    span.record("duration_ms", duration_ms);
+    report
+}
+
 /// Deletes expired requests batch after batch until a batch comes back short, the stop
 /// signal is raised (checked between batches) or a batch fails.
-async fn run_pass<C: ExpiredRequestCleaner + ?Sized>(
+async fn run_batches<C: ExpiredRequestCleaner + ?Sized>(
     cleaner: &C,
     batch_size: u32,
     pause: Duration,
     mut stop: Option<&mut watch::Receiver<bool>>,
 ) -> PassReport {
-    let batch_size = batch_size.max(1);
     let mut report = PassReport {
         rows: 0,
         batches: 0,
@@ -350,7 +381,6 @@ async fn run_job<S: ExpiredRequestCleaner>(
             options.pause_between_batches,
             Some(&mut stop),
         )
-        .instrument(tracing::debug_span!("par_store.cleanup.pass"))
         .await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         {

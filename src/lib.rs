@@ -22,6 +22,8 @@
 //! - [`MemoryStore`] has exactly the same semantics, in process memory.
 //! - [`CleanupJob`] removes expired requests in the background, in batches that many
 //!   instances can run at once; `delete_expired` does one pass, e.g. from cron.
+//! - [`ReferenceValue`] mints and parses `request_uri`s and computes the hash to store them
+//!   under, in Duende IdentityServer's format.
 //! - Every error is a [`StoreError`]; bad input is refused before it reaches the database.
 //!
 //! ## Quick example
@@ -54,6 +56,7 @@ mod error;
 mod memory;
 mod model;
 mod postgres;
+mod reference;
 mod store;
 mod telemetry;
 mod validate;
@@ -68,6 +71,7 @@ pub use model::PushedAuthorizationRequest;
 pub use postgres::{
     PostgresStore, PostgresStoreOptions, DEFAULT_OPERATION_TIMEOUT, MIGRATIONS_TABLE,
 };
+pub use reference::{ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
 pub use validate::{DEFAULT_MAX_PARAMETERS_LEN, MAX_REFERENCE_VALUE_HASH_LEN};
 

@@ -1,0 +1,521 @@
+//! The two endpoints of an OAuth 2.0 authorization server that use par-store: the pushed
+//! authorization request endpoint (RFC 9126) and the authorization endpoint that resolves its
+//! `request_uri`s, on PostgreSQL, with the cleanup job running beside them.
+//!
+//! ```text
+//! cargo run --example par_server
+//! ```
+//!
+//! Environment (a `.env` file is honoured):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DATABASE_URL` | `postgres://postgres:postgres@127.0.0.1:5432/postgres` | the PostgreSQL to store requests in (migrated at start) |
+//! | `PAR_LIFETIME_SECS` | `600` | lifetime of a pushed request, in seconds (Duende IdentityServer's default) |
+//! | `PAR_SERVER_ADDR` | `127.0.0.1:3000` | address to listen on |
+//! | `RUST_LOG` | `info,par_store=debug` | log filter |
+//!
+//! Endpoints:
+//!
+//! - `POST /par` (form-encoded) authenticates the client (`client_secret_post` against the
+//!   demo clients in [`CLIENTS`]), validates `response_type` and `redirect_uri`, stores the
+//!   request under the hash of a fresh [`ReferenceValue`] and answers `201 Created` with
+//!   `{"request_uri": "...", "expires_in": N}` (RFC 9126, section 2.2); errors as in section 2.3.
+//! - `GET /authorize?client_id=...&request_uri=...` resolves the pushed request, checks that it
+//!   was pushed by the same client, consumes it, and answers as an authorization server would
+//!   after a successful login: `302 Found` to the pushed `redirect_uri` with `code` (a random
+//!   stand-in: this example issues no real codes) and the pushed `state`. An unknown, expired,
+//!   already used or malformed `request_uri` gets `400` with `invalid_request_uri` as JSON: the
+//!   redirect URI is only trusted once the request is resolved, so errors are not redirected.
+//!
+//! The stored parameters are the form-encoded authorization request, client secret removed.
+//! A production server would also protect (encrypt) them before they reach the store.
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Form, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{TimeDelta, Utc};
+use par_store::{
+    CleanupJob, CleanupOptions, PostgresStore, PushedAuthorizationRequest,
+    PushedAuthorizationRequestStore, ReferenceValue, StoreError,
+};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+
+/// Lifetime of a pushed request unless `PAR_LIFETIME_SECS` says otherwise.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Largest accepted request body. Pushed requests are small; the store's own bound on the
+/// parameters (64 KiB by default) is the same.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How often to draw a new reference value when one collides with a stored request: with 256
+/// random bits a collision does not happen, but the store reports it and this is the answer.
+const STORE_ATTEMPTS: usize = 3;
+
+/// A client registered with the authorization server.
+#[derive(Debug)]
+pub struct RegisteredClient {
+    /// The `client_id`.
+    pub client_id: &'static str,
+    /// The secret for `client_secret_post`. A real server keeps only a hash of it.
+    pub client_secret: &'static str,
+    /// The redirect URIs the client may use, compared exactly.
+    pub redirect_uris: &'static [&'static str],
+}
+
+/// The demo clients (identifiers and secret from the examples in RFC 6749 and RFC 9126).
+/// A real server reads its clients from its own configuration or database.
+pub const CLIENTS: &[RegisteredClient] = &[
+    RegisteredClient {
+        client_id: "s6BhdRkqt3",
+        client_secret: "7Fjfp0ZBr1KtDRbnfVdmIw",
+        redirect_uris: &["https://client.example.org/cb"],
+    },
+    RegisteredClient {
+        client_id: "other-client",
+        client_secret: "other-secret",
+        redirect_uris: &["https://other.example.com/cb"],
+    },
+];
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<dyn PushedAuthorizationRequestStore>,
+    lifetime: TimeDelta,
+    /// `expires_in`: the lifetime in whole seconds, rounded up.
+    expires_in: u64,
+}
+
+/// The PAR endpoint (`POST /par`) and the authorization endpoint (`GET /authorize`) on
+/// `store`, giving pushed requests `lifetime`. Other methods on these paths get `405`.
+///
+/// # Panics
+///
+/// If `lifetime` is zero or beyond what `chrono` can add to the current time.
+pub fn router(store: Arc<dyn PushedAuthorizationRequestStore>, lifetime: Duration) -> Router {
+    assert!(!lifetime.is_zero(), "the PAR lifetime must be positive");
+    let state = AppState {
+        store,
+        lifetime: TimeDelta::from_std(lifetime).expect("the PAR lifetime fits in a TimeDelta"),
+        expires_in: lifetime.as_secs() + u64::from(lifetime.subsec_nanos() > 0),
+    };
+    Router::new()
+        .route("/par", post(push))
+        .route("/authorize", get(authorize))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An OAuth error response (RFC 6749, section 5.2; RFC 9126, sections 2.3 and 4).
+#[derive(Debug)]
+struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        OAuthError {
+            status,
+            error,
+            description: description.into(),
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    fn invalid_client() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        )
+    }
+
+    fn invalid_request_uri(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_uri", description)
+    }
+
+    /// What the client may learn from a store failure: whether to retry, never the details,
+    /// which go to the log.
+    fn from_store(err: StoreError) -> Self {
+        match err {
+            StoreError::InvalidInput {
+                field: "parameters",
+                ..
+            } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "the pushed request is too large",
+            ),
+            StoreError::InvalidInput { field, reason } => {
+                Self::invalid_request(format!("invalid {field}: {reason}"))
+            }
+            err if err.is_transient() => {
+                tracing::warn!(error = %err, "PAR store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the authorization server is temporarily unavailable; retry later",
+                )
+            }
+            err => {
+                tracing::error!(error = %err, "PAR store failed");
+                Self::server_error()
+            }
+        }
+    }
+
+    fn server_error() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the authorization server encountered an unexpected condition",
+        )
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({
+            "error": self.error,
+            "error_description": self.description,
+        }));
+        let mut response = (self.status, no_store(), body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"par_server\""),
+            );
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Responses that carry or refer to credentials must not be cached (RFC 9126, section 2.2).
+fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
+    [(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    )]
+}
+
+/// Request parameters, each present at most once (RFC 6749, section 3.1).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Checks for repeated parameters and drops empty ones, which RFC 6749 (section 3.1) says
+    /// to treat as omitted.
+    fn new(pairs: Vec<(String, String)>) -> Result<Self, OAuthError> {
+        let mut kept: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if kept.iter().any(|(seen, _)| *seen == name) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {name} is included more than once"
+                )));
+            }
+            if !value.is_empty() {
+                kept.push((name, value));
+            }
+        }
+        Ok(Params(kept))
+    }
+
+    /// Reads back what [`encode`](Self::encode) stored.
+    fn decode(stored: &str) -> Result<Self, OAuthError> {
+        let pairs = serde_urlencoded::from_str(stored).map_err(|err| {
+            tracing::error!(error = %err, "stored PAR parameters are not form-encoded");
+            OAuthError::server_error()
+        })?;
+        Self::new(pairs)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(seen, _)| seen == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The parameters as `application/x-www-form-urlencoded` text, without `left_out`.
+    fn encode(&self, left_out: &[&str]) -> Result<String, OAuthError> {
+        let kept: Vec<&(String, String)> = self
+            .0
+            .iter()
+            .filter(|(name, _)| !left_out.contains(&name.as_str()))
+            .collect();
+        serde_urlencoded::to_string(kept).map_err(|err| {
+            tracing::error!(error = %err, "cannot form-encode PAR parameters");
+            OAuthError::server_error()
+        })
+    }
+}
+
+/// Client authentication, where a real server would accept its registered methods
+/// (`client_secret_basic`, `private_key_jwt`, mutual TLS, ...). This example knows only
+/// `client_secret_post`: `client_id` and `client_secret` in the form body.
+fn authenticate_client(
+    client_id: Option<&str>,
+    client_secret: Option<&str>,
+) -> Result<&'static RegisteredClient, OAuthError> {
+    let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
+        return Err(OAuthError::invalid_client());
+    };
+    CLIENTS
+        .iter()
+        .find(|client| client.client_id == client_id)
+        .filter(|client| constant_time_eq(client.client_secret, client_secret))
+        .ok_or_else(OAuthError::invalid_client)
+}
+
+/// Compares secrets without stopping at the first difference, so the time taken does not
+/// reveal how much of a guess was right.
+fn constant_time_eq(expected: &str, given: &str) -> bool {
+    expected.len() == given.len()
+        && expected
+            .bytes()
+            .zip(given.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// `POST /par`: RFC 9126, section 2.
+async fn push(
+    State(app): State<AppState>,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, OAuthError> {
+    let Form(pairs) = form.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            OAuthError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "the pushed request is too large",
+            )
+        } else {
+            OAuthError::invalid_request(
+                "the body must be application/x-www-form-urlencoded parameters",
+            )
+        }
+    })?;
+    let params = Params::new(pairs)?;
+    let client = authenticate_client(params.get("client_id"), params.get("client_secret"))?;
+
+    if params.get("request_uri").is_some() {
+        return Err(OAuthError::invalid_request(
+            "request_uri must not be used in a pushed authorization request",
+        ));
+    }
+    match params.get("response_type") {
+        Some("code") => {}
+        Some(_) => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            ))
+        }
+        None => return Err(OAuthError::invalid_request("response_type is required")),
+    }
+    let redirect_uri = params
+        .get("redirect_uri")
+        .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
+    if !client.redirect_uris.contains(&redirect_uri) {
+        return Err(OAuthError::invalid_request(
+            "redirect_uri is not registered for this client",
+        ));
+    }
+
+    // The authorization request as pushed, less the client's credentials.
+    let parameters = params.encode(&["client_secret"])?;
+    for _ in 0..STORE_ATTEMPTS {
+        let reference_value = ReferenceValue::generate();
+        let request = PushedAuthorizationRequest::new(
+            reference_value.hash(),
+            Utc::now() + app.lifetime,
+            parameters.as_str(),
+        );
+        match app.store.store(&request).await {
+            Ok(()) => {
+                tracing::info!(
+                    client_id = client.client_id,
+                    expires_in = app.expires_in,
+                    "pushed authorization request stored"
+                );
+                let body = Json(json!({
+                    "request_uri": reference_value.request_uri(),
+                    "expires_in": app.expires_in,
+                }));
+                return Ok((StatusCode::CREATED, no_store(), body).into_response());
+            }
+            Err(StoreError::Duplicate) => continue,
+            Err(err) => return Err(OAuthError::from_store(err)),
+        }
+    }
+    tracing::error!("PAR store reported a duplicate reference value {STORE_ATTEMPTS} times");
+    Err(OAuthError::server_error())
+}
+
+/// `GET /authorize` with a `request_uri`: RFC 9126, section 4.
+async fn authorize(
+    State(app): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, OAuthError> {
+    let Query(pairs) =
+        query.map_err(|_| OAuthError::invalid_request("the query string is malformed"))?;
+    let params = Params::new(pairs)?;
+    let client_id = params
+        .get("client_id")
+        .ok_or_else(|| OAuthError::invalid_request("client_id is required"))?;
+    let request_uri = params
+        .get("request_uri")
+        .ok_or_else(|| OAuthError::invalid_request("request_uri is required"))?;
+    let reference_value = ReferenceValue::from_request_uri(request_uri)
+        .map_err(|_| OAuthError::invalid_request_uri("request_uri is malformed"))?;
+    let hash = reference_value.hash();
+    let unusable = || OAuthError::invalid_request_uri("request_uri is unknown, expired or used");
+
+    let pushed = app
+        .store
+        .get_by_hash(&hash)
+        .await
+        .map_err(OAuthError::from_store)?
+        .ok_or_else(unusable)?;
+    // The request_uri is bound to the client that pushed it. A mismatch leaves the request
+    // in place: whoever learnt someone else's request_uri must not be able to burn it.
+    if Params::decode(&pushed.parameters)?.get("client_id") != Some(client_id) {
+        return Err(OAuthError::invalid_request(
+            "client_id does not match the pushed request",
+        ));
+    }
+
+    // A real server authenticates the user and asks for consent here, reading the request
+    // with get_by_hash at every step. The response is produced now, so the request is
+    // consumed now: None means another browser tab won the race or the request just expired.
+    let consumed = app
+        .store
+        .consume_by_hash(&hash)
+        .await
+        .map_err(OAuthError::from_store)?
+        .ok_or_else(unusable)?;
+    let pushed = Params::decode(&consumed.parameters)?;
+    let redirect_uri = pushed.get("redirect_uri").ok_or_else(|| {
+        tracing::error!("stored PAR parameters have no redirect_uri");
+        OAuthError::server_error()
+    })?;
+
+    // Stand-in for an authorization code: a real server stores one bound to the client, the
+    // redirect URI and the PKCE challenge, and redeems it at its token endpoint.
+    let code = uuid::Uuid::new_v4().simple().to_string();
+    let mut response_params = vec![("code", code.as_str())];
+    if let Some(state) = pushed.get("state") {
+        response_params.push(("state", state));
+    }
+    let query = serde_urlencoded::to_string(&response_params).map_err(|err| {
+        tracing::error!(error = %err, "cannot form-encode the authorization response");
+        OAuthError::server_error()
+    })?;
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    let location = HeaderValue::try_from(format!("{redirect_uri}{separator}{query}"))
+        .map_err(|_| OAuthError::server_error())?;
+    tracing::info!(client_id, "pushed authorization request used");
+    Ok((
+        StatusCode::FOUND,
+        no_store(),
+        [(header::LOCATION, location)],
+    )
+        .into_response())
+}
+
+/// `PAR_LIFETIME_SECS`, or [`DEFAULT_LIFETIME`].
+fn lifetime_from_env() -> Result<Duration, String> {
+    match std::env::var("PAR_LIFETIME_SECS") {
+        Err(_) => Ok(DEFAULT_LIFETIME),
+        Ok(text) => match text.trim().parse::<u32>() {
+            Ok(secs) if secs > 0 => Ok(Duration::from_secs(u64::from(secs))),
+            _ => Err(format!(
+                "PAR_LIFETIME_SECS must be a positive number of seconds, not {text:?}"
+            )),
+        },
+    }
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM where there is one (containers, systemd).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let _ = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,par_store=debug")),
+        )
+        .init();
+    let database_url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+    let lifetime = lifetime_from_env()?;
+    let addr = std::env::var("PAR_SERVER_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+
+    let store = PostgresStore::connect(&database_url).await.map_err(|err| {
+        format!("cannot use the PostgreSQL at DATABASE_URL ({err}); start one with `docker compose up -d`")
+    })?;
+    store.migrate().await?;
+    let cleanup = CleanupJob::spawn(store.clone(), CleanupOptions::new());
+
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        lifetime_secs = lifetime.as_secs(),
+        "PAR server listening: POST /par, GET /authorize"
+    );
+    let served = axum::serve(listener, router(Arc::new(store), lifetime))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    // Stop the cleanup job whether or not serving ended in an error.
+    cleanup.shutdown().await;
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
