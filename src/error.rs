@@ -1,6 +1,7 @@
 //! The one error type every store returns.
 
 use std::error::Error as StdError;
+use std::fmt;
 
 /// A boxed, opaque error from the layer below (the database driver, the migrator).
 ///
@@ -21,6 +22,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// | [`Timeout`](Self::Timeout) | the statement or the whole operation took too long | as `Unavailable` |
 /// | [`Migration`](Self::Migration) | applying the schema failed | fix the deployment |
 /// | [`Database`](Self::Database) | any other database error (permissions, schema missing, ...) | log it and fail the request (`500`) |
+/// | [`Protection`](Self::Protection) | a [`ProtectedStore`](crate::ProtectedStore) could not seal or open the parameters (see [`ProtectionErrorKind`]) | treat the `request_uri` as invalid (`400 invalid_request_uri`) for `UnknownKey`/`Tampered`/`MalformedEnvelope`, and alert: keys or data are wrong |
 ///
 /// ```
 /// use par_store::StoreError;
@@ -84,6 +86,73 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+
+    /// A [`ProtectedStore`](crate::ProtectedStore) could not protect or unprotect the
+    /// parameters. Never carries key material, parameters or the envelope.
+    ///
+    /// No partial or unauthenticated value is ever returned in place of this error.
+    #[error("protected parameters: {kind}{}", consumed_note(*consumed))]
+    Protection {
+        /// What went wrong.
+        kind: ProtectionErrorKind,
+        /// True when the request was removed all the same: `consume_by_hash` deletes the row
+        /// before it can decrypt it, so a request that fails to open there is gone (its
+        /// `request_uri` is spent). Always false for `store` and `get_by_hash`.
+        consumed: bool,
+    },
+}
+
+fn consumed_note(consumed: bool) -> &'static str {
+    if consumed {
+        "; the request was consumed nonetheless"
+    } else {
+        ""
+    }
+}
+
+/// Why a [`ProtectedStore`](crate::ProtectedStore) failed, in [`StoreError::Protection`].
+///
+/// | kind | cause | what to do |
+/// |---|---|---|
+/// | [`UnknownKey`](Self::UnknownKey) | the envelope names a key id that is not in the [`KeyRing`](crate::KeyRing) | a key was dropped while requests sealed under it were still live, or instances run with different rings: restore the key as a previous key |
+/// | [`Tampered`](Self::Tampered) | authentication failed: the envelope was altered, copied onto another request's row, or sealed by a different key that has the same id | treat as an attack or a key mix-up; the request is unusable |
+/// | [`MalformedEnvelope`](Self::MalformedEnvelope) | the stored text is not a well-formed envelope of a supported version (e.g. plaintext written before protection was enabled) | unusable; such requests disappear when they expire |
+/// | [`RandomUnavailable`](Self::RandomUnavailable) | the operating system's random source failed (nonce or key generation) | nothing was stored; retry, and check the host |
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtectionErrorKind {
+    /// The envelope was sealed under a key id the key ring does not hold.
+    UnknownKey {
+        /// The key id named by the envelope (key ids are not secret).
+        key_id: String,
+    },
+    /// The envelope failed authentication: altered, copied from another request (the
+    /// reference value hash is authenticated with it), or sealed by another key with the same id.
+    Tampered,
+    /// The stored text is not a well-formed envelope of a version this crate reads.
+    MalformedEnvelope,
+    /// The operating system's random source failed.
+    RandomUnavailable,
+}
+
+impl fmt::Display for ProtectionErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtectionErrorKind::UnknownKey { key_id } => write!(
+                f,
+                "the envelope was sealed under key id \"{key_id}\", which is not in the key ring"
+            ),
+            ProtectionErrorKind::Tampered => f.write_str(
+                "the envelope failed authentication (altered, copied from another request, or sealed by another key with the same id)",
+            ),
+            ProtectionErrorKind::MalformedEnvelope => {
+                f.write_str("the stored value is not a well-formed protected envelope")
+            }
+            ProtectionErrorKind::RandomUnavailable => {
+                f.write_str("the operating system's random source failed")
+            }
+        }
+    }
 }
 
 impl StoreError {

@@ -24,6 +24,8 @@
 //!   instances can run at once; `delete_expired` does one pass, e.g. from cron.
 //! - [`ReferenceValue`] mints and parses `request_uri`s and computes the hash to store them
 //!   under, in Duende IdentityServer's format.
+//! - [`ProtectedStore`] wraps any store and keeps the parameters encrypted at rest
+//!   (XChaCha20-Poly1305, bound to the request's hash, with key rotation through a [`KeyRing`]).
 //! - Every error is a [`StoreError`]; bad input is refused before it reaches the database.
 //!
 //! ## Quick example
@@ -56,6 +58,7 @@ mod error;
 mod memory;
 mod model;
 mod postgres;
+mod protect;
 mod reference;
 mod store;
 mod telemetry;
@@ -65,11 +68,15 @@ pub use cleanup::{
     CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
     DEFAULT_INTERVAL, DEFAULT_RETRY_DELAY,
 };
-pub use error::{BoxError, StoreError};
+pub use error::{BoxError, ProtectionErrorKind, StoreError};
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{
     PostgresStore, PostgresStoreOptions, DEFAULT_OPERATION_TIMEOUT, MIGRATIONS_TABLE,
+};
+pub use protect::{
+    envelope_len, max_parameters_len_within, KeyRing, ProtectedStore, ProtectionKey,
+    ENVELOPE_VERSION, MAX_KEY_ID_LEN,
 };
 pub use reference::{ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;

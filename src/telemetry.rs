@@ -1,6 +1,6 @@
 //! One `tracing` span per store operation, with the fields an operator needs and no secrets.
 
-use crate::error::StoreError;
+use crate::error::{ProtectionErrorKind, StoreError};
 use crate::model::HashPrefix;
 use std::future::Future;
 use std::time::Instant;
@@ -33,6 +33,12 @@ pub(crate) fn error_kind(err: &StoreError) -> &'static str {
         StoreError::Timeout { .. } => "timeout",
         StoreError::Migration { .. } => "migration_failed",
         StoreError::Database { .. } => "database_error",
+        StoreError::Protection { kind, .. } => match kind {
+            ProtectionErrorKind::UnknownKey { .. } => "protection_unknown_key",
+            ProtectionErrorKind::Tampered => "protection_tampered",
+            ProtectionErrorKind::MalformedEnvelope => "protection_malformed_envelope",
+            ProtectionErrorKind::RandomUnavailable => "protection_random_unavailable",
+        },
     }
 }
 

@@ -1,0 +1,754 @@
+//! `ProtectedStore`: parameters encrypted at rest, bound to their request, with key rotation.
+//! Backend behaviour is checked on PostgreSQL (a fresh database per test) and in memory;
+//! tampering is done behind the decorator's back, in SQL or through the inner store.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::TestDb;
+use par_store::{
+    envelope_len, CleanupJob, CleanupOptions, KeyRing, MemoryStore, ProtectedStore,
+    ProtectionErrorKind, ProtectionKey, PushedAuthorizationRequest,
+    PushedAuthorizationRequestStore, StoreError,
+};
+
+const SECRET_A: [u8; 32] = [0xa1; 32];
+const SECRET_B: [u8; 32] = [0xb2; 32];
+
+fn key(id: &str, secret: [u8; 32]) -> ProtectionKey {
+    ProtectionKey::new(id, secret).unwrap()
+}
+
+fn ring_a() -> KeyRing {
+    KeyRing::new(key("a", SECRET_A))
+}
+
+fn hash(n: u32) -> String {
+    // Shaped like Base64(SHA-256(reference value)): 44 characters.
+    format!("{n:0>43}=")
+}
+
+fn live(n: u32) -> PushedAuthorizationRequest {
+    PushedAuthorizationRequest::new(
+        hash(n),
+        Utc::now() + Duration::seconds(600),
+        format!("client_id=client-{n}&response_type=code&scope=openid&state=é✓"),
+    )
+}
+
+fn protection_error<T: std::fmt::Debug>(
+    result: Result<T, StoreError>,
+) -> (ProtectionErrorKind, bool) {
+    match result {
+        Err(StoreError::Protection { kind, consumed }) => (kind, consumed),
+        other => panic!("expected StoreError::Protection, got {other:?}"),
+    }
+}
+
+fn invalid_reason<T: std::fmt::Debug>(result: Result<T, StoreError>) -> (&'static str, String) {
+    match result {
+        Err(StoreError::InvalidInput { field, reason }) => (field, reason),
+        other => panic!("expected StoreError::InvalidInput, got {other:?}"),
+    }
+}
+
+/// The envelope the inner store holds for `hash`.
+async fn stored_envelope(inner: &impl PushedAuthorizationRequestStore, hash: &str) -> String {
+    inner.get_by_hash(hash).await.unwrap().unwrap().parameters
+}
+
+async fn sql_envelope(db: &TestDb, hash: &str) -> String {
+    par_store::sqlx::query_scalar(
+        "SELECT parameters FROM pushed_authorization_requests WHERE reference_value_hash = $1",
+    )
+    .bind(hash)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+// ---- round trips -------------------------------------------------------------------------
+
+async fn round_trip<S: PushedAuthorizationRequestStore>(
+    inner: S,
+) -> (ProtectedStore<S>, PushedAuthorizationRequest) {
+    let store = ProtectedStore::new(inner, ring_a());
+    let request = live(1);
+    store.store(&request).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            store.get_by_hash(&hash(1)).await.unwrap(),
+            Some(request.clone())
+        );
+    }
+    assert_eq!(
+        store.consume_by_hash(&hash(1)).await.unwrap(),
+        Some(request.clone())
+    );
+    assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), None);
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+    (store, request)
+}
+
+#[tokio::test]
+async fn round_trip_over_memory_store() {
+    let inner = MemoryStore::new();
+    round_trip(inner.clone()).await;
+    assert!(inner.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_over_postgres_store() {
+    let db = TestDb::new().await;
+    round_trip(db.store()).await;
+    assert_eq!(db.row_count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_holds_only_the_envelope() {
+    let db = TestDb::new().await;
+    let store = ProtectedStore::new(db.store(), ring_a());
+    let request = live(1);
+    store.store(&request).await.unwrap();
+    let at_rest = sql_envelope(&db, &hash(1)).await;
+    assert!(at_rest.starts_with("v1.a."), "{at_rest}");
+    assert!(!at_rest.contains("client-1"));
+    assert_eq!(at_rest.len(), envelope_len(request.parameters.len(), 1));
+}
+
+#[tokio::test]
+async fn awkward_text_round_trips_byte_for_byte() {
+    let store = ProtectedStore::new(MemoryStore::new(), ring_a());
+    let texts = [
+        String::new(),
+        "\u{1F600} emoji, \u{200B}zero width, \r\n\t".to_owned(),
+        "a".repeat(16 * 1024),
+        "v1.a.not-an-envelope-inside".to_owned(),
+    ];
+    for (n, text) in texts.iter().enumerate() {
+        let request = PushedAuthorizationRequest::new(
+            hash(n as u32),
+            Utc::now() + Duration::seconds(60),
+            text,
+        );
+        store.store(&request).await.unwrap();
+        assert_eq!(
+            store
+                .get_by_hash(&request.reference_value_hash)
+                .await
+                .unwrap(),
+            Some(request)
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_store_uses_a_fresh_nonce() {
+    let inner = MemoryStore::new();
+    let store = ProtectedStore::new(inner.clone(), ring_a());
+    let mut request = live(1);
+    store.store(&request).await.unwrap();
+    request.reference_value_hash = hash(2);
+    request.parameters = live(1).parameters;
+    store.store(&request).await.unwrap();
+    let one = stored_envelope(&inner, &hash(1)).await;
+    let two = stored_envelope(&inner, &hash(2)).await;
+    let nonce = |envelope: &str| envelope.split('.').nth(2).unwrap().to_owned();
+    assert_ne!(nonce(&one), nonce(&two));
+}
+
+// ---- binding and tampering ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_copied_onto_another_row_fails_to_open() {
+    let db = TestDb::new().await;
+    let store = ProtectedStore::new(db.store(), ring_a());
+    store.store(&live(1)).await.unwrap();
+    store.store(&live(2)).await.unwrap();
+    par_store::sqlx::query(
+        "UPDATE pushed_authorization_requests SET parameters = \
+         (SELECT parameters FROM pushed_authorization_requests WHERE reference_value_hash = $1) \
+         WHERE reference_value_hash = $2",
+    )
+    .bind(hash(1))
+    .bind(hash(2))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        protection_error(store.get_by_hash(&hash(2)).await),
+        (ProtectionErrorKind::Tampered, false)
+    );
+    // The original still opens, and the failed read consumed nothing.
+    assert_eq!(
+        store.get_by_hash(&hash(1)).await.unwrap(),
+        Some(live_at(&db, 1).await)
+    );
+    assert_eq!(db.row_count().await, 2);
+}
+
+/// `live(n)` with the expiry that was stored, read back through the inner store.
+async fn live_at(db: &TestDb, n: u32) -> PushedAuthorizationRequest {
+    let stored = db.store().get_by_hash(&hash(n)).await.unwrap().unwrap();
+    PushedAuthorizationRequest {
+        parameters: live(n).parameters,
+        ..stored
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_that_fails_to_open_has_consumed_the_row_and_says_so() {
+    let db = TestDb::new().await;
+    let store = ProtectedStore::new(db.store(), ring_a());
+    store.store(&live(1)).await.unwrap();
+    store.store(&live(2)).await.unwrap();
+    par_store::sqlx::query(
+        "UPDATE pushed_authorization_requests SET parameters = \
+         (SELECT parameters FROM pushed_authorization_requests WHERE reference_value_hash = $1) \
+         WHERE reference_value_hash = $2",
+    )
+    .bind(hash(1))
+    .bind(hash(2))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let err = store.consume_by_hash(&hash(2)).await.unwrap_err();
+    assert!(err.to_string().contains("consumed"), "{err}");
+    assert_eq!(
+        protection_error(Err::<(), _>(err)),
+        (ProtectionErrorKind::Tampered, true)
+    );
+    assert_eq!(db.row_count().await, 1);
+    assert_eq!(store.get_by_hash(&hash(2)).await.unwrap(), None);
+    assert_eq!(store.consume_by_hash(&hash(2)).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_altered_in_sql_fails_to_open() {
+    let db = TestDb::new().await;
+    let store = ProtectedStore::new(db.store(), ring_a());
+    store.store(&live(1)).await.unwrap();
+    let envelope = sql_envelope(&db, &hash(1)).await;
+    // Change one ciphertext character to another valid base64url character.
+    let mut chars: Vec<char> = envelope.chars().collect();
+    let at = envelope.len() - 10;
+    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+    let altered: String = chars.into_iter().collect();
+    par_store::sqlx::query(
+        "UPDATE pushed_authorization_requests SET parameters = $1 WHERE reference_value_hash = $2",
+    )
+    .bind(&altered)
+    .bind(hash(1))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        protection_error(store.get_by_hash(&hash(1)).await),
+        (ProtectionErrorKind::Tampered, false)
+    );
+}
+
+#[tokio::test]
+async fn every_single_bit_flip_of_an_envelope_fails_with_a_typed_error() {
+    let ring = KeyRing::new(key("k", SECRET_A));
+    let request =
+        PushedAuthorizationRequest::new(hash(1), Utc::now() + Duration::seconds(600), "a=1");
+    let inner = MemoryStore::new();
+    ProtectedStore::new(inner.clone(), ring.clone())
+        .store(&request)
+        .await
+        .unwrap();
+    let envelope = stored_envelope(&inner, &hash(1)).await;
+    assert_eq!(envelope.len(), envelope_len(3, 1));
+    assert_eq!(envelope.len(), 64);
+
+    let (mut tried, mut malformed, mut tampered, mut unknown) = (0, 0, 0, 0);
+    for position in 0..envelope.len() {
+        for bit in 0..8 {
+            let mut bytes = envelope.clone().into_bytes();
+            bytes[position] ^= 1 << bit;
+            // A flip that leaves UTF-8 cannot be stored as text (nor in PostgreSQL).
+            let Ok(altered) = String::from_utf8(bytes) else {
+                continue;
+            };
+            tried += 1;
+            for consume in [false, true] {
+                let inner = MemoryStore::new();
+                inner
+                    .store(&PushedAuthorizationRequest {
+                        parameters: altered.clone(),
+                        ..request.clone()
+                    })
+                    .await
+                    .unwrap();
+                let store = ProtectedStore::new(inner.clone(), ring.clone());
+                let result = if consume {
+                    store.consume_by_hash(&hash(1)).await
+                } else {
+                    store.get_by_hash(&hash(1)).await
+                };
+                let (kind, consumed) = match result {
+                    Err(StoreError::Protection { kind, consumed }) => (kind, consumed),
+                    other => panic!(
+                        "byte {position} bit {bit}: expected a protection error, got {other:?}"
+                    ),
+                };
+                assert_eq!(consumed, consume, "byte {position} bit {bit}");
+                assert_eq!(inner.is_empty(), consume, "byte {position} bit {bit}");
+                if !consume {
+                    match kind {
+                        ProtectionErrorKind::MalformedEnvelope => malformed += 1,
+                        ProtectionErrorKind::Tampered => tampered += 1,
+                        ProtectionErrorKind::UnknownKey { .. } => unknown += 1,
+                        other => panic!("byte {position} bit {bit}: unexpected {other:?}"),
+                    }
+                }
+            }
+        }
+    }
+    // Bit 7 always leaves ASCII, so 7 flips per position are possible.
+    assert_eq!(tried, 7 * envelope.len());
+    assert_eq!(malformed + tampered + unknown, tried);
+    // The nonce and the ciphertext (from byte 7 on) can only fail authentication or decoding;
+    // the key id can only turn into an unknown or an invalid id.
+    assert!(tampered > 0 && malformed > 0 && unknown > 0);
+    println!("{tried} flips: {malformed} malformed, {tampered} tampered, {unknown} unknown key");
+}
+
+#[tokio::test]
+async fn plaintext_written_before_protection_is_malformed() {
+    let inner = MemoryStore::new();
+    inner.store(&live(1)).await.unwrap();
+    let store = ProtectedStore::new(inner, ring_a());
+    assert_eq!(
+        protection_error(store.get_by_hash(&hash(1)).await),
+        (ProtectionErrorKind::MalformedEnvelope, false)
+    );
+}
+
+#[tokio::test]
+async fn unsupported_envelope_version_is_malformed() {
+    let inner = MemoryStore::new();
+    let store = ProtectedStore::new(inner.clone(), ring_a());
+    store.store(&live(1)).await.unwrap();
+    let envelope = stored_envelope(&inner, &hash(1)).await;
+    let v2 = envelope.replacen("v1.", "v2.", 1);
+    inner.consume_by_hash(&hash(1)).await.unwrap();
+    inner
+        .store(&PushedAuthorizationRequest::new(
+            hash(1),
+            Utc::now() + Duration::seconds(60),
+            v2,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        protection_error(store.get_by_hash(&hash(1)).await),
+        (ProtectionErrorKind::MalformedEnvelope, false)
+    );
+}
+
+// ---- keys and rotation -------------------------------------------------------------------
+
+#[tokio::test]
+async fn envelope_under_a_key_not_in_the_ring_fails_with_unknown_key() {
+    let inner = MemoryStore::new();
+    ProtectedStore::new(inner.clone(), ring_a())
+        .store(&live(1))
+        .await
+        .unwrap();
+    let other = ProtectedStore::new(inner.clone(), KeyRing::new(key("b", SECRET_B)));
+    let err = other.get_by_hash(&hash(1)).await.unwrap_err();
+    assert!(err.to_string().contains("\"a\""), "{err}");
+    assert_eq!(
+        protection_error(Err::<(), _>(err)),
+        (
+            ProtectionErrorKind::UnknownKey {
+                key_id: "a".to_owned()
+            },
+            false
+        )
+    );
+    assert_eq!(
+        protection_error(other.consume_by_hash(&hash(1)).await),
+        (
+            ProtectionErrorKind::UnknownKey {
+                key_id: "a".to_owned()
+            },
+            true
+        )
+    );
+    assert!(inner.is_empty());
+}
+
+#[tokio::test]
+async fn another_secret_under_the_same_id_fails_as_tampered() {
+    let inner = MemoryStore::new();
+    ProtectedStore::new(inner.clone(), ring_a())
+        .store(&live(1))
+        .await
+        .unwrap();
+    let impostor = ProtectedStore::new(inner, KeyRing::new(key("a", SECRET_B)));
+    assert_eq!(
+        protection_error(impostor.get_by_hash(&hash(1)).await),
+        (ProtectionErrorKind::Tampered, false)
+    );
+}
+
+async fn rotation<S: PushedAuthorizationRequestStore + Clone>(inner: S) {
+    let before = ProtectedStore::new(inner.clone(), KeyRing::new(key("a", SECRET_A)));
+    before.store(&live(1)).await.unwrap();
+
+    // B current, A previous: A's requests still read, new ones are sealed under B.
+    let rotated = ProtectedStore::new(
+        inner.clone(),
+        KeyRing::new(key("b", SECRET_B)).with_previous(key("a", SECRET_A)),
+    );
+    assert_eq!(
+        rotated
+            .get_by_hash(&hash(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .parameters,
+        live(1).parameters
+    );
+    rotated.store(&live(2)).await.unwrap();
+    assert!(stored_envelope(&inner, &hash(1)).await.starts_with("v1.a."));
+    assert!(stored_envelope(&inner, &hash(2)).await.starts_with("v1.b."));
+    assert_eq!(
+        rotated
+            .get_by_hash(&hash(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .parameters,
+        live(2).parameters
+    );
+
+    // A dropped: A's requests fail with the unknown-key error, B's still read.
+    let after = ProtectedStore::new(inner.clone(), KeyRing::new(key("b", SECRET_B)));
+    assert_eq!(
+        protection_error(after.get_by_hash(&hash(1)).await),
+        (
+            ProtectionErrorKind::UnknownKey {
+                key_id: "a".to_owned()
+            },
+            false
+        )
+    );
+    assert_eq!(
+        after
+            .get_by_hash(&hash(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .parameters,
+        live(2).parameters
+    );
+}
+
+#[tokio::test]
+async fn rotation_over_memory_store() {
+    rotation(MemoryStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_over_postgres_store() {
+    let db = TestDb::new().await;
+    rotation(db.store()).await;
+}
+
+#[test]
+fn a_duplicate_previous_key_is_ignored() {
+    let ring = KeyRing::new(key("a", SECRET_A))
+        .with_previous(key("a", SECRET_B))
+        .with_previous(key("b", SECRET_B));
+    assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["a", "b"]);
+}
+
+/// The envelope of `src/protect.rs`'s known-answer test: fixed key and nonce, checked against
+/// two independent XChaCha20-Poly1305 implementations. Opening it through the public API
+/// pins the format for reading: data written today must read tomorrow.
+#[tokio::test]
+async fn known_answer_envelope_opens() {
+    const HASH: &str = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=";
+    const ENVELOPE: &str = "v1.kat-1.QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZX.kmAakTWEqzOfLwTltMb5B1k2Bl0jNvmfutWbfycKebFwWS0eRAn6W0KwjjkLrjEqpH_DcECPpu9BiVre88KhHLbzx7U";
+    let secret: [u8; 32] = std::array::from_fn(|i| 0x80 + i as u8);
+    let inner = MemoryStore::new();
+    let request =
+        PushedAuthorizationRequest::new(HASH, Utc::now() + Duration::seconds(60), ENVELOPE);
+    inner.store(&request).await.unwrap();
+    let store = ProtectedStore::new(inner, KeyRing::new(key("kat-1", secret)));
+    assert_eq!(
+        store.get_by_hash(HASH).await.unwrap().unwrap().parameters,
+        "client_id=s6BhdRkqt3&response_type=code&scope=openid"
+    );
+}
+
+// ---- input rules and limits --------------------------------------------------------------
+
+#[tokio::test]
+async fn bad_plaintext_is_refused_before_encryption() {
+    let inner = MemoryStore::new();
+    let store = ProtectedStore::new(inner.clone(), ring_a());
+    let in_a_minute = Utc::now() + Duration::seconds(60);
+    let cases = [
+        (
+            PushedAuthorizationRequest::new(hash(1), in_a_minute, "a\0b"),
+            "parameters",
+        ),
+        (
+            PushedAuthorizationRequest::new("", in_a_minute, "p"),
+            "reference_value_hash",
+        ),
+        (
+            PushedAuthorizationRequest::new("h\nx", in_a_minute, "p"),
+            "reference_value_hash",
+        ),
+        (
+            PushedAuthorizationRequest::new(hash(1), Utc::now(), "p"),
+            "expires_at",
+        ),
+    ];
+    for (request, expected) in cases {
+        let (field, _) = invalid_reason(store.store(&request).await);
+        assert_eq!(field, expected);
+    }
+    assert!(inner.is_empty());
+}
+
+#[tokio::test]
+async fn the_inner_size_limit_applies_to_the_envelope() {
+    let limit = envelope_len(100, 1);
+    let inner = MemoryStore::new().max_parameters_len(limit);
+    let store = ProtectedStore::new(inner.clone(), ring_a());
+    let fits = PushedAuthorizationRequest::new(
+        hash(1),
+        Utc::now() + Duration::seconds(60),
+        "p".repeat(100),
+    );
+    store.store(&fits).await.unwrap();
+    assert_eq!(stored_envelope(&inner, &hash(1)).await.len(), limit);
+    let too_big = PushedAuthorizationRequest::new(
+        hash(2),
+        Utc::now() + Duration::seconds(60),
+        "p".repeat(101),
+    );
+    let (field, reason) = invalid_reason(store.store(&too_big).await);
+    assert_eq!(field, "parameters");
+    assert!(reason.contains("envelope"), "{reason}");
+    assert_eq!(inner.len(), 1);
+}
+
+#[tokio::test]
+async fn duplicate_is_still_a_duplicate() {
+    let store = ProtectedStore::new(MemoryStore::new(), ring_a());
+    store.store(&live(1)).await.unwrap();
+    assert!(matches!(
+        store.store(&live(1)).await,
+        Err(StoreError::Duplicate)
+    ));
+}
+
+// ---- cleanup -----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_runs_on_a_protected_store() {
+    let db = TestDb::new().await;
+    let store = ProtectedStore::new(db.store(), ring_a());
+    for n in 0..3 {
+        store
+            .store(&PushedAuthorizationRequest::new(
+                hash(n),
+                Utc::now() + Duration::milliseconds(200),
+                "p",
+            ))
+            .await
+            .unwrap();
+    }
+    store.store(&live(9)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(store.delete_expired().await.unwrap(), 3);
+
+    store
+        .store(&PushedAuthorizationRequest::new(
+            hash(5),
+            Utc::now() + Duration::milliseconds(100),
+            "p",
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let job = CleanupJob::spawn(
+        store.clone(),
+        CleanupOptions::new()
+            .first_run_jitter(false)
+            .interval(std::time::Duration::from_millis(50)),
+    );
+    for _ in 0..100 {
+        if db.row_count().await == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    job.shutdown().await;
+    assert_eq!(db.row_count().await, 1);
+    assert!(store.get_by_hash(&hash(9)).await.unwrap().is_some());
+}
+
+// ---- key ring text format ----------------------------------------------------------------
+
+// 32 bytes each, in standard Base64 (padded) and base64url (unpadded).
+const B64_STANDARD: &str = "fkVOqkMvnP7gsxbejQmlHX+g+CVfbVyhO7WIcHdNZIM=";
+const B64_URL: &str = "rrpxdufk5uKc5GVhTrb5BbhXx82kViKLGXYhBK08-f4";
+
+#[test]
+fn key_ring_text_accepts_good_inputs() {
+    let one = KeyRing::parse(&format!("k1:{B64_STANDARD}")).unwrap();
+    assert_eq!(one.key_ids().collect::<Vec<_>>(), ["k1"]);
+    let two = KeyRing::parse(&format!(
+        " new-2026_05 : {B64_URL} ,\n old:{B64_STANDARD}\n"
+    ))
+    .unwrap();
+    assert_eq!(two.current_key_id(), "new-2026_05");
+    assert_eq!(two.key_ids().collect::<Vec<_>>(), ["new-2026_05", "old"]);
+    // Padding is optional either way.
+    KeyRing::parse(&format!("a:{}", B64_STANDARD.trim_end_matches('='))).unwrap();
+    KeyRing::parse(&format!("a:{B64_URL}=")).unwrap();
+}
+
+#[tokio::test]
+async fn a_key_from_text_opens_what_the_same_bytes_sealed() {
+    let inner = MemoryStore::new();
+    let secret: [u8; 32] = std::array::from_fn(|i| i as u8);
+    ProtectedStore::new(inner.clone(), KeyRing::new(key("k", secret)))
+        .store(&live(1))
+        .await
+        .unwrap();
+    // The same 32 bytes, written as standard Base64.
+    let text = "k:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let store = ProtectedStore::new(inner, KeyRing::parse(text).unwrap());
+    assert!(store.get_by_hash(&hash(1)).await.unwrap().is_some());
+}
+
+#[test]
+fn key_ring_text_refuses_each_bad_input_clearly() {
+    let cases: Vec<(String, &str)> = vec![
+        (String::new(), "empty"),
+        ("   ".to_owned(), "empty"),
+        (format!("k1{B64_STANDARD}"), "no ':'"),
+        (format!("k1:{B64_STANDARD},"), "entry 2 is empty"),
+        (
+            format!("k1:{B64_STANDARD},,k2:{B64_URL}"),
+            "entry 2 is empty",
+        ),
+        ("k1:not base64!".to_owned(), "not valid Base64"),
+        ("k1:".to_owned(), "0 bytes long"),
+        (
+            "k1:dG9vIHNob3J0".to_owned(),
+            "9 bytes long, 32 are required",
+        ),
+        (format!("k1:{}", "A".repeat(64)), "48 bytes long"),
+        (format!("bad.id:{B64_STANDARD}"), "key id must be"),
+        (format!(":{B64_STANDARD}"), "key id must be"),
+        (
+            format!("{}:{B64_STANDARD}", "k".repeat(33)),
+            "key id must be",
+        ),
+        (
+            format!("k1:{B64_STANDARD},k1:{B64_URL}"),
+            "\"k1\" appears more than once",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (field, reason) = invalid_reason(KeyRing::parse(&text));
+        assert_eq!(field, "key_ring", "{text:?}");
+        assert!(reason.contains(expected), "{text:?}: {reason}");
+        // The secret never appears in the reason.
+        assert!(
+            !reason.contains(B64_STANDARD) && !reason.contains(B64_URL),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn from_env_reads_the_variable_and_names_it_in_errors() {
+    std::env::set_var(
+        "PAR_STORE_TEST_KEYS_GOOD",
+        format!("b:{B64_URL},a:{B64_STANDARD}"),
+    );
+    let ring = KeyRing::from_env("PAR_STORE_TEST_KEYS_GOOD").unwrap();
+    assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["b", "a"]);
+
+    let (field, reason) = invalid_reason(KeyRing::from_env("PAR_STORE_TEST_KEYS_UNSET"));
+    assert_eq!(field, "key_ring");
+    assert!(
+        reason.contains("PAR_STORE_TEST_KEYS_UNSET is not set"),
+        "{reason}"
+    );
+
+    std::env::set_var("PAR_STORE_TEST_KEYS_BAD", "b:c2hvcnQ=");
+    let (_, reason) = invalid_reason(KeyRing::from_env("PAR_STORE_TEST_KEYS_BAD"));
+    assert!(reason.contains("PAR_STORE_TEST_KEYS_BAD"), "{reason}");
+    assert!(reason.contains("5 bytes long"), "{reason}");
+}
+
+#[test]
+fn key_ids_are_checked() {
+    for good in ["a", "Z9", "key_2026-05", &"k".repeat(32)] {
+        assert!(ProtectionKey::new(good, SECRET_A).is_ok(), "{good:?}");
+        assert!(ProtectionKey::generate(good).is_ok(), "{good:?}");
+    }
+    for bad in ["", "a.b", "a:b", "a,b", "a b", "ключ", &"k".repeat(33)] {
+        let (field, _) = invalid_reason(ProtectionKey::new(bad, SECRET_A));
+        assert_eq!(field, "key_id", "{bad:?}");
+        assert!(ProtectionKey::generate(bad).is_err(), "{bad:?}");
+    }
+}
+
+// ---- no secrets in Debug or Display ------------------------------------------------------
+
+#[tokio::test]
+async fn debug_and_display_show_no_secret() {
+    let secret = [0x5a; 32];
+    let k1 = key("k1", secret);
+    let ring = KeyRing::new(k1.clone()).with_previous(ProtectionKey::generate("k0").unwrap());
+    let inner = MemoryStore::new();
+    let store = ProtectedStore::new(inner.clone(), ring.clone());
+    let request = live(1);
+    store.store(&request).await.unwrap();
+    let envelope = stored_envelope(&inner, &hash(1)).await;
+    let swapped = ProtectedStore::new(inner.clone(), KeyRing::new(key("k1", [0x5b; 32])));
+    let err = swapped.get_by_hash(&hash(1)).await.unwrap_err();
+
+    let shown = [
+        format!("{k1:?}"),
+        format!("{k1:#?}"),
+        format!("{ring:?}"),
+        format!("{store:?}"),
+        format!("{store:#?}"),
+        format!("{err:?}"),
+        format!("{err}"),
+    ];
+    let forbidden = [
+        "5a".to_owned(),
+        "90".to_owned(),   // 0x5a in decimal
+        "Wlpa".to_owned(), // Base64 of 0x5a 0x5a 0x5a
+        envelope.clone(),
+        envelope.split('.').nth(3).unwrap()[..16].to_owned(),
+        "client-1".to_owned(),
+    ];
+    for text in &shown {
+        for bad in &forbidden {
+            assert!(!text.contains(bad.as_str()), "{text:?} contains {bad:?}");
+        }
+    }
+    assert_eq!(format!("{k1:?}"), r#"ProtectionKey { id: "k1", .. }"#);
+    assert_eq!(
+        format!("{ring:?}"),
+        r#"KeyRing { current: "k1", previous: ["k0"] }"#
+    );
+    assert!(format!("{store:?}").starts_with("ProtectedStore { inner: MemoryStore"));
+}
