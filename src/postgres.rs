@@ -124,8 +124,10 @@ impl PostgresStore {
     /// operation fails with [`StoreError::Timeout`]. `None` leaves only the pool's acquire
     /// timeout and the server's `statement_timeout`. Default: [`DEFAULT_OPERATION_TIMEOUT`].
     ///
-    /// A timed-out `consume_by_hash` may still have consumed the request (see the README,
-    /// "Failure behaviour").
+    /// This is a client-side backstop (for a network that swallows packets): a statement
+    /// already sent cannot be taken back, so a timed-out `consume_by_hash` may still consume
+    /// the request on the server (see the README, "Failure behaviour"). Keep it above the
+    /// server's `statement_timeout`, which cancels the statement itself.
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
         self
@@ -248,9 +250,12 @@ impl PushedAuthorizationRequestStore for PostgresStore {
                 if !is_storable_hash(reference_value_hash) {
                     return Ok(None);
                 }
-                let row: Option<(String, DateTime<Utc>, String, bool)> = sqlx::query_as(CONSUME)
-                    .bind(reference_value_hash)
-                    .fetch_optional(&self.pool)
+                let row: Option<(String, DateTime<Utc>, String, bool)> = self
+                    .bounded(
+                        sqlx::query_as(CONSUME)
+                            .bind(reference_value_hash)
+                            .fetch_optional(&self.pool),
+                    )
                     .await?;
                 Ok(row.and_then(|(hash, expires_at, parameters, live)| {
                     live.then(|| into_request((hash, expires_at, parameters)))
