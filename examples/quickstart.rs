@@ -6,7 +6,9 @@
 //! ```
 
 use chrono::{Duration, Utc};
-use par_store::{PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
+use par_store::{
+    PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore, ReferenceValue,
+};
 use std::sync::Arc;
 
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
@@ -25,9 +27,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // What an authorization server holds: any store behind the trait.
     let store: Arc<dyn PushedAuthorizationRequestStore> = Arc::new(store);
 
-    // At the PAR endpoint: store the protected parameters under the hash of a fresh,
-    // random reference value (here: a random UUID stands in for both).
-    let reference_value_hash = uuid::Uuid::new_v4().to_string();
+    // At the PAR endpoint: a fresh random reference value; the client gets its request_uri,
+    // the store gets only its hash.
+    let reference = ReferenceValue::generate();
+    println!("request_uri for the client: {}", reference.request_uri());
+    let reference_value_hash = reference.hash();
     let request = PushedAuthorizationRequest::new(
         reference_value_hash.as_str(),
         Utc::now() + Duration::seconds(600),
@@ -36,7 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.store(&request).await?;
     println!("stored   {request:?}");
 
-    // At the authorize endpoint: read it (as often as login and consent need)...
+    // At the authorize endpoint: parse the request_uri, hash the reference value, and read
+    // the request (as often as login and consent need)...
+    let reference = ReferenceValue::from_request_uri(&reference.request_uri())?;
+    let reference_value_hash = reference.hash();
     let read = store.get_by_hash(&reference_value_hash).await?;
     println!("read     {:?}", read.as_ref().map(|r| &r.parameters));
 
