@@ -1,6 +1,9 @@
 //! Test support: a fresh PostgreSQL database per test, on the server at `DATABASE_URL`.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod cluster;
+pub mod fault;
+
 use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use par_store::sqlx::{Connection, PgConnection, PgPool};
 use par_store::PostgresStore;

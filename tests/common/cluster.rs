@@ -1,0 +1,339 @@
+//! A temporary PostgreSQL cluster of the test's own: `initdb` into a temporary directory,
+//! `pg_ctl start` on a free port on 127.0.0.1, stoppable (`-m immediate`, i.e. a crash) and
+//! startable again; dropping it stops the server and removes the directory.
+//!
+//! The server binaries are found in `$PG_BINDIR`, else the newest
+//! `/usr/lib/postgresql/<version>/bin`, else through `pg_config --bindir`, else on `PATH`.
+//! When none is found the test fails with a message saying so: `.ci/run` installs them.
+//!
+//! PostgreSQL refuses to run as root. When the tests run as root, every server command runs
+//! as the `postgres` user through `runuser`, and the cluster's files belong to that user.
+
+use par_store::sqlx::postgres::PgConnectOptions;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The OS user that owns the cluster when the tests run as root.
+const SERVER_USER: &str = "postgres";
+
+/// See the module documentation.
+pub struct TempCluster {
+    base: PathBuf,
+    data: PathBuf,
+    sockets: PathBuf,
+    log: PathBuf,
+    bindir: PathBuf,
+    port: u16,
+    /// `Some((uid, gid))` of the server user when running as root.
+    owner: Option<(u32, u32)>,
+    running: AtomicBool,
+}
+
+impl TempCluster {
+    /// A new cluster, initialised and started.
+    pub async fn start_new() -> TempCluster {
+        let cluster = TempCluster::init().await;
+        cluster.start().await;
+        cluster
+    }
+
+    /// A new cluster, initialised (trust authentication, UTF8) but not started: add files
+    /// and configuration, then [`start`](Self::start) it.
+    pub async fn init() -> TempCluster {
+        let bindir = server_bindir();
+        let owner = server_owner();
+        let base = std::env::temp_dir().join(format!(
+            "par-store-cluster-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        let data = base.join("data");
+        let sockets = base.join("sockets");
+        for dir in [&base, &sockets] {
+            fs::create_dir_all(dir).expect("create the cluster's temporary directory");
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+        }
+        let cluster = TempCluster {
+            log: base.join("server.log"),
+            base,
+            data,
+            sockets,
+            bindir,
+            port: free_port(),
+            owner,
+            running: AtomicBool::new(false),
+        };
+        cluster.give_to_server_user(&cluster.base);
+        cluster.give_to_server_user(&cluster.sockets);
+        let output = cluster
+            .run(
+                "initdb",
+                &[
+                    "-D".as_ref(),
+                    cluster.data.as_os_str(),
+                    "-U".as_ref(),
+                    "postgres".as_ref(),
+                    "--auth=trust".as_ref(),
+                    "--encoding=UTF8".as_ref(),
+                    "--locale=C".as_ref(),
+                    "--no-sync".as_ref(),
+                ],
+            )
+            .await;
+        assert!(
+            output.status.success(),
+            "initdb failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // Small and quiet: these clusters hold a few hundred rows.
+        cluster.append_config(
+            "shared_buffers = 16MB\n\
+             max_connections = 40\n\
+             logging_collector = off\n\
+             log_min_messages = warning\n",
+        );
+        cluster
+    }
+
+    /// The cluster's temporary directory, owned by the server user (the place for
+    /// certificates and keys).
+    pub fn dir(&self) -> &Path {
+        &self.base
+    }
+
+    /// The TCP port the server listens on (on 127.0.0.1 only).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Appends lines to `postgresql.conf`; they apply at the next start.
+    pub fn append_config(&self, lines: &str) {
+        use std::io::Write;
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        writeln!(file, "\n{lines}").expect("write postgresql.conf");
+    }
+
+    /// Writes a file into the cluster's directory, owned by the server user, with `mode`.
+    pub fn write_file(&self, name: &str, contents: &[u8], mode: u32) -> PathBuf {
+        let path = self.base.join(name);
+        fs::write(&path, contents).expect("write a file into the cluster directory");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        self.give_to_server_user(&path);
+        path
+    }
+
+    /// Starts the server (after [`init`](Self::init) or a stop) and waits until it accepts
+    /// connections; crash recovery after an immediate stop included.
+    pub async fn start(&self) {
+        let server_options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.sockets.display()
+        );
+        let output = self
+            .run(
+                "pg_ctl",
+                &[
+                    "start".as_ref(),
+                    "-D".as_ref(),
+                    self.data.as_os_str(),
+                    "-l".as_ref(),
+                    self.log.as_os_str(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    "60".as_ref(),
+                    "-o".as_ref(),
+                    server_options.as_ref(),
+                ],
+            )
+            .await;
+        assert!(
+            output.status.success(),
+            "pg_ctl start failed ({}):\n{}{}\n--- server log ---\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.server_log()
+        );
+        self.running.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops the server the hard way (`pg_ctl stop -m immediate`): every server process
+    /// quits at once without a checkpoint, as in a crash; the next start runs crash recovery.
+    pub async fn stop_immediate(&self) {
+        let output = self
+            .run(
+                "pg_ctl",
+                &[
+                    "stop".as_ref(),
+                    "-D".as_ref(),
+                    self.data.as_os_str(),
+                    "-m".as_ref(),
+                    "immediate".as_ref(),
+                    "-w".as_ref(),
+                ],
+            )
+            .await;
+        assert!(
+            output.status.success(),
+            "pg_ctl stop failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Connect options for the `postgres` database as the `postgres` superuser over TCP.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username("postgres")
+            .database("postgres")
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_else(|err| format!("(no server log: {err})"))
+    }
+
+    async fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Output {
+        let binary = self.bindir.join(program);
+        let mut command = match self.owner {
+            Some(_) => {
+                let mut command = tokio::process::Command::new("runuser");
+                command.arg("-u").arg(SERVER_USER).arg("--").arg(&binary);
+                command
+            }
+            None => tokio::process::Command::new(&binary),
+        };
+        command
+            .args(args)
+            .current_dir(&self.base)
+            .kill_on_drop(true);
+        match tokio::time::timeout(Duration::from_secs(120), command.output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(err)) => panic!("could not run {}: {err}", binary.display()),
+            Err(_) => panic!("{} did not finish within 120 s", binary.display()),
+        }
+    }
+
+    fn give_to_server_user(&self, path: &Path) {
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|err| panic!("chown {} to {SERVER_USER}: {err}", path.display()));
+        }
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        if self.running.load(Ordering::SeqCst) {
+            let binary = self.bindir.join("pg_ctl");
+            let mut command = match self.owner {
+                Some(_) => {
+                    let mut command = Command::new("runuser");
+                    command.args(["-u", SERVER_USER, "--"]).arg(&binary);
+                    command
+                }
+                None => Command::new(&binary),
+            };
+            let _ = command
+                .arg("stop")
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w"])
+                .current_dir(&self.base)
+                .output();
+        }
+        let _ = fs::remove_dir_all(&self.base);
+    }
+}
+
+/// Where initdb and pg_ctl are; fails the test with instructions when they are nowhere.
+pub fn server_bindir() -> PathBuf {
+    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        assert!(
+            has_tools(&dir),
+            "PG_BINDIR={} holds no initdb and pg_ctl",
+            dir.display()
+        );
+        return dir;
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let dir = entry.path().join("bin");
+            has_tools(&dir).then_some((version, dir))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, dir)) = versions.pop() {
+        return dir;
+    }
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if output.status.success() && has_tools(&dir) {
+            return dir;
+        }
+    }
+    if let Some(dir) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| has_tools(dir))
+    {
+        return dir;
+    }
+    panic!(
+        "this test starts its own PostgreSQL cluster and needs the server binaries (initdb, \
+         pg_ctl), which were not found in $PG_BINDIR, /usr/lib/postgresql/*/bin, `pg_config \
+         --bindir` or PATH. Install the PostgreSQL server package (`.ci/run` does: apt-get \
+         install postgresql) or set PG_BINDIR."
+    );
+}
+
+/// `Some((uid, gid))` of the server user when this process runs as root (the server refuses
+/// root), `None` otherwise.
+fn server_owner() -> Option<(u32, u32)> {
+    let running_as = fs::metadata("/proc/self")
+        .map(|meta| meta.uid())
+        .expect("read /proc/self");
+    if running_as != 0 {
+        return None;
+    }
+    let passwd = fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    let ids = passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() > 3 && fields[0] == SERVER_USER)
+            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+            .flatten()
+    });
+    Some(ids.unwrap_or_else(|| {
+        panic!(
+            "the tests run as root and PostgreSQL refuses root, but there is no `{SERVER_USER}` \
+             user to run it as: install the PostgreSQL server package or run as another user"
+        )
+    }))
+}
+
+/// A TCP port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("find a free port")
+}

@@ -1,0 +1,189 @@
+//! A TCP proxy between the pool and PostgreSQL that a test can cut and restore, to inject
+//! network faults without touching the server.
+//!
+//! - [`FaultProxy::cut`] closes every proxied connection at once (both sides see the socket
+//!   close, as when a NAT entry, a load balancer or the server's host goes away) and from then
+//!   on accepts new connections only to close them immediately: a client's connection attempt
+//!   fails during the startup handshake.
+//! - [`FaultProxy::restore`] forwards new connections again.
+//!
+//! The listening socket stays bound throughout, so the address never changes.
+
+use par_store::sqlx::postgres::PgConnectOptions;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Link {
+    /// New connections are closed as soon as they are accepted.
+    cut: bool,
+    /// Incremented by every cut: a proxied connection ends when it sees a newer epoch.
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    forwarded: AtomicU64,
+    refused: AtomicU64,
+    severed: AtomicU64,
+}
+
+/// Counts of what the proxy did, for the test's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyCounts {
+    /// Connections forwarded to the server.
+    pub forwarded: u64,
+    /// Connections accepted during a cut and closed at once.
+    pub refused: u64,
+    /// Open connections closed by a cut.
+    pub severed: u64,
+}
+
+/// See the module documentation.
+pub struct FaultProxy {
+    address: SocketAddr,
+    link: Arc<watch::Sender<Link>>,
+    counters: Arc<Counters>,
+    accept_loop: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on 127.0.0.1 (a free port) in front of `upstream`, on the current
+    /// tokio runtime.
+    pub async fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fault proxy on 127.0.0.1");
+        let address = listener.local_addr().expect("proxy address");
+        let link = Arc::new(watch::channel(Link::default()).0);
+        let counters = Arc::new(Counters::default());
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            upstream,
+            Arc::clone(&link),
+            Arc::clone(&counters),
+        ));
+        FaultProxy {
+            address,
+            link,
+            counters,
+            accept_loop,
+        }
+    }
+
+    /// A proxy in front of the server that `options` point at (a TCP host and port).
+    pub async fn in_front_of(options: &PgConnectOptions) -> FaultProxy {
+        let host = options.get_host();
+        let upstream = tokio::net::lookup_host((host, options.get_port()))
+            .await
+            .expect("resolve the PostgreSQL host")
+            .next()
+            .expect("the PostgreSQL host has an address");
+        FaultProxy::start(upstream).await
+    }
+
+    /// `options` redirected through this proxy.
+    pub fn route(&self, options: &PgConnectOptions) -> PgConnectOptions {
+        options
+            .clone()
+            .host(&self.address.ip().to_string())
+            .port(self.address.port())
+    }
+
+    /// The proxy's own address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Closes every proxied connection and refuses new ones until [`restore`](Self::restore).
+    pub fn cut(&self) {
+        self.link.send_modify(|link| {
+            link.cut = true;
+            link.epoch += 1;
+        });
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.link.send_modify(|link| link.cut = false);
+    }
+
+    /// What the proxy did so far.
+    pub fn counts(&self) -> ProxyCounts {
+        ProxyCounts {
+            forwarded: self.counters.forwarded.load(Ordering::Relaxed),
+            refused: self.counters.refused.load(Ordering::Relaxed),
+            severed: self.counters.severed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+        // End every connection still open.
+        self.cut();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    link: Arc<watch::Sender<Link>>,
+    counters: Arc<Counters>,
+) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        // Subscribe before looking at the state, so that a cut racing with this accept is
+        // seen by the new connection's task.
+        let watcher = link.subscribe();
+        let now = *watcher.borrow();
+        if now.cut {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            drop(client);
+            continue;
+        }
+        counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(pipe(
+            client,
+            upstream,
+            watcher,
+            now.epoch,
+            Arc::clone(&counters),
+        ));
+    }
+}
+
+/// Copies bytes both ways until either side closes or a cut newer than `epoch` happens;
+/// then both sockets are dropped (closed).
+async fn pipe(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mut watcher: watch::Receiver<Link>,
+    epoch: u64,
+    counters: Arc<Counters>,
+) {
+    let _ = client.set_nodelay(true);
+    let severed = async {
+        // An Err means the proxy is gone: sever too.
+        let _ = watcher.wait_for(|link| link.epoch != epoch).await;
+    };
+    tokio::select! {
+        _ = severed => {
+            counters.severed.fetch_add(1, Ordering::Relaxed);
+        }
+        _ = async {
+            let Ok(mut server) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = server.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        } => {}
+    }
+}
