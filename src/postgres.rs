@@ -13,7 +13,9 @@ use sqlx::{Connection, PgPool};
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 // All of the store's SQL. The schema itself lives in `migrations/`.
 //
@@ -81,6 +83,7 @@ pub struct PostgresStore {
     pool: PgPool,
     max_parameters_len: usize,
     operation_timeout: Option<Duration>,
+    failures: FailureSignal,
 }
 
 /// Default bound on one store operation, connection wait included: 10 s.
@@ -105,6 +108,7 @@ impl PostgresStore {
             pool,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
+            failures: FailureSignal::new(),
         }
     }
 
@@ -138,15 +142,19 @@ impl PostgresStore {
     where
         F: Future<Output = Result<T, sqlx::Error>>,
     {
-        match self.operation_timeout {
-            None => Ok(run.await?),
+        let result = match self.operation_timeout {
+            None => run.await.map_err(StoreError::from),
             Some(limit) => match tokio::time::timeout(limit, run).await {
-                Ok(result) => Ok(result?),
+                Ok(result) => result.map_err(StoreError::from),
                 Err(elapsed) => Err(StoreError::Timeout {
                     source: Box::new(elapsed),
                 }),
             },
+        };
+        if let Err(StoreError::Unavailable { .. }) = result {
+            self.failures.record();
         }
+        result
     }
 
     /// Sets the largest `parameters` accepted by [`store`](PushedAuthorizationRequestStore::store),
@@ -195,6 +203,47 @@ impl PostgresStore {
     /// background task, see [`CleanupJob`](crate::CleanupJob).
     pub async fn delete_expired(&self) -> Result<u64, StoreError> {
         delete_expired_in_batches(self, DEFAULT_BATCH_SIZE).await
+    }
+}
+
+/// When a connection of one pool last failed, shared by the store and the `before_acquire`
+/// check of the pool [`PostgresStoreOptions`] built for it.
+///
+/// One dead connection usually means its siblings died with it (a server restart, a network
+/// cut), yet those idle for less than `ping_idle_after` are handed out unchecked and would
+/// each fail a request. So for `ping_idle_after` after a failure every connection is pinged
+/// before use. That catches every dead one: a connection idle for less than that was released
+/// (alive) before the outage began, so less than that before the first failure.
+#[derive(Clone, Debug)]
+struct FailureSignal {
+    origin: Instant,
+    /// Milliseconds from `origin` to the latest failure, plus one; 0 while none happened.
+    latest: Arc<AtomicU64>,
+}
+
+impl FailureSignal {
+    fn new() -> Self {
+        FailureSignal {
+            origin: Instant::now(),
+            latest: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn millis_since_origin(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn record(&self) {
+        self.latest
+            .store(self.millis_since_origin(), Ordering::Relaxed);
+    }
+
+    fn within(&self, window: Duration) -> bool {
+        let latest = self.latest.load(Ordering::Relaxed);
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        latest != 0 && self.millis_since_origin().saturating_sub(latest) <= window
     }
 }
 
@@ -316,7 +365,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | fail fast with [`StoreError::Unavailable`] when the database is unreachable, rather than sqlx's 30 s |
 /// | [`statement_timeout`](Self::statement_timeout) | 5 s | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
 /// | [`operation_timeout`](Self::operation_timeout) | 10 s | bounds a whole operation even when the network swallows packets |
-/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so connections killed during an outage are replaced instead of failing a request; busy connections skip the extra round trip |
+/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so connections killed during an outage are replaced instead of failing a request; busy connections skip the extra round trip, except for that long after a connection failed |
 /// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
 ///
 /// ```no_run
@@ -387,6 +436,11 @@ impl PostgresStoreOptions {
 
     /// Ping a connection before use when it has been idle at least this long
     /// (`Some(Duration::ZERO)`: always, like sqlx's `test_before_acquire`; `None`: never).
+    ///
+    /// For the same time after an operation of a store built by these options failed with
+    /// [`StoreError::Unavailable`], every connection is pinged before use: the other pooled
+    /// connections probably died with the one that failed, and are replaced rather than each
+    /// failing a request.
     pub fn ping_idle_after(mut self, idle: Option<Duration>) -> Self {
         self.ping_idle_after = idle;
         self
@@ -400,6 +454,11 @@ impl PostgresStoreOptions {
 
     /// The pool settings, for building a pool yourself.
     pub fn pool_options(&self) -> PgPoolOptions {
+        // No store reports failures to a pool built elsewhere: only the idle-time check.
+        self.pool_options_reporting_to(FailureSignal::new())
+    }
+
+    fn pool_options_reporting_to(&self, failures: FailureSignal) -> PgPoolOptions {
         let options = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
@@ -409,8 +468,9 @@ impl PostgresStoreOptions {
         match self.ping_idle_after {
             None => options,
             Some(threshold) => options.before_acquire(move |conn, meta| {
+                let recent_failure = failures.within(threshold);
                 Box::pin(async move {
-                    if meta.idle_for >= threshold {
+                    if meta.idle_for >= threshold || recent_failure {
                         conn.ping().await?;
                     }
                     Ok(true)
@@ -442,24 +502,45 @@ impl PostgresStoreOptions {
         &self,
         options: PgConnectOptions,
     ) -> Result<PostgresStore, StoreError> {
+        let failures = FailureSignal::new();
         let pool = self
-            .pool_options()
+            .pool_options_reporting_to(failures.clone())
             .connect_with(self.apply_to(options))
             .await?;
-        Ok(self.store_on(pool))
+        Ok(self.store_on(pool, failures))
     }
 
     /// Like [`connect_with`](Self::connect_with), but connects on first use.
     pub fn connect_lazy_with(&self, options: PgConnectOptions) -> PostgresStore {
+        let failures = FailureSignal::new();
         let pool = self
-            .pool_options()
+            .pool_options_reporting_to(failures.clone())
             .connect_lazy_with(self.apply_to(options));
-        self.store_on(pool)
+        self.store_on(pool, failures)
     }
 
-    fn store_on(&self, pool: PgPool) -> PostgresStore {
-        PostgresStore::new(pool)
-            .max_parameters_len(self.max_parameters_len)
-            .operation_timeout(self.operation_timeout)
+    fn store_on(&self, pool: PgPool, failures: FailureSignal) -> PostgresStore {
+        PostgresStore {
+            failures,
+            ..PostgresStore::new(pool)
+                .max_parameters_len(self.max_parameters_len)
+                .operation_timeout(self.operation_timeout)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_signal_holds_for_its_window_only() {
+        let failures = FailureSignal::new();
+        assert!(!failures.within(Duration::from_secs(1)), "no failure yet");
+        failures.clone().record();
+        assert!(failures.within(Duration::from_secs(1)), "clones share it");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!failures.within(Duration::from_millis(10)));
+        assert!(failures.within(Duration::from_secs(1)));
     }
 }
