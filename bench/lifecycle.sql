@@ -1,0 +1,17 @@
+-- One PAR lifecycle per pgbench transaction: the three statements of src/postgres.rs
+-- (store, get_by_hash, consume_by_hash), each autocommitted like the store's (no BEGIN).
+--
+--   pgbench -M prepared -n -c N -j N -T T -f bench/lifecycle.sql \
+--       -D params="<600 bytes>" -D expires_at="<timestamptz>" <database>
+--
+-- bench/run.sh passes params (600 bytes of form-encoded parameters, as the load generator
+-- stores) and expires_at (600 s ahead). With -M prepared every :variable is a bind
+-- parameter ($1, $2, ...), so the server sees exactly the store's statements, and the
+-- 600 bytes travel with each INSERT as they do from the store.
+--
+-- A fresh random key per lifecycle. The store's keys are 44-character Base64 hashes; a
+-- random 63-bit number (up to 19 digits) is as unique, and pgbench cannot build strings.
+\set key random(1, 9000000000000000000)
+INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) VALUES (:key, :expires_at, :params) ON CONFLICT (reference_value_hash) DO NOTHING;
+SELECT reference_value_hash, expires_at, parameters FROM pushed_authorization_requests WHERE reference_value_hash = :key AND expires_at > now();
+DELETE FROM pushed_authorization_requests WHERE reference_value_hash = :key RETURNING reference_value_hash, expires_at, parameters, expires_at > now() AS live;
