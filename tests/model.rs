@@ -1,0 +1,577 @@
+//! Model-based test: random sequences of operations run against `PostgresStore`,
+//! `MemoryStore` and a reference model (a `HashMap` with the documented semantics); every
+//! step must give the same result on all three.
+//!
+//! The sequences mix valid requests on a small pool of colliding hashes, bad input (bad
+//! hashes, NUL or oversize parameters, expiry not in the future), look-ups with hashes that
+//! could never have been stored, cleanup passes, short sleeps, and expiries close to now.
+//!
+//! Expiry and determinism: a request expires either in the far future or `MARGIN` + 0..200 ms
+//! after it is stored. Before each step the runner waits until no request expires within
+//! `MARGIN` of now, so a step that takes less than `MARGIN` (all of them, normally: a few
+//! milliseconds) cannot see an expiry flip while it runs: the model decides the outcome.
+//! Should a step ever run longer (a stalled CI machine), the runner notices, accepts the
+//! outcome either way for the requests whose expiry passed during the step, and settles the
+//! state (waits until they are clearly expired and cleans them up everywhere) before going on.
+//!
+//! `PROPTEST_CASES` sets the number of sequences (default 24 here); a failure prints the
+//! shrunk sequence and the seed to rerun it (`PROPTEST_RNG_SEED`).
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::TestDb;
+use par_store::sqlx;
+use par_store::{
+    MemoryStore, PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+    StoreError, MAX_REFERENCE_VALUE_HASH_LEN,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{
+    Config, FileFailurePersistence, RngSeed, TestCaseError, TestError, TestRunner,
+};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+/// No expiry comes closer than this to the start of a step.
+const MARGIN: Duration = Duration::from_millis(150);
+/// Clock tolerance between the test process and the database server.
+const SKEW: Duration = Duration::from_millis(5);
+/// A small limit, so that oversize parameters are cheap to generate.
+const MAX_PARAMETERS_LEN: usize = 64;
+const DEFAULT_CASES: u32 = 24;
+
+/// The colliding hashes: short, Duende-shaped, the longest allowed, and awkward text.
+fn pool_hash(key: usize) -> String {
+    match key % 4 {
+        0 => "k0".to_owned(),
+        1 => "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=".to_owned(),
+        2 => "\u{e9}".repeat(MAX_REFERENCE_VALUE_HASH_LEN / 2), // 128 bytes
+        _ => "it's \"q\" \\ $1 -- /* \u{1f600}".to_owned(),
+    }
+}
+
+/// Hashes that could never have been stored.
+#[derive(Clone, Copy, Debug)]
+enum BadHash {
+    Empty,
+    Overlong,
+    Nul,
+    Tab,
+    NextLine,
+}
+
+impl BadHash {
+    fn text(self) -> String {
+        match self {
+            BadHash::Empty => String::new(),
+            BadHash::Overlong => "h".repeat(MAX_REFERENCE_VALUE_HASH_LEN + 1),
+            BadHash::Nul => "k0\0".to_owned(),
+            BadHash::Tab => "k\t0".to_owned(),
+            BadHash::NextLine => "k0\u{85}".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Key {
+    Pool(usize),
+    Bad(BadHash),
+}
+
+impl Key {
+    fn hash(&self) -> String {
+        match self {
+            Key::Pool(key) => pool_hash(*key),
+            Key::Bad(bad) => bad.text(),
+        }
+    }
+}
+
+/// When a valid request expires, relative to the start of its `store` step.
+#[derive(Clone, Copy, Debug)]
+enum Expiry {
+    /// `MARGIN` + this many milliseconds.
+    Soon(u64),
+    /// An hour.
+    Later,
+}
+
+/// The one thing wrong with an otherwise valid request.
+#[derive(Clone, Debug)]
+enum Bad {
+    Hash(BadHash),
+    ParametersWithNul,
+    /// `MAX_PARAMETERS_LEN` + this many bytes.
+    ParametersTooLong(usize),
+    /// This many milliseconds before the step starts (0: exactly then).
+    ExpiryPast(u64),
+}
+
+#[derive(Clone)]
+enum Step {
+    Store {
+        key: usize,
+        expiry: Expiry,
+        parameters: String,
+    },
+    StoreBad {
+        key: usize,
+        bad: Bad,
+    },
+    Get(Key),
+    Consume(Key),
+    DeleteExpired,
+    Sleep(u64),
+}
+
+impl fmt::Debug for Step {
+    // Hashes shown as text, so that a failing sequence reads as what it does.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Store {
+                key,
+                expiry,
+                parameters,
+            } => write!(
+                f,
+                "Store({:?}, {expiry:?}, {parameters:?})",
+                pool_hash(*key)
+            ),
+            Step::StoreBad { key, bad } => write!(f, "StoreBad({:?}, {bad:?})", pool_hash(*key)),
+            Step::Get(key) => write!(f, "Get({:?})", key.hash()),
+            Step::Consume(key) => write!(f, "Consume({:?})", key.hash()),
+            Step::DeleteExpired => write!(f, "DeleteExpired"),
+            Step::Sleep(ms) => write!(f, "Sleep({ms} ms)"),
+        }
+    }
+}
+
+fn bad_hash() -> impl Strategy<Value = BadHash> {
+    prop_oneof![
+        Just(BadHash::Empty),
+        Just(BadHash::Overlong),
+        Just(BadHash::Nul),
+        Just(BadHash::Tab),
+        Just(BadHash::NextLine),
+    ]
+}
+
+fn key() -> impl Strategy<Value = Key> {
+    prop_oneof![
+        5 => (0..4usize).prop_map(Key::Pool),
+        1 => bad_hash().prop_map(Key::Bad),
+    ]
+}
+
+fn parameters() -> impl Strategy<Value = String> {
+    prop_oneof![
+        // At most 16 characters of at most 4 bytes: never over the limit.
+        4 => "[a-z0-9=&%'\"\\\\$;*/ \u{e9}\u{4e2d}\u{1f600}\r\n-]{0,16}",
+        1 => Just("p".repeat(MAX_PARAMETERS_LEN)),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (
+            0..4usize,
+            prop_oneof![(0..=200u64).prop_map(Expiry::Soon), Just(Expiry::Later)],
+            parameters()
+        )
+            .prop_map(|(key, expiry, parameters)| Step::Store {
+                key,
+                expiry,
+                parameters
+            }),
+        1 => (
+            0..4usize,
+            prop_oneof![
+                bad_hash().prop_map(Bad::Hash),
+                Just(Bad::ParametersWithNul),
+                (1..=40usize).prop_map(Bad::ParametersTooLong),
+                (0..=1_000u64).prop_map(Bad::ExpiryPast),
+            ]
+        )
+            .prop_map(|(key, bad)| Step::StoreBad { key, bad }),
+        3 => key().prop_map(Step::Get),
+        3 => key().prop_map(Step::Consume),
+        1 => Just(Step::DeleteExpired),
+        2 => (0..=200u64).prop_map(Step::Sleep),
+    ]
+}
+
+fn sequence() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(step(), 1..=20)
+}
+
+/// What one step returned, comparable across stores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Stored,
+    Duplicate,
+    Invalid(&'static str),
+    /// Hash, expiry and parameters in full (the request's own `Debug` hides them).
+    Found(String, DateTime<Utc>, String),
+    NotFound,
+    Deleted(u64),
+    Slept,
+    /// Any other error: never expected.
+    Failed(String),
+}
+
+fn stored(result: Result<(), StoreError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Stored,
+        Err(StoreError::Duplicate) => Outcome::Duplicate,
+        Err(StoreError::InvalidInput { field, .. }) => Outcome::Invalid(field),
+        Err(other) => Outcome::Failed(format!("{other:?}")),
+    }
+}
+
+fn found(request: PushedAuthorizationRequest) -> Outcome {
+    Outcome::Found(
+        request.reference_value_hash,
+        request.expires_at,
+        request.parameters,
+    )
+}
+
+fn looked_up(result: Result<Option<PushedAuthorizationRequest>, StoreError>) -> Outcome {
+    match result {
+        Ok(Some(request)) => found(request),
+        Ok(None) => Outcome::NotFound,
+        Err(other) => Outcome::Failed(format!("{other:?}")),
+    }
+}
+
+fn deleted(result: Result<u64, StoreError>) -> Outcome {
+    match result {
+        Ok(rows) => Outcome::Deleted(rows),
+        Err(other) => Outcome::Failed(format!("{other:?}")),
+    }
+}
+
+/// The request a step stores, built once at the step's start and given to every store.
+fn request_of(step: &Step, start: DateTime<Utc>) -> Option<PushedAuthorizationRequest> {
+    let ms = |ms: u64| chrono::Duration::milliseconds(ms as i64);
+    let margin = ms(MARGIN.as_millis() as u64);
+    match step {
+        Step::Store {
+            key,
+            expiry,
+            parameters,
+        } => {
+            let expires_at = match expiry {
+                Expiry::Soon(extra) => start + margin + ms(*extra),
+                Expiry::Later => start + chrono::Duration::hours(1),
+            };
+            Some(PushedAuthorizationRequest::new(
+                pool_hash(*key),
+                expires_at,
+                parameters.clone(),
+            ))
+        }
+        Step::StoreBad { key, bad } => {
+            let later = start + chrono::Duration::hours(1);
+            let (hash, expires_at, parameters) = match bad {
+                Bad::Hash(bad) => (bad.text(), later, "p".to_owned()),
+                Bad::ParametersWithNul => (pool_hash(*key), later, "a\0b".to_owned()),
+                Bad::ParametersTooLong(extra) => (
+                    pool_hash(*key),
+                    later,
+                    "p".repeat(MAX_PARAMETERS_LEN + extra),
+                ),
+                Bad::ExpiryPast(before) => (pool_hash(*key), start - ms(*before), "p".to_owned()),
+            };
+            Some(PushedAuthorizationRequest::new(
+                hash, expires_at, parameters,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The reference model: the documented contract, written as plainly as possible.
+#[derive(Clone, Debug, Default)]
+struct Model {
+    requests: HashMap<String, PushedAuthorizationRequest>,
+}
+
+fn storable(hash: &str) -> bool {
+    !hash.is_empty()
+        && hash.len() <= MAX_REFERENCE_VALUE_HASH_LEN
+        && !hash.chars().any(char::is_control)
+}
+
+impl Model {
+    /// The outcome of `step` if it ran entirely at `now`, and its effect on the model.
+    fn apply(
+        &mut self,
+        step: &Step,
+        request: Option<&PushedAuthorizationRequest>,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        match (step, request) {
+            (Step::Store { .. } | Step::StoreBad { .. }, Some(request)) => {
+                if !storable(&request.reference_value_hash) {
+                    Outcome::Invalid("reference_value_hash")
+                } else if request.parameters.len() > MAX_PARAMETERS_LEN
+                    || request.parameters.contains('\0')
+                {
+                    Outcome::Invalid("parameters")
+                } else if request.expires_at <= now {
+                    Outcome::Invalid("expires_at")
+                } else if self.requests.contains_key(&request.reference_value_hash) {
+                    // Expired or not: a stored request is never overwritten.
+                    Outcome::Duplicate
+                } else {
+                    self.requests
+                        .insert(request.reference_value_hash.clone(), request.clone());
+                    Outcome::Stored
+                }
+            }
+            (Step::Get(key), _) => match self.requests.get(&key.hash()) {
+                Some(request) if request.expires_at > now => found(request.clone()),
+                _ => Outcome::NotFound,
+            },
+            (Step::Consume(key), _) => match self.requests.remove(&key.hash()) {
+                // An expired request is removed too, but not handed out.
+                Some(request) if request.expires_at > now => found(request),
+                _ => Outcome::NotFound,
+            },
+            (Step::DeleteExpired, _) => {
+                let before = self.requests.len();
+                self.requests.retain(|_, request| request.expires_at > now);
+                Outcome::Deleted((before - self.requests.len()) as u64)
+            }
+            (Step::Sleep(_), _) => Outcome::Slept,
+            (Step::Store { .. } | Step::StoreBad { .. }, None) => unreachable!("built above"),
+        }
+    }
+
+    fn expiries(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.requests.values().map(|request| request.expires_at)
+    }
+}
+
+#[async_trait::async_trait]
+trait Subject: PushedAuthorizationRequestStore {
+    async fn delete_expired(&self) -> Result<u64, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl Subject for PostgresStore {
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        PostgresStore::delete_expired(self).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Subject for MemoryStore {
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        MemoryStore::delete_expired(self).await
+    }
+}
+
+async fn execute(
+    store: &dyn Subject,
+    step: &Step,
+    request: Option<&PushedAuthorizationRequest>,
+) -> Outcome {
+    match (step, request) {
+        (_, Some(request)) => stored(store.store(request).await),
+        (Step::Get(key), None) => looked_up(store.get_by_hash(&key.hash()).await),
+        (Step::Consume(key), None) => looked_up(store.consume_by_hash(&key.hash()).await),
+        (Step::DeleteExpired, None) => deleted(store.delete_expired().await),
+        (Step::Sleep(ms), None) => {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            Outcome::Slept
+        }
+        (Step::Store { .. } | Step::StoreBad { .. }, None) => unreachable!("built above"),
+    }
+}
+
+fn std_duration(delta: chrono::Duration) -> Duration {
+    delta.to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Waits until no request of the model expires within (now - SKEW, now + MARGIN].
+async fn wait_for_clear_expiries(model: &Model) {
+    loop {
+        let now = Utc::now();
+        let low = now - chrono::Duration::from_std(SKEW).unwrap();
+        let high = now + chrono::Duration::from_std(MARGIN).unwrap();
+        match model.expiries().filter(|e| *e > low && *e <= high).max() {
+            None => return,
+            Some(latest) => {
+                tokio::time::sleep(std_duration(latest - now) + SKEW + Duration::from_millis(1))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Runs one sequence against a fresh memory store, the (truncated) PostgreSQL store and the
+/// model; the first disagreement ends it with a description.
+async fn run_sequence(db: &TestDb, steps: &[Step]) -> Result<(), String> {
+    sqlx::query("TRUNCATE pushed_authorization_requests")
+        .execute(&db.pool)
+        .await
+        .map_err(|err| format!("truncate: {err}"))?;
+    let postgres = PostgresStore::new(db.pool.clone()).max_parameters_len(MAX_PARAMETERS_LEN);
+    let memory = MemoryStore::new().max_parameters_len(MAX_PARAMETERS_LEN);
+    let subjects: [(&str, &dyn Subject); 2] = [("memory", &memory), ("postgres", &postgres)];
+    let mut model = Model::default();
+
+    for (index, step) in steps.iter().enumerate() {
+        if !matches!(step, Step::Sleep(_)) {
+            wait_for_clear_expiries(&model).await;
+        }
+        let start = Utc::now();
+        let request = request_of(step, start);
+        let mut actual = Vec::new();
+        for (name, subject) in subjects {
+            actual.push((name, execute(subject, step, request.as_ref()).await));
+        }
+        let end = Utc::now();
+
+        // Did an expiry that matters fall inside the step (it took longer than MARGIN)?
+        let skew = chrono::Duration::from_std(SKEW).unwrap();
+        let borderline = |e: DateTime<Utc>| e > start - skew && e <= end + skew;
+        // (A request refused for its past expiry is refused whenever the step runs.)
+        let new_expiry = match step {
+            Step::Store { .. } => request.as_ref().map(|r| r.expires_at),
+            _ => None,
+        };
+        let flipped =
+            !matches!(step, Step::Sleep(_)) && model.expiries().chain(new_expiry).any(borderline);
+
+        let mut at_start = model.clone();
+        let expected = at_start.apply(step, request.as_ref(), start);
+        if !flipped {
+            for (name, outcome) in &actual {
+                if *outcome != expected {
+                    return Err(format!(
+                        "step {index} {step:?}: {name} returned {outcome:?}, the model expects {expected:?}"
+                    ));
+                }
+            }
+            model = at_start;
+            continue;
+        }
+
+        // A slow step: the outcome may be either side of the expiry that passed meanwhile.
+        let mut at_end = model.clone();
+        let expected_late = at_end.apply(step, request.as_ref(), end + skew);
+        println!(
+            "step {index} {step:?} took {} ms, longer than the {} ms margin: accepting either \
+             side of an expiry and settling",
+            (end - start).num_milliseconds(),
+            MARGIN.as_millis()
+        );
+        for (name, outcome) in &actual {
+            let acceptable = match (outcome, &expected, &expected_late) {
+                (Outcome::Deleted(n), Outcome::Deleted(low), Outcome::Deleted(high)) => {
+                    low <= n && n <= high
+                }
+                _ => *outcome == expected || *outcome == expected_late,
+            };
+            if !acceptable {
+                return Err(format!(
+                    "step {index} {step:?} (slow, {} ms): {name} returned {outcome:?}, the \
+                     model expects {expected:?} or {expected_late:?}",
+                    (end - start).num_milliseconds()
+                ));
+            }
+        }
+        // Settle: once everything that expired during the step is clearly expired, remove
+        // every expired request everywhere; both readings of the step then agree.
+        tokio::time::sleep(std_duration(end + skew * 2 - Utc::now())).await;
+        model = at_end;
+        wait_for_clear_expiries(&model).await;
+        let now = Utc::now();
+        model.requests.retain(|_, r| r.expires_at > now);
+        for (name, subject) in subjects {
+            if let Err(err) = subject.delete_expired().await {
+                return Err(format!("settling after step {index}: {name}: {err:?}"));
+            }
+        }
+    }
+
+    // Finally, everything the model holds live is readable from both stores, and nothing else.
+    wait_for_clear_expiries(&model).await;
+    let now = Utc::now();
+    for key in 0..4 {
+        let hash = pool_hash(key);
+        let expected = match model.requests.get(&hash) {
+            Some(request) if request.expires_at > now => found(request.clone()),
+            _ => Outcome::NotFound,
+        };
+        for (name, subject) in subjects {
+            let outcome = looked_up(subject.get_by_hash(&hash).await);
+            if outcome != expected {
+                return Err(format!(
+                    "after the sequence, {name} has {outcome:?} for {hash:?}, the model {expected:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn postgres_and_memory_stores_follow_the_reference_model() {
+    let mut config = Config::default(); // honours PROPTEST_CASES, PROPTEST_RNG_SEED, ...
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = DEFAULT_CASES;
+    }
+    let seed = match config.rng_seed {
+        RngSeed::Fixed(seed) => seed,
+        RngSeed::Random => u64::from_le_bytes(
+            uuid::Uuid::new_v4().as_bytes()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        ),
+    };
+    config.rng_seed = RngSeed::Fixed(seed);
+    // Failing sequences are saved beside this file and replayed first on the next run.
+    config.source_file = Some(file!());
+    config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
+        "proptest-regressions",
+    )));
+    // Shrinking reruns sequences against PostgreSQL, sleeps included: bound it.
+    config.max_shrink_time = 120_000;
+    let cases = config.cases;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDb::new());
+    let started = std::time::Instant::now();
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&sequence(), |steps| {
+        runtime
+            .block_on(run_sequence(&db, &steps))
+            .map_err(TestCaseError::fail)
+    });
+    match result {
+        Ok(()) => println!(
+            "{cases} random sequences agreed with the model in {} ms (seed {seed})",
+            started.elapsed().as_millis()
+        ),
+        Err(TestError::Fail(reason, steps)) => panic!(
+            "the stores disagree with the model: {reason}\n\
+             minimal failing sequence ({} steps):\n{steps:#?}\n\
+             rerun with PROPTEST_RNG_SEED={seed} PROPTEST_CASES={cases}",
+            steps.len()
+        ),
+        Err(TestError::Abort(reason)) => {
+            panic!("proptest aborted: {reason} (PROPTEST_RNG_SEED={seed})")
+        }
+    }
+    drop(runtime);
+}
