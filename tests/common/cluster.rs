@@ -121,6 +121,12 @@ impl TempCluster {
         writeln!(file, "\n{lines}").expect("write postgresql.conf");
     }
 
+    /// Replaces `pg_hba.conf` (client authentication); applies at the next start.
+    pub fn write_hba(&self, contents: &str) {
+        // The file exists and keeps its owner and mode.
+        fs::write(self.data.join("pg_hba.conf"), contents).expect("write pg_hba.conf");
+    }
+
     /// Writes a file into the cluster's directory, owned by the server user, with `mode`.
     pub fn write_file(&self, name: &str, contents: &[u8], mode: u32) -> PathBuf {
         let path = self.base.join(name);

@@ -1,0 +1,31 @@
+-- par-store: least-privilege roles for PostgreSQL.
+--
+-- Two roles: an owner that applies the migrations and owns the table, and the runtime role
+-- the authorization server connects as, which can read, insert and delete requests and
+-- nothing else. Replace the role names and passwords; run each step as stated.
+-- tests/security.rs runs this very file (with unique names) and checks both roles.
+
+-- Step 1, once, as a superuser (or a role with CREATEROLE that owns the schema), connected
+-- to the application's database:
+CREATE ROLE par_store_owner LOGIN PASSWORD 'change-me-owner';
+CREATE ROLE par_store_runtime LOGIN PASSWORD 'change-me-runtime';
+-- PostgreSQL 15 no longer lets every role create tables in "public"; on older versions this
+-- takes that right away from the runtime role (and everyone else).
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE, CREATE ON SCHEMA public TO par_store_owner;
+GRANT USAGE ON SCHEMA public TO par_store_runtime;
+
+-- Step 2, as par_store_owner: apply the migrations, with PostgresStore::migrate() or
+-- `sqlx migrate run` (sqlx-cli reads sqlx.toml, which names the _par_store_migrations table).
+
+-- Step 3, as par_store_owner, after the migrations:
+GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runtime;
+-- Cleanup (delete_expired, CleanupJob) locks the rows it removes with
+-- SELECT ... FOR UPDATE SKIP LOCKED, so that many cleaners and consumers never wait for one
+-- another; PostgreSQL allows row locks only to roles with UPDATE on at least one column.
+-- created_at is informational (nothing reads it), so this grant changes nothing that matters.
+-- Leave it out if cleanup runs under another role: then delete_expired fails with
+-- StoreError::Database (permission denied) for the runtime role.
+GRANT UPDATE (created_at) ON pushed_authorization_requests TO par_store_runtime;
+
+-- A later migration that adds a table needs its own GRANT in step 3.
