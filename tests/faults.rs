@@ -125,15 +125,15 @@ async fn proxied_store(db: &TestDb) -> (FaultProxy, PostgresStore) {
     (proxy, store)
 }
 
-/// Opens several pooled connections, so that a cut finds idle connections to kill.
+/// Opens several pooled connections, so that a cut finds idle connections to kill, and
+/// prepares the store's statements on them.
 async fn warm_up(store: &PostgresStore, tag: &str) {
     let tasks: Vec<_> = (0..6)
         .map(|n| {
             let store = store.clone();
             let hash = format!("{tag}-warm-{n}");
             tokio::spawn(async move {
-                store.store(&request(&hash, "p")).await.unwrap();
-                assert!(store.get_by_hash(&hash).await.unwrap().is_some());
+                round(&store, &hash).await.unwrap();
             })
         })
         .collect();
@@ -187,6 +187,56 @@ async fn every_operation_fails_fast_with_a_typed_error_during_a_cut() {
     })
     .await;
     assert!(found.0.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_stall_every_operation_times_out_within_the_operation_timeout() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let (proxy, store) = proxied_store(&db).await;
+    warm_up(&store, "stall").await;
+    db.store().store(&request("known", "p")).await.unwrap();
+
+    // The network swallows packets: connections stay open, nothing comes back. Only the
+    // operation timeout (or the acquire timeout, for a new connection) can end a call.
+    proxy.stall();
+    let calls = ALL_OPS.map(|op| {
+        let store = store.clone();
+        tokio::spawn(async move { (op, expect_transient_failure(&store, op, "known").await) })
+    });
+    let mut line = Vec::new();
+    for call in calls {
+        let (op, (kind, elapsed)) = call.await.unwrap();
+        line.push(format!("{op:?}={kind} in {} ms", elapsed.as_millis()));
+    }
+    println!(
+        "during a stall (operation timeout {} ms): {}",
+        OPERATION_TIMEOUT.as_millis(),
+        line.join(", ")
+    );
+
+    proxy.restore();
+    let ((), recovery, failures) = retry_until_ok(Duration::from_secs(5), || {
+        let store = store.clone();
+        async move { round(&store, "after-stall").await }
+    })
+    .await;
+    println!(
+        "after the stall every operation succeeded after {} ms ({failures} failed rounds first)",
+        recovery.as_millis()
+    );
+    assert!(recovery < Duration::from_secs(1), "{recovery:?}");
+    // The statements held during the stall reached the server once it ended: the consume
+    // that timed out may well have consumed (the documented ambiguity of a failed consume).
+    let known = db.store().get_by_hash("known").await.unwrap();
+    println!(
+        "the request whose consume timed out during the stall is {}",
+        if known.is_some() {
+            "still there"
+        } else {
+            "gone: consumed after all"
+        }
+    );
 }
 
 /// Calls `attempt` every 10 ms until it succeeds; returns its value, the time it took and the

@@ -5,7 +5,9 @@
 //!   close, as when a NAT entry, a load balancer or the server's host goes away) and from then
 //!   on accepts new connections only to close them immediately: a client's connection attempt
 //!   fails during the startup handshake.
-//! - [`FaultProxy::restore`] forwards new connections again.
+//! - [`FaultProxy::stall`] keeps every connection open but stops moving bytes, as a network
+//!   that swallows packets does: what is sent during a stall arrives when it ends.
+//! - [`FaultProxy::restore`] ends a cut or a stall: bytes and new connections flow again.
 //!
 //! The listening socket stays bound throughout, so the address never changes.
 
@@ -13,6 +15,8 @@ use par_store::sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +27,8 @@ struct Link {
     cut: bool,
     /// Incremented by every cut: a proxied connection ends when it sees a newer epoch.
     epoch: u64,
+    /// Bytes are held, not forwarded.
+    stalled: bool,
 }
 
 #[derive(Default)]
@@ -107,9 +113,18 @@ impl FaultProxy {
         });
     }
 
-    /// Forwards new connections again.
+    /// Stops forwarding bytes on every connection, open or new, until
+    /// [`restore`](Self::restore); nothing is closed.
+    pub fn stall(&self) {
+        self.link.send_modify(|link| link.stalled = true);
+    }
+
+    /// Ends a cut or a stall.
     pub fn restore(&self) {
-        self.link.send_modify(|link| link.cut = false);
+        self.link.send_modify(|link| {
+            link.cut = false;
+            link.stalled = false;
+        });
     }
 
     /// What the proxy did so far.
@@ -163,13 +178,14 @@ async fn accept_loop(
 /// Copies bytes both ways until either side closes or a cut newer than `epoch` happens;
 /// then both sockets are dropped (closed).
 async fn pipe(
-    mut client: TcpStream,
+    client: TcpStream,
     upstream: SocketAddr,
     mut watcher: watch::Receiver<Link>,
     epoch: u64,
     counters: Arc<Counters>,
 ) {
     let _ = client.set_nodelay(true);
+    let stalls = watcher.clone();
     let severed = async {
         // An Err means the proxy is gone: sever too.
         let _ = watcher.wait_for(|link| link.epoch != epoch).await;
@@ -178,12 +194,36 @@ async fn pipe(
         _ = severed => {
             counters.severed.fetch_add(1, Ordering::Relaxed);
         }
-        _ = async {
-            let Ok(mut server) = TcpStream::connect(upstream).await else {
+        _ = async move {
+            let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
             };
             let _ = server.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::join!(
+                forward(client_read, server_write, stalls.clone()),
+                forward(server_read, client_write, stalls),
+            );
         } => {}
     }
+}
+
+/// Copies one direction until its reader closes; bytes read during a stall are written when
+/// it ends. Closing the reader shuts the writer down, so the other side sees the end too.
+async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut link: watch::Receiver<Link>) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        if link.wait_for(|link| !link.stalled).await.is_err() {
+            break;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
