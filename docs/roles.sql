@@ -14,6 +14,10 @@ CREATE ROLE par_store_runtime LOGIN PASSWORD 'change-me-runtime';
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO par_store_owner;
 GRANT USAGE ON SCHEMA public TO par_store_runtime;
+-- Whenever PostgreSQL logs a statement (log_statement, log_min_duration_statement) it logs
+-- its bind parameters in full by default: keep the runtime role's requests out of the server
+-- log. (A superuser setting; skip it if you are not one, and keep statement logging off.)
+ALTER ROLE par_store_runtime SET log_parameter_max_length = 0;
 
 -- Step 2, as par_store_owner: apply the migrations, with PostgresStore::migrate() or
 -- `sqlx migrate run` (sqlx-cli reads sqlx.toml, which names the _par_store_migrations table).

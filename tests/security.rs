@@ -178,6 +178,13 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
         .await
         .expect("connect as the runtime role");
 
+    // The server never writes the runtime role's bind parameters to its log.
+    let logged: String = sqlx::query_scalar("SHOW log_parameter_max_length")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(logged, "0");
+
     // Every operation works.
     let live = request("runtime-1", "client_id=a");
     store.store(&live).await.unwrap();
