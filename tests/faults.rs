@@ -91,10 +91,10 @@ async fn expect_transient_failure(store: &PostgresStore, op: Op, hash: &str) -> 
     let started = Instant::now();
     let result = tokio::time::timeout(HANG, run(store, op, hash))
         .await
-        .unwrap_or_else(|_| panic!("{op:?} hung for {HANG:?} during a cut"));
+        .unwrap_or_else(|_| panic!("{op:?} hung for {HANG:?} during the outage"));
     let elapsed = started.elapsed();
     let err = match result {
-        Ok(()) => panic!("{op:?} succeeded through a cut connection"),
+        Ok(()) => panic!("{op:?} succeeded during the outage"),
         Err(err) => err,
     };
     assert!(
@@ -102,7 +102,7 @@ async fn expect_transient_failure(store: &PostgresStore, op: Op, hash: &str) -> 
             err,
             StoreError::Unavailable { .. } | StoreError::Timeout { .. }
         ),
-        "{op:?} during a cut must fail with Unavailable or Timeout, got {err:?}"
+        "{op:?} during the outage must fail with Unavailable or Timeout, got {err:?}"
     );
     assert!(err.is_transient());
     assert!(
@@ -151,9 +151,10 @@ async fn every_operation_fails_fast_with_a_typed_error_during_a_cut() {
     db.store().store(&request("known", "p")).await.unwrap();
 
     proxy.cut();
-    // Right after the cut the pool still holds the dead connections, idle for less than the
-    // ping threshold; later they are pinged first; and once they are gone, every new
-    // connection is closed during the handshake.
+    // Right after the cut the first operation meets a dead pooled connection (idle for less
+    // than the ping threshold); from then on, and once idle past the threshold, pooled
+    // connections are pinged first; once none is left, every new connection is closed during
+    // the handshake.
     let phases = [
         ("pooled connections just cut", Duration::ZERO),
         (
@@ -181,7 +182,7 @@ async fn every_operation_fails_fast_with_a_typed_error_during_a_cut() {
     );
 
     proxy.restore();
-    // Nothing written during the cut, nothing lost.
+    // Nothing sent during the cut reached the server (the consume of "known" included).
     let found = retry_until_ok(Duration::from_secs(5), || async {
         store.get_by_hash("known").await
     })
