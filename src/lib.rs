@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod backend;
 mod cleanup;
 mod error;
 mod memory;

@@ -1,18 +1,16 @@
 //! The in-memory store: the same contract as PostgreSQL, for tests and single-process servers.
 
+use crate::backend::{self, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
 use crate::store::PushedAuthorizationRequestStore;
-use crate::telemetry::{found_or_not, stored, traced, Operation};
-use crate::validate::{check_request, is_storable_hash, DEFAULT_MAX_PARAMETERS_LEN};
-use chrono::Utc;
+use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
+use chrono::{DateTime, Utc};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-const BACKEND: &str = "memory";
 
 /// Pushed authorization requests in process memory.
 ///
@@ -97,74 +95,70 @@ impl MemoryStore {
     }
 }
 
+impl Backend for MemoryStore {
+    const NAME: &'static str = "memory";
+
+    fn max_parameters_len(&self) -> usize {
+        self.max_parameters_len
+    }
+
+    async fn insert(
+        &self,
+        request: &PushedAuthorizationRequest,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        match self.lock().entry(request.reference_value_hash.clone()) {
+            Entry::Occupied(_) => Ok(false),
+            Entry::Vacant(slot) => {
+                slot.insert(PushedAuthorizationRequest {
+                    expires_at,
+                    ..request.clone()
+                });
+                Ok(true)
+            }
+        }
+    }
+
+    async fn select_live(
+        &self,
+        reference_value_hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        let now = Utc::now();
+        Ok(self
+            .lock()
+            .get(reference_value_hash)
+            .filter(|request| request.expires_at > now)
+            .cloned())
+    }
+
+    async fn delete_returning_live(
+        &self,
+        reference_value_hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        let removed = self.lock().remove(reference_value_hash);
+        let now = Utc::now();
+        Ok(removed.filter(|request| request.expires_at > now))
+    }
+}
+
 #[async_trait::async_trait]
 impl PushedAuthorizationRequestStore for MemoryStore {
     async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
-        traced(
-            Operation::Store,
-            BACKEND,
-            &request.reference_value_hash,
-            stored,
-            async {
-                let expires_at = check_request(request, self.max_parameters_len, Utc::now())?;
-                match self.lock().entry(request.reference_value_hash.clone()) {
-                    Entry::Occupied(_) => Err(StoreError::Duplicate),
-                    Entry::Vacant(slot) => {
-                        slot.insert(PushedAuthorizationRequest {
-                            expires_at,
-                            ..request.clone()
-                        });
-                        Ok(())
-                    }
-                }
-            },
-        )
-        .await
+        backend::store(self, request).await
     }
 
     async fn consume_by_hash(
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        traced(
-            Operation::Consume,
-            BACKEND,
-            reference_value_hash,
-            found_or_not,
-            async {
-                if !is_storable_hash(reference_value_hash) {
-                    return Ok(None);
-                }
-                let removed = self.lock().remove(reference_value_hash);
-                let now = Utc::now();
-                Ok(removed.filter(|request| request.expires_at > now))
-            },
-        )
-        .await
+        backend::consume_by_hash(self, reference_value_hash).await
     }
 
     async fn get_by_hash(
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        traced(
-            Operation::Get,
-            BACKEND,
-            reference_value_hash,
-            found_or_not,
-            async {
-                if !is_storable_hash(reference_value_hash) {
-                    return Ok(None);
-                }
-                let now = Utc::now();
-                Ok(self
-                    .lock()
-                    .get(reference_value_hash)
-                    .filter(|request| request.expires_at > now)
-                    .cloned())
-            },
-        )
-        .await
+        backend::get_by_hash(self, reference_value_hash).await
     }
 }
 

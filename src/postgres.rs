@@ -1,11 +1,11 @@
 //! The PostgreSQL store: one static SQL statement per operation, run on the caller's pool.
 
+use crate::backend::{self, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
 use crate::store::PushedAuthorizationRequestStore;
-use crate::telemetry::{found_or_not, stored, traced, Operation};
-use crate::validate::{check_request, is_storable_hash, DEFAULT_MAX_PARAMETERS_LEN};
+use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -59,8 +59,6 @@ const DELETE_EXPIRED_BATCH: &str = "WITH batch AS ( \
 /// The table in which par-store records its applied migrations, apart from the host
 /// application's `_sqlx_migrations`. `sqlx.toml` names the same table for sqlx-cli.
 pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
-
-const BACKEND: &str = "postgres";
 
 /// Pushed authorization requests in PostgreSQL, table `pushed_authorization_requests`.
 ///
@@ -257,87 +255,80 @@ fn into_request((reference_value_hash, expires_at, parameters): Row) -> PushedAu
     }
 }
 
+impl Backend for PostgresStore {
+    const NAME: &'static str = "postgres";
+
+    fn max_parameters_len(&self) -> usize {
+        self.max_parameters_len
+    }
+
+    async fn insert(
+        &self,
+        request: &PushedAuthorizationRequest,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let inserted = self
+            .bounded(
+                sqlx::query(INSERT)
+                    .bind(&request.reference_value_hash)
+                    .bind(expires_at)
+                    .bind(&request.parameters)
+                    .execute(&self.pool),
+            )
+            .await?
+            .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn select_live(
+        &self,
+        reference_value_hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        let row: Option<Row> = self
+            .bounded(
+                sqlx::query_as(SELECT_LIVE)
+                    .bind(reference_value_hash)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.map(into_request))
+    }
+
+    async fn delete_returning_live(
+        &self,
+        reference_value_hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        let row: Option<(String, DateTime<Utc>, String, bool)> = self
+            .bounded(
+                sqlx::query_as(CONSUME)
+                    .bind(reference_value_hash)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.and_then(|(hash, expires_at, parameters, live)| {
+            live.then(|| into_request((hash, expires_at, parameters)))
+        }))
+    }
+}
+
 #[async_trait::async_trait]
 impl PushedAuthorizationRequestStore for PostgresStore {
     async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
-        traced(
-            Operation::Store,
-            BACKEND,
-            &request.reference_value_hash,
-            stored,
-            async {
-                let expires_at = check_request(request, self.max_parameters_len, Utc::now())?;
-                let inserted = self
-                    .bounded(
-                        sqlx::query(INSERT)
-                            .bind(&request.reference_value_hash)
-                            .bind(expires_at)
-                            .bind(&request.parameters)
-                            .execute(&self.pool),
-                    )
-                    .await?
-                    .rows_affected();
-                if inserted == 0 {
-                    return Err(StoreError::Duplicate);
-                }
-                Ok(())
-            },
-        )
-        .await
+        backend::store(self, request).await
     }
 
     async fn consume_by_hash(
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        traced(
-            Operation::Consume,
-            BACKEND,
-            reference_value_hash,
-            found_or_not,
-            async {
-                if !is_storable_hash(reference_value_hash) {
-                    return Ok(None);
-                }
-                let row: Option<(String, DateTime<Utc>, String, bool)> = self
-                    .bounded(
-                        sqlx::query_as(CONSUME)
-                            .bind(reference_value_hash)
-                            .fetch_optional(&self.pool),
-                    )
-                    .await?;
-                Ok(row.and_then(|(hash, expires_at, parameters, live)| {
-                    live.then(|| into_request((hash, expires_at, parameters)))
-                }))
-            },
-        )
-        .await
+        backend::consume_by_hash(self, reference_value_hash).await
     }
 
     async fn get_by_hash(
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        traced(
-            Operation::Get,
-            BACKEND,
-            reference_value_hash,
-            found_or_not,
-            async {
-                if !is_storable_hash(reference_value_hash) {
-                    return Ok(None);
-                }
-                let row: Option<Row> = self
-                    .bounded(
-                        sqlx::query_as(SELECT_LIVE)
-                            .bind(reference_value_hash)
-                            .fetch_optional(&self.pool),
-                    )
-                    .await?;
-                Ok(row.map(into_request))
-            },
-        )
-        .await
+        backend::get_by_hash(self, reference_value_hash).await
     }
 }
 

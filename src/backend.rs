@@ -1,0 +1,103 @@
+//! The store operations written once: input rules, tracing and the contract's shape live
+//! here; each backend only provides its three round trips.
+
+use crate::error::StoreError;
+use crate::model::PushedAuthorizationRequest;
+use crate::telemetry::{found_or_not, stored, traced, Operation};
+use crate::validate::{check_request, is_storable_hash};
+use chrono::{DateTime, Utc};
+use std::future::Future;
+
+/// One round trip each, called only with input that passed the shared rules.
+pub(crate) trait Backend: Send + Sync {
+    /// The `backend` field of the operation spans.
+    const NAME: &'static str;
+
+    /// Largest accepted `parameters`, in bytes.
+    fn max_parameters_len(&self) -> usize;
+
+    /// Inserts the request with `expires_at` (already checked and truncated); `false` when a
+    /// request with the same hash exists, which is left untouched.
+    fn insert(
+        &self,
+        request: &PushedAuthorizationRequest,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The request if it exists and is live.
+    fn select_live(
+        &self,
+        reference_value_hash: &str,
+    ) -> impl Future<Output = Result<Option<PushedAuthorizationRequest>, StoreError>> + Send;
+
+    /// Atomically removes the request, live or expired, and returns it only if it was live.
+    fn delete_returning_live(
+        &self,
+        reference_value_hash: &str,
+    ) -> impl Future<Output = Result<Option<PushedAuthorizationRequest>, StoreError>> + Send;
+}
+
+/// `PushedAuthorizationRequestStore::store` for any backend.
+pub(crate) async fn store<B: Backend>(
+    backend: &B,
+    request: &PushedAuthorizationRequest,
+) -> Result<(), StoreError> {
+    let run = async {
+        let expires_at = check_request(request, backend.max_parameters_len(), Utc::now())?;
+        if backend.insert(request, expires_at).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Duplicate)
+        }
+    };
+    traced(
+        Operation::Store,
+        B::NAME,
+        &request.reference_value_hash,
+        stored,
+        run,
+    )
+    .await
+}
+
+/// `PushedAuthorizationRequestStore::get_by_hash` for any backend.
+pub(crate) async fn get_by_hash<B: Backend>(
+    backend: &B,
+    reference_value_hash: &str,
+) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+    let run = async {
+        if !is_storable_hash(reference_value_hash) {
+            return Ok(None);
+        }
+        backend.select_live(reference_value_hash).await
+    };
+    traced(
+        Operation::Get,
+        B::NAME,
+        reference_value_hash,
+        found_or_not,
+        run,
+    )
+    .await
+}
+
+/// `PushedAuthorizationRequestStore::consume_by_hash` for any backend.
+pub(crate) async fn consume_by_hash<B: Backend>(
+    backend: &B,
+    reference_value_hash: &str,
+) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+    let run = async {
+        if !is_storable_hash(reference_value_hash) {
+            return Ok(None);
+        }
+        backend.delete_returning_live(reference_value_hash).await
+    };
+    traced(
+        Operation::Consume,
+        B::NAME,
+        reference_value_hash,
+        found_or_not,
+        run,
+    )
+    .await
+}
