@@ -60,25 +60,63 @@ pub(crate) async fn store<B: Backend>(
     .await
 }
 
+/// `get_by_hash` and `consume_by_hash` for any backend: a hash that could never have been
+/// stored is not found, without a round trip.
+async fn look_up<B: Backend>(
+    operation: Operation,
+    reference_value_hash: &str,
+    round_trip: impl Future<Output = Result<Option<PushedAuthorizationRequest>, StoreError>>,
+) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+    // `round_trip` is lazy: nothing reaches the backend unless it is awaited.
+    let run = async {
+        if !is_storable_hash(reference_value_hash) {
+            return Ok(None);
+        }
+        round_trip.await
+    };
+    traced(operation, B::NAME, reference_value_hash, found_or_not, run).await
+}
+
+/// Implements `PushedAuthorizationRequestStore` for a [`Backend`] through the shared
+/// operations above.
+macro_rules! impl_store_for_backend {
+    ($backend:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::PushedAuthorizationRequestStore for $backend {
+            async fn store(
+                &self,
+                request: &$crate::model::PushedAuthorizationRequest,
+            ) -> Result<(), $crate::error::StoreError> {
+                $crate::backend::store(self, request).await
+            }
+
+            async fn consume_by_hash(
+                &self,
+                reference_value_hash: &str,
+            ) -> Result<Option<$crate::model::PushedAuthorizationRequest>, $crate::error::StoreError>
+            {
+                $crate::backend::consume_by_hash(self, reference_value_hash).await
+            }
+
+            async fn get_by_hash(
+                &self,
+                reference_value_hash: &str,
+            ) -> Result<Option<$crate::model::PushedAuthorizationRequest>, $crate::error::StoreError>
+            {
+                $crate::backend::get_by_hash(self, reference_value_hash).await
+            }
+        }
+    };
+}
+pub(crate) use impl_store_for_backend;
+
 /// `PushedAuthorizationRequestStore::get_by_hash` for any backend.
 pub(crate) async fn get_by_hash<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-    let run = async {
-        if !is_storable_hash(reference_value_hash) {
-            return Ok(None);
-        }
-        backend.select_live(reference_value_hash).await
-    };
-    traced(
-        Operation::Get,
-        B::NAME,
-        reference_value_hash,
-        found_or_not,
-        run,
-    )
-    .await
+    let round_trip = backend.select_live(reference_value_hash);
+    look_up::<B>(Operation::Get, reference_value_hash, round_trip).await
 }
 
 /// `PushedAuthorizationRequestStore::consume_by_hash` for any backend.
@@ -86,18 +124,6 @@ pub(crate) async fn consume_by_hash<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-    let run = async {
-        if !is_storable_hash(reference_value_hash) {
-            return Ok(None);
-        }
-        backend.delete_returning_live(reference_value_hash).await
-    };
-    traced(
-        Operation::Consume,
-        B::NAME,
-        reference_value_hash,
-        found_or_not,
-        run,
-    )
-    .await
+    let round_trip = backend.delete_returning_live(reference_value_hash);
+    look_up::<B>(Operation::Consume, reference_value_hash, round_trip).await
 }

@@ -1,10 +1,9 @@
 //! The in-memory store: the same contract as PostgreSQL, for tests and single-process servers.
 
-use crate::backend::{self, Backend};
+use crate::backend::{impl_store_for_backend, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
-use crate::store::PushedAuthorizationRequestStore;
 use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
 use chrono::{DateTime, Utc};
 use std::collections::hash_map::Entry;
@@ -141,26 +140,7 @@ impl Backend for MemoryStore {
     }
 }
 
-#[async_trait::async_trait]
-impl PushedAuthorizationRequestStore for MemoryStore {
-    async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
-        backend::store(self, request).await
-    }
-
-    async fn consume_by_hash(
-        &self,
-        reference_value_hash: &str,
-    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        backend::consume_by_hash(self, reference_value_hash).await
-    }
-
-    async fn get_by_hash(
-        &self,
-        reference_value_hash: &str,
-    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        backend::get_by_hash(self, reference_value_hash).await
-    }
-}
+impl_store_for_backend!(MemoryStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for MemoryStore {

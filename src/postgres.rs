@@ -1,10 +1,9 @@
 //! The PostgreSQL store: one static SQL statement per operation, run on the caller's pool.
 
-use crate::backend::{self, Backend};
+use crate::backend::{impl_store_for_backend, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
-use crate::store::PushedAuthorizationRequestStore;
 use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
@@ -155,7 +154,7 @@ impl PostgresStore {
         result
     }
 
-    /// Sets the largest `parameters` accepted by [`store`](PushedAuthorizationRequestStore::store),
+    /// Sets the largest `parameters` accepted by [`store`](crate::PushedAuthorizationRequestStore::store),
     /// in bytes (default 64 KiB). Larger requests fail with [`StoreError::InvalidInput`].
     ///
     /// ```no_run
@@ -311,26 +310,7 @@ impl Backend for PostgresStore {
     }
 }
 
-#[async_trait::async_trait]
-impl PushedAuthorizationRequestStore for PostgresStore {
-    async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
-        backend::store(self, request).await
-    }
-
-    async fn consume_by_hash(
-        &self,
-        reference_value_hash: &str,
-    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        backend::consume_by_hash(self, reference_value_hash).await
-    }
-
-    async fn get_by_hash(
-        &self,
-        reference_value_hash: &str,
-    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        backend::get_by_hash(self, reference_value_hash).await
-    }
-}
+impl_store_for_backend!(PostgresStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {
