@@ -30,10 +30,7 @@ impl Backend for MemoryStore {
     }
 }
 
-fn hash(n: u32) -> String {
-    // Shaped like Base64(SHA-256(reference value)): 44 characters.
-    format!("{n:0>43}=")
-}
+use common::hash;
 
 fn live(n: u32) -> PushedAuthorizationRequest {
     PushedAuthorizationRequest::new(

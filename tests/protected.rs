@@ -23,10 +23,7 @@ fn ring_a() -> KeyRing {
     KeyRing::new(key("a", SECRET_A))
 }
 
-fn hash(n: u32) -> String {
-    // Shaped like Base64(SHA-256(reference value)): 44 characters.
-    format!("{n:0>43}=")
-}
+use common::hash;
 
 fn live(n: u32) -> PushedAuthorizationRequest {
     PushedAuthorizationRequest::new(
@@ -165,16 +162,7 @@ async fn envelope_copied_onto_another_row_fails_to_open() {
     let store = ProtectedStore::new(db.store(), ring_a());
     store.store(&live(1)).await.unwrap();
     store.store(&live(2)).await.unwrap();
-    par_store::sqlx::query(
-        "UPDATE pushed_authorization_requests SET parameters = \
-         (SELECT parameters FROM pushed_authorization_requests WHERE reference_value_hash = $1) \
-         WHERE reference_value_hash = $2",
-    )
-    .bind(hash(1))
-    .bind(hash(2))
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    copy_envelope(&db, 1, 2).await;
     assert_eq!(
         protection_error(store.get_by_hash(&hash(2)).await),
         (ProtectionErrorKind::Tampered, false)
@@ -185,6 +173,20 @@ async fn envelope_copied_onto_another_row_fails_to_open() {
         Some(live_at(&db, 1).await)
     );
     assert_eq!(db.row_count().await, 2);
+}
+
+/// Copies request `from`'s stored envelope onto request `to`'s row, behind the store's back.
+async fn copy_envelope(db: &TestDb, from: u32, to: u32) {
+    par_store::sqlx::query(
+        "UPDATE pushed_authorization_requests SET parameters = \
+         (SELECT parameters FROM pushed_authorization_requests WHERE reference_value_hash = $1) \
+         WHERE reference_value_hash = $2",
+    )
+    .bind(hash(from))
+    .bind(hash(to))
+    .execute(&db.pool)
+    .await
+    .unwrap();
 }
 
 /// `live(n)` with the expiry that was stored, read back through the inner store.
@@ -202,16 +204,7 @@ async fn consume_that_fails_to_open_has_consumed_the_row_and_says_so() {
     let store = ProtectedStore::new(db.store(), ring_a());
     store.store(&live(1)).await.unwrap();
     store.store(&live(2)).await.unwrap();
-    par_store::sqlx::query(
-        "UPDATE pushed_authorization_requests SET parameters = \
-         (SELECT parameters FROM pushed_authorization_requests WHERE reference_value_hash = $1) \
-         WHERE reference_value_hash = $2",
-    )
-    .bind(hash(1))
-    .bind(hash(2))
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    copy_envelope(&db, 1, 2).await;
     let err = store.consume_by_hash(&hash(2)).await.unwrap_err();
     assert!(err.to_string().contains("consumed"), "{err}");
     assert_eq!(

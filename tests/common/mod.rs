@@ -10,6 +10,11 @@ use par_store::PostgresStore;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// A distinct reference value hash per `n`, shaped like Base64(SHA-256(value)): 44 characters.
+pub fn hash(n: u32) -> String {
+    format!("{n:0>43}=")
+}
+
 /// The default matches `docker-compose.yml` and `.env.example`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 
