@@ -174,9 +174,9 @@ def cmd_markdown(raw):
         out.append("Ratio = median over rounds of store/pgbench in the same round. "
                    "Latencies in µs; pgbench's from its per-transaction log (whole lifecycle).")
         out.append("")
-        out.append("| N | store /s | pgbench /s | ratio | conn /s | conn/pgbench | "
+        out.append("| N | store /s | pgbench /s | ratio | "
                    "lifecycle p50 / p99 / p99.9 store | same, pgbench | p99 store/pgbench |")
-        out.append("|---:|---:|---:|---:|---:|---:|---|---|---:|")
+        out.append("|---:|---:|---:|---:|---|---|---:|")
         for n in ns:
             by_mode = {}
             for r in life:
@@ -205,7 +205,6 @@ def cmd_markdown(raw):
                 f"| {n} | {fmt(m('store', lambda r: r.get('per_s')))} "
                 f"| {fmt(m('pgbench', lambda r: r.get('per_s')))} "
                 f"| **{fmt(ratios('store'), 2)}** "
-                f"| {fmt(m('conn', lambda r: r.get('per_s')))} | {fmt(ratios('conn'), 2)} "
                 f"| {' / '.join(fmt(v) for v in s_p)} | {' / '.join(fmt(v) for v in b_p)} "
                 f"| {fmt(p99_ratio, 2)} |")
         out.append("")
@@ -224,13 +223,16 @@ def cmd_markdown(raw):
             pg = " / ".join(fmt(med([lat(r, op, "mean") for r in bench]))
                             for op in ("store", "get", "consume"))
             out.append(f"| {n} | {' | '.join(cells)} | {pg} |")
-        errors = sum((r.get("errors") or 0) for r in life)
+        errors = sum((r.get("errors") or 0) for r in life if (r.get("errors") or 0) > 0)
+        failed = [f"{r['mode']} N={r['clients']} round {r.get('round')}" for r in life
+                  if r.get("errors") == -1]
         out.append("")
-        out.append(f"Errors over all lifecycle runs: {errors}.")
+        out.append(f"Failed operations over all lifecycle runs: {errors}. "
+                   f"Runs that did not complete: {', '.join(failed) or 'none'}.")
         out.append("")
         out.append("Where the time goes, lifecycles/s by client (medians; ratio to pgbench of the same round):")
         out.append("")
-        modes = [m for m in ("pgbench", "conn", "pool", "store", "protected")
+        modes = [m for m in ("pgbench", "conn", "lite", "pool", "store", "protected")
                  if any(r["mode"] == m for r in life)]
         out.append("| N | " + " | ".join(modes) + " |")
         out.append("|---:|" + "---:|" * len(modes))

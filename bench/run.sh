@@ -2,13 +2,15 @@
 # par-store benchmark: the store against pgbench running the same statements, on the same
 # database at the same moment (see BENCHMARKS.md).
 #
-#   bash bench/run.sh            lifecycles (N = 1, 4, 16, 64; store, pgbench, conn, and
-#                                protected and pool at N = 1 and 16; 3 interleaved rounds
-#                                of 10 s; modes: see examples/loadgen.rs),
+#   bash bench/run.sh            lifecycles (N = 1, 4, 16, 64; store, pgbench, lite, and
+#                                conn, pool, protected at N = 1 and 16; 3 interleaved
+#                                rounds of 10 s; modes: see examples/loadgen.rs),
 #                                system calls per lifecycle, cleanup (1,000,000 expired rows
 #                                at batch sizes 100, 1000, 10000): about 13 minutes
 #   bash bench/run.sh --quick    the same, 1 round of 3 s, 100,000 rows: about 3 minutes
 #   bash bench/run.sh --soak     10 minutes of lifecycles with the CleanupJob, a report a minute
+#   bash bench/run.sh --lifecycles-only   only the lifecycle comparison (e.g. with CLIENTS="1 4"
+#                                ROUNDS=5 RUN_SECONDS=5 MODES="store pgbench protected")
 #   bash bench/run.sh --scale    get_by_hash with 1,000 vs 10,000,000 live rows (loads ~9 GB
 #                                once into database par_store_bench_scale, kept for reruns)
 #
@@ -26,6 +28,7 @@ for arg in "$@"; do
     --quick) kind=quick ;;
     --soak) kind=soak ;;
     --scale) kind=scale ;;
+    --lifecycles-only) kind=lifecycles ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
@@ -81,7 +84,7 @@ def sh(cmd):
         return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
     except Exception:
         return ""
-settings = sh(f"psql -At '{url}' -c \"SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','synchronous_commit','fsync','wal_level','max_wal_size','checkpoint_timeout','autovacuum','autovacuum_naptime','autovacuum_vacuum_scale_factor','autovacuum_vacuum_insert_scale_factor','autovacuum_vacuum_cost_delay','autovacuum_vacuum_cost_limit','max_connections','work_mem','effective_cache_size','full_page_writes','wal_compression','huge_pages','jit')\"")
+settings = sh(f"psql -At '{url}' -c \"SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','synchronous_commit','fsync','wal_level','max_wal_size','checkpoint_timeout','autovacuum','autovacuum_naptime','autovacuum_vacuum_scale_factor','autovacuum_vacuum_insert_scale_factor','autovacuum_vacuum_cost_delay','autovacuum_vacuum_cost_limit','max_connections','work_mem','effective_cache_size','full_page_writes','wal_compression','huge_pages','jit')\"")
 model = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip() or sh("lscpu | grep 'Model name' | cut -d: -f2").strip()
 print(json.dumps({
     "cmd": "env", "kind": kind,
@@ -126,8 +129,9 @@ lifecycles() {
   fresh_db "$BENCH_DB"
   for n in $CLIENTS; do
     for round in $(seq 1 "$ROUNDS"); do
-      modes="store pgbench conn"
-      case " 1 16 " in *" $n "*) modes="store pgbench conn protected pool" ;; esac
+      modes="store pgbench lite"
+      case " 1 16 " in *" $n "*) modes="store pgbench lite conn pool protected" ;; esac
+      modes="${MODES:-$modes}"
       for mode in $modes; do
         settle "$url"
         note "N=$n round $round/$ROUNDS: $mode"
@@ -145,9 +149,9 @@ lifecycles() {
 # System calls (strace -c -f) and client CPU (getrusage) per lifecycle, N = 4.
 syscalls() {
   local url; url=$(url_for "$BENCH_DB")
-  local count=20000
+  local count=10000
   [ "$kind" = quick ] && count=4000
-  for who in store conn pgbench; do
+  for who in store lite conn pgbench; do
     settle "$url"
     note "client CPU per lifecycle: $who ($count lifecycles)"
     if [ "$who" = pgbench ]; then
@@ -179,7 +183,7 @@ cleanup_bench() {
   fresh_db "$db"
   note "cleanup: $CLEANUP_ROWS expired rows per batch size, beside lifecycle traffic"
   $loadgen cleanup --url "$(url_for "$db")" --rows "$CLEANUP_ROWS" --batch-sizes 100,1000,10000 \
-    --clients 4 --rate 1000 --seconds "$RUN_SECONDS" | append section=cleanup rate=1000
+    --clients 4 --rate 1000 --seconds "$(( RUN_SECONDS > 5 ? 5 : RUN_SECONDS ))" | append section=cleanup rate=1000
   psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
 }
 
@@ -224,6 +228,7 @@ case "$kind" in
   full|quick) lifecycles; syscalls; cleanup_bench ;;
   soak) soak ;;
   scale) scale ;;
+  lifecycles) lifecycles ;;
 esac
 python3 - "$raw" <<'EOF'
 import json, sys
@@ -239,6 +244,6 @@ python3 bench/report.py markdown "$raw" > "$out/report.md"
 cat "$out/report.md"
 echo
 echo "raw results: $raw; report: $out/report.md" >&2
-if [ "$kind" = full ] || [ "$kind" = quick ]; then
+if [ "$kind" != soak ] && [ "$kind" != scale ]; then
   psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null || true
 fi

@@ -13,11 +13,12 @@
 //!
 //! options (defaults in brackets)
 //!   --url URL            [$DATABASE_URL or postgres://postgres:postgres@127.0.0.1:5432/postgres]
-//!   --mode M             store | protected | pool | conn                              [store]
+//!   --mode M             store | protected | pool | conn | lite                       [store]
 //!                          store:     PostgresStore, pool from PostgresStoreOptions
 //!                          protected: ProtectedStore over that PostgresStore
 //!                          pool:      the same sqlx pool and SQL, without the store layer
 //!                          conn:      one sqlx PgConnection per client, no pool, same SQL
+//!                          lite:      a minimal pool in this file (no ping on release)
 //!   --clients N          concurrent clients; the pool has N connections              [4]
 //!   --seconds T          measured duration                                            [10]
 //!   --count K            stop after K lifecycles in total instead (for strace -c)
@@ -199,6 +200,7 @@ enum Mode {
     Protected,
     Pool,
     Conn,
+    Lite,
 }
 
 impl FromStr for Mode {
@@ -209,6 +211,7 @@ impl FromStr for Mode {
             "protected" => Ok(Mode::Protected),
             "pool" => Ok(Mode::Pool),
             "conn" => Ok(Mode::Conn),
+            "lite" => Ok(Mode::Lite),
             other => Err(format!("unknown mode {other:?}")),
         }
     }
@@ -221,6 +224,7 @@ impl Mode {
             Mode::Protected => "protected",
             Mode::Pool => "pool",
             Mode::Conn => "conn",
+            Mode::Lite => "lite",
         }
     }
 }
@@ -232,6 +236,7 @@ enum Target {
     Pool(PgPool),
     /// One connection per client, opened by the client.
     Conn(Box<PgConnectOptions>),
+    Lite(Arc<LitePool>),
 }
 
 /// One client's handle on the target.
@@ -239,6 +244,43 @@ enum Client {
     Store(Arc<dyn PushedAuthorizationRequestStore>),
     Pool(PgPool),
     Conn(PgConnection),
+    Lite(Arc<LitePool>),
+}
+
+/// A minimal pool for the `lite` mode: connections are handed back as they are, without
+/// sqlx's ping on release, and dropped when a statement fails. It sketches what a pool
+/// owned by the store could cost; it is no part of the store.
+struct LitePool {
+    idle: std::sync::Mutex<Vec<PgConnection>>,
+    permits: tokio::sync::Semaphore,
+    options: PgConnectOptions,
+}
+
+impl LitePool {
+    async fn new(options: PgConnectOptions, size: u32) -> Result<LitePool, BoxError> {
+        let conns =
+            futures::future::try_join_all((0..size).map(|_| PgConnection::connect_with(&options)))
+                .await?;
+        Ok(LitePool {
+            idle: std::sync::Mutex::new(conns),
+            permits: tokio::sync::Semaphore::new(usize::try_from(size)?),
+            options,
+        })
+    }
+
+    async fn acquire(&self) -> Result<(tokio::sync::SemaphorePermit<'_>, PgConnection), BoxError> {
+        let permit = self.permits.acquire().await?;
+        let idle = self.idle.lock().expect("lite pool lock").pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => PgConnection::connect_with(&self.options).await?,
+        };
+        Ok((permit, conn))
+    }
+
+    fn release(&self, conn: PgConnection) {
+        self.idle.lock().expect("lite pool lock").push(conn);
+    }
 }
 
 impl Client {
@@ -247,6 +289,7 @@ impl Client {
             Target::Store(store) => Client::Store(Arc::clone(store)),
             Target::Pool(pool) => Client::Pool(pool.clone()),
             Target::Conn(options) => Client::Conn(PgConnection::connect_with(options).await?),
+            Target::Lite(pool) => Client::Lite(Arc::clone(pool)),
         })
     }
 
@@ -259,6 +302,12 @@ impl Client {
             Client::Store(store) => return Ok(store.store(request).await?),
             Client::Pool(pool) => query.execute(&*pool).await?,
             Client::Conn(conn) => query.execute(&mut *conn).await?,
+            Client::Lite(pool) => {
+                let (_permit, mut conn) = pool.acquire().await?;
+                let done = query.execute(&mut conn).await?;
+                pool.release(conn);
+                done
+            }
         };
         if inserted.rows_affected() != 1 {
             return Err("duplicate key".into());
@@ -272,6 +321,12 @@ impl Client {
             Client::Store(store) => store.get_by_hash(hash).await?.is_some(),
             Client::Pool(pool) => query.fetch_optional(&*pool).await?.is_some(),
             Client::Conn(conn) => query.fetch_optional(&mut *conn).await?.is_some(),
+            Client::Lite(pool) => {
+                let (_permit, mut conn) = pool.acquire().await?;
+                let found = query.fetch_optional(&mut conn).await?.is_some();
+                pool.release(conn);
+                found
+            }
         })
     }
 
@@ -282,6 +337,12 @@ impl Client {
             Client::Store(store) => return Ok(store.consume_by_hash(hash).await?.is_some()),
             Client::Pool(pool) => query.fetch_optional(&*pool).await?,
             Client::Conn(conn) => query.fetch_optional(&mut *conn).await?,
+            Client::Lite(pool) => {
+                let (_permit, mut conn) = pool.acquire().await?;
+                let row = query.fetch_optional(&mut conn).await?;
+                pool.release(conn);
+                row
+            }
         };
         Ok(row.is_some_and(|(_, _, _, live)| live))
     }
@@ -296,9 +357,13 @@ struct Setup {
 async fn setup(url: &str, mode: Mode, clients: u32) -> Result<Setup, BoxError> {
     let options = PostgresStoreOptions::new().max_connections(clients);
     let store = options.connect(url).await?;
-    // Open every connection now, so that connecting is not measured.
-    let held = futures::future::try_join_all((0..clients).map(|_| store.pool().acquire())).await?;
-    drop(held);
+    // Open every connection now, so that connecting is not measured (the `conn` and `lite`
+    // modes open their own, and use this pool only for the cleanup job).
+    if matches!(mode, Mode::Store | Mode::Protected | Mode::Pool) {
+        let held =
+            futures::future::try_join_all((0..clients).map(|_| store.pool().acquire())).await?;
+        drop(held);
+    }
     let target = match mode {
         Mode::Store => Target::Store(Arc::new(store.clone())),
         Mode::Protected => {
@@ -307,6 +372,9 @@ async fn setup(url: &str, mode: Mode, clients: u32) -> Result<Setup, BoxError> {
         }
         Mode::Pool => Target::Pool(store.pool().clone()),
         Mode::Conn => Target::Conn(Box::new(options.apply_to(PgConnectOptions::from_str(url)?))),
+        Mode::Lite => Target::Lite(Arc::new(
+            LitePool::new(options.apply_to(PgConnectOptions::from_str(url)?), clients).await?,
+        )),
     };
     Ok(Setup { target, store })
 }
