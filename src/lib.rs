@@ -55,6 +55,7 @@
 
 mod backend;
 mod cleanup;
+mod connections;
 mod error;
 mod memory;
 mod model;

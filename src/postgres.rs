@@ -2,15 +2,15 @@
 
 use crate::backend::{impl_store_for_backend, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
+use crate::connections::Connections;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
 use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::fmt;
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,11 +77,17 @@ pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    connections: Arc<Connections>,
     max_parameters_len: usize,
     operation_timeout: Option<Duration>,
+    /// Kept connections idle at least this long are pinged before use (`None`: never).
+    ping_idle_after: Option<Duration>,
     failures: FailureSignal,
 }
+
+/// Default for [`PostgresStoreOptions::ping_idle_after`], and how long the store keeps an
+/// idle connection checked out before handing it back to the pool.
+const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Default bound on one store operation, connection wait included: 10 s.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,7 +96,8 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The pool's own Debug would show connection options; keep to what is useful.
         f.debug_struct("PostgresStore")
-            .field("pool_size", &self.pool.size())
+            .field("pool_size", &self.pool().size())
+            .field("connections", &self.connections)
             .field("max_parameters_len", &self.max_parameters_len)
             .field("operation_timeout", &self.operation_timeout)
             .finish_non_exhaustive()
@@ -100,12 +107,25 @@ impl fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Creates a store on an existing pool. Run [`migrate`](Self::migrate) (or sqlx-cli) once
     /// before use.
+    ///
+    /// Between operations the store keeps the connections of a busy period checked out of
+    /// the pool and reuses them directly, which saves the round trip sqlx's pool spends
+    /// pinging every connection it takes back. A connection idle for a second goes back to
+    /// the pool, so the pool's limits, idle timeout and `close()` keep working; call `new`
+    /// inside a tokio runtime (which runs the task that hands idle connections back), or
+    /// every operation goes through the pool.
     pub fn new(pool: PgPool) -> Self {
+        PostgresStore::on(pool, Some(DEFAULT_PING_IDLE_AFTER), FailureSignal::new())
+    }
+
+    fn on(pool: PgPool, ping_idle_after: Option<Duration>, failures: FailureSignal) -> Self {
+        let keep_idle = ping_idle_after.unwrap_or(DEFAULT_PING_IDLE_AFTER);
         PostgresStore {
-            pool,
+            connections: Connections::new(pool, keep_idle),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
-            failures: FailureSignal::new(),
+            ping_idle_after,
+            failures,
         }
     }
 
@@ -134,14 +154,28 @@ impl PostgresStore {
         self
     }
 
-    /// Runs one database round trip under the operation timeout.
-    async fn bounded<T, F>(&self, run: F) -> Result<T, StoreError>
-    where
-        F: Future<Output = Result<T, sqlx::Error>>,
-    {
+    /// Runs one database round trip on a connection of the store, under the operation
+    /// timeout.
+    async fn round_trip<T>(
+        &self,
+        run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StoreError> {
+        let attempt = async {
+            // Just after a connection failed, its siblings probably died with it: check
+            // every kept connection before use, not only those idle for a while.
+            let verify_after = match self.ping_idle_after {
+                None => Duration::MAX,
+                Some(idle) if self.failures.within(idle) => Duration::ZERO,
+                Some(idle) => idle,
+            };
+            let mut conn = self.connections.checkout(verify_after).await?;
+            let outcome = run(&mut conn).await;
+            self.connections.release(conn, &outcome);
+            outcome
+        };
         let result = match self.operation_timeout {
-            None => run.await.map_err(StoreError::from),
-            Some(limit) => match tokio::time::timeout(limit, run).await {
+            None => attempt.await.map_err(StoreError::from),
+            Some(limit) => match tokio::time::timeout(limit, attempt).await {
                 Ok(result) => result.map_err(StoreError::from),
                 Err(elapsed) => Err(StoreError::Timeout {
                     source: Box::new(elapsed),
@@ -170,7 +204,7 @@ impl PostgresStore {
 
     /// The pool this store runs on.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.connections.pool()
     }
 
     /// The store's migrations (embedded from `migrations/`), recording their history in
@@ -189,7 +223,7 @@ impl PostgresStore {
     /// Applies the store's migrations. Idempotent, and safe to call from many instances at
     /// once (the migrator takes an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        Self::migrator().run(&self.pool).await?;
+        Self::migrator().run(self.pool()).await?;
         Ok(())
     }
 
@@ -267,13 +301,14 @@ impl Backend for PostgresStore {
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let inserted = self
-            .bounded(
+            .round_trip(async |conn| {
                 sqlx::query(INSERT)
                     .bind(&request.reference_value_hash)
                     .bind(expires_at)
                     .bind(&request.parameters)
-                    .execute(&self.pool),
-            )
+                    .execute(conn)
+                    .await
+            })
             .await?
             .rows_affected();
         Ok(inserted == 1)
@@ -284,11 +319,12 @@ impl Backend for PostgresStore {
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
         let row: Option<Row> = self
-            .bounded(
+            .round_trip(async |conn| {
                 sqlx::query_as(SELECT_LIVE)
                     .bind(reference_value_hash)
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(conn)
+                    .await
+            })
             .await?;
         Ok(row.map(into_request))
     }
@@ -298,11 +334,12 @@ impl Backend for PostgresStore {
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
         let row: Option<(String, DateTime<Utc>, String, bool)> = self
-            .bounded(
+            .round_trip(async |conn| {
                 sqlx::query_as(CONSUME)
                     .bind(reference_value_hash)
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(conn)
+                    .await
+            })
             .await?;
         Ok(row.and_then(|(hash, expires_at, parameters, live)| {
             live.then(|| into_request((hash, expires_at, parameters)))
@@ -316,11 +353,12 @@ impl_store_for_backend!(PostgresStore);
 impl ExpiredRequestCleaner for PostgresStore {
     async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
         let deleted = self
-            .bounded(
+            .round_trip(async |conn| {
                 sqlx::query(DELETE_EXPIRED_BATCH)
                     .bind(i64::from(batch_size))
-                    .execute(&self.pool),
-            )
+                    .execute(conn)
+                    .await
+            })
             .await?
             .rows_affected();
         Ok(deleted)
@@ -368,7 +406,7 @@ impl Default for PostgresStoreOptions {
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Some(Duration::from_secs(5)),
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
-            ping_idle_after: Some(Duration::from_secs(1)),
+            ping_idle_after: Some(DEFAULT_PING_IDLE_AFTER),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
         }
     }
@@ -491,12 +529,9 @@ impl PostgresStoreOptions {
     }
 
     fn store_on(&self, pool: PgPool, failures: FailureSignal) -> PostgresStore {
-        PostgresStore {
-            failures,
-            ..PostgresStore::new(pool)
-                .max_parameters_len(self.max_parameters_len)
-                .operation_timeout(self.operation_timeout)
-        }
+        PostgresStore::on(pool, self.ping_idle_after, failures)
+            .max_parameters_len(self.max_parameters_len)
+            .operation_timeout(self.operation_timeout)
     }
 }
 
