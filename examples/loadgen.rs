@@ -58,18 +58,12 @@ const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/
 /// Lifecycles completed by every run of this process, for the interval reports.
 static COMPLETED: AtomicU64 = AtomicU64::new(0);
 
-// The statements of src/postgres.rs, for the `pool` and `conn` modes, which measure what
-// sqlx costs without the store layer. Keep them identical to the store's (and to
-// bench/lifecycle.sql).
-const INSERT: &str = "INSERT INTO pushed_authorization_requests \
-     (reference_value_hash, expires_at, parameters) VALUES ($1, $2, $3) \
-     ON CONFLICT (reference_value_hash) DO NOTHING";
-const SELECT_LIVE: &str = "SELECT reference_value_hash, expires_at, parameters \
-     FROM pushed_authorization_requests \
-     WHERE reference_value_hash = $1 AND expires_at > now()";
-const CONSUME: &str = "DELETE FROM pushed_authorization_requests \
-     WHERE reference_value_hash = $1 \
-     RETURNING reference_value_hash, expires_at, parameters, expires_at > now() AS live";
+// The store's own statements, for the `pool`, `conn` and `lite` modes, which measure what
+// sqlx costs without the store layer (bench/lifecycle.sql holds the same for pgbench).
+#[path = "../src/sql.rs"]
+#[allow(dead_code)] // the batch delete is not used here
+mod sql;
+use sql::{CONSUME, INSERT, SELECT_LIVE};
 
 type Row = (String, chrono::DateTime<Utc>, String);
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -62,6 +62,7 @@ mod model;
 mod postgres;
 mod protect;
 mod reference;
+mod sql;
 mod store;
 mod telemetry;
 mod validate;
