@@ -1,4 +1,4 @@
--- One PAR lifecycle per pgbench transaction: the three statements of src/postgres.rs
+-- One PAR lifecycle per pgbench transaction: the three statements of src/sql.rs
 -- (store, get_by_hash, consume_by_hash), each autocommitted like the store's (no BEGIN).
 --
 --   pgbench -M prepared -n -c N -j N -T T -f bench/lifecycle.sql \
