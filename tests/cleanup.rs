@@ -61,6 +61,16 @@ where
     false
 }
 
+async fn shuts_down_within_a_second(job: CleanupJob) {
+    let started = Instant::now();
+    job.shutdown().await;
+    assert!(
+        started.elapsed() < StdDuration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 fn live(hash: &str) -> PushedAuthorizationRequest {
     PushedAuthorizationRequest::new(hash, Utc::now() + Duration::seconds(600), "live")
 }
@@ -281,9 +291,7 @@ async fn job_survives_an_outage_and_resumes_afterwards() {
     );
     let after = job.stats();
     assert_eq!(after.rows_removed, 35);
-    let started = Instant::now();
-    job.shutdown().await;
-    assert!(started.elapsed() < StdDuration::from_secs(1));
+    shuts_down_within_a_second(job).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,13 +309,7 @@ async fn shutdown_during_a_long_interval_is_prompt() {
         })
         .await
     );
-    let started = Instant::now();
-    job.shutdown().await;
-    assert!(
-        started.elapsed() < StdDuration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    shuts_down_within_a_second(job).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,9 +318,7 @@ async fn shutdown_during_the_first_run_jitter_is_prompt() {
         MemoryStore::new(),
         CleanupOptions::new().interval(StdDuration::from_secs(3_600)),
     );
-    let started = Instant::now();
-    job.shutdown().await;
-    assert!(started.elapsed() < StdDuration::from_secs(1));
+    shuts_down_within_a_second(job).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,13 +346,7 @@ async fn shutdown_during_a_pass_stops_at_the_next_batch_boundary() {
         })
         .await
     );
-    let started = Instant::now();
-    job.shutdown().await;
-    assert!(
-        started.elapsed() < StdDuration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    shuts_down_within_a_second(job).await;
     let left = expired_rows(&db).await;
     assert!(left > 0, "the pass was interrupted, not finished");
     // Nothing runs any more.

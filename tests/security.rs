@@ -6,7 +6,7 @@ mod common;
 use chrono::Utc;
 use common::TestDb;
 use par_store::sqlx::postgres::PgConnectOptions;
-use par_store::sqlx::{self, Connection, PgPool};
+use par_store::sqlx::{self, PgPool};
 use par_store::{
     CleanupJob, CleanupOptions, MemoryStore, PostgresStore, PostgresStoreOptions,
     PushedAuthorizationRequest, PushedAuthorizationRequestStore, ReferenceValue, StoreError,
@@ -99,23 +99,11 @@ impl Roles {
 
 impl Drop for Roles {
     fn drop(&mut self) {
-        let roles = [self.owner.clone(), self.runtime.clone()];
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let mut admin = common::admin_connection().await;
-                for role in roles {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}")))
-                        .execute(&mut admin)
-                        .await;
-                }
-                let _ = admin.close().await;
-            });
-        });
-        let _ = dropped.join();
+        common::admin_cleanup(
+            [&self.owner, &self.runtime]
+                .map(|role| format!("DROP ROLE IF EXISTS {role}"))
+                .to_vec(),
+        );
     }
 }
 

@@ -129,23 +129,29 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = std::mem::take(&mut self.name);
-        // Drop runs inside the test's runtime; drop the database from a thread of its own.
         // WITH (FORCE) ends the pool's remaining connections.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let mut admin = admin_connection().await;
-                let _ = par_store::sqlx::query(par_store::sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await;
-            });
-        });
-        let _ = dropped.join();
+        let name = std::mem::take(&mut self.name);
+        admin_cleanup(vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")]);
     }
+}
+
+/// Runs clean-up statements on the maintenance database from a `Drop` impl, which runs
+/// inside the test's runtime: on a thread and a runtime of their own. Errors are ignored.
+pub fn admin_cleanup(statements: Vec<String>) {
+    let cleaned = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let mut admin = admin_connection().await;
+            for statement in statements {
+                let _ = par_store::sqlx::query(par_store::sqlx::AssertSqlSafe(statement))
+                    .execute(&mut admin)
+                    .await;
+            }
+            let _ = admin.close().await;
+        });
+    });
+    let _ = cleaned.join();
 }
