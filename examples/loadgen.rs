@@ -13,13 +13,15 @@
 //!
 //! options (defaults in brackets)
 //!   --url URL            [$DATABASE_URL or postgres://postgres:postgres@127.0.0.1:5432/postgres]
-//!   --mode M             store | protected | pool | conn | lite                       [store]
-//!                          store:     PostgresStore, pool from PostgresStoreOptions
+//!   --mode M             store | protected | shared | pool | conn | lite              [store]
+//!                          store:     PostgresStore with its own pool (PostgresStoreOptions)
 //!                          protected: ProtectedStore over that PostgresStore
-//!                          pool:      the same sqlx pool and SQL, without the store layer
+//!                          shared:    PostgresStore::new on a sqlx PgPool
+//!                          pool:      that sqlx PgPool and the same SQL, without the store layer
 //!                          conn:      one sqlx PgConnection per client, no pool, same SQL
 //!                          lite:      a minimal pool in this file (no ping on release)
-//!   --clients N          concurrent clients; the pool has N connections              [4]
+//!   --clients N          concurrent clients                                           [4]
+//!   --connections C      connections in the pool (more clients than C wait their turn) [N]
 //!   --seconds T          measured duration                                            [10]
 //!   --count K            stop after K lifecycles in total instead (for strace -c)
 //!   --rate R             at most R lifecycles/s in total (paced per client)           [unpaced]
@@ -193,6 +195,7 @@ enum Mode {
     Store,
     Protected,
     Pool,
+    Shared,
     Conn,
     Lite,
 }
@@ -204,6 +207,7 @@ impl FromStr for Mode {
             "store" => Ok(Mode::Store),
             "protected" => Ok(Mode::Protected),
             "pool" => Ok(Mode::Pool),
+            "shared" => Ok(Mode::Shared),
             "conn" => Ok(Mode::Conn),
             "lite" => Ok(Mode::Lite),
             other => Err(format!("unknown mode {other:?}")),
@@ -217,6 +221,7 @@ impl Mode {
             Mode::Store => "store",
             Mode::Protected => "protected",
             Mode::Pool => "pool",
+            Mode::Shared => "shared",
             Mode::Conn => "conn",
             Mode::Lite => "lite",
         }
@@ -348,26 +353,34 @@ struct Setup {
     store: PostgresStore,
 }
 
-async fn setup(url: &str, mode: Mode, clients: u32) -> Result<Setup, BoxError> {
-    let options = PostgresStoreOptions::new().max_connections(clients);
-    let store = options.connect(url).await?;
+async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxError> {
+    let options = PostgresStoreOptions::new().max_connections(connections);
+    // The `shared` and `pool` modes: a sqlx pool with the same limits and no ping before use.
+    let sqlx_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .test_before_acquire(false)
+        .connect_lazy_with(options.apply_to(PgConnectOptions::from_str(url)?));
+    let store = match mode {
+        Mode::Shared | Mode::Pool => PostgresStore::new(sqlx_pool.clone()),
+        _ => options.connect(url).await?,
+    };
     // Open every connection now, so that connecting is not measured (the `conn` and `lite`
-    // modes open their own, and use this pool only for the cleanup job).
-    if matches!(mode, Mode::Store | Mode::Protected | Mode::Pool) {
-        let held =
-            futures::future::try_join_all((0..clients).map(|_| store.pool().acquire())).await?;
-        drop(held);
+    // modes open their own, and use the store only for the cleanup job).
+    if matches!(mode, Mode::Store | Mode::Protected | Mode::Shared | Mode::Pool) {
+        futures::future::try_join_all((0..connections).map(|_| store.get_by_hash("warm-up")))
+            .await?;
     }
     let target = match mode {
+        Mode::Shared => Target::Store(Arc::new(store.clone())),
         Mode::Store => Target::Store(Arc::new(store.clone())),
         Mode::Protected => {
             let keys = KeyRing::new(ProtectionKey::new("bench", [7u8; 32])?);
             Target::Store(Arc::new(ProtectedStore::new(store.clone(), keys)))
         }
-        Mode::Pool => Target::Pool(store.pool().clone()),
+        Mode::Pool => Target::Pool(sqlx_pool),
         Mode::Conn => Target::Conn(Box::new(options.apply_to(PgConnectOptions::from_str(url)?))),
         Mode::Lite => Target::Lite(Arc::new(
-            LitePool::new(options.apply_to(PgConnectOptions::from_str(url)?), clients).await?,
+            LitePool::new(options.apply_to(PgConnectOptions::from_str(url)?), connections).await?,
         )),
     };
     Ok(Setup { target, store })
@@ -659,7 +672,8 @@ async fn lifecycle(args: &Args) -> Result<(), BoxError> {
     let seconds: f64 = args.get("seconds", 10.0)?;
     let count: Option<u64> = args.opt("count")?;
     let url = args.url();
-    let Setup { target, store } = setup(&url, mode, clients).await?;
+    let connections: u32 = args.get("connections", clients)?;
+    let Setup { target, store } = setup(&url, mode, connections).await?;
     let workload = workload(args, WorkloadKind::Lifecycle, clients)?;
 
     let job = args.flag("cleanup-job").then(|| {
@@ -728,6 +742,7 @@ async fn lifecycle(args: &Args) -> Result<(), BoxError> {
             "cmd": "lifecycle",
             "mode": mode.name(),
             "clients": clients,
+            "connections": connections,
             "seconds": (secs * 1000.0).round() / 1000.0,
             "lifecycles": result.completed,
             "per_s": (result.completed as f64 / secs * 10.0).round() / 10.0,
@@ -737,7 +752,7 @@ async fn lifecycle(args: &Args) -> Result<(), BoxError> {
             "cleanup": cleanup_stats,
         })
     );
-    store.pool().close().await;
+    store.close().await;
     Ok(())
 }
 
@@ -791,7 +806,8 @@ async fn get_only(args: &Args) -> Result<(), BoxError> {
     let clients: u32 = args.get("clients", 4)?;
     let seconds: f64 = args.get("seconds", 10.0)?;
     let rows: u64 = args.get("rows", 1000)?;
-    let Setup { target, store } = setup(&args.url(), mode, clients).await?;
+    let connections: u32 = args.get("connections", clients)?;
+    let Setup { target, store } = setup(&args.url(), mode, connections).await?;
     let workload = workload(args, WorkloadKind::GetOnly(rows), clients)?;
     let result = run_clients(&target, &workload, clients, None, async {
         tokio::time::sleep(Duration::from_secs_f64(seconds)).await
@@ -804,6 +820,7 @@ async fn get_only(args: &Args) -> Result<(), BoxError> {
             "cmd": "get-only",
             "mode": mode.name(),
             "clients": clients,
+            "connections": connections,
             "rows": rows,
             "seconds": (secs * 1000.0).round() / 1000.0,
             "lookups": result.completed,
@@ -812,7 +829,7 @@ async fn get_only(args: &Args) -> Result<(), BoxError> {
             "ops": result.latencies.to_json(),
         })
     );
-    store.pool().close().await;
+    store.close().await;
     Ok(())
 }
 
@@ -878,7 +895,8 @@ async fn cleanup(args: &Args) -> Result<(), BoxError> {
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
-    let Setup { target, store } = setup(&url, mode, clients).await?;
+    let connections: u32 = args.get("connections", clients)?;
+    let Setup { target, store } = setup(&url, mode, connections).await?;
     let workload = workload(args, WorkloadKind::Lifecycle, clients)?;
     let mut admin = PgConnection::connect(&url).await?;
     let mut results = Vec::new();
@@ -939,6 +957,7 @@ async fn cleanup(args: &Args) -> Result<(), BoxError> {
             "rows_per_s": (stats.rows_removed as f64 / secs).round(),
             "ms_per_batch": (secs * 1000.0 / stats.batches.max(1) as f64 * 100.0).round() / 100.0,
             "clients": clients,
+            "connections": connections,
             "without": {"per_s": (without.completed as f64 / without.elapsed.as_secs_f64()).round(),
                         "errors": without.errors, "ops": without.latencies.to_json()},
             "with": {"per_s": (with.completed as f64 / with.elapsed.as_secs_f64()).round(),
@@ -947,6 +966,6 @@ async fn cleanup(args: &Args) -> Result<(), BoxError> {
         println!("{line}");
         results.push(line);
     }
-    store.pool().close().await;
+    store.close().await;
     Ok(())
 }

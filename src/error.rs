@@ -87,6 +87,12 @@ pub enum StoreError {
         source: BoxError,
     },
 
+    /// A [`PostgresStore`](crate::PostgresStore) operation was polled outside a tokio runtime.
+    /// Nothing was sent to the database. Run it inside a runtime with timers enabled
+    /// (`#[tokio::main]`, `Runtime::block_on`).
+    #[error("PostgresStore operations need a tokio runtime; none is running on this thread")]
+    NoRuntime,
+
     /// A [`ProtectedStore`](crate::ProtectedStore) could not protect or unprotect the
     /// parameters. Never carries key material, parameters or the envelope.
     ///
@@ -155,7 +161,54 @@ impl fmt::Display for ProtectionErrorKind {
     }
 }
 
+/// A failure to open a connection, with where it was going.
+#[derive(Debug)]
+struct ConnectError {
+    host: String,
+    port: u16,
+    source: BoxError,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "could not connect to PostgreSQL at {}:{}: {}",
+            self.host, self.port, self.source
+        )
+    }
+}
+
+impl StdError for ConnectError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
 impl StoreError {
+    /// The same error, saying which server a failed connection attempt was for.
+    pub(crate) fn connecting_to(self, host: &str, port: u16) -> Self {
+        let wrap = |source| -> BoxError {
+            Box::new(ConnectError {
+                host: host.to_owned(),
+                port,
+                source,
+            })
+        };
+        match self {
+            StoreError::Unavailable { source } => StoreError::Unavailable {
+                source: wrap(source),
+            },
+            StoreError::Timeout { source } => StoreError::Timeout {
+                source: wrap(source),
+            },
+            StoreError::Database { source } => StoreError::Database {
+                source: wrap(source),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         StoreError::InvalidInput {
             field,
@@ -183,6 +236,8 @@ fn is_unavailable_sqlstate(code: &str) -> bool {
         || code == "57P01" // admin_shutdown
         || code == "57P02" // crash_shutdown
         || code == "57P03" // cannot_connect_now
+        || code == "57P04" // database_dropped
+        || code == "57P05" // idle_session_timeout
         || code == "53300" // too_many_connections
 }
 
@@ -218,10 +273,15 @@ impl From<sqlx::Error> for StoreError {
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(err: sqlx::migrate::MigrateError) -> Self {
         match err {
-            sqlx::migrate::MigrateError::Execute(inner) => match StoreError::from(inner) {
-                StoreError::Database { source } => StoreError::Migration { source },
-                transient => transient,
-            },
+            // A migration that failed because the connection was lost is worth retrying.
+            sqlx::migrate::MigrateError::Execute(inner)
+            | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => {
+                match StoreError::from(inner) {
+                    transient if transient.is_transient() => transient,
+                    StoreError::Database { source } => StoreError::Migration { source },
+                    other => other,
+                }
+            }
             other => StoreError::Migration {
                 source: Box::new(other),
             },

@@ -55,7 +55,7 @@
 
 mod backend;
 mod cleanup;
-mod connections;
+mod pool;
 mod error;
 mod memory;
 mod model;

@@ -1,21 +1,21 @@
-//! The PostgreSQL store: one static SQL statement per operation, run on the caller's pool.
+//! The PostgreSQL store: one static SQL statement per operation.
 
 use crate::backend::{impl_store_for_backend, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
-use crate::connections::Connections;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
+use crate::pool::{Connections, Outcome, OwnedSettings, Protocol, Retry};
 use crate::sql::{CONSUME, DELETE_EXPIRED_BATCH, INSERT, SELECT_LIVE};
 use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::postgres::{PgArguments, PgConnectOptions};
+use sqlx::query::Query;
+use sqlx::{FromRow, PgPool, Postgres};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The table in which par-store records its applied migrations, apart from the host
 /// application's `_sqlx_migrations`. `sqlx.toml` names the same table for sqlx-cli.
@@ -23,32 +23,36 @@ pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
 
 /// Pushed authorization requests in PostgreSQL, table `pushed_authorization_requests`.
 ///
-/// Cheap to clone (the pool is reference counted). Every operation is one statement,
-/// prepared once per connection and run without an explicit transaction.
+/// Cheap to clone (clones share the connections). Every operation is one statement, run
+/// without an explicit transaction (except in [pooler mode](PostgresStoreOptions::statement_cache)).
+///
+/// Two ways to build one, which differ in who owns the connections (see
+/// `docs/connections.md`):
+/// - [`PostgresStore::connect`] / [`PostgresStoreOptions`]: the store's own pool, fair under
+///   overload and one round trip per operation. Recommended.
+/// - [`PostgresStore::new`]: on your `PgPool`, shared with the rest of your application, with
+///   sqlx's pool behaviour (one more round trip per operation: sqlx pings every connection it
+///   takes back).
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use par_store::{sqlx::PgPool, PostgresStore, PushedAuthorizationRequestStore};
+/// use par_store::{PostgresStore, PushedAuthorizationRequestStore};
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let pool = PgPool::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
-/// let store = PostgresStore::new(pool);
+/// let store = PostgresStore::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
 /// store.migrate().await?;
 /// let store: Arc<dyn PushedAuthorizationRequestStore> = Arc::new(store);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
-    connections: Arc<Connections>,
+    connections: Connections,
+    protocol: Arc<Protocol>,
     max_parameters_len: usize,
     operation_timeout: Option<Duration>,
-    /// Kept connections idle at least this long are pinged before use (`None`: never).
-    ping_idle_after: Option<Duration>,
-    failures: FailureSignal,
 }
 
-/// Default for [`PostgresStoreOptions::ping_idle_after`], and how long the store keeps an
-/// idle connection checked out before handing it back to the pool.
+/// Default for [`PostgresStoreOptions::ping_idle_after`].
 const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Default bound on one store operation, connection wait included: 10 s.
@@ -58,8 +62,8 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The pool's own Debug would show connection options; keep to what is useful.
         f.debug_struct("PostgresStore")
-            .field("pool_size", &self.pool().size())
             .field("connections", &self.connections)
+            .field("pooler_mode", &matches!(*self.protocol, Protocol::Pooler { .. }))
             .field("max_parameters_len", &self.max_parameters_len)
             .field("operation_timeout", &self.operation_timeout)
             .finish_non_exhaustive()
@@ -67,31 +71,34 @@ impl fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Creates a store on an existing pool. Run [`migrate`](Self::migrate) (or sqlx-cli) once
-    /// before use.
+    /// Creates a store on an existing pool, which it shares with whoever else uses it. Run
+    /// [`migrate`](Self::migrate) (or sqlx-cli) once before use.
     ///
-    /// Between operations the store keeps the connections of a busy period checked out of
-    /// the pool and reuses them directly, which saves the round trip sqlx's pool spends
-    /// pinging every connection it takes back. A connection idle for a second goes back to
-    /// the pool, so the pool's limits, idle timeout and `close()` keep working; call `new`
-    /// inside a tokio runtime (which runs the task that hands idle connections back), or
-    /// every operation goes through the pool.
+    /// The store takes a connection from the pool for each operation and gives it back
+    /// right after, so the pool's limits, fairness, lifetimes and `close()` apply as they
+    /// do to your own queries. sqlx's pool pings every connection it takes back: one more
+    /// round trip per operation than a store built by [`connect`](Self::connect).
+    ///
+    /// ```no_run
+    /// use par_store::{sqlx::PgPool, PostgresStore};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PgPool::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+    /// let store = PostgresStore::new(pool.clone());
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn new(pool: PgPool) -> Self {
-        PostgresStore::on(pool, Some(DEFAULT_PING_IDLE_AFTER), FailureSignal::new())
-    }
-
-    fn on(pool: PgPool, ping_idle_after: Option<Duration>, failures: FailureSignal) -> Self {
-        let keep_idle = ping_idle_after.unwrap_or(DEFAULT_PING_IDLE_AFTER);
         PostgresStore {
-            connections: Connections::new(pool, keep_idle),
+            connections: Connections::Shared(pool),
+            protocol: Arc::new(Protocol::Prepared),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
-            ping_idle_after,
-            failures,
         }
     }
 
-    /// Connects with the recommended pool settings ([`PostgresStoreOptions::default`]).
+    /// Connects with the recommended settings ([`PostgresStoreOptions::default`]): the store
+    /// owns its pool.
     ///
     /// ```no_run
     /// # #[tokio::main] async fn main() -> Result<(), par_store::StoreError> {
@@ -109,45 +116,31 @@ impl PostgresStore {
     ///
     /// This is a client-side backstop (for a network that swallows packets): a statement
     /// already sent cannot be taken back, so a timed-out `consume_by_hash` may still consume
-    /// the request on the server (see the README, "Failure behaviour"). Keep it above the
-    /// server's `statement_timeout`, which cancels the statement itself.
+    /// the request on the server (see the README, "Failure behaviour"). The connection of an
+    /// operation that timed out is closed, never reused. Keep it above the server's
+    /// `statement_timeout`, which cancels the statement itself.
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
         self
     }
 
-    /// Runs one database round trip on a connection of the store, under the operation
-    /// timeout.
-    async fn round_trip<T>(
+    /// Runs one statement under the operation timeout; `retry` says whether it may run again
+    /// on another connection when the first was found dead.
+    async fn run<'q>(
         &self,
-        run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
-    ) -> Result<T, StoreError> {
-        let attempt = async {
-            // Just after a connection failed, its siblings probably died with it: check
-            // every kept connection before use, not only those idle for a while.
-            let verify_after = match self.ping_idle_after {
-                None => Duration::MAX,
-                Some(idle) if self.failures.within(idle) => Duration::ZERO,
-                Some(idle) => idle,
-            };
-            let mut conn = self.connections.checkout(verify_after).await?;
-            let outcome = run(&mut conn).await;
-            self.connections.release(conn, &outcome);
-            outcome
-        };
-        let result = match self.operation_timeout {
-            None => attempt.await.map_err(StoreError::from),
+        retry: Retry,
+        statement: impl Fn() -> Query<'q, Postgres, PgArguments>,
+    ) -> Result<Outcome, StoreError> {
+        let attempt = self.connections.run(&self.protocol, retry, statement);
+        match self.operation_timeout {
+            None => attempt.await,
             Some(limit) => match tokio::time::timeout(limit, attempt).await {
-                Ok(result) => result.map_err(StoreError::from),
+                Ok(result) => result,
                 Err(elapsed) => Err(StoreError::Timeout {
                     source: Box::new(elapsed),
                 }),
             },
-        };
-        if let Err(StoreError::Unavailable { .. }) = result {
-            self.failures.record();
         }
-        result
     }
 
     /// Sets the largest `parameters` accepted by [`store`](crate::PushedAuthorizationRequestStore::store),
@@ -164,9 +157,17 @@ impl PostgresStore {
         self
     }
 
-    /// The pool this store runs on.
-    pub fn pool(&self) -> &PgPool {
-        self.connections.pool()
+    /// The caller's pool for a store built by [`new`](Self::new); `None` for a store that
+    /// owns its connections.
+    pub fn shared_pool(&self) -> Option<&PgPool> {
+        self.connections.shared_pool()
+    }
+
+    /// Closes the store's connections: operations waiting for one and every later one fail
+    /// with [`StoreError::Unavailable`]. On a store built by [`new`](Self::new) this closes
+    /// your pool (`PgPool::close`).
+    pub async fn close(&self) {
+        self.connections.close().await;
     }
 
     /// The store's migrations (embedded from `migrations/`), recording their history in
@@ -185,8 +186,7 @@ impl PostgresStore {
     /// Applies the store's migrations. Idempotent, and safe to call from many instances at
     /// once (the migrator takes an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        Self::migrator().run(self.pool()).await?;
-        Ok(())
+        self.connections.migrate(&Self::migrator()).await
     }
 
     /// Removes every expired request, in batches of the default size (one statement per
@@ -199,47 +199,6 @@ impl PostgresStore {
     }
 }
 
-/// When a connection of one pool last failed, shared by the store and the `before_acquire`
-/// check of the pool [`PostgresStoreOptions`] built for it.
-///
-/// One dead connection usually means its siblings died with it (a server restart, a network
-/// cut), yet those idle for less than `ping_idle_after` are handed out unchecked and would
-/// each fail a request. So for `ping_idle_after` after a failure every connection is pinged
-/// before use. That catches every dead one: a connection idle for less than that was released
-/// (alive) before the outage began, so less than that before the first failure.
-#[derive(Clone, Debug)]
-struct FailureSignal {
-    origin: Instant,
-    /// Milliseconds from `origin` to the latest failure, plus one; 0 while none happened.
-    latest: Arc<AtomicU64>,
-}
-
-impl FailureSignal {
-    fn new() -> Self {
-        FailureSignal {
-            origin: Instant::now(),
-            latest: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn millis_since_origin(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis())
-            .unwrap_or(u64::MAX - 1)
-            .saturating_add(1)
-    }
-
-    fn record(&self) {
-        self.latest
-            .store(self.millis_since_origin(), Ordering::Relaxed);
-    }
-
-    fn within(&self, window: Duration) -> bool {
-        let latest = self.latest.load(Ordering::Relaxed);
-        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        latest != 0 && self.millis_since_origin().saturating_sub(latest) <= window
-    }
-}
-
 type Row = (String, DateTime<Utc>, String);
 
 fn into_request((reference_value_hash, expires_at, parameters): Row) -> PushedAuthorizationRequest {
@@ -248,6 +207,18 @@ fn into_request((reference_value_hash, expires_at, parameters): Row) -> PushedAu
         expires_at,
         parameters,
     }
+}
+
+/// Decodes the row a statement returned, if any.
+fn decode<'r, T: FromRow<'r, sqlx::postgres::PgRow>>(
+    outcome: &'r Outcome,
+) -> Result<Option<T>, StoreError> {
+    outcome
+        .row
+        .as_ref()
+        .map(T::from_row)
+        .transpose()
+        .map_err(StoreError::from)
 }
 
 impl Backend for PostgresStore {
@@ -262,47 +233,43 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let inserted = self
-            .round_trip(async |conn| {
+        // Run again only when it cannot have run: a second run of a committed insert would
+        // report the caller's own request as a duplicate.
+        let outcome = self
+            .run(Retry::IfNotRun, || {
                 sqlx::query(INSERT)
                     .bind(&request.reference_value_hash)
                     .bind(expires_at)
                     .bind(&request.parameters)
-                    .execute(conn)
-                    .await
             })
-            .await?
-            .rows_affected();
-        Ok(inserted == 1)
+            .await?;
+        Ok(outcome.rows_affected == 1)
     }
 
     async fn select_live(
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        let row: Option<Row> = self
-            .round_trip(async |conn| {
-                sqlx::query_as(SELECT_LIVE)
-                    .bind(reference_value_hash)
-                    .fetch_optional(conn)
-                    .await
+        let outcome = self
+            .run(Retry::Always, || {
+                sqlx::query(SELECT_LIVE).bind(reference_value_hash)
             })
             .await?;
-        Ok(row.map(into_request))
+        Ok(decode::<Row>(&outcome)?.map(into_request))
     }
 
     async fn delete_returning_live(
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        let row: Option<(String, DateTime<Utc>, String, bool)> = self
-            .round_trip(async |conn| {
-                sqlx::query_as(CONSUME)
-                    .bind(reference_value_hash)
-                    .fetch_optional(conn)
-                    .await
+        // A consume that may have run is never run again: the second run would find the
+        // row gone and report "not found" for a request the first run consumed.
+        let outcome = self
+            .run(Retry::IfNotRun, || {
+                sqlx::query(CONSUME).bind(reference_value_hash)
             })
             .await?;
+        let row = decode::<(String, DateTime<Utc>, String, bool)>(&outcome)?;
         Ok(row.and_then(|(hash, expires_at, parameters, live)| {
             live.then(|| into_request((hash, expires_at, parameters)))
         }))
@@ -314,29 +281,30 @@ impl_store_for_backend!(PostgresStore);
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {
     async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
-        let deleted = self
-            .round_trip(async |conn| {
-                sqlx::query(DELETE_EXPIRED_BATCH)
-                    .bind(i64::from(batch_size))
-                    .execute(conn)
-                    .await
+        // Deleting expired rows twice is harmless: the second run finds fewer.
+        let outcome = self
+            .run(Retry::Always, || {
+                sqlx::query(DELETE_EXPIRED_BATCH).bind(i64::from(batch_size))
             })
-            .await?
-            .rows_affected();
-        Ok(deleted)
+            .await?;
+        Ok(outcome.rows_affected)
     }
 }
 
-/// Pool and timeout settings for [`PostgresStore::connect`], with defaults chosen for an
-/// authorization server's PAR traffic (short statements, many instances).
+/// Settings for a store that owns its connections ([`PostgresStore::connect`]), with
+/// defaults chosen for an authorization server's PAR traffic (short statements, many
+/// instances).
 ///
 /// | setting | default | why |
 /// |---|---|---|
-/// | [`max_connections`](Self::max_connections) | 10 | sqlx's default; size it to your instance's concurrency |
-/// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | fail fast with [`StoreError::Unavailable`] when the database is unreachable, rather than sqlx's 30 s |
+/// | [`max_connections`](Self::max_connections) | 10 | sqlx's default; more callers than this wait their turn in FIFO order |
+/// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | fail fast with [`StoreError::Unavailable`] when no connection can be had, rather than sqlx's 30 s |
 /// | [`statement_timeout`](Self::statement_timeout) | 5 s | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
 /// | [`operation_timeout`](Self::operation_timeout) | 10 s | bounds a whole operation even when the network swallows packets |
-/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so connections killed during an outage are replaced instead of failing a request; busy connections skip the extra round trip, except for that long after a connection failed |
+/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
+/// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | connections are replaced regularly (credential rotation, failover, server-side memory) |
+/// | [`idle_timeout`](Self::idle_timeout) | 10 min | connections left over from a burst are closed |
+/// | [`statement_cache`](Self::statement_cache) | `true` | `false` for a transaction-mode pooler without prepared-statement support |
 /// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
 ///
 /// ```no_run
@@ -358,6 +326,9 @@ pub struct PostgresStoreOptions {
     statement_timeout: Option<Duration>,
     operation_timeout: Option<Duration>,
     ping_idle_after: Option<Duration>,
+    max_connection_lifetime: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    statement_cache: bool,
     max_parameters_len: usize,
 }
 
@@ -369,6 +340,9 @@ impl Default for PostgresStoreOptions {
             statement_timeout: Some(Duration::from_secs(5)),
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             ping_idle_after: Some(DEFAULT_PING_IDLE_AFTER),
+            max_connection_lifetime: Some(Duration::from_secs(30 * 60)),
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            statement_cache: true,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
         }
     }
@@ -380,20 +354,24 @@ impl PostgresStoreOptions {
         Self::default()
     }
 
-    /// Largest number of connections in the pool.
+    /// Largest number of connections the store opens. Callers beyond it wait in FIFO order,
+    /// up to [`acquire_timeout`](Self::acquire_timeout).
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections.max(1);
         self
     }
 
-    /// How long an operation waits for a connection before failing with
-    /// [`StoreError::Unavailable`].
+    /// How long an operation waits for a connection (a free one, or a new one to open)
+    /// before failing with [`StoreError::Unavailable`].
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
     }
 
-    /// The server-side `statement_timeout` of every connection (`None`: the server's own).
+    /// The server-side `statement_timeout` of every statement (`None`: the server's own).
+    /// Sent as a startup parameter, or with `SET LOCAL` in each transaction when
+    /// [`statement_cache`](Self::statement_cache) is off (poolers refuse the startup
+    /// parameter).
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
         self
@@ -408,12 +386,35 @@ impl PostgresStoreOptions {
     /// Ping a connection before use when it has been idle at least this long
     /// (`Some(Duration::ZERO)`: always, like sqlx's `test_before_acquire`; `None`: never).
     ///
-    /// For the same time after an operation of a store built by these options failed with
-    /// [`StoreError::Unavailable`], every connection is pinged before use: the other pooled
-    /// connections probably died with the one that failed, and are replaced rather than each
-    /// failing a request.
+    /// A connection the server closed sooner (an `idle_session_timeout`, a
+    /// `pg_terminate_backend`) is still not a failed request: when the server's goodbye is
+    /// the answer to a statement, the statement cannot have run, and the store runs it on
+    /// another connection.
     pub fn ping_idle_after(mut self, idle: Option<Duration>) -> Self {
         self.ping_idle_after = idle;
+        self
+    }
+
+    /// Connections older than this are closed and replaced (`None`: never).
+    pub fn max_connection_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_connection_lifetime = lifetime;
+        self
+    }
+
+    /// Connections unused for this long are closed (`None`: never).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// `true` (default): statements are prepared once per connection under a name and
+    /// reused, one round trip each. `false`: **pooler mode**, for PgBouncer (before 1.21, or
+    /// with `max_prepared_statements = 0`), Supavisor and other transaction-mode poolers
+    /// without prepared-statement support. Each operation then runs unnamed inside its own
+    /// `BEGIN ... COMMIT` (four round trips), so that no statement can land on another
+    /// server connection, and the store sends no startup parameter a pooler refuses.
+    pub fn statement_cache(mut self, enabled: bool) -> Self {
+        self.statement_cache = enabled;
         self
     }
 
@@ -423,44 +424,21 @@ impl PostgresStoreOptions {
         self
     }
 
-    /// The pool settings, for building a pool yourself.
-    pub fn pool_options(&self) -> PgPoolOptions {
-        // No store reports failures to a pool built elsewhere: only the idle-time check.
-        self.pool_options_reporting_to(FailureSignal::new())
-    }
-
-    fn pool_options_reporting_to(&self, failures: FailureSignal) -> PgPoolOptions {
-        let options = PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .acquire_timeout(self.acquire_timeout)
-            // Replaced by the idle-time check below: a ping on every acquire is one more
-            // round trip per operation.
-            .test_before_acquire(false);
-        match self.ping_idle_after {
-            None => options,
-            Some(threshold) => options.before_acquire(move |conn, meta| {
-                let recent_failure = failures.within(threshold);
-                Box::pin(async move {
-                    if meta.idle_for >= threshold || recent_failure {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            }),
-        }
-    }
-
-    /// Adds the per-connection settings (the statement timeout) to `options`.
+    /// Adds the per-connection settings to `options`: the statement timeout as a startup
+    /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
     pub fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
+        if !self.statement_cache {
+            return options.extra_float_digits(None).statement_cache_capacity(0);
+        }
         match self.statement_timeout {
             Some(timeout) => options.options([("statement_timeout", timeout.as_millis())]),
             None => options,
         }
     }
 
-    /// Connects to `url` and returns a store on the new pool. Fails with
+    /// Connects to `url` and returns a store that owns its connections. Fails with
     /// [`StoreError::InvalidInput`] for a malformed URL and [`StoreError::Unavailable`] when
-    /// the server cannot be reached.
+    /// the server cannot be reached (the error names the host and port).
     pub async fn connect(&self, url: &str) -> Result<PostgresStore, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(|err| {
             StoreError::invalid("database url", format!("is not a PostgreSQL URL: {err}"))
@@ -473,42 +451,38 @@ impl PostgresStoreOptions {
         &self,
         options: PgConnectOptions,
     ) -> Result<PostgresStore, StoreError> {
-        let failures = FailureSignal::new();
-        let pool = self
-            .pool_options_reporting_to(failures.clone())
-            .connect_with(self.apply_to(options))
-            .await?;
-        Ok(self.store_on(pool, failures))
+        let store = self.connect_lazy_with(options)?;
+        // Open the first connection now, so that a wrong address fails here.
+        store.run(Retry::Always, || sqlx::query("SELECT 1")).await?;
+        Ok(store)
     }
 
     /// Like [`connect_with`](Self::connect_with), but connects on first use.
-    pub fn connect_lazy_with(&self, options: PgConnectOptions) -> PostgresStore {
-        let failures = FailureSignal::new();
-        let pool = self
-            .pool_options_reporting_to(failures.clone())
-            .connect_lazy_with(self.apply_to(options));
-        self.store_on(pool, failures)
-    }
-
-    fn store_on(&self, pool: PgPool, failures: FailureSignal) -> PostgresStore {
-        PostgresStore::on(pool, self.ping_idle_after, failures)
-            .max_parameters_len(self.max_parameters_len)
-            .operation_timeout(self.operation_timeout)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failure_signal_holds_for_its_window_only() {
-        let failures = FailureSignal::new();
-        assert!(!failures.within(Duration::from_secs(1)), "no failure yet");
-        failures.clone().record();
-        assert!(failures.within(Duration::from_secs(1)), "clones share it");
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(!failures.within(Duration::from_millis(10)));
-        assert!(failures.within(Duration::from_secs(1)));
+    pub fn connect_lazy_with(&self, options: PgConnectOptions) -> Result<PostgresStore, StoreError> {
+        let settings = OwnedSettings {
+            max_connections: self.max_connections,
+            acquire_timeout: self.acquire_timeout,
+            ping_idle_after: self.ping_idle_after,
+            max_lifetime: self.max_connection_lifetime,
+            idle_timeout: self.idle_timeout,
+        };
+        let protocol = if self.statement_cache {
+            Protocol::Prepared
+        } else {
+            let begin = match self.statement_timeout {
+                Some(timeout) => format!(
+                    "BEGIN; SET LOCAL statement_timeout = {}",
+                    timeout.as_millis()
+                ),
+                None => "BEGIN".to_owned(),
+            };
+            Protocol::Pooler { begin }
+        };
+        Ok(PostgresStore {
+            connections: Connections::owned(self.apply_to(options), settings)?,
+            protocol: Arc::new(protocol),
+            max_parameters_len: self.max_parameters_len,
+            operation_timeout: self.operation_timeout,
+        })
     }
 }

@@ -33,6 +33,7 @@ pub(crate) fn error_kind(err: &StoreError) -> &'static str {
         StoreError::Timeout { .. } => "timeout",
         StoreError::Migration { .. } => "migration_failed",
         StoreError::Database { .. } => "database_error",
+        StoreError::NoRuntime => "no_runtime",
         StoreError::Protection { kind, .. } => match kind {
             ProtectionErrorKind::UnknownKey { .. } => "protection_unknown_key",
             ProtectionErrorKind::Tampered => "protection_tampered",

@@ -716,10 +716,14 @@ async fn acknowledged_requests_survive_a_server_crash_and_the_same_store_recover
     // Every client has finished: the ledger is complete.
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     acked.extend(ledger.acked.clone());
+    use sqlx::Connection as _;
+    let mut check = sqlx::PgConnection::connect_with(&cluster.connect_options())
+        .await
+        .unwrap();
     let rows: HashMap<String, String> = sqlx::query_as(
         "SELECT reference_value_hash, parameters FROM pushed_authorization_requests",
     )
-    .fetch_all(store.pool())
+    .fetch_all(&mut check)
     .await
     .unwrap()
     .into_iter()

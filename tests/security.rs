@@ -158,17 +158,21 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
         .migrate()
         .await
         .expect("the owner applies the migrations");
-    run_all(owner.pool(), &roles.step(3)).await;
+    // The store owns its connections; the test's own statements run on pools that log in
+    // as the same roles.
+    let owner_pool = PgPool::connect_with(roles.owner_options(&db)).await.unwrap();
+    run_all(&owner_pool, &roles.step(3)).await;
 
     let store = PostgresStoreOptions::new()
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(roles.runtime_options(&db))
         .await
         .expect("connect as the runtime role");
+    let runtime_pool = PgPool::connect_with(roles.runtime_options(&db)).await.unwrap();
 
     // The server never writes the runtime role's bind parameters to its log.
     let logged: String = sqlx::query_scalar("SHOW log_parameter_max_length")
-        .fetch_one(store.pool())
+        .fetch_one(&runtime_pool)
         .await
         .unwrap();
     assert_eq!(logged, "0");
@@ -190,7 +194,7 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
     );
     assert_eq!(store.consume_by_hash("runtime-1").await.unwrap(), None);
     as_owner(
-        owner.pool(),
+        &owner_pool,
         "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
          VALUES ('expired-1', now() - interval '1 second', 'p'), \
                 ('expired-2', now() - interval '1 second', 'p')",
@@ -225,7 +229,7 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
     ];
     for statement in refused {
         let err = sqlx::query(statement)
-            .execute(store.pool())
+            .execute(&runtime_pool)
             .await
             .expect_err(statement);
         assert_permission_denied(statement, StoreError::from(err));
@@ -237,7 +241,7 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
 
     // A privilege missing at run time is a database error, not a transient one.
     as_owner(
-        owner.pool(),
+        &owner_pool,
         &format!(
             "REVOKE INSERT ON pushed_authorization_requests FROM {}",
             roles.runtime
@@ -248,7 +252,7 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
     assert_permission_denied("store without INSERT", err);
     // And cleanup needs the column grant of docs/roles.sql for its row locks.
     as_owner(
-        owner.pool(),
+        &owner_pool,
         &format!(
             "REVOKE UPDATE (created_at) ON pushed_authorization_requests FROM {}",
             roles.runtime
@@ -258,8 +262,10 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
     let err = store.delete_expired().await.unwrap_err();
     assert_permission_denied("delete_expired without UPDATE (created_at)", err);
 
-    store.pool().close().await;
-    owner.pool().close().await;
+    store.close().await;
+    owner.close().await;
+    runtime_pool.close().await;
+    owner_pool.close().await;
     drop(db);
     drop(roles);
 }
@@ -359,12 +365,20 @@ mod tls {
         let store = connect(&url("localhost", "verify-full", &ca_file))
             .await
             .expect("verify-full with the server's CA");
-        let (ssl, version): (bool, Option<String>) =
-            sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-        assert!(ssl, "the session is not encrypted");
+        // Every client session, the store's included, is encrypted.
+        let observer = PgPool::connect(&url("localhost", "verify-full", &ca_file))
+            .await
+            .unwrap();
+        let (sessions, all_ssl, version): (i64, bool, Option<String>) = sqlx::query_as(
+            "SELECT count(*), bool_and(s.ssl), max(s.version) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.backend_type = 'client backend'",
+        )
+        .fetch_one(&observer)
+        .await
+        .unwrap();
+        observer.close().await;
+        assert!(sessions >= 2, "the store's session and the observer's: {sessions}");
+        assert!(all_ssl, "a session is not encrypted");
         println!("verify-full with the right CA: connected over {version:?}");
         store.migrate().await.unwrap();
         let stored = request("tls-1", "client_id=a");
@@ -387,7 +401,7 @@ mod tls {
             .expect_err("a plain connection must be refused");
         assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
         println!("sslmode=disable: {err}");
-        store.pool().close().await;
+        store.close().await;
     }
 }
 
@@ -602,7 +616,8 @@ async fn nothing_secret_reaches_the_logs_or_debug_output() {
             "postgres://postgres:PASSWORD-NOT-TO-BE-LOGGED@127.0.0.1:9/postgres"
                 .parse()
                 .unwrap(),
-        );
+        )
+        .unwrap();
     let live = secrets.request(chrono::Duration::seconds(600));
     let results = [
         format!("{:?}", unreachable.store(&live).await),

@@ -1,0 +1,501 @@
+//! The connections behind a [`PostgresStore`](crate::PostgresStore), and how one statement
+//! runs on them.
+//!
+//! Two owners, one discipline:
+//! - **The store's own pool** (built by `PostgresStore::connect` / `PostgresStoreOptions`): a
+//!   `deadpool` pool of sqlx `PgConnection`s. Waiters queue on a fair (FIFO) semaphore, so more
+//!   callers than connections all progress. A connection is pinged only when it has sat idle
+//!   for `ping_idle_after`, so a busy store spends one round trip per operation, where sqlx's
+//!   `PgPool` spends two (it pings every connection it takes back). Lifetime and idle limits are
+//!   applied when a connection is handed out and by a reaper task.
+//! - **The caller's `PgPool`** (`PostgresStore::new`): used as it is, with all of sqlx's pool
+//!   promises (and its release ping).
+//!
+//! Either way, a connection whose operation did not finish (its future was dropped: a caller
+//! that gave up, an operation timeout) or that failed at the connection level is discarded,
+//! never handed to the next caller with unread replies.
+
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, WeakPool};
+use futures_util::StreamExt;
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgRow, PgSeverity};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Either, Executor, PgConnection, PgPool, Postgres};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::{Handle, Id as RuntimeId};
+
+use crate::error::StoreError;
+
+/// What one statement returned: its first row and the number of rows it affected.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    pub(crate) row: Option<PgRow>,
+    pub(crate) rows_affected: u64,
+}
+
+/// Whether a statement may run a second time after its connection failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Retry {
+    /// A read: running it again changes nothing.
+    Always,
+    /// A write: only when the server said, before the statement completed, that the
+    /// connection was gone (so it cannot have committed).
+    IfNotRun,
+}
+
+/// How statements are sent.
+#[derive(Clone, Debug)]
+pub(crate) enum Protocol {
+    /// Named prepared statements, cached per connection: one round trip per statement.
+    Prepared,
+    /// For transaction-mode poolers (PgBouncer, Supavisor) without prepared-statement support:
+    /// unnamed statements inside an explicit transaction, which pins one server connection
+    /// from parse to commit; `begin` opens it (and sets `statement_timeout` for it).
+    Pooler { begin: String },
+}
+
+/// Settings of the store's own pool.
+#[derive(Clone, Debug)]
+pub(crate) struct OwnedSettings {
+    pub(crate) max_connections: u32,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) ping_idle_after: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+/// Where the store's connections come from.
+#[derive(Clone)]
+pub(crate) enum Connections {
+    Shared(PgPool),
+    Owned(Arc<OwnedPool>),
+}
+
+pub(crate) struct OwnedPool {
+    pool: managed::Pool<Manager>,
+    settings: OwnedSettings,
+    reaper_started: AtomicBool,
+}
+
+/// A connection of the store's own pool, with what the pool needs to know about it.
+pub(crate) struct PooledConnection {
+    conn: PgConnection,
+    /// Sockets are registered with the runtime that opened them, which may not be driven
+    /// while another runtime uses the store: such a connection is replaced, not used.
+    runtime: RuntimeId,
+    /// When its last operation finished.
+    idle_since: Instant,
+}
+
+pub(crate) struct Manager {
+    connect_options: PgConnectOptions,
+    settings: OwnedSettings,
+    /// When a pooled connection was last found dead. Its siblings released before then
+    /// probably died with it (a restart, a network cut): each is pinged before its next use,
+    /// rather than failing a request of its own.
+    last_loss: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Manager {
+    fn record_loss(&self) {
+        *self
+            .last_loss
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    fn released_before_a_loss(&self, pooled: &PooledConnection) -> bool {
+        self.last_loss
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|lost| pooled.idle_since <= lost)
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = PooledConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<PooledConnection, sqlx::Error> {
+        let conn = PgConnection::connect_with(&self.connect_options).await?;
+        Ok(PooledConnection {
+            conn,
+            runtime: Handle::current().id(),
+            idle_since: Instant::now(),
+        })
+    }
+
+    async fn recycle(
+        &self,
+        pooled: &mut PooledConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<sqlx::Error> {
+        if outlived(&self.settings, pooled, metrics) {
+            return Err(RecycleError::message("past its lifetime or idle timeout"));
+        }
+        if pooled.runtime != Handle::current().id() {
+            return Err(RecycleError::message("opened on another runtime"));
+        }
+        let idle = pooled.idle_since.elapsed();
+        let idle_long = self
+            .settings
+            .ping_idle_after
+            .is_some_and(|threshold| idle >= threshold);
+        if idle_long || self.released_before_a_loss(pooled) {
+            pooled.conn.ping().await?;
+        }
+        Ok(())
+    }
+}
+
+/// True when a connection must not be handed out again: older than `max_lifetime`, or idle
+/// for longer than `idle_timeout`.
+fn outlived(settings: &OwnedSettings, pooled: &PooledConnection, metrics: &Metrics) -> bool {
+    settings.max_lifetime.is_some_and(|max| metrics.age() >= max)
+        || settings
+            .idle_timeout
+            .is_some_and(|max| pooled.idle_since.elapsed() >= max)
+}
+
+impl fmt::Debug for Connections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Connections::Shared(pool) => f
+                .debug_struct("SharedPool")
+                .field("size", &pool.size())
+                .field("idle", &pool.num_idle())
+                .finish(),
+            Connections::Owned(owned) => {
+                let status = owned.pool.status();
+                f.debug_struct("OwnedPool")
+                    .field("max_size", &status.max_size)
+                    .field("size", &status.size)
+                    .field("available", &status.available)
+                    .field("waiting", &status.waiting)
+                    .finish()
+            }
+        }
+    }
+}
+
+/// A connection checked out for one operation. Dropped before [`finish`](Lease::finish)
+/// (the operation's future was dropped, or it failed at the connection level), it is
+/// discarded: its replies may still be on the wire, or the connection may be dead.
+struct Lease {
+    conn: Option<Either<PoolConnection<Postgres>, Object<Manager>>>,
+    /// Freshly opened for this operation (a retry on it would meet the same fault).
+    fresh: bool,
+}
+
+impl Lease {
+    fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        match &mut self.conn {
+            Some(Either::Left(pooled)) => Ok(&mut **pooled),
+            Some(Either::Right(object)) => Ok(&mut object.conn),
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// The operation finished and the connection is fit for the next one.
+    fn finish(mut self) {
+        if let Some(Either::Right(object)) = &mut self.conn {
+            object.idle_since = Instant::now();
+        }
+        // Dropping the handle gives the connection back to its pool.
+        drop(self.conn.take());
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        match self.conn.take() {
+            None => {}
+            // Taking it out of the pool frees its slot; dropping it closes the socket.
+            Some(Either::Right(object)) => drop(Object::take(object)),
+            // `detach` frees the pool slot at once; it spawns a task only to refill
+            // `min_connections`, which needs a runtime to spawn on.
+            Some(Either::Left(pooled)) => {
+                if Handle::try_current().is_ok() {
+                    drop(pooled.detach());
+                }
+            }
+        }
+    }
+}
+
+/// A failed attempt, and whether its statement may have taken effect.
+struct Failure {
+    error: sqlx::Error,
+    may_have_run: bool,
+}
+
+impl Connections {
+    pub(crate) fn owned(
+        connect_options: PgConnectOptions,
+        settings: OwnedSettings,
+    ) -> Result<Self, StoreError> {
+        let timeouts = managed::Timeouts {
+            wait: Some(settings.acquire_timeout),
+            create: Some(settings.acquire_timeout),
+            recycle: Some(settings.acquire_timeout),
+        };
+        let manager = Manager {
+            connect_options,
+            settings: settings.clone(),
+            last_loss: std::sync::Mutex::new(None),
+        };
+        // `build` fails only without a runtime for the timeouts, and one is named here.
+        let pool = managed::Pool::builder(manager)
+            .max_size(usize::try_from(settings.max_connections).unwrap_or(usize::MAX))
+            .timeouts(timeouts)
+            .runtime(deadpool::Runtime::Tokio1)
+            .queue_mode(managed::QueueMode::Lifo)
+            .build()
+            .map_err(|_| StoreError::NoRuntime)?;
+        Ok(Connections::Owned(Arc::new(OwnedPool {
+            pool,
+            settings,
+            reaper_started: AtomicBool::new(false),
+        })))
+    }
+
+    pub(crate) fn shared_pool(&self) -> Option<&PgPool> {
+        match self {
+            Connections::Shared(pool) => Some(pool),
+            Connections::Owned(_) => None,
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        match self {
+            Connections::Shared(pool) => pool.close().await,
+            Connections::Owned(owned) => owned.pool.close(),
+        }
+    }
+
+    /// Checks a connection out: from the caller's pool, or from the store's own (in FIFO
+    /// order of the waiters, pinged first when it sat idle a while).
+    async fn lease(&self) -> Result<Lease, StoreError> {
+        match self {
+            Connections::Shared(pool) => Ok(Lease {
+                conn: Some(Either::Left(pool.acquire().await?)),
+                fresh: false,
+            }),
+            Connections::Owned(owned) => {
+                owned.start_reaper();
+                let object = owned.pool.get().await.map_err(|err| owned.pool_error(err))?;
+                let fresh = Object::metrics(&object).recycle_count == 0;
+                Ok(Lease {
+                    conn: Some(Either::Right(object)),
+                    fresh,
+                })
+            }
+        }
+    }
+
+    /// Runs one statement on a connection of the store, once more on another connection
+    /// when the first was found dead and `retry` allows it.
+    pub(crate) async fn run<'q>(
+        &self,
+        protocol: &Protocol,
+        retry: Retry,
+        statement: impl Fn() -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Outcome, StoreError> {
+        if Handle::try_current().is_err() {
+            return Err(StoreError::NoRuntime);
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut lease = self.lease().await?;
+            let conn = lease.conn()?;
+            let result = match protocol {
+                Protocol::Prepared => run_statement(conn, statement()).await,
+                Protocol::Pooler { begin } => in_transaction(conn, begin, statement()).await,
+            };
+            match result {
+                Ok(outcome) => {
+                    lease.finish();
+                    return Ok(outcome);
+                }
+                Err(failure) if !connection_lost(&failure.error) => {
+                    // The server refused the statement; the connection itself is fine,
+                    // except inside a pooler transaction, which is now aborted.
+                    if matches!(protocol, Protocol::Prepared) {
+                        lease.finish();
+                    }
+                    return Err(failure.error.into());
+                }
+                Err(failure) => {
+                    let fresh = lease.fresh;
+                    drop(lease); // discarded
+                    if let Connections::Owned(owned) = self {
+                        owned.pool.manager().record_loss();
+                    }
+                    let again =
+                        retry == Retry::Always || (retry == Retry::IfNotRun && !failure.may_have_run);
+                    if attempts > 1 || fresh || !again {
+                        return Err(failure.error.into());
+                    }
+                    tracing::debug!(
+                        error = %failure.error,
+                        "a pooled connection was found dead; running the statement on another"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A connection for the migrator, which needs one session for its advisory lock.
+    pub(crate) async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
+        match self {
+            Connections::Shared(pool) => migrator.run(pool).await?,
+            Connections::Owned(_) => {
+                let mut lease = self.lease().await?;
+                migrator.run(lease.conn()?).await?;
+                lease.finish();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OwnedPool {
+    /// Closes connections past their lifetime or idle timeout while nobody asks for them,
+    /// from a task on the runtime of the first operation; it ends with the pool.
+    fn start_reaper(&self) {
+        let period = [self.settings.max_lifetime, self.settings.idle_timeout]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(period) = period else { return };
+        if self.reaper_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let period = (period / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        tokio::spawn(reap(self.pool.weak(), period));
+    }
+
+    fn pool_error(&self, err: PoolError<sqlx::Error>) -> StoreError {
+        let manager = self.pool.manager();
+        let message = match err {
+            PoolError::Backend(err) => {
+                return StoreError::from(err).connecting_to(
+                    manager.connect_options.get_host(),
+                    manager.connect_options.get_port(),
+                )
+            }
+            PoolError::Timeout(managed::TimeoutType::Wait) => format!(
+                "no connection became free within {:?} (all {} in use)",
+                self.settings.acquire_timeout, self.settings.max_connections
+            ),
+            PoolError::Timeout(_) => format!(
+                "connecting to {}:{} took longer than {:?}",
+                manager.connect_options.get_host(),
+                manager.connect_options.get_port(),
+                self.settings.acquire_timeout
+            ),
+            PoolError::Closed => "the store was closed".to_owned(),
+            other => other.to_string(),
+        };
+        StoreError::Unavailable {
+            source: message.into(),
+        }
+    }
+}
+
+async fn reap(pool: WeakPool<Manager>, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let settings = pool.manager().settings.clone();
+        let retired = pool.retain(|pooled, metrics| !outlived(&settings, pooled, &metrics));
+        drop(pool);
+        let here = Handle::current().id();
+        for pooled in retired.removed {
+            if pooled.runtime == here {
+                let _ = tokio::time::timeout(Duration::from_secs(1), pooled.conn.close()).await;
+            }
+        }
+    }
+}
+
+/// Runs one statement, noting whether it completed before any failure.
+async fn run_statement(
+    conn: &mut PgConnection,
+    statement: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Outcome, Failure> {
+    let mut outcome = Outcome::default();
+    let mut completed = false;
+    let mut results = conn.fetch_many(statement);
+    while let Some(item) = results.next().await {
+        match item {
+            Ok(Either::Left(done)) => {
+                completed = true;
+                outcome.rows_affected += done.rows_affected();
+            }
+            Ok(Either::Right(row)) => {
+                if outcome.row.is_none() {
+                    outcome.row = Some(row);
+                }
+            }
+            Err(error) => {
+                // In the extended protocol the implicit transaction commits at Sync, after
+                // CommandComplete. An error the server reported before that means nothing
+                // committed; a broken connection after it, or at any point without a word
+                // from the server, leaves it open.
+                let server_said_so = matches!(error, sqlx::Error::Database(_));
+                return Err(Failure {
+                    may_have_run: completed || !server_said_so,
+                    error,
+                });
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Runs one statement inside `BEGIN ... COMMIT`, unnamed: behind a transaction-mode pooler
+/// this keeps parse, bind and execute on one server connection.
+async fn in_transaction(
+    conn: &mut PgConnection,
+    begin: &str,
+    statement: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Outcome, Failure> {
+    let not_run = |error| Failure {
+        error,
+        may_have_run: false,
+    };
+    // `begin` is built from a number by the options, never from input.
+    conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(begin.to_owned())))
+        .await
+        .map_err(not_run)?;
+    let outcome = run_statement(conn, statement.persistent(false))
+        .await
+        .map_err(|failure| Failure {
+            // Nothing commits before COMMIT.
+            may_have_run: false,
+            ..failure
+        })?;
+    conn.execute(sqlx::raw_sql("COMMIT"))
+        .await
+        .map_err(|error| Failure {
+            may_have_run: true,
+            error,
+        })?;
+    Ok(outcome)
+}
+
+/// True when the connection cannot serve another statement: an I/O or protocol failure, or
+/// a FATAL error from the server (it closes the session after one).
+pub(crate) fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<PgDatabaseError>()
+            .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+        _ => false,
+    }
+}
