@@ -366,7 +366,10 @@ async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxErro
     };
     // Open every connection now, so that connecting is not measured (the `conn` and `lite`
     // modes open their own, and use the store only for the cleanup job).
-    if matches!(mode, Mode::Store | Mode::Protected | Mode::Shared | Mode::Pool) {
+    if matches!(
+        mode,
+        Mode::Store | Mode::Protected | Mode::Shared | Mode::Pool
+    ) {
         futures::future::try_join_all((0..connections).map(|_| store.get_by_hash("warm-up")))
             .await?;
     }
@@ -380,7 +383,11 @@ async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxErro
         Mode::Pool => Target::Pool(sqlx_pool),
         Mode::Conn => Target::Conn(Box::new(options.apply_to(PgConnectOptions::from_str(url)?))),
         Mode::Lite => Target::Lite(Arc::new(
-            LitePool::new(options.apply_to(PgConnectOptions::from_str(url)?), connections).await?,
+            LitePool::new(
+                options.apply_to(PgConnectOptions::from_str(url)?),
+                connections,
+            )
+            .await?,
         )),
     };
     Ok(Setup { target, store })

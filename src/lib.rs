@@ -55,10 +55,10 @@
 
 mod backend;
 mod cleanup;
-mod pool;
 mod error;
 mod memory;
 mod model;
+mod pool;
 mod postgres;
 mod protect;
 mod reference;

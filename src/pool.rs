@@ -17,8 +17,8 @@
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, WeakPool};
 use futures_util::StreamExt;
-use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgRow, PgSeverity};
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgRow, PgSeverity};
 use sqlx::{Connection, Either, Executor, PgConnection, PgPool, Postgres};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,7 +153,9 @@ impl managed::Manager for Manager {
 /// True when a connection must not be handed out again: older than `max_lifetime`, or idle
 /// for longer than `idle_timeout`.
 fn outlived(settings: &OwnedSettings, pooled: &PooledConnection, metrics: &Metrics) -> bool {
-    settings.max_lifetime.is_some_and(|max| metrics.age() >= max)
+    settings
+        .max_lifetime
+        .is_some_and(|max| metrics.age() >= max)
         || settings
             .idle_timeout
             .is_some_and(|max| pooled.idle_since.elapsed() >= max)
@@ -285,7 +287,11 @@ impl Connections {
             }),
             Connections::Owned(owned) => {
                 owned.start_reaper();
-                let object = owned.pool.get().await.map_err(|err| owned.pool_error(err))?;
+                let object = owned
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|err| owned.pool_error(err))?;
                 let fresh = Object::metrics(&object).recycle_count == 0;
                 Ok(Lease {
                     conn: Some(Either::Right(object)),
@@ -303,9 +309,6 @@ impl Connections {
         retry: Retry,
         statement: impl Fn() -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Outcome, StoreError> {
-        if Handle::try_current().is_err() {
-            return Err(StoreError::NoRuntime);
-        }
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -334,8 +337,8 @@ impl Connections {
                     if let Connections::Owned(owned) = self {
                         owned.pool.manager().record_loss();
                     }
-                    let again =
-                        retry == Retry::Always || (retry == Retry::IfNotRun && !failure.may_have_run);
+                    let again = retry == Retry::Always
+                        || (retry == Retry::IfNotRun && !failure.may_have_run);
                     if attempts > 1 || fresh || !again {
                         return Err(failure.error.into());
                     }
@@ -349,7 +352,10 @@ impl Connections {
     }
 
     /// A connection for the migrator, which needs one session for its advisory lock.
-    pub(crate) async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
+    pub(crate) async fn migrate(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+    ) -> Result<(), StoreError> {
         match self {
             Connections::Shared(pool) => migrator.run(pool).await?,
             Connections::Owned(_) => {

@@ -63,7 +63,10 @@ impl fmt::Debug for PostgresStore {
         // The pool's own Debug would show connection options; keep to what is useful.
         f.debug_struct("PostgresStore")
             .field("connections", &self.connections)
-            .field("pooler_mode", &matches!(*self.protocol, Protocol::Pooler { .. }))
+            .field(
+                "pooler_mode",
+                &matches!(*self.protocol, Protocol::Pooler { .. }),
+            )
             .field("max_parameters_len", &self.max_parameters_len)
             .field("operation_timeout", &self.operation_timeout)
             .finish_non_exhaustive()
@@ -131,6 +134,10 @@ impl PostgresStore {
         retry: Retry,
         statement: impl Fn() -> Query<'q, Postgres, PgArguments>,
     ) -> Result<Outcome, StoreError> {
+        // Timers and sockets need a runtime: say so rather than panic inside tokio.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::NoRuntime);
+        }
         let attempt = self.connections.run(&self.protocol, retry, statement);
         match self.operation_timeout {
             None => attempt.await,
@@ -458,7 +465,10 @@ impl PostgresStoreOptions {
     }
 
     /// Like [`connect_with`](Self::connect_with), but connects on first use.
-    pub fn connect_lazy_with(&self, options: PgConnectOptions) -> Result<PostgresStore, StoreError> {
+    pub fn connect_lazy_with(
+        &self,
+        options: PgConnectOptions,
+    ) -> Result<PostgresStore, StoreError> {
         let settings = OwnedSettings {
             max_connections: self.max_connections,
             acquire_timeout: self.acquire_timeout,

@@ -160,7 +160,9 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
         .expect("the owner applies the migrations");
     // The store owns its connections; the test's own statements run on pools that log in
     // as the same roles.
-    let owner_pool = PgPool::connect_with(roles.owner_options(&db)).await.unwrap();
+    let owner_pool = PgPool::connect_with(roles.owner_options(&db))
+        .await
+        .unwrap();
     run_all(&owner_pool, &roles.step(3)).await;
 
     let store = PostgresStoreOptions::new()
@@ -168,7 +170,9 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
         .connect_with(roles.runtime_options(&db))
         .await
         .expect("connect as the runtime role");
-    let runtime_pool = PgPool::connect_with(roles.runtime_options(&db)).await.unwrap();
+    let runtime_pool = PgPool::connect_with(roles.runtime_options(&db))
+        .await
+        .unwrap();
 
     // The server never writes the runtime role's bind parameters to its log.
     let logged: String = sqlx::query_scalar("SHOW log_parameter_max_length")
@@ -377,7 +381,10 @@ mod tls {
         .await
         .unwrap();
         observer.close().await;
-        assert!(sessions >= 2, "the store's session and the observer's: {sessions}");
+        assert!(
+            sessions >= 2,
+            "the store's session and the observer's: {sessions}"
+        );
         assert!(all_ssl, "a session is not encrypted");
         println!("verify-full with the right CA: connected over {version:?}");
         store.migrate().await.unwrap();
