@@ -245,3 +245,70 @@ async fn malformed_database_url_is_invalid_input() {
     let err = PostgresStore::connect("not a url").await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidInput { .. }), "{err:?}");
 }
+
+// The store's own statements, to look at their plans.
+#[path = "../src/sql.rs"]
+#[allow(dead_code)]
+mod sql;
+
+#[tokio::test]
+async fn the_cleanup_batch_uses_the_indexes_even_under_a_generic_plan() {
+    let db = TestDb::new().await;
+    // 200k rows, half of them expired, with fresh statistics.
+    sqlx::raw_sql(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         SELECT 'plan-' || i, now() + CASE WHEN i % 2 = 0 THEN interval '-1 hour' ELSE interval '1 hour' END, 'p' \
+         FROM generate_series(1, 200000) AS i; \
+         ANALYZE pushed_authorization_requests",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE batch(int8) AS {}",
+        sql::DELETE_EXPIRED_BATCH
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE batch(1000)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    println!("{plan}");
+    assert!(plan.contains("$0") || plan.contains("InitPlan"), "{plan}");
+    assert!(
+        !plan.contains("Seq Scan") && !plan.contains("Hash Join"),
+        "the generic plan scans the table:\n{plan}"
+    );
+    // And it removes exactly one batch, quickly.
+    let began = Instant::now();
+    let deleted = sqlx::raw_sql("EXECUTE batch(1000)")
+        .execute(&mut *conn)
+        .await
+        .unwrap()
+        .rows_affected();
+    println!("one batch of 1000 under a generic plan: {:?}", began.elapsed());
+    assert_eq!(deleted, 1000);
+    drop(conn);
+}
+
+#[tokio::test]
+async fn a_migration_cut_off_by_a_lost_connection_is_transient() {
+    // sqlx reports a statement of a migration that failed with the migration's version;
+    // when the cause is a lost connection, the error is worth retrying, not a broken schema.
+    let lost = sqlx::migrate::MigrateError::ExecuteMigration(
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        1,
+    );
+    let err = StoreError::from(lost);
+    assert!(err.is_transient(), "{err:?}");
+    let broken = sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::RowNotFound, 1);
+    assert!(matches!(StoreError::from(broken), StoreError::Migration { .. }));
+}
