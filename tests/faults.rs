@@ -360,13 +360,16 @@ struct Ledger {
     consumed_none: HashSet<String>,
     ops: BTreeMap<Op, u64>,
     errors: BTreeMap<(Op, &'static str), u64>,
+    /// When each failed operation started and ended.
+    error_spans: Vec<(Instant, Instant)>,
     /// Anything that must never happen (wrong parameters, a non-transient error).
     unexpected: Vec<String>,
 }
 
 impl Ledger {
-    fn failed(&mut self, op: Op, err: &StoreError) {
+    fn failed(&mut self, op: Op, err: &StoreError, began: Instant) {
         *self.errors.entry((op, kind(err))).or_default() += 1;
+        self.error_spans.push((began, Instant::now()));
         if !err.is_transient() {
             self.unexpected.push(format!("{op:?}: {err:?}"));
         }
@@ -403,6 +406,7 @@ async fn load_client(
         let parameters = format!("client_id=c{client}&n={n}&state=x%27y");
         let mut failed = false;
 
+        let began = Instant::now();
         let stored = store.store(&request(&hash, &parameters)).await;
         {
             let mut ledger = ledger.lock().unwrap();
@@ -412,7 +416,7 @@ async fn load_client(
                     ledger.acked.insert(hash.clone(), parameters);
                 }
                 Err(err) => {
-                    ledger.failed(Op::Store, err);
+                    ledger.failed(Op::Store, err, began);
                     ledger.store_failed.insert(hash.clone());
                     failed = true;
                 }
@@ -431,6 +435,7 @@ async fn load_client(
             (!recent.is_empty()).then(|| recent[rng.below(recent.len())].clone())
         };
         if let Some(target) = pick(&mut rng) {
+            let began = Instant::now();
             let read = store.get_by_hash(&target).await;
             let mut ledger = ledger.lock().unwrap();
             *ledger.ops.entry(Op::Get).or_default() += 1;
@@ -444,12 +449,13 @@ async fn load_client(
                 }
                 Ok(None) => {}
                 Err(err) => {
-                    ledger.failed(Op::Get, &err);
+                    ledger.failed(Op::Get, &err, began);
                     failed = true;
                 }
             }
         }
         if let Some(target) = pick(&mut rng) {
+            let began = Instant::now();
             let consumed = store.consume_by_hash(&target).await;
             let mut ledger = ledger.lock().unwrap();
             *ledger.ops.entry(Op::Consume).or_default() += 1;
@@ -466,7 +472,7 @@ async fn load_client(
                     ledger.consumed_none.insert(target);
                 }
                 Err(err) => {
-                    ledger.failed(Op::Consume, &err);
+                    ledger.failed(Op::Consume, &err, began);
                     ledger.consume_failed.insert(target);
                     failed = true;
                 }
@@ -500,11 +506,14 @@ async fn concurrent_load_through_three_cuts_loses_nothing_and_never_hands_out_tw
         .collect();
 
     let started = Instant::now();
+    let mut cuts = Vec::new();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let cut_at = Instant::now();
         proxy.cut();
         tokio::time::sleep(Duration::from_millis(500)).await;
         proxy.restore();
+        cuts.push((cut_at, Instant::now()));
     }
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     running.store(false, Ordering::Relaxed);
@@ -602,7 +611,30 @@ async fn concurrent_load_through_three_cuts_loses_nothing_and_never_hands_out_tw
         problems.len(),
         &problems[..problems.len().min(20)]
     );
-    assert!(total_errors > 0, "the cuts must have been noticed");
+    // An error belongs to a cut when its operation overlapped it; on a healthy database,
+    // between the cuts, nothing fails.
+    let overlaps_a_cut = |(began, ended): &(Instant, Instant)| {
+        cuts.iter()
+            .any(|(cut_at, restored_at)| began <= restored_at && ended >= cut_at)
+    };
+    let (inside, outside): (Vec<_>, Vec<_>) = ledger
+        .error_spans
+        .iter()
+        .partition(|span| overlaps_a_cut(span));
+    println!(
+        "errors inside the cut windows: {}; outside them: {}",
+        inside.len(),
+        outside.len()
+    );
+    assert!(!inside.is_empty(), "the cuts must have been noticed");
+    assert!(
+        outside.is_empty(),
+        "{} operations failed outside the cuts, e.g. started {:?} after the load began",
+        outside.len(),
+        outside
+            .first()
+            .map(|(began, _)| began.duration_since(started))
+    );
     assert!(
         consumed > 0 && kept > 0,
         "the load must have done something"
@@ -655,6 +687,7 @@ async fn acknowledged_requests_survive_a_server_crash_and_the_same_store_recover
                     n += 1;
                     let hash = format!("during-{writer}-{n}");
                     let parameters = format!("client_id=w{writer}&n={n}");
+                    let began = Instant::now();
                     let result = store.store(&request(&hash, &parameters)).await;
                     let failed = {
                         let mut ledger = ledger.lock().unwrap();
@@ -666,7 +699,7 @@ async fn acknowledged_requests_survive_a_server_crash_and_the_same_store_recover
                                 false
                             }
                             Err(err) => {
-                                ledger.failed(Op::Store, &err);
+                                ledger.failed(Op::Store, &err, began);
                                 ledger.store_failed.insert(hash);
                                 true
                             }
