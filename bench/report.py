@@ -232,7 +232,7 @@ def cmd_markdown(raw):
         out.append("")
         out.append("Where the time goes, lifecycles/s by client (medians; ratio to pgbench of the same round):")
         out.append("")
-        modes = [m for m in ("pgbench", "conn", "lite", "pool", "store", "protected")
+        modes = [m for m in ("pgbench", "conn", "lite", "pool", "shared", "store", "protected")
                  if any(r["mode"] == m for r in life)]
         out.append("| N | " + " | ".join(modes) + " |")
         out.append("|---:|" + "---:|" * len(modes))
@@ -264,6 +264,33 @@ def cmd_markdown(raw):
                            f"| {fmt(med([r['per_s'] for r in st.values()]))} | **{fmt(ratio, 3)}** "
                            f"| {fmt(med([lat(r, 'lifecycle', 'p99') for r in pr.values()]))} "
                            f"| {fmt(med([lat(r, 'lifecycle', 'p99') for r in st.values()]))} |")
+        out.append("")
+
+    over = [r for r in records if r.get("section") == "overload"]
+    if over:
+        out.append("### Overload: more callers than connections (medians over rounds)")
+        out.append("")
+        out.append("pgbench runs with as many clients as the store has connections; ratio = "
+                   "store/pgbench of the same round. Fairness = slowest caller / mean caller "
+                   "is checked by tests/connections.rs, not here.")
+        out.append("")
+        out.append("| connections | callers | mode | lifecycles/s | ratio to pgbench | lifecycle p50 / p99 µs | errors |")
+        out.append("|---:|---:|---|---:|---:|---|---:|")
+        for pair in sorted({(r["connections"], r["callers"]) for r in over}):
+            recs = [r for r in over if (r["connections"], r["callers"]) == pair]
+            base = {r.get("round", 1): r for r in recs if r["mode"] == "pgbench"}
+            for mode in ("pgbench", "store", "shared"):
+                mine = {r.get("round", 1): r for r in recs if r["mode"] == mode}
+                if not mine:
+                    continue
+                ratio = med([mine[k]["per_s"] / base[k]["per_s"] for k in mine
+                             if k in base and base[k].get("per_s") and mine[k].get("per_s")])
+                p = " / ".join(fmt(med([lat(r, "lifecycle", q) for r in mine.values()]))
+                               for q in ("p50", "p99"))
+                errors = sum(max(r.get("errors") or 0, 0) for r in mine.values())
+                out.append(f"| {pair[0]} | {pair[1] if mode != 'pgbench' else pair[0]} | {mode} "
+                           f"| {fmt(med([r.get('per_s') for r in mine.values()]))} "
+                           f"| {'–' if mode == 'pgbench' else '**' + fmt(ratio, 2) + '**'} | {p} | {errors} |")
         out.append("")
 
     strace = [r for r in records if r.get("section") == "strace"]

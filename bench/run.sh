@@ -2,7 +2,7 @@
 # par-store benchmark: the store against pgbench running the same statements, on the same
 # database at the same moment (see BENCHMARKS.md).
 #
-#   bash bench/run.sh            lifecycles (N = 1, 4, 16, 64; store, pgbench, lite, and
+#   bash bench/run.sh            lifecycles (N = 1, 4, 16, 64; store, pgbench, shared, and
 #                                conn, pool, protected at N = 1 and 16; 3 interleaved
 #                                rounds of 10 s; modes: see examples/loadgen.rs),
 #                                system calls per lifecycle, cleanup (1,000,000 expired rows
@@ -11,6 +11,10 @@
 #   bash bench/run.sh --soak     10 minutes of lifecycles with the CleanupJob, a report a minute
 #   bash bench/run.sh --lifecycles-only   only the lifecycle comparison (e.g. with CLIENTS="1 4"
 #                                ROUNDS=5 RUN_SECONDS=5 MODES="store pgbench protected")
+#   bash bench/run.sh --overload-only   only the overload case: 4x more callers than
+#                                connections (OVERLOAD="4:16 16:64", connections:callers),
+#                                store and shared against pgbench with as many clients as
+#                                connections
 #   bash bench/run.sh --scale    get_by_hash with 1,000 vs 10,000,000 live rows (loads ~9 GB
 #                                once into database par_store_bench_scale, kept for reruns)
 #
@@ -29,6 +33,7 @@ for arg in "$@"; do
     --soak) kind=soak ;;
     --scale) kind=scale ;;
     --lifecycles-only) kind=lifecycles ;;
+    --overload-only) kind=overload ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
@@ -129,8 +134,8 @@ lifecycles() {
   fresh_db "$BENCH_DB"
   for n in $CLIENTS; do
     for round in $(seq 1 "$ROUNDS"); do
-      modes="store pgbench lite"
-      case " 1 16 " in *" $n "*) modes="store pgbench lite conn pool protected" ;; esac
+      modes="store pgbench shared"
+      case " 1 16 " in *" $n "*) modes="store pgbench shared conn pool protected" ;; esac
       modes="${MODES:-$modes}"
       for mode in $modes; do
         settle "$url"
@@ -141,6 +146,31 @@ lifecycles() {
           $loadgen lifecycle --url "$url" --mode "$mode" --clients "$n" --seconds "$RUN_SECONDS" \
             || echo "{\"cmd\":\"lifecycle\",\"mode\":\"$mode\",\"errors\":-1}"
         fi | append section=lifecycle round="$round" clients="$n" run_seconds="$RUN_SECONDS"
+      done
+    done
+  done
+}
+
+# Overload: 4x more callers than connections. The store (own pool, and PostgresStore::new on
+# a sqlx PgPool) against pgbench with as many clients as the store has connections: the
+# database does the same work, the store's extra callers only wait their turn.
+overload() {
+  local url; url=$(url_for "$BENCH_DB")
+  fresh_db "$BENCH_DB"
+  for pair in ${OVERLOAD:-4:16 16:64}; do
+    local connections=${pair%%:*} callers=${pair#*:}
+    for round in $(seq 1 "$ROUNDS"); do
+      for mode in store pgbench shared; do
+        settle "$url"
+        note "overload $callers callers on $connections connections, round $round/$ROUNDS: $mode"
+        if [ "$mode" = pgbench ]; then
+          run_pgbench "$url" "$connections" -T "$RUN_SECONDS"
+        else
+          $loadgen lifecycle --url "$url" --mode "$mode" --clients "$callers" \
+            --connections "$connections" --seconds "$RUN_SECONDS" \
+            || echo "{\"cmd\":\"lifecycle\",\"mode\":\"$mode\",\"errors\":-1}"
+        fi | append section=overload round="$round" connections="$connections" \
+               callers="$callers" run_seconds="$RUN_SECONDS"
       done
     done
   done
@@ -225,10 +255,11 @@ scale() {
 
 env_record "$DATABASE_URL" | append
 case "$kind" in
-  full|quick) lifecycles; syscalls; cleanup_bench ;;
+  full|quick) lifecycles; overload; syscalls; cleanup_bench ;;
   soak) soak ;;
   scale) scale ;;
-  lifecycles) lifecycles ;;
+  lifecycles) lifecycles; overload ;;
+  overload) overload ;;
 esac
 python3 - "$raw" <<'EOF'
 import json, sys

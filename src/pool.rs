@@ -189,6 +189,8 @@ struct Lease {
     conn: Option<Either<PoolConnection<Postgres>, Object<Manager>>>,
     /// Freshly opened for this operation (a retry on it would meet the same fault).
     fresh: bool,
+    /// The caller's pool keeps `min_connections` open.
+    refills: bool,
 }
 
 impl Lease {
@@ -216,11 +218,14 @@ impl Drop for Lease {
             None => {}
             // Taking it out of the pool frees its slot; dropping it closes the socket.
             Some(Either::Right(object)) => drop(Object::take(object)),
-            // `detach` frees the pool slot at once; it spawns a task only to refill
-            // `min_connections`, which needs a runtime to spawn on.
+            // `detach` frees the pool slot at once; it spawns a task (which needs a
+            // runtime) only to refill `min_connections`. Without either, the slot is given
+            // up for good rather than panic: sqlx's own drop handler would spawn too.
             Some(Either::Left(pooled)) => {
-                if Handle::try_current().is_ok() {
+                if !self.refills || Handle::try_current().is_ok() {
                     drop(pooled.detach());
+                } else {
+                    drop(pooled.leak());
                 }
             }
         }
@@ -284,6 +289,7 @@ impl Connections {
             Connections::Shared(pool) => Ok(Lease {
                 conn: Some(Either::Left(pool.acquire().await?)),
                 fresh: false,
+                refills: pool.options().get_min_connections() > 0,
             }),
             Connections::Owned(owned) => {
                 owned.start_reaper();
@@ -296,6 +302,7 @@ impl Connections {
                 Ok(Lease {
                     conn: Some(Either::Right(object)),
                     fresh,
+                    refills: false,
                 })
             }
         }

@@ -315,7 +315,7 @@ async fn a_storm_of_cancelled_operations_leaves_no_wrong_answer_and_no_leaked_co
                             timeouts.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         match tokio::time::timeout(limit, store.consume_by_hash(&hash)).await {
                             Ok(found) => {
                                 assert_eq!(found.unwrap(), Some(stored), "consume {hash}");
@@ -367,7 +367,7 @@ async fn a_storm_of_cancelled_operations_leaves_no_wrong_answer_and_no_leaked_co
         .keys()
         .filter(|hash| {
             let n: u64 = hash.rsplit('-').next().unwrap().parse().unwrap();
-            n % 2 == 0 && !consumed.contains(*hash)
+            n.is_multiple_of(2) && !consumed.contains(*hash)
         })
         .cloned()
         .collect();

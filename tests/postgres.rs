@@ -294,7 +294,10 @@ async fn the_cleanup_batch_uses_the_indexes_even_under_a_generic_plan() {
         .await
         .unwrap()
         .rows_affected();
-    println!("one batch of 1000 under a generic plan: {:?}", began.elapsed());
+    println!(
+        "one batch of 1000 under a generic plan: {:?}",
+        began.elapsed()
+    );
     assert_eq!(deleted, 1000);
     drop(conn);
 }
@@ -310,5 +313,8 @@ async fn a_migration_cut_off_by_a_lost_connection_is_transient() {
     let err = StoreError::from(lost);
     assert!(err.is_transient(), "{err:?}");
     let broken = sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::RowNotFound, 1);
-    assert!(matches!(StoreError::from(broken), StoreError::Migration { .. }));
+    assert!(matches!(
+        StoreError::from(broken),
+        StoreError::Migration { .. }
+    ));
 }

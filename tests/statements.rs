@@ -50,15 +50,6 @@ impl std::ops::Sub for Transactions {
     }
 }
 
-/// Makes the workload connection publish its statistics. This statement is itself one
-/// committed transaction, flushed with the rest.
-async fn flush_stats(pool: &PgPool) {
-    sqlx::raw_sql("SELECT pg_stat_force_next_flush()")
-        .execute(pool)
-        .await
-        .expect("pg_stat_force_next_flush (PostgreSQL 15 or later)");
-}
-
 /// The test database's transactions, read from a connection to another database so that
 /// reading adds nothing to them.
 async fn transactions(admin: &mut PgConnection, database: &str) -> Transactions {

@@ -337,7 +337,7 @@ fn server_owner() -> Option<(u32, u32)> {
 }
 
 /// A TCP port that was free a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())

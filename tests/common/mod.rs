@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod fault;
+pub mod pgbouncer;
 
 use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use par_store::sqlx::{Connection, PgConnection, PgPool};
