@@ -557,3 +557,50 @@ async fn connections_terminated_while_idle_fail_no_request() {
     }
     store.close().await;
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout_and_by_close() {
+    let db = TestDb::new().await;
+    let baseline = backends(&db, &db.pool).await.len();
+    let store = PostgresStoreOptions::new()
+        .max_connections(3)
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .connect_lazy_with(db.options.clone())
+        .unwrap();
+    futures::future::try_join_all((0..3).map(|n| {
+        let store = store.clone();
+        async move { lifecycle(&store, &format!("idle-timeout-{n}")).await }
+    }))
+    .await
+    .unwrap();
+    let busy = backends(&db, &db.pool).await.len();
+    assert!(busy > baseline, "the store opened no connection");
+    // The reaper runs every quarter of the timeout.
+    let waited = Instant::now();
+    while backends(&db, &db.pool).await.len() > baseline {
+        assert!(
+            waited.elapsed() < Duration::from_secs(3),
+            "idle connections still open after {:?}",
+            waited.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "{} idle store connections closed {:?} after the last use (idle_timeout 300 ms)",
+        busy - baseline,
+        waited.elapsed()
+    );
+    // The store opens new ones when needed, and close() ends them and later operations.
+    lifecycle(&store, "after-idle").await.unwrap();
+    store.close().await;
+    let err = store.get_by_hash("closed").await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let waited = Instant::now();
+    while backends(&db, &db.pool).await.len() > baseline {
+        assert!(
+            waited.elapsed() < Duration::from_secs(3),
+            "close() left connections open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
