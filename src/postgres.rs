@@ -1,11 +1,14 @@
 //! The PostgreSQL store: one static SQL statement per operation, run on the caller's pool.
 
-use crate::backend::{impl_store_for_backend, Backend};
+use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::connections::Connections;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
-use crate::sql::{CONSUME, DELETE_EXPIRED_BATCH, INSERT, SELECT_LIVE};
+use crate::sql::{
+    CONSUME, DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
+    SELECT_LIVE, UPSERT,
+};
 use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
@@ -240,14 +243,33 @@ impl FailureSignal {
     }
 }
 
-type Row = (String, DateTime<Utc>, String);
+type Row = (String, DateTime<Utc>, String, Option<String>);
 
-fn into_request((reference_value_hash, expires_at, parameters): Row) -> PushedAuthorizationRequest {
+/// What `CONSUME` returns: the row, whether it was live, and its client binding.
+type ConsumedRow = (String, DateTime<Utc>, String, bool, Option<String>);
+
+fn into_request(
+    (reference_value_hash, expires_at, parameters, client_id): Row,
+) -> PushedAuthorizationRequest {
     PushedAuthorizationRequest {
         reference_value_hash,
         expires_at,
         parameters,
+        client_id,
     }
+}
+
+/// `INSERT` and `UPSERT` take the same four values.
+fn bind_request<'q>(
+    sql: &'static str,
+    request: &'q PushedAuthorizationRequest,
+    expires_at: DateTime<Utc>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(&request.reference_value_hash)
+        .bind(expires_at)
+        .bind(&request.parameters)
+        .bind(&request.client_id)
 }
 
 impl Backend for PostgresStore {
@@ -264,10 +286,7 @@ impl Backend for PostgresStore {
     ) -> Result<bool, StoreError> {
         let inserted = self
             .round_trip(async |conn| {
-                sqlx::query(INSERT)
-                    .bind(&request.reference_value_hash)
-                    .bind(expires_at)
-                    .bind(&request.parameters)
+                bind_request(INSERT, request, expires_at)
                     .execute(conn)
                     .await
             })
@@ -295,7 +314,7 @@ impl Backend for PostgresStore {
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        let row: Option<(String, DateTime<Utc>, String, bool)> = self
+        let row: Option<ConsumedRow> = self
             .round_trip(async |conn| {
                 sqlx::query_as(CONSUME)
                     .bind(reference_value_hash)
@@ -303,13 +322,61 @@ impl Backend for PostgresStore {
                     .await
             })
             .await?;
-        Ok(row.and_then(|(hash, expires_at, parameters, live)| {
-            live.then(|| into_request((hash, expires_at, parameters)))
-        }))
+        Ok(
+            row.and_then(|(hash, expires_at, parameters, live, client_id)| {
+                live.then(|| into_request((hash, expires_at, parameters, client_id)))
+            }),
+        )
+    }
+
+    async fn upsert(
+        &self,
+        request: &PushedAuthorizationRequest,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.round_trip(async |conn| {
+            bind_request(UPSERT, request, expires_at)
+                .execute(conn)
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
+        let deleted = self
+            .round_trip(async |conn| {
+                sqlx::query(DELETE_BY_CLIENT_ID)
+                    .bind(client_id)
+                    .execute(conn)
+                    .await
+            })
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
+    async fn delete_expired_as_of_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+    ) -> Result<u64, StoreError> {
+        let deleted = self
+            .round_trip(async |conn| {
+                sqlx::query(DELETE_EXPIRED_AS_OF_BATCH)
+                    .bind(i64::from(batch_size))
+                    .bind(cutoff)
+                    .execute(conn)
+                    .await
+            })
+            .await?
+            .rows_affected();
+        Ok(deleted)
     }
 }
 
 impl_store_for_backend!(PostgresStore);
+impl_client_binding_for_backend!(PostgresStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {
