@@ -27,6 +27,9 @@
 //! - [`ProtectedStore`] wraps any store and keeps the parameters encrypted at rest
 //!   (XChaCha20-Poly1305, bound to the request's hash, with key rotation through a [`KeyRing`]).
 //! - Every error is a [`StoreError`]; bad input is refused before it reaches the database.
+//! - With the cargo feature `oauth-as`, `oauth_as::OauthAsStorage` makes a [`PostgresStore`]
+//!   the pushed-request storage of the [oauth-as](https://docs.rs/oauth-as) authorization
+//!   server (see `docs/oauth-as.md`).
 //!
 //! ## Quick example
 //!
@@ -59,6 +62,8 @@ mod connections;
 mod error;
 mod memory;
 mod model;
+#[cfg(feature = "oauth-as")]
+pub mod oauth_as;
 mod postgres;
 mod protect;
 mod reference;

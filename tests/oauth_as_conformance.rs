@@ -1,0 +1,157 @@
+//! oauth-as's own storage conformance harness, run against `OauthAsStorage` with its pushed
+//! requests in PostgreSQL (a fresh database for every store the harness asks for) and
+//! oauth-as's `MemoryStorage` for the rest; and the cross-store race the harness cannot
+//! stage: a client deletion against a pushed request being put back.
+
+mod common;
+
+use common::TestDb;
+use oauth_as::client::{Client, ClientAuth, ClientId};
+use oauth_as::grant::GrantType;
+use oauth_as::par::PushedAuthorizationRequest;
+use oauth_as::scope::ScopeSet;
+use oauth_as::storage_conformance::{StorageConformance, CHECKS};
+use oauth_as::store::{RevocationWindow, Storage, WriteOutcome};
+use oauth_as::MemoryStorage;
+use par_store::oauth_as::OauthAsStorage;
+use par_store::sqlx::postgres::PgPoolOptions;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+/// A fresh, migrated database for one store. Small pools that let go of idle connections, so
+/// that the databases of finished checks do not hold the server's connections.
+async fn fresh_database() -> TestDb {
+    TestDb::with_pool(
+        PgPoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .idle_timeout(Duration::from_secs(1)),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth_as_storage_conformance_passes_with_pushed_requests_in_postgres() {
+    // Every store the harness asks for lives until the end of the test, then its database is
+    // dropped.
+    let databases: Arc<Mutex<Vec<TestDb>>> = Arc::default();
+    let factory = {
+        let databases = Arc::clone(&databases);
+        move || {
+            let databases = Arc::clone(&databases);
+            async move {
+                let db = fresh_database().await;
+                let storage = OauthAsStorage::new(db.store(), MemoryStorage::new());
+                databases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(db);
+                storage
+            }
+        }
+    };
+    let violations = StorageConformance::new(factory)
+        .with_spawn(|task| {
+            tokio::spawn(task);
+        })
+        .run()
+        .await;
+    let stores = databases
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len();
+    println!(
+        "oauth-as storage conformance: {} checks known, {} stores (fresh databases) used, {} violations",
+        CHECKS.len(),
+        stores,
+        violations.len()
+    );
+    for violation in &violations {
+        println!("  {violation}");
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    // The harness really ran against PostgreSQL: one fresh database per store it asked for.
+    assert!(stores >= 30, "only {stores} stores were asked for");
+}
+
+fn client(id: &str) -> Client {
+    Client {
+        client_id: ClientId::new(id),
+        auth: ClientAuth::Public,
+        grant_types: vec![GrantType::AuthorizationCode],
+        redirect_uris: vec!["https://app.example/cb".to_string()],
+        allowed_scopes: ScopeSet::empty(),
+        default_scopes: ScopeSet::empty(),
+        name: None,
+        registration: None,
+    }
+}
+
+/// oauth-as takes a pushed request before it can see which client presented it, and puts it
+/// back when that was the wrong client. A `delete_client` landing in between must win: after
+/// both have finished, in whatever order they ran, the deleted client's request is not in
+/// PostgreSQL. This is the window the adapter's second barrier probe closes (a single check
+/// before the write leaves it open). Many rounds, the two operations released together on a
+/// multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_put_back_racing_a_client_deletion_never_leaves_the_request_behind() {
+    let db = TestDb::new().await;
+    let storage = Arc::new(OauthAsStorage::new(db.store(), MemoryStorage::new()));
+    let rounds = 200;
+    let (mut refused, mut applied) = (0, 0);
+    for round in 0..rounds {
+        let id = format!("client-{round}");
+        storage.put_client(client(&id)).await.unwrap();
+        let mut record = PushedAuthorizationRequest::new(
+            format!("urn:ietf:params:oauth:request_uri:race-{round}"),
+            ClientId::new(id.clone()),
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        record.pushed_at = SystemTime::now();
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let put = tokio::spawn({
+            let (storage, barrier) = (Arc::clone(&storage), Arc::clone(&barrier));
+            async move {
+                barrier.wait().await;
+                storage.put_pushed_authorization_request(record).await
+            }
+        });
+        let delete = tokio::spawn({
+            let (storage, barrier) = (Arc::clone(&storage), Arc::clone(&barrier));
+            let id = ClientId::new(id.clone());
+            async move {
+                barrier.wait().await;
+                let now = SystemTime::now();
+                storage
+                    .delete_client(
+                        &id,
+                        RevocationWindow {
+                            recorded_at: now,
+                            until: now + Duration::from_secs(3600),
+                        },
+                    )
+                    .await
+            }
+        });
+        match put.await.unwrap().unwrap() {
+            WriteOutcome::RefusedRevoked => refused += 1,
+            WriteOutcome::Applied => applied += 1,
+        }
+        assert!(delete.await.unwrap().unwrap());
+        let left: i64 = par_store::sqlx::query_scalar(
+            "SELECT count(*) FROM pushed_authorization_requests WHERE client_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            left, 0,
+            "round {round}: a deleted client's request survived"
+        );
+    }
+    println!(
+        "{rounds} rounds: put refused {refused} times, applied (then cascaded) {applied} times"
+    );
+    assert_eq!(refused + applied, rounds);
+}
