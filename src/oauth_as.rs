@@ -22,7 +22,7 @@
 //!
 //! | `Storage` method | what happens in par-store |
 //! |---|---|
-//! | `put_pushed_authorization_request` | the record, serialized as JSON, becomes the request's `parameters`; it is stored under the SHA-256 of its `request_uri` (Base64, as [`ReferenceValue::hash`](crate::ReferenceValue::hash) computes it) with its `expires_at` and bound to its `client_id`, replacing any request stored under the same `request_uri` ([`PostgresStore::store_or_replace`]) |
+//! | `put_pushed_authorization_request` | the record, serialized as JSON without its `request_uri`, becomes the request's `parameters`; it is stored under the SHA-256 of its `request_uri` (Base64, as [`ReferenceValue::hash`](crate::ReferenceValue::hash) computes it) with its `expires_at` and bound to its `client_id`, replacing any request stored under the same `request_uri` ([`PostgresStore::store_or_replace`]). The `request_uri` itself, a bearer secret, is never stored |
 //! | `take_pushed_authorization_request` | [`consume_by_hash`](crate::PushedAuthorizationRequestStore::consume_by_hash): one atomic `DELETE ... RETURNING`, so exactly one of any number of concurrent takers gets the record, on any number of server instances; an expired request is never returned |
 //! | `delete_client` | the inner store deletes the client, cascades and records its revocation barrier; then [`PostgresStore::delete_by_client_id`] removes the client's pushed requests |
 //! | `sweep_expired(now)` | the inner store's sweep, plus [`PostgresStore::delete_expired_as_of`]`(now)`; the count returned is the sum |
@@ -130,12 +130,29 @@ fn storage_error(err: StoreError) -> StorageError {
     StorageError::new(format!("par-store: {err}"))
 }
 
+/// The field of oauth-as's record that holds the `request_uri`. It is left out of what is
+/// stored: the `request_uri` is the bearer secret, and like a reference value it is kept
+/// only as the hash the row is keyed on, so a leaked table yields no usable `request_uri`.
+const REQUEST_URI_FIELD: &str = "request_uri";
+
+fn serialization_error(what: &str, err: serde_json::Error) -> StorageError {
+    StorageError::new(format!(
+        "par-store: a pushed request could not be {what} ({err})"
+    ))
+}
+
 fn to_stored(record: &PushedAuthorizationRequest) -> Result<StoredRequest, StorageError> {
-    let parameters = serde_json::to_string(record).map_err(|err| {
-        StorageError::new(format!(
-            "par-store: a pushed request could not be serialized ({err})"
-        ))
-    })?;
+    let mut fields = match serde_json::to_value(record) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        Ok(_) => {
+            return Err(StorageError::new(
+                "par-store: a pushed request is not a JSON object",
+            ))
+        }
+        Err(err) => return Err(serialization_error("serialized", err)),
+    };
+    fields.remove(REQUEST_URI_FIELD);
+    let parameters = serde_json::Value::Object(fields).to_string();
     Ok(StoredRequest::new(
         key_of(&record.request_uri),
         DateTime::<Utc>::from(record.expires_at),
@@ -148,20 +165,13 @@ fn from_stored(
     stored: &StoredRequest,
     request_uri: &str,
 ) -> Result<PushedAuthorizationRequest, StorageError> {
-    let record: PushedAuthorizationRequest =
-        serde_json::from_str(&stored.parameters).map_err(|err| {
-            StorageError::new(format!(
-                "par-store: a stored pushed request could not be read back ({err})"
-            ))
-        })?;
-    // The key is a hash of the request_uri: a record under it that names another URI was not
-    // written by this adapter, and must not be handed out for this one.
-    if record.request_uri != request_uri {
-        return Err(StorageError::new(
-            "par-store: the stored pushed request belongs to another request_uri",
-        ));
-    }
-    Ok(record)
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&stored.parameters)
+            .map_err(|err| serialization_error("read back", err))?;
+    // The row was found under the hash of this very request_uri.
+    fields.insert(REQUEST_URI_FIELD.to_owned(), request_uri.into());
+    serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|err| serialization_error("read back", err))
 }
 
 impl<S: Storage> OauthAsStorage<S> {
