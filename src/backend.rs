@@ -212,6 +212,9 @@ macro_rules! impl_client_binding_for_backend {
             /// [`store`](crate::PushedAuthorizationRequestStore::store); only the duplicate
             /// check differs. A server that mints reference values should keep using `store`,
             /// which refuses a collision instead of overwriting.
+            ///
+            /// On PostgreSQL this is `INSERT ... ON CONFLICT DO UPDATE`, which needs `UPDATE`
+            /// on `expires_at`, `parameters` and `client_id` (step 4 of `docs/roles.sql`).
             pub async fn store_or_replace(
                 &self,
                 request: &$crate::model::PushedAuthorizationRequest,

@@ -57,6 +57,9 @@
 //!
 //! - Run [`PostgresStore::migrate`] (or sqlx-cli) once: the client binding needs migration
 //!   `0002`.
+//! - Connecting as the least-privilege runtime role of `docs/roles.sql`, grant its step 4
+//!   too: the insert-or-replace is an `INSERT ... ON CONFLICT DO UPDATE`, which needs `UPDATE`
+//!   on the columns it sets; without it every push fails with a permission error.
 //! - Call `sweep_expired` on a schedule (oauth-as runs nothing on a timer), or run a
 //!   [`CleanupJob`](crate::CleanupJob) on the [`PostgresStore`] as well; either removes expired
 //!   pushed requests.

@@ -143,6 +143,45 @@ fn assert_permission_denied(what: &str, err: StoreError) {
 }
 
 #[tokio::test]
+async fn store_or_replace_needs_step_4_of_the_roles_and_the_key_stays_out_of_reach() {
+    let _shared = LOG_CAPTURE.read().await;
+    let roles = Roles::new();
+    let db = TestDb::empty().await;
+    run_all(&db.pool, &roles.step(1)).await;
+    let owner = PostgresStoreOptions::new()
+        .connect_with(roles.owner_options(&db))
+        .await
+        .expect("connect as the owner");
+    owner
+        .migrate()
+        .await
+        .expect("the owner applies the migrations");
+    run_all(owner.pool(), &roles.step(3)).await;
+    let store = PostgresStoreOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(roles.runtime_options(&db))
+        .await
+        .expect("connect as the runtime role");
+
+    let first = request("replaced", "first").with_client_id("client-a");
+    let err = store.store_or_replace(&first).await.unwrap_err();
+    assert_permission_denied("store_or_replace without step 4", err);
+
+    run_all(owner.pool(), &roles.step(4)).await;
+    store.store_or_replace(&first).await.unwrap();
+    let second = request("replaced", "second").with_client_id("client-b");
+    store.store_or_replace(&second).await.unwrap();
+    assert_eq!(store.get_by_hash("replaced").await.unwrap(), Some(second));
+    assert_eq!(store.delete_by_client_id("client-b").await.unwrap(), 1);
+    let err =
+        sqlx::query("UPDATE pushed_authorization_requests SET reference_value_hash = 'other'")
+            .execute(store.pool())
+            .await
+            .expect_err("the key");
+    assert_permission_denied("updating the key after step 4", StoreError::from(err));
+}
+
+#[tokio::test]
 async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
     let _shared = LOG_CAPTURE.read().await;
     // Declared first, dropped last: after the database that holds what the owner owns.
