@@ -52,7 +52,10 @@ use par_store::{CleanupJob, CleanupOptions, PostgresStore};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+#[path = "shared/server.rs"]
+mod shared;
+use shared::shutdown_signal;
+
 const DEFAULT_ADDR: &str = "127.0.0.1:3001";
 
 /// The demo user every request is approved for, without a login.
@@ -144,53 +147,12 @@ fn spawn_sweeper(server: Arc<AuthorizationServer<DemoStorage>>) -> tokio::task::
     })
 }
 
-/// Resolves on Ctrl-C, or on SIGTERM where there is one (containers, systemd).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down: finishing the requests in flight");
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,par_store=debug")),
-        )
-        .init();
-    let database_url =
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+    let pushed = shared::start().await?;
     let addr = std::env::var("OAUTH_AS_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let config = DemoConfig::from_env(&addr);
 
-    let pushed = PostgresStore::connect(&database_url).await.map_err(|err| {
-        format!("cannot use the PostgreSQL at DATABASE_URL ({err}); start one with `docker compose up -d`")
-    })?;
-    pushed.migrate().await?;
     let cleanup = CleanupJob::spawn(pushed.clone(), CleanupOptions::new());
     let (server, router) = build(&config, pushed).await?;
     let sweeper = spawn_sweeper(server);

@@ -65,22 +65,7 @@ pub(crate) async fn store<B: Backend>(
     backend: &B,
     request: &PushedAuthorizationRequest,
 ) -> Result<(), StoreError> {
-    let run = async {
-        let expires_at = check_request(request, backend.max_parameters_len(), Utc::now())?;
-        if backend.insert(request, expires_at).await? {
-            Ok(())
-        } else {
-            Err(StoreError::Duplicate)
-        }
-    };
-    traced(
-        Operation::Store,
-        B::NAME,
-        Some(&request.reference_value_hash),
-        stored,
-        run,
-    )
-    .await
+    write(backend, request, Operation::Store).await
 }
 
 /// `store_or_replace` for any backend: the same input rules as `store`.
@@ -88,12 +73,27 @@ pub(crate) async fn store_or_replace<B: Backend>(
     backend: &B,
     request: &PushedAuthorizationRequest,
 ) -> Result<(), StoreError> {
+    write(backend, request, Operation::Replace).await
+}
+
+/// `store` (insert, a duplicate refused) or, for [`Operation::Replace`], `store_or_replace`.
+async fn write<B: Backend>(
+    backend: &B,
+    request: &PushedAuthorizationRequest,
+    operation: Operation,
+) -> Result<(), StoreError> {
     let run = async {
         let expires_at = check_request(request, backend.max_parameters_len(), Utc::now())?;
-        backend.upsert(request, expires_at).await
+        if let Operation::Replace = operation {
+            backend.upsert(request, expires_at).await
+        } else if backend.insert(request, expires_at).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Duplicate)
+        }
     };
     traced(
-        Operation::Replace,
+        operation,
         B::NAME,
         Some(&request.reference_value_hash),
         stored,

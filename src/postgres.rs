@@ -259,6 +259,19 @@ fn into_request(
     }
 }
 
+impl PostgresStore {
+    /// Runs one deleting statement and returns how many rows it removed.
+    async fn rows_deleted(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .round_trip(async |conn| query.execute(conn).await)
+            .await?
+            .rows_affected())
+    }
+}
+
 /// `INSERT` and `UPSERT` take the same four values.
 fn bind_request<'q>(
     sql: &'static str,
@@ -344,16 +357,8 @@ impl Backend for PostgresStore {
     }
 
     async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
-        let deleted = self
-            .round_trip(async |conn| {
-                sqlx::query(DELETE_BY_CLIENT_ID)
-                    .bind(client_id)
-                    .execute(conn)
-                    .await
-            })
-            .await?
-            .rows_affected();
-        Ok(deleted)
+        self.rows_deleted(sqlx::query(DELETE_BY_CLIENT_ID).bind(client_id))
+            .await
     }
 
     async fn delete_expired_as_of_batch(
@@ -361,17 +366,12 @@ impl Backend for PostgresStore {
         cutoff: DateTime<Utc>,
         batch_size: u32,
     ) -> Result<u64, StoreError> {
-        let deleted = self
-            .round_trip(async |conn| {
-                sqlx::query(DELETE_EXPIRED_AS_OF_BATCH)
-                    .bind(i64::from(batch_size))
-                    .bind(cutoff)
-                    .execute(conn)
-                    .await
-            })
-            .await?
-            .rows_affected();
-        Ok(deleted)
+        self.rows_deleted(
+            sqlx::query(DELETE_EXPIRED_AS_OF_BATCH)
+                .bind(i64::from(batch_size))
+                .bind(cutoff),
+        )
+        .await
     }
 }
 
@@ -381,16 +381,8 @@ impl_client_binding_for_backend!(PostgresStore);
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {
     async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
-        let deleted = self
-            .round_trip(async |conn| {
-                sqlx::query(DELETE_EXPIRED_BATCH)
-                    .bind(i64::from(batch_size))
-                    .execute(conn)
-                    .await
-            })
-            .await?
-            .rows_affected();
-        Ok(deleted)
+        self.rows_deleted(sqlx::query(DELETE_EXPIRED_BATCH).bind(i64::from(batch_size)))
+            .await
     }
 }
 

@@ -351,28 +351,14 @@ async fn client_binding_is_returned_by_every_read<S: Backend>(store: S) {
     let read = store.get_by_hash(&hash(1)).await.unwrap().unwrap();
     assert_eq!(read.client_id.as_deref(), Some("client-a"));
     assert_eq!(read, request);
-    assert_eq!(
-        store
-            .get_by_hash(&hash(2))
-            .await
-            .unwrap()
-            .unwrap()
-            .client_id,
-        None
-    );
+    let unbound = store.get_by_hash(&hash(2)).await.unwrap().unwrap();
+    assert_eq!(unbound.client_id, None);
     assert_eq!(
         store.consume_by_hash(&hash(1)).await.unwrap(),
         Some(request)
     );
-    assert_eq!(
-        store
-            .consume_by_hash(&hash(2))
-            .await
-            .unwrap()
-            .unwrap()
-            .client_id,
-        None
-    );
+    let unbound = store.consume_by_hash(&hash(2)).await.unwrap().unwrap();
+    assert_eq!(unbound.client_id, None);
 }
 
 async fn bad_client_ids_are_refused_and_nothing_stored<S: Backend>(store: S) {

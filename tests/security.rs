@@ -123,6 +123,27 @@ async fn as_owner(pool: &PgPool, statement: &str) {
         .unwrap_or_else(|err| panic!("{statement}: {err}"));
 }
 
+/// Steps 1 to 3 of docs/roles.sql on `db`: a store as the owner (who applied the migrations)
+/// and one as the runtime role.
+async fn owner_and_runtime(roles: &Roles, db: &TestDb) -> (PostgresStore, PostgresStore) {
+    run_all(&db.pool, &roles.step(1)).await;
+    let owner = PostgresStoreOptions::new()
+        .connect_with(roles.owner_options(db))
+        .await
+        .expect("connect as the owner");
+    owner
+        .migrate()
+        .await
+        .expect("the owner applies the migrations");
+    run_all(owner.pool(), &roles.step(3)).await;
+    let runtime = PostgresStoreOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(roles.runtime_options(db))
+        .await
+        .expect("connect as the runtime role");
+    (owner, runtime)
+}
+
 /// Asserts that `err` is the database refusing a privilege (SQLSTATE 42501), and that the
 /// store's mapping makes it a non-transient `StoreError::Database`.
 fn assert_permission_denied(what: &str, err: StoreError) {
@@ -147,21 +168,7 @@ async fn store_or_replace_needs_step_4_of_the_roles_and_the_key_stays_out_of_rea
     let _shared = LOG_CAPTURE.read().await;
     let roles = Roles::new();
     let db = TestDb::empty().await;
-    run_all(&db.pool, &roles.step(1)).await;
-    let owner = PostgresStoreOptions::new()
-        .connect_with(roles.owner_options(&db))
-        .await
-        .expect("connect as the owner");
-    owner
-        .migrate()
-        .await
-        .expect("the owner applies the migrations");
-    run_all(owner.pool(), &roles.step(3)).await;
-    let store = PostgresStoreOptions::new()
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_with(roles.runtime_options(&db))
-        .await
-        .expect("connect as the runtime role");
+    let (owner, store) = owner_and_runtime(&roles, &db).await;
 
     let first = request("replaced", "first").with_client_id("client-a");
     let err = store.store_or_replace(&first).await.unwrap_err();
@@ -187,23 +194,7 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
     // Declared first, dropped last: after the database that holds what the owner owns.
     let roles = Roles::new();
     let db = TestDb::empty().await;
-
-    run_all(&db.pool, &roles.step(1)).await;
-    let owner = PostgresStoreOptions::new()
-        .connect_with(roles.owner_options(&db))
-        .await
-        .expect("connect as the owner");
-    owner
-        .migrate()
-        .await
-        .expect("the owner applies the migrations");
-    run_all(owner.pool(), &roles.step(3)).await;
-
-    let store = PostgresStoreOptions::new()
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_with(roles.runtime_options(&db))
-        .await
-        .expect("connect as the runtime role");
+    let (owner, store) = owner_and_runtime(&roles, &db).await;
 
     // The server never writes the runtime role's bind parameters to its log.
     let logged: String = sqlx::query_scalar("SHOW log_parameter_max_length")
