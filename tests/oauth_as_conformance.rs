@@ -1,5 +1,5 @@
 //! oauth-as's own storage conformance harness, run against `OauthAsStorage` with its pushed
-//! requests in PostgreSQL (a fresh database for every store the harness asks for) and
+//! requests in PostgreSQL (a fresh schema for every store the harness asks for) and
 //! oauth-as's `MemoryStorage` for the rest; and the cross-store race the harness cannot
 //! stage: a client deletion against a pushed request being put back.
 
@@ -15,38 +15,51 @@ use oauth_as::store::{RevocationWindow, Storage, WriteOutcome};
 use oauth_as::MemoryStorage;
 use par_store::oauth_as::OauthAsStorage;
 use par_store::sqlx::postgres::PgPoolOptions;
-use std::sync::{Arc, Mutex, PoisonError};
+use par_store::PostgresStore;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// A fresh, migrated database for one store. Small pools that let go of idle connections, so
-/// that the databases of finished checks do not hold the server's connections.
-async fn fresh_database() -> TestDb {
-    TestDb::with_pool(
-        PgPoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .idle_timeout(Duration::from_secs(1)),
-    )
+/// A fresh, migrated schema of `db` for one store: the harness asks for a new, empty store
+/// for every check (33 of them), and a schema is much cheaper to create than a database. The
+/// store's pool names the schema in its `search_path`, so the store, its table and its
+/// migration history live there alone. Small pools that let go of idle connections, so that
+/// the stores of finished checks do not hold the server's connections.
+async fn fresh_store(db: &TestDb, n: usize) -> PostgresStore {
+    let schema = format!("conformance_{n}");
+    par_store::sqlx::query(par_store::sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA {schema}"
+    )))
+    .execute(&db.pool)
     .await
+    .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .min_connections(0)
+        .idle_timeout(Duration::from_secs(1))
+        .connect_with(
+            db.options
+                .clone()
+                .options([("search_path", schema.as_str())]),
+        )
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool);
+    store.migrate().await.unwrap();
+    store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth_as_storage_conformance_passes_with_pushed_requests_in_postgres() {
-    // Every store the harness asks for lives until the end of the test, then its database is
-    // dropped.
-    let databases: Arc<Mutex<Vec<TestDb>>> = Arc::default();
+    let db = Arc::new(TestDb::new().await);
+    let stores = Arc::new(AtomicUsize::new(0));
     let factory = {
-        let databases = Arc::clone(&databases);
+        let (db, stores) = (Arc::clone(&db), Arc::clone(&stores));
         move || {
-            let databases = Arc::clone(&databases);
+            let (db, stores) = (Arc::clone(&db), Arc::clone(&stores));
             async move {
-                let db = fresh_database().await;
-                let storage = OauthAsStorage::new(db.store(), MemoryStorage::new());
-                databases
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(db);
-                storage
+                let n = stores.fetch_add(1, Ordering::SeqCst);
+                OauthAsStorage::new(fresh_store(&db, n).await, MemoryStorage::new())
             }
         }
     };
@@ -56,12 +69,9 @@ async fn oauth_as_storage_conformance_passes_with_pushed_requests_in_postgres() 
         })
         .run()
         .await;
-    let stores = databases
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .len();
+    let stores = stores.load(Ordering::SeqCst);
     println!(
-        "oauth-as storage conformance: {} checks known, {} stores (fresh databases) used, {} violations",
+        "oauth-as storage conformance: {} check names, {} stores (fresh schemas) used, {} violations",
         CHECKS.len(),
         stores,
         violations.len()
@@ -70,8 +80,17 @@ async fn oauth_as_storage_conformance_passes_with_pushed_requests_in_postgres() 
         println!("  {violation}");
     }
     assert!(violations.is_empty(), "{violations:#?}");
-    // The harness really ran against PostgreSQL: one fresh database per store it asked for.
+    // The harness really ran against PostgreSQL: one fresh schema per store it asked for,
+    // and the checks left pushed requests behind in some of them.
     assert!(stores >= 30, "only {stores} stores were asked for");
+    let left: i64 = par_store::sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = 'pushed_authorization_requests' AND n.nspname LIKE 'conformance_%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(usize::try_from(left).unwrap(), stores);
 }
 
 fn client(id: &str) -> Client {
