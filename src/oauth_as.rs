@@ -22,7 +22,7 @@
 //!
 //! | `Storage` method | what happens in par-store |
 //! |---|---|
-//! | `put_pushed_authorization_request` | the record, serialized as JSON without its `request_uri`, becomes the request's `parameters`; it is stored under the SHA-256 of its `request_uri` (Base64, as [`ReferenceValue::hash`](crate::ReferenceValue::hash) computes it) with its `expires_at` and bound to its `client_id`, replacing any request stored under the same `request_uri` ([`PostgresStore::store_or_replace`]). The `request_uri` itself, a bearer secret, is never stored |
+//! | `put_pushed_authorization_request` | the record, serialized as JSON without its `request_uri`, becomes the request's `parameters`; it is stored under the SHA-256 of its `request_uri` (Base64, as [`ReferenceValue::hash`](crate::ReferenceValue::hash) computes it) with its `expires_at` and bound to its `client_id`, replacing any request stored under the same `request_uri` ([`PostgresStore::store_or_replace`]). The `request_uri` itself, a bearer secret, is never stored. A record that has already expired is not stored (the put answers `Applied`; a take would not return it anyway) |
 //! | `take_pushed_authorization_request` | [`consume_by_hash`](crate::PushedAuthorizationRequestStore::consume_by_hash): one atomic `DELETE ... RETURNING`, so exactly one of any number of concurrent takers gets the record, on any number of server instances; an expired request is never returned |
 //! | `delete_client` | the inner store deletes the client, cascades and records its revocation barrier; then [`PostgresStore::delete_by_client_id`] removes the client's pushed requests |
 //! | `sweep_expired(now)` | the inner store's sweep, plus [`PostgresStore::delete_expired_as_of`]`(now)`; the count returned is the sum |

@@ -174,3 +174,29 @@ async fn a_put_back_racing_a_client_deletion_never_leaves_the_request_behind() {
     );
     assert_eq!(refused + applied, rounds);
 }
+
+/// A record put back after it expired (the server took it, then its deadline passed before
+/// the put-back) is not stored: par-store never stores an expired request, and a take would
+/// not return it anyway. The put answers `Applied`, the take `None`, and no row is left.
+#[tokio::test]
+async fn an_expired_record_is_applied_without_a_row() {
+    let db = TestDb::new().await;
+    let storage = OauthAsStorage::new(db.store(), MemoryStorage::new());
+    storage.put_client(client("client-a")).await.unwrap();
+    let record = PushedAuthorizationRequest::new(
+        "urn:ietf:params:oauth:request_uri:expired",
+        ClientId::new("client-a"),
+        SystemTime::now() - Duration::from_secs(1),
+    );
+    let outcome = storage
+        .put_pushed_authorization_request(record)
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Applied);
+    assert_eq!(db.row_count().await, 0);
+    assert!(storage
+        .take_pushed_authorization_request("urn:ietf:params:oauth:request_uri:expired")
+        .await
+        .unwrap()
+        .is_none());
+}
