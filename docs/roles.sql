@@ -32,4 +32,11 @@ GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runti
 -- StoreError::Database (permission denied) for the runtime role.
 GRANT UPDATE (created_at) ON pushed_authorization_requests TO par_store_runtime;
 
+-- Step 4, only where the server calls store_or_replace (par_store::oauth_as does, for
+-- oauth-as's "insert or replace"), as par_store_owner: INSERT ... ON CONFLICT DO UPDATE needs
+-- UPDATE on the columns it sets. This lets the runtime role rewrite a request's expiry and
+-- parameters in place, which it could already do by deleting and inserting the row; the key
+-- (reference_value_hash) stays out of its reach.
+GRANT UPDATE (expires_at, parameters, client_id) ON pushed_authorization_requests TO par_store_runtime;
+
 -- A later migration that adds a table needs its own GRANT in step 3.

@@ -296,7 +296,8 @@ impl Client {
         let query = sqlx::query(INSERT)
             .bind(&request.reference_value_hash)
             .bind(request.expires_at)
-            .bind(&request.parameters);
+            .bind(&request.parameters)
+            .bind(&request.client_id);
         let inserted = match self {
             Client::Store(store) => return Ok(store.store(request).await?),
             Client::Pool(pool) => query.execute(&*pool).await?,

@@ -39,14 +39,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{TimeDelta, Utc};
 use par_store::{
-    CleanupJob, CleanupOptions, PostgresStore, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, ReferenceValue, StoreError,
+    CleanupJob, CleanupOptions, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+    ReferenceValue, StoreError,
 };
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+#[path = "shared/server.rs"]
+mod shared;
+use shared::shutdown_signal;
+
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 
 /// Lifetime of a pushed request unless `PAR_LIFETIME_SECS` says otherwise.
@@ -455,53 +458,12 @@ fn lifetime_from_env() -> Result<Duration, String> {
     }
 }
 
-/// Resolves on Ctrl-C, or on SIGTERM where there is one (containers, systemd).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down: finishing the requests in flight");
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,par_store=debug")),
-        )
-        .init();
-    let database_url =
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     let lifetime = lifetime_from_env()?;
     let addr = std::env::var("PAR_SERVER_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let store = shared::start().await?;
 
-    let store = PostgresStore::connect(&database_url).await.map_err(|err| {
-        format!("cannot use the PostgreSQL at DATABASE_URL ({err}); start one with `docker compose up -d`")
-    })?;
-    store.migrate().await?;
     let cleanup = CleanupJob::spawn(store.clone(), CleanupOptions::new());
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;

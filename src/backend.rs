@@ -1,10 +1,11 @@
 //! The store operations written once: input rules, tracing and the contract's shape live
 //! here; each backend only provides its three round trips.
 
+use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
-use crate::telemetry::{found_or_not, stored, traced, Operation};
-use crate::validate::{check_request, is_storable_hash};
+use crate::telemetry::{found_or_not, removed, stored, traced, Operation};
+use crate::validate::{check_request, is_storable_client_id, is_storable_hash};
 use chrono::{DateTime, Utc};
 use std::future::Future;
 
@@ -35,6 +36,28 @@ pub(crate) trait Backend: Send + Sync {
         &self,
         reference_value_hash: &str,
     ) -> impl Future<Output = Result<Option<PushedAuthorizationRequest>, StoreError>> + Send;
+
+    /// Inserts the request with `expires_at` (already checked and truncated), replacing any
+    /// request with the same hash, in one atomic step.
+    fn upsert(
+        &self,
+        request: &PushedAuthorizationRequest,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes every request bound to `client_id` (a storable one), live or expired.
+    fn delete_bound_to(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Removes at most `batch_size` requests with `expires_at <= cutoff`, never waiting for
+    /// rows another caller holds.
+    fn delete_expired_as_of_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// `PushedAuthorizationRequestStore::store` for any backend.
@@ -42,22 +65,80 @@ pub(crate) async fn store<B: Backend>(
     backend: &B,
     request: &PushedAuthorizationRequest,
 ) -> Result<(), StoreError> {
+    write(backend, request, Operation::Store).await
+}
+
+/// `store_or_replace` for any backend: the same input rules as `store`.
+pub(crate) async fn store_or_replace<B: Backend>(
+    backend: &B,
+    request: &PushedAuthorizationRequest,
+) -> Result<(), StoreError> {
+    write(backend, request, Operation::Replace).await
+}
+
+/// `store` (insert, a duplicate refused) or, for [`Operation::Replace`], `store_or_replace`.
+async fn write<B: Backend>(
+    backend: &B,
+    request: &PushedAuthorizationRequest,
+    operation: Operation,
+) -> Result<(), StoreError> {
     let run = async {
         let expires_at = check_request(request, backend.max_parameters_len(), Utc::now())?;
-        if backend.insert(request, expires_at).await? {
+        if let Operation::Replace = operation {
+            backend.upsert(request, expires_at).await
+        } else if backend.insert(request, expires_at).await? {
             Ok(())
         } else {
             Err(StoreError::Duplicate)
         }
     };
     traced(
-        Operation::Store,
+        operation,
         B::NAME,
-        &request.reference_value_hash,
+        Some(&request.reference_value_hash),
         stored,
         run,
     )
     .await
+}
+
+/// `delete_by_client_id` for any backend: an id no request could be bound to removes
+/// nothing, without a round trip.
+pub(crate) async fn delete_by_client_id<B: Backend>(
+    backend: &B,
+    client_id: &str,
+) -> Result<u64, StoreError> {
+    let run = async {
+        if !is_storable_client_id(client_id) {
+            return Ok(0);
+        }
+        backend.delete_bound_to(client_id).await
+    };
+    traced(Operation::DeleteByClientId, B::NAME, None, removed, run).await
+}
+
+/// A backend seen as a cleaner whose notion of "expired" is a fixed cutoff instant, so that
+/// `delete_expired_as_of` runs the same batch loop as `delete_expired` and the `CleanupJob`.
+struct AsOf<'a, B> {
+    backend: &'a B,
+    cutoff: DateTime<Utc>,
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> ExpiredRequestCleaner for AsOf<'_, B> {
+    async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
+        self.backend
+            .delete_expired_as_of_batch(self.cutoff, batch_size)
+            .await
+    }
+}
+
+/// `delete_expired_as_of` for any backend.
+pub(crate) async fn delete_expired_as_of<B: Backend>(
+    backend: &B,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    delete_expired_in_batches(&AsOf { backend, cutoff }, DEFAULT_BATCH_SIZE).await
 }
 
 /// `get_by_hash` and `consume_by_hash` for any backend: a hash that could never have been
@@ -74,7 +155,14 @@ async fn look_up<B: Backend>(
         }
         round_trip.await
     };
-    traced(operation, B::NAME, reference_value_hash, found_or_not, run).await
+    traced(
+        operation,
+        B::NAME,
+        Some(reference_value_hash),
+        found_or_not,
+        run,
+    )
+    .await
 }
 
 /// Implements `PushedAuthorizationRequestStore` for a [`Backend`] through the shared
@@ -109,6 +197,65 @@ macro_rules! impl_store_for_backend {
     };
 }
 pub(crate) use impl_store_for_backend;
+
+/// Adds the operations on client-bound and replaceable requests to a [`Backend`], as
+/// inherent methods written once here.
+macro_rules! impl_client_binding_for_backend {
+    ($backend:ty) => {
+        impl $backend {
+            /// Stores the request, or replaces the one stored under the same hash (live or
+            /// expired: its parameters, expiry and client binding), in one atomic step.
+            ///
+            /// For servers whose storage contract is "insert or replace", such as oauth-as
+            /// putting a request back after a client presented someone else's
+            /// `request_uri`. The input rules are those of
+            /// [`store`](crate::PushedAuthorizationRequestStore::store); only the duplicate
+            /// check differs. A server that mints reference values should keep using `store`,
+            /// which refuses a collision instead of overwriting.
+            ///
+            /// On PostgreSQL this is `INSERT ... ON CONFLICT DO UPDATE`, which needs `UPDATE`
+            /// on `expires_at`, `parameters` and `client_id` (step 4 of `docs/roles.sql`).
+            pub async fn store_or_replace(
+                &self,
+                request: &$crate::model::PushedAuthorizationRequest,
+            ) -> Result<(), $crate::error::StoreError> {
+                $crate::backend::store_or_replace(self, request).await
+            }
+
+            /// Removes every request bound to `client_id`
+            /// ([`PushedAuthorizationRequest::with_client_id`](crate::PushedAuthorizationRequest::with_client_id)),
+            /// live or expired, and returns how many were removed.
+            ///
+            /// For a server deleting a client: RFC 9126 section 2.2 binds a `request_uri`
+            /// to the client that pushed it, so a deleted client's requests can never be
+            /// used. Requests stored without a client id are never removed by this. An id no
+            /// request could be bound to (empty, over
+            /// [`MAX_CLIENT_ID_LEN`](crate::MAX_CLIENT_ID_LEN) bytes, control characters)
+            /// removes nothing.
+            pub async fn delete_by_client_id(
+                &self,
+                client_id: &str,
+            ) -> Result<u64, $crate::error::StoreError> {
+                $crate::backend::delete_by_client_id(self, client_id).await
+            }
+
+            /// Removes every request that expires at or before `cutoff`, in batches, and
+            /// returns how many were removed.
+            ///
+            /// `delete_expired` and the [`CleanupJob`](crate::CleanupJob) judge expiry by the
+            /// store's clock (the database's, for PostgreSQL); this is for servers whose
+            /// sweep passes the instant itself, such as oauth-as's `sweep_expired(now)`. A
+            /// `cutoff` in the future removes requests that are still live: pass the present.
+            pub async fn delete_expired_as_of(
+                &self,
+                cutoff: chrono::DateTime<chrono::Utc>,
+            ) -> Result<u64, $crate::error::StoreError> {
+                $crate::backend::delete_expired_as_of(self, cutoff).await
+            }
+        }
+    };
+}
+pub(crate) use impl_client_binding_for_backend;
 
 /// `PushedAuthorizationRequestStore::get_by_hash` for any backend.
 pub(crate) async fn get_by_hash<B: Backend>(

@@ -27,6 +27,9 @@
 //! - [`ProtectedStore`] wraps any store and keeps the parameters encrypted at rest
 //!   (XChaCha20-Poly1305, bound to the request's hash, with key rotation through a [`KeyRing`]).
 //! - Every error is a [`StoreError`]; bad input is refused before it reaches the database.
+//! - With the cargo feature `oauth-as`, `oauth_as::OauthAsStorage` makes a [`PostgresStore`]
+//!   the pushed-request storage of the [oauth-as](https://docs.rs/oauth-as) authorization
+//!   server (see `docs/oauth-as.md`).
 //!
 //! ## Quick example
 //!
@@ -58,6 +61,8 @@ mod cleanup;
 mod error;
 mod memory;
 mod model;
+#[cfg(feature = "oauth-as")]
+pub mod oauth_as;
 mod pool;
 mod postgres;
 mod protect;
@@ -83,7 +88,7 @@ pub use protect::{
 };
 pub use reference::{ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
-pub use validate::{DEFAULT_MAX_PARAMETERS_LEN, MAX_REFERENCE_VALUE_HASH_LEN};
+pub use validate::{DEFAULT_MAX_PARAMETERS_LEN, MAX_CLIENT_ID_LEN, MAX_REFERENCE_VALUE_HASH_LEN};
 
 /// The `sqlx` this crate is built on, so that applications build their `PgPool` with the
 /// same version.

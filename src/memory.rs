@@ -1,6 +1,6 @@
 //! The in-memory store: the same contract as PostgreSQL, for tests and single-process servers.
 
-use crate::backend::{impl_store_for_backend, Backend};
+use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
@@ -138,18 +138,38 @@ impl Backend for MemoryStore {
         let now = Utc::now();
         Ok(removed.filter(|request| request.expires_at > now))
     }
-}
 
-impl_store_for_backend!(MemoryStore);
+    async fn upsert(
+        &self,
+        request: &PushedAuthorizationRequest,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.lock().insert(
+            request.reference_value_hash.clone(),
+            PushedAuthorizationRequest {
+                expires_at,
+                ..request.clone()
+            },
+        );
+        Ok(())
+    }
 
-#[async_trait::async_trait]
-impl ExpiredRequestCleaner for MemoryStore {
-    async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
-        let now = Utc::now();
+    async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
+        let mut requests = self.lock();
+        let before = requests.len();
+        requests.retain(|_, request| request.client_id.as_deref() != Some(client_id));
+        Ok((before - requests.len()) as u64)
+    }
+
+    async fn delete_expired_as_of_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+    ) -> Result<u64, StoreError> {
         let mut requests = self.lock();
         let expired: Vec<String> = requests
             .values()
-            .filter(|request| request.expires_at <= now)
+            .filter(|request| request.expires_at <= cutoff)
             .take(usize::try_from(batch_size).unwrap_or(usize::MAX))
             .map(|request| request.reference_value_hash.clone())
             .collect();
@@ -157,5 +177,16 @@ impl ExpiredRequestCleaner for MemoryStore {
             requests.remove(hash);
         }
         Ok(expired.len() as u64)
+    }
+}
+
+impl_store_for_backend!(MemoryStore);
+impl_client_binding_for_backend!(MemoryStore);
+
+#[async_trait::async_trait]
+impl ExpiredRequestCleaner for MemoryStore {
+    async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
+        self.delete_expired_as_of_batch(Utc::now(), batch_size)
+            .await
     }
 }

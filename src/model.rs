@@ -6,7 +6,10 @@ use std::fmt;
 /// A pushed authorization request as the store keeps it.
 ///
 /// The field names follow Duende IdentityServer's `PushedAuthorizationRequest`
-/// (`ReferenceValueHash`, `ExpiresAtUtc`, `Parameters`).
+/// (`ReferenceValueHash`, `ExpiresAtUtc`, `Parameters`), plus an optional binding to the
+/// client that pushed the request ([`with_client_id`](Self::with_client_id)), which lets a
+/// server remove every outstanding request of a client at once (`delete_by_client_id` on
+/// [`PostgresStore`](crate::PostgresStore) and [`MemoryStore`](crate::MemoryStore)).
 ///
 /// `Debug` never prints `parameters` (only its length) nor the full hash (only a short
 /// prefix), so a request can be logged with `{:?}` without leaking it.
@@ -40,10 +43,18 @@ pub struct PushedAuthorizationRequest {
     ///
     /// Must not contain NUL characters; at most the store's `max_parameters_len` bytes.
     pub parameters: String,
+    /// The client the request is bound to (RFC 9126 section 2.2), if any; `None` unless set
+    /// with [`with_client_id`](Self::with_client_id).
+    ///
+    /// 1 to [`MAX_CLIENT_ID_LEN`](crate::MAX_CLIENT_ID_LEN) bytes, no control characters. The
+    /// stores keep it beside the request (not inside the parameters, so it stays readable
+    /// when [`ProtectedStore`](crate::ProtectedStore) encrypts them) and return it from
+    /// every read; it is what `delete_by_client_id` matches.
+    pub client_id: Option<String>,
 }
 
 impl PushedAuthorizationRequest {
-    /// Creates a request from its three parts.
+    /// Creates a request from its three parts, bound to no client.
     ///
     /// `expires_at` is truncated to whole microseconds, the precision both stores keep, so
     /// that a request read back compares equal to the one created here.
@@ -56,7 +67,23 @@ impl PushedAuthorizationRequest {
             reference_value_hash: reference_value_hash.into(),
             expires_at: expires_at.trunc_subsecs(6),
             parameters: parameters.into(),
+            client_id: None,
         }
+    }
+
+    /// Binds the request to the client that pushed it.
+    ///
+    /// ```
+    /// use chrono::{Duration, Utc};
+    /// use par_store::PushedAuthorizationRequest;
+    ///
+    /// let request = PushedAuthorizationRequest::new("hash", Utc::now() + Duration::seconds(60), "p")
+    ///     .with_client_id("s6BhdRkqt3");
+    /// assert_eq!(request.client_id.as_deref(), Some("s6BhdRkqt3"));
+    /// ```
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
     }
 }
 
@@ -69,6 +96,7 @@ impl fmt::Debug for PushedAuthorizationRequest {
             )
             .field("expires_at", &self.expires_at)
             .field("parameters_len", &self.parameters.len())
+            .field("client_id", &self.client_id)
             .finish()
     }
 }

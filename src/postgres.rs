@@ -1,11 +1,14 @@
 //! The PostgreSQL store: one static SQL statement per operation.
 
-use crate::backend::{impl_store_for_backend, Backend};
+use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, Outcome, OwnedSettings, Protocol, Retry};
-use crate::sql::{CONSUME, DELETE_EXPIRED_BATCH, INSERT, SELECT_LIVE};
+use crate::sql::{
+    CONSUME, DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
+    SELECT_LIVE, UPSERT,
+};
 use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
@@ -206,13 +209,19 @@ impl PostgresStore {
     }
 }
 
-type Row = (String, DateTime<Utc>, String);
+type Row = (String, DateTime<Utc>, String, Option<String>);
 
-fn into_request((reference_value_hash, expires_at, parameters): Row) -> PushedAuthorizationRequest {
+/// What `CONSUME` returns: the row, whether it was live, and its client binding.
+type ConsumedRow = (String, DateTime<Utc>, String, bool, Option<String>);
+
+fn into_request(
+    (reference_value_hash, expires_at, parameters, client_id): Row,
+) -> PushedAuthorizationRequest {
     PushedAuthorizationRequest {
         reference_value_hash,
         expires_at,
         parameters,
+        client_id,
     }
 }
 
@@ -226,6 +235,30 @@ fn decode<'r, T: FromRow<'r, sqlx::postgres::PgRow>>(
         .map(T::from_row)
         .transpose()
         .map_err(StoreError::from)
+}
+
+impl PostgresStore {
+    /// Runs one deleting statement and returns how many rows it removed.
+    async fn rows_deleted<'q>(
+        &self,
+        retry: Retry,
+        statement: impl Fn() -> Query<'q, Postgres, PgArguments>,
+    ) -> Result<u64, StoreError> {
+        Ok(self.run(retry, statement).await?.rows_affected)
+    }
+}
+
+/// `INSERT` and `UPSERT` take the same four values.
+fn bind_request<'q>(
+    sql: &'static str,
+    request: &'q PushedAuthorizationRequest,
+    expires_at: DateTime<Utc>,
+) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(sql)
+        .bind(&request.reference_value_hash)
+        .bind(expires_at)
+        .bind(&request.parameters)
+        .bind(&request.client_id)
 }
 
 impl Backend for PostgresStore {
@@ -244,10 +277,7 @@ impl Backend for PostgresStore {
         // report the caller's own request as a duplicate.
         let outcome = self
             .run(Retry::IfNotRun, || {
-                sqlx::query(INSERT)
-                    .bind(&request.reference_value_hash)
-                    .bind(expires_at)
-                    .bind(&request.parameters)
+                bind_request(INSERT, request, expires_at)
             })
             .await?;
         Ok(outcome.rows_affected == 1)
@@ -276,25 +306,59 @@ impl Backend for PostgresStore {
                 sqlx::query(CONSUME).bind(reference_value_hash)
             })
             .await?;
-        let row = decode::<(String, DateTime<Utc>, String, bool)>(&outcome)?;
-        Ok(row.and_then(|(hash, expires_at, parameters, live)| {
-            live.then(|| into_request((hash, expires_at, parameters)))
-        }))
+        let row = decode::<ConsumedRow>(&outcome)?;
+        Ok(
+            row.and_then(|(hash, expires_at, parameters, live, client_id)| {
+                live.then(|| into_request((hash, expires_at, parameters, client_id)))
+            }),
+        )
+    }
+
+    async fn upsert(
+        &self,
+        request: &PushedAuthorizationRequest,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // Replacing twice with the same record ends the same.
+        self.run(Retry::Always, || bind_request(UPSERT, request, expires_at))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
+        // Not run twice: the second run would count nothing.
+        self.rows_deleted(Retry::IfNotRun, || {
+            sqlx::query(DELETE_BY_CLIENT_ID).bind(client_id)
+        })
+        .await
+    }
+
+    async fn delete_expired_as_of_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+    ) -> Result<u64, StoreError> {
+        // Deleting expired rows twice is harmless: the second run finds fewer.
+        self.rows_deleted(Retry::Always, || {
+            sqlx::query(DELETE_EXPIRED_AS_OF_BATCH)
+                .bind(i64::from(batch_size))
+                .bind(cutoff)
+        })
+        .await
     }
 }
 
 impl_store_for_backend!(PostgresStore);
+impl_client_binding_for_backend!(PostgresStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {
     async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
         // Deleting expired rows twice is harmless: the second run finds fewer.
-        let outcome = self
-            .run(Retry::Always, || {
-                sqlx::query(DELETE_EXPIRED_BATCH).bind(i64::from(batch_size))
-            })
-            .await?;
-        Ok(outcome.rows_affected)
+        self.rows_deleted(Retry::Always, || {
+            sqlx::query(DELETE_EXPIRED_BATCH).bind(i64::from(batch_size))
+        })
+        .await
     }
 }
 

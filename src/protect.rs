@@ -647,6 +647,7 @@ impl<S: PushedAuthorizationRequestStore> PushedAuthorizationRequestStore for Pro
             reference_value_hash: request.reference_value_hash.clone(),
             expires_at: request.expires_at,
             parameters: envelope,
+            client_id: request.client_id.clone(),
         };
         self.inner.store(&sealed).await.map_err(|err| match err {
             // Only the envelope's length can be refused here: say what was measured.

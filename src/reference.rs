@@ -166,7 +166,7 @@ impl ReferenceValue {
     /// # }
     /// ```
     pub fn hash(&self) -> String {
-        STANDARD.encode(Sha256::digest(self.value.as_bytes()))
+        hash_secret(&self.value)
     }
 
     /// The value itself (64 uppercase hex characters), without the `request_uri` prefix.
@@ -180,6 +180,12 @@ impl ReferenceValue {
     pub fn as_str(&self) -> &str {
         &self.value
     }
+}
+
+/// SHA-256 of `secret`'s UTF-8 bytes as standard padded Base64 (44 characters): the key a
+/// request is stored under, for a reference value or for any other secret handle.
+pub(crate) fn hash_secret(secret: &str) -> String {
+    STANDARD.encode(Sha256::digest(secret.as_bytes()))
 }
 
 impl fmt::Debug for ReferenceValue {

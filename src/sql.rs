@@ -12,11 +12,21 @@
 /// Inserts a request; `ON CONFLICT DO NOTHING` turns a duplicate into "0 rows" instead of an
 /// error, so the first request is never touched and the connection sees no failed statement.
 pub(crate) const INSERT: &str = "INSERT INTO pushed_authorization_requests \
-     (reference_value_hash, expires_at, parameters) VALUES ($1, $2, $3) \
+     (reference_value_hash, expires_at, parameters, client_id) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (reference_value_hash) DO NOTHING";
 
+/// Inserts a request or replaces the one stored under the same hash, live or expired, in one
+/// atomic statement (for servers whose storage contract is "insert or replace", such as
+/// oauth-as putting a request back after a refused presentation).
+pub(crate) const UPSERT: &str = "INSERT INTO pushed_authorization_requests \
+     (reference_value_hash, expires_at, parameters, client_id) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (reference_value_hash) DO UPDATE SET \
+     expires_at = EXCLUDED.expires_at, parameters = EXCLUDED.parameters, \
+     client_id = EXCLUDED.client_id, created_at = EXCLUDED.created_at";
+
 /// Reads a live request.
-pub(crate) const SELECT_LIVE: &str = "SELECT reference_value_hash, expires_at, parameters \
+pub(crate) const SELECT_LIVE: &str =
+    "SELECT reference_value_hash, expires_at, parameters, client_id \
      FROM pushed_authorization_requests \
      WHERE reference_value_hash = $1 AND expires_at > now()";
 
@@ -25,7 +35,12 @@ pub(crate) const SELECT_LIVE: &str = "SELECT reference_value_hash, expires_at, p
 /// the row lock: exactly one sees the row in RETURNING.
 pub(crate) const CONSUME: &str = "DELETE FROM pushed_authorization_requests \
      WHERE reference_value_hash = $1 \
-     RETURNING reference_value_hash, expires_at, parameters, expires_at > now() AS live";
+     RETURNING reference_value_hash, expires_at, parameters, expires_at > now() AS live, client_id";
+
+/// Removes every request bound to one client, live or expired, through the partial
+/// `client_id` index.
+pub(crate) const DELETE_BY_CLIENT_ID: &str =
+    "DELETE FROM pushed_authorization_requests WHERE client_id = $1";
 
 /// Deletes one batch of expired rows, oldest first through the `expires_at` index.
 /// `FOR UPDATE SKIP LOCKED` lets many cleaners (one per server instance) and live consumers
@@ -37,6 +52,16 @@ pub(crate) const DELETE_EXPIRED_BATCH: &str = "DELETE FROM pushed_authorization_
      WHERE reference_value_hash = ANY(ARRAY( \
          SELECT reference_value_hash FROM pushed_authorization_requests \
          WHERE expires_at <= now() \
+         ORDER BY expires_at \
+         LIMIT $1 \
+         FOR UPDATE SKIP LOCKED))";
+
+/// [`DELETE_EXPIRED_BATCH`] against a cutoff instant given by the caller (`$2`) instead of the
+/// database clock, for servers whose sweep is driven by their own clock.
+pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "DELETE FROM pushed_authorization_requests \
+     WHERE reference_value_hash = ANY(ARRAY( \
+         SELECT reference_value_hash FROM pushed_authorization_requests \
+         WHERE expires_at <= $2 \
          ORDER BY expires_at \
          LIMIT $1 \
          FOR UPDATE SKIP LOCKED))";

@@ -10,14 +10,18 @@ use tracing::{field, Instrument};
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Operation {
     Store,
+    Replace,
     Get,
     Consume,
+    DeleteByClientId,
 }
 
 impl Operation {
     fn as_str(self) -> &'static str {
         match self {
             Operation::Store => "store",
+            Operation::Replace => "store_or_replace",
+            Operation::DeleteByClientId => "delete_by_client_id",
             Operation::Get => "get_by_hash",
             Operation::Consume => "consume_by_hash",
         }
@@ -44,14 +48,14 @@ pub(crate) fn error_kind(err: &StoreError) -> &'static str {
 }
 
 /// Runs one store operation inside a `par_store.operation` span that records
-/// `operation`, `backend`, a short `hash` prefix (never the full hash), `outcome` and
-/// `duration_us`. Parameters are never recorded.
+/// `operation`, `backend`, a short `hash` prefix (never the full hash) when the operation has
+/// one, `outcome` and `duration_us`. Parameters are never recorded.
 ///
 /// Failures that point at the database (not at the caller's input) are logged at warn.
 pub(crate) async fn traced<T, F>(
     operation: Operation,
     backend: &'static str,
-    hash: &str,
+    hash: Option<&str>,
     outcome: fn(&T) -> &'static str,
     run: F,
 ) -> Result<T, StoreError>
@@ -62,10 +66,13 @@ where
         "par_store.operation",
         operation = operation.as_str(),
         backend,
-        hash = %HashPrefix(hash),
+        hash = field::Empty,
         outcome = field::Empty,
         duration_us = field::Empty,
     );
+    if let Some(hash) = hash {
+        span.record("hash", field::display(HashPrefix(hash)));
+    }
     let started = Instant::now();
     let result = run.instrument(span.clone()).await;
     let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -90,6 +97,15 @@ where
 /// Outcome of `store` on success.
 pub(crate) fn stored(_: &()) -> &'static str {
     "stored"
+}
+
+/// Outcome of a deletion on success.
+pub(crate) fn removed(rows: &u64) -> &'static str {
+    if *rows > 0 {
+        "removed"
+    } else {
+        "none"
+    }
 }
 
 /// Outcome of a look-up on success.

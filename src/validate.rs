@@ -11,28 +11,48 @@ pub const MAX_REFERENCE_VALUE_HASH_LEN: usize = 128;
 /// Default largest accepted `parameters`, in bytes (64 KiB).
 pub const DEFAULT_MAX_PARAMETERS_LEN: usize = 64 * 1024;
 
-/// Checks a reference value hash given to `store`.
-pub(crate) fn check_hash(hash: &str) -> Result<(), StoreError> {
-    const FIELD: &str = "reference_value_hash";
-    if hash.is_empty() {
-        return Err(StoreError::invalid(FIELD, "must not be empty"));
+/// Longest accepted client id, in bytes: room for the URL-shaped client ids of client ID
+/// metadata documents. The migration's CHECK constraint enforces the same bound.
+pub const MAX_CLIENT_ID_LEN: usize = 1024;
+
+/// The rule shared by the two keys a request is found by (its hash and its client id):
+/// 1 to `max_len` bytes, no control characters (NUL included).
+fn check_key(field: &'static str, value: &str, max_len: usize) -> Result<(), StoreError> {
+    if value.is_empty() {
+        return Err(StoreError::invalid(field, "must not be empty"));
     }
-    if hash.len() > MAX_REFERENCE_VALUE_HASH_LEN {
+    if value.len() > max_len {
         return Err(StoreError::invalid(
-            FIELD,
+            field,
             format!(
-                "is {} bytes long, at most {MAX_REFERENCE_VALUE_HASH_LEN} are allowed",
-                hash.len()
+                "is {} bytes long, at most {max_len} are allowed",
+                value.len()
             ),
         ));
     }
-    if hash.chars().any(char::is_control) {
+    if value.chars().any(char::is_control) {
         return Err(StoreError::invalid(
-            FIELD,
+            field,
             "must not contain control characters (NUL included)",
         ));
     }
     Ok(())
+}
+
+/// Checks a reference value hash given to `store`.
+pub(crate) fn check_hash(hash: &str) -> Result<(), StoreError> {
+    check_key("reference_value_hash", hash, MAX_REFERENCE_VALUE_HASH_LEN)
+}
+
+/// Checks the client id a request is bound to.
+pub(crate) fn check_client_id(client_id: &str) -> Result<(), StoreError> {
+    check_key("client_id", client_id, MAX_CLIENT_ID_LEN)
+}
+
+/// True when requests could have been stored bound to this client id at all; deletions by
+/// any other id remove nothing, without a round trip.
+pub(crate) fn is_storable_client_id(client_id: &str) -> bool {
+    check_client_id(client_id).is_ok()
 }
 
 /// True when a look-up key could have been stored at all. Look-ups with any other key
@@ -50,6 +70,9 @@ pub(crate) fn check_request(
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, StoreError> {
     check_hash(&request.reference_value_hash)?;
+    if let Some(client_id) = &request.client_id {
+        check_client_id(client_id)?;
+    }
     const PARAMETERS: &str = "parameters";
     if request.parameters.len() > max_parameters_len {
         return Err(StoreError::invalid(
@@ -117,6 +140,33 @@ mod tests {
             field_of(check_request(&past, 100, now).unwrap_err()),
             "expires_at"
         );
+    }
+
+    #[test]
+    fn checks_the_client_id_when_there_is_one() {
+        let now = Utc::now();
+        let ttl = Duration::seconds(60);
+        for client_id in [
+            "",
+            "a\0b",
+            "line\nbreak",
+            &"c".repeat(MAX_CLIENT_ID_LEN + 1),
+        ] {
+            let bound = request("h", "p", ttl).with_client_id(client_id);
+            let err = check_request(&bound, 100, now).unwrap_err();
+            assert_eq!(field_of(err), "client_id", "{client_id:?}");
+            assert!(!is_storable_client_id(client_id));
+        }
+        for client_id in [
+            "s6BhdRkqt3",
+            "https://app.example/client.json",
+            &"c".repeat(MAX_CLIENT_ID_LEN),
+        ] {
+            let bound = request("h", "p", ttl).with_client_id(client_id);
+            assert!(check_request(&bound, 100, now).is_ok(), "{client_id:?}");
+            assert!(is_storable_client_id(client_id));
+        }
+        assert!(check_request(&request("h", "p", ttl), 100, now).is_ok());
     }
 
     #[test]

@@ -3,32 +3,50 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use par_store::{
     MemoryStore, PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
     StoreError,
 };
 use std::sync::Arc;
 
-/// What the contract needs beyond the trait: one cleanup pass.
+/// What the contract needs beyond the trait: one cleanup pass, and the operations on
+/// client-bound and replaceable requests, which both stores have as inherent methods.
 #[async_trait::async_trait]
 trait Backend: PushedAuthorizationRequestStore + Clone + 'static {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
+    async fn store_or_replace(
+        &self,
+        request: &PushedAuthorizationRequest,
+    ) -> Result<(), StoreError>;
+    async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError>;
+    async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
-#[async_trait::async_trait]
-impl Backend for PostgresStore {
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        PostgresStore::delete_expired(self).await
-    }
+macro_rules! backend {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl Backend for $store {
+            async fn delete_expired(&self) -> Result<u64, StoreError> {
+                <$store>::delete_expired(self).await
+            }
+            async fn store_or_replace(
+                &self,
+                request: &PushedAuthorizationRequest,
+            ) -> Result<(), StoreError> {
+                <$store>::store_or_replace(self, request).await
+            }
+            async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
+                <$store>::delete_by_client_id(self, client_id).await
+            }
+            async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+                <$store>::delete_expired_as_of(self, cutoff).await
+            }
+        }
+    };
 }
-
-#[async_trait::async_trait]
-impl Backend for MemoryStore {
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        MemoryStore::delete_expired(self).await
-    }
-}
+backend!(PostgresStore);
+backend!(MemoryStore);
 
 use common::hash;
 
@@ -82,6 +100,7 @@ async fn expiry_is_kept_to_the_microsecond<S: Backend>(store: S) {
         reference_value_hash: hash(1),
         expires_at,
         parameters: "p".into(),
+        client_id: None,
     };
     store.store(&request).await.unwrap();
     let read = store.get_by_hash(&hash(1)).await.unwrap().unwrap();
@@ -321,6 +340,152 @@ async fn usable_as_a_trait_object<S: Backend>(store: S) {
     assert!(store.consume_by_hash(&hash(1)).await.unwrap().is_some());
 }
 
+fn bound(n: u32, client_id: &str) -> PushedAuthorizationRequest {
+    live(n).with_client_id(client_id)
+}
+
+async fn client_binding_is_returned_by_every_read<S: Backend>(store: S) {
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    store.store(&live(2)).await.unwrap();
+    let read = store.get_by_hash(&hash(1)).await.unwrap().unwrap();
+    assert_eq!(read.client_id.as_deref(), Some("client-a"));
+    assert_eq!(read, request);
+    let unbound = store.get_by_hash(&hash(2)).await.unwrap().unwrap();
+    assert_eq!(unbound.client_id, None);
+    assert_eq!(
+        store.consume_by_hash(&hash(1)).await.unwrap(),
+        Some(request)
+    );
+    let unbound = store.consume_by_hash(&hash(2)).await.unwrap().unwrap();
+    assert_eq!(unbound.client_id, None);
+}
+
+async fn bad_client_ids_are_refused_and_nothing_stored<S: Backend>(store: S) {
+    let too_long = "c".repeat(par_store::MAX_CLIENT_ID_LEN + 1);
+    for client_id in ["", "nul\0", "line\nbreak", too_long.as_str()] {
+        let request = bound(1, client_id);
+        assert_eq!(invalid_field(store.store(&request).await), "client_id");
+        assert_eq!(
+            invalid_field(store.store_or_replace(&request).await),
+            "client_id"
+        );
+        assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+    }
+    let longest = bound(1, &"c".repeat(par_store::MAX_CLIENT_ID_LEN));
+    store.store(&longest).await.unwrap();
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), Some(longest));
+}
+
+async fn store_or_replace_inserts_then_replaces<S: Backend>(store: S) {
+    let first = bound(1, "client-a");
+    store.store_or_replace(&first).await.unwrap();
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), Some(first));
+    let second = PushedAuthorizationRequest::new(
+        hash(1),
+        Utc::now() + Duration::seconds(900),
+        "replaced parameters",
+    )
+    .with_client_id("client-b");
+    store.store_or_replace(&second).await.unwrap();
+    assert_eq!(
+        store.get_by_hash(&hash(1)).await.unwrap(),
+        Some(second.clone())
+    );
+    // The replacement carries its own binding: it is no longer the first client's.
+    assert_eq!(store.delete_by_client_id("client-a").await.unwrap(), 0);
+    assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), Some(second));
+    assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), None);
+}
+
+async fn store_or_replace_revives_an_expired_uncleaned_request<S: Backend>(store: S) {
+    store.store(&short_lived(1)).await.unwrap();
+    wait_until_expired().await;
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+    let fresh = live(1);
+    store.store_or_replace(&fresh).await.unwrap();
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), Some(fresh));
+}
+
+async fn store_or_replace_applies_the_input_rules<S: Backend>(store: S) {
+    let first = live(1);
+    store.store(&first).await.unwrap();
+    let past = PushedAuthorizationRequest::new(hash(1), Utc::now() - Duration::seconds(1), "p");
+    assert_eq!(
+        invalid_field(store.store_or_replace(&past).await),
+        "expires_at"
+    );
+    let nul = PushedAuthorizationRequest::new(hash(1), Utc::now() + Duration::seconds(60), "a\0");
+    assert_eq!(
+        invalid_field(store.store_or_replace(&nul).await),
+        "parameters"
+    );
+    let empty = PushedAuthorizationRequest::new("", Utc::now() + Duration::seconds(60), "p");
+    assert_eq!(
+        invalid_field(store.store_or_replace(&empty).await),
+        "reference_value_hash"
+    );
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), Some(first));
+}
+
+async fn delete_by_client_id_removes_that_clients_requests_only<S: Backend>(store: S) {
+    store.store(&bound(1, "client-a")).await.unwrap();
+    store.store(&bound(2, "client-a")).await.unwrap();
+    // Expired and not yet cleaned: removed too.
+    store
+        .store(&short_lived(3).with_client_id("client-a"))
+        .await
+        .unwrap();
+    store.store(&bound(4, "client-b")).await.unwrap();
+    store.store(&live(5)).await.unwrap();
+    wait_until_expired().await;
+    assert_eq!(store.delete_by_client_id("client-a").await.unwrap(), 3);
+    for n in [1, 2, 3] {
+        assert_eq!(store.consume_by_hash(&hash(n)).await.unwrap(), None, "{n}");
+    }
+    assert!(store.get_by_hash(&hash(4)).await.unwrap().is_some());
+    assert!(store.get_by_hash(&hash(5)).await.unwrap().is_some());
+    assert_eq!(store.delete_by_client_id("client-a").await.unwrap(), 0);
+    // Matching is exact: no prefix, no case folding.
+    assert_eq!(store.delete_by_client_id("client-").await.unwrap(), 0);
+    assert_eq!(store.delete_by_client_id("CLIENT-B").await.unwrap(), 0);
+    assert_eq!(store.delete_by_client_id("client-b").await.unwrap(), 1);
+    assert!(store.get_by_hash(&hash(5)).await.unwrap().is_some());
+}
+
+async fn delete_by_unstorable_client_id_removes_nothing<S: Backend>(store: S) {
+    // Requests without a binding are never matched, not even by the empty id.
+    store.store(&live(1)).await.unwrap();
+    store.store(&bound(2, "client-a")).await.unwrap();
+    let too_long = "c".repeat(par_store::MAX_CLIENT_ID_LEN + 1);
+    for client_id in ["", "client-a\0", too_long.as_str()] {
+        assert_eq!(store.delete_by_client_id(client_id).await.unwrap(), 0);
+    }
+    assert!(store.get_by_hash(&hash(1)).await.unwrap().is_some());
+    assert!(store.get_by_hash(&hash(2)).await.unwrap().is_some());
+}
+
+async fn delete_expired_as_of_uses_the_given_cutoff<S: Backend>(store: S) {
+    let now = Utc::now();
+    for (n, seconds) in [(1, 60), (2, 120), (3, 600)] {
+        let request =
+            PushedAuthorizationRequest::new(hash(n), now + Duration::seconds(seconds), "p");
+        store.store(&request).await.unwrap();
+    }
+    assert_eq!(store.delete_expired_as_of(now).await.unwrap(), 0);
+    // Inclusive: a request expiring exactly at the cutoff is removed.
+    let cutoff = store
+        .get_by_hash(&hash(2))
+        .await
+        .unwrap()
+        .unwrap()
+        .expires_at;
+    assert_eq!(store.delete_expired_as_of(cutoff).await.unwrap(), 2);
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+    assert_eq!(store.get_by_hash(&hash(2)).await.unwrap(), None);
+    assert!(store.get_by_hash(&hash(3)).await.unwrap().is_some());
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -365,4 +530,12 @@ contract!(
     exactly_one_of_32_concurrent_consumers_wins,
     awkward_text_round_trips_byte_for_byte,
     usable_as_a_trait_object,
+    client_binding_is_returned_by_every_read,
+    bad_client_ids_are_refused_and_nothing_stored,
+    store_or_replace_inserts_then_replaces,
+    store_or_replace_revives_an_expired_uncleaned_request,
+    store_or_replace_applies_the_input_rules,
+    delete_by_client_id_removes_that_clients_requests_only,
+    delete_by_unstorable_client_id_removes_nothing,
+    delete_expired_as_of_uses_the_given_cutoff,
 );

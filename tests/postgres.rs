@@ -318,3 +318,101 @@ async fn a_migration_cut_off_by_a_lost_connection_is_transient() {
         StoreError::Migration { .. }
     ));
 }
+
+/// Whether the table has a `client_id` column and its index, as the catalogue says.
+async fn client_binding_schema(db: &TestDb) -> (bool, bool) {
+    sqlx::query_as(
+        "SELECT \
+           EXISTS (SELECT 1 FROM information_schema.columns \
+                   WHERE table_name = 'pushed_authorization_requests' AND column_name = 'client_id'), \
+           to_regclass('pushed_authorization_requests_client_id_idx') IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn client_binding_migration_reverts_to_the_first_schema_and_applies_again() {
+    let db = TestDb::new().await;
+    assert_eq!(client_binding_schema(&db).await, (true, true));
+    let migrator = PostgresStore::migrator();
+    migrator.undo(&db.pool, 1).await.unwrap();
+    assert_eq!(client_binding_schema(&db).await, (false, false));
+    // A request written under the first schema...
+    sqlx::query(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         VALUES ('before', now() + interval '10 minutes', 'p')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    db.store().migrate().await.unwrap();
+    assert_eq!(client_binding_schema(&db).await, (true, true));
+    // ...reads back unbound after the upgrade.
+    let read = db.store().get_by_hash("before").await.unwrap().unwrap();
+    assert_eq!(read.client_id, None);
+    let bound = request("after").with_client_id("client-a");
+    db.store().store(&bound).await.unwrap();
+    assert_eq!(db.store().delete_by_client_id("client-a").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn database_refuses_a_client_id_the_store_would_refuse() {
+    let db = TestDb::new().await;
+    for client_id in [String::new(), "c".repeat(par_store::MAX_CLIENT_ID_LEN + 1)] {
+        let err = sqlx::query(
+            "INSERT INTO pushed_authorization_requests \
+             (reference_value_hash, expires_at, parameters, client_id) \
+             VALUES ('h', now() + interval '1 minute', 'p', $1)",
+        )
+        .bind(&client_id)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code().map(|c| c.into_owned()));
+        assert_eq!(code.as_deref(), Some("23514"), "{} bytes", client_id.len());
+    }
+}
+
+#[tokio::test]
+async fn delete_by_client_id_uses_the_client_id_index() {
+    let db = TestDb::new().await;
+    // Enough unbound and bound rows that a sequential scan is not the cheap choice.
+    sqlx::query(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters, client_id) \
+         SELECT 'h' || n, now() + interval '10 minutes', 'p', \
+                CASE WHEN n % 10 = 0 THEN 'client-' || (n / 10) END \
+         FROM generate_series(1, 5000) AS n",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE pushed_authorization_requests")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    // A generic plan, as a prepared statement reused many times gets.
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "PREPARE by_client(text) AS DELETE FROM pushed_authorization_requests WHERE client_id = $1",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE by_client('client-7')")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("pushed_authorization_requests_client_id_idx"),
+        "{plan}"
+    );
+}

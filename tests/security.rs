@@ -123,6 +123,47 @@ async fn as_owner(pool: &PgPool, statement: &str) {
         .unwrap_or_else(|err| panic!("{statement}: {err}"));
 }
 
+/// A store and, for the test's own statements, a pool that logs in as the same role (the
+/// store owns its connections).
+struct AsRole {
+    store: PostgresStore,
+    pool: PgPool,
+}
+
+/// Steps 1 to 3 of docs/roles.sql on `db`: the owner (who applied the migrations) and the
+/// runtime role.
+async fn owner_and_runtime(roles: &Roles, db: &TestDb) -> (AsRole, AsRole) {
+    run_all(&db.pool, &roles.step(1)).await;
+    let owner = PostgresStoreOptions::new()
+        .connect_with(roles.owner_options(db))
+        .await
+        .expect("connect as the owner");
+    owner
+        .migrate()
+        .await
+        .expect("the owner applies the migrations");
+    let owner_pool = PgPool::connect_with(roles.owner_options(db)).await.unwrap();
+    run_all(&owner_pool, &roles.step(3)).await;
+    let runtime = PostgresStoreOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(roles.runtime_options(db))
+        .await
+        .expect("connect as the runtime role");
+    let runtime_pool = PgPool::connect_with(roles.runtime_options(db))
+        .await
+        .unwrap();
+    (
+        AsRole {
+            store: owner,
+            pool: owner_pool,
+        },
+        AsRole {
+            store: runtime,
+            pool: runtime_pool,
+        },
+    )
+}
+
 /// Asserts that `err` is the database refusing a privilege (SQLSTATE 42501), and that the
 /// store's mapping makes it a non-transient `StoreError::Database`.
 fn assert_permission_denied(what: &str, err: StoreError) {
@@ -143,36 +184,41 @@ fn assert_permission_denied(what: &str, err: StoreError) {
 }
 
 #[tokio::test]
+async fn store_or_replace_needs_step_4_of_the_roles_and_the_key_stays_out_of_reach() {
+    let _shared = LOG_CAPTURE.read().await;
+    let roles = Roles::new();
+    let db = TestDb::empty().await;
+    let (owner, runtime) = owner_and_runtime(&roles, &db).await;
+    let store = runtime.store.clone();
+
+    let first = request("replaced", "first").with_client_id("client-a");
+    let err = store.store_or_replace(&first).await.unwrap_err();
+    assert_permission_denied("store_or_replace without step 4", err);
+
+    run_all(&owner.pool, &roles.step(4)).await;
+    store.store_or_replace(&first).await.unwrap();
+    let second = request("replaced", "second").with_client_id("client-b");
+    store.store_or_replace(&second).await.unwrap();
+    assert_eq!(store.get_by_hash("replaced").await.unwrap(), Some(second));
+    assert_eq!(store.delete_by_client_id("client-b").await.unwrap(), 1);
+    let err =
+        sqlx::query("UPDATE pushed_authorization_requests SET reference_value_hash = 'other'")
+            .execute(&runtime.pool)
+            .await
+            .expect_err("the key");
+    assert_permission_denied("updating the key after step 4", StoreError::from(err));
+}
+
+#[tokio::test]
 async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
     let _shared = LOG_CAPTURE.read().await;
     // Declared first, dropped last: after the database that holds what the owner owns.
     let roles = Roles::new();
     let db = TestDb::empty().await;
-
-    run_all(&db.pool, &roles.step(1)).await;
-    let owner = PostgresStoreOptions::new()
-        .connect_with(roles.owner_options(&db))
-        .await
-        .expect("connect as the owner");
-    owner
-        .migrate()
-        .await
-        .expect("the owner applies the migrations");
-    // The store owns its connections; the test's own statements run on pools that log in
-    // as the same roles.
-    let owner_pool = PgPool::connect_with(roles.owner_options(&db))
-        .await
-        .unwrap();
-    run_all(&owner_pool, &roles.step(3)).await;
-
-    let store = PostgresStoreOptions::new()
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_with(roles.runtime_options(&db))
-        .await
-        .expect("connect as the runtime role");
-    let runtime_pool = PgPool::connect_with(roles.runtime_options(&db))
-        .await
-        .unwrap();
+    let (owner, runtime) = owner_and_runtime(&roles, &db).await;
+    let store = runtime.store.clone();
+    let (owner_pool, runtime_pool) = (owner.pool.clone(), runtime.pool.clone());
+    let owner = owner.store;
 
     // The server never writes the runtime role's bind parameters to its log.
     let logged: String = sqlx::query_scalar("SHOW log_parameter_max_length")

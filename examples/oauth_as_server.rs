@@ -1,0 +1,185 @@
+//! A runnable OAuth 2.1 authorization server: [oauth-as](https://docs.rs/oauth-as)'s HTTP
+//! surface with pushed authorization requests (RFC 9126) required, and par-store on
+//! PostgreSQL as their storage (`par_store::oauth_as::OauthAsStorage`). Everything else
+//! oauth-as stores (clients, codes, tokens) stays in its in-memory `MemoryStorage`.
+//!
+//! ```text
+//! cargo run --features oauth-as --example oauth_as_server
+//! ```
+//!
+//! **Demo only**: one confidential client with a secret that has a default, and a login that
+//! approves every request for the user `demo-user` without asking anyone. A real server
+//! authenticates its users, asks for their consent and provisions its own clients; see
+//! oauth-as's `examples/production_server.rs` for every obligation.
+//!
+//! Environment (a `.env` file is honoured); every value is printed at start:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DATABASE_URL` | `postgres://postgres:postgres@127.0.0.1:5432/postgres` | the PostgreSQL the pushed requests are stored in (migrated at start) |
+//! | `OAUTH_AS_ADDR` | `127.0.0.1:3001` | address to listen on |
+//! | `OAUTH_AS_ISSUER` | `http://<OAUTH_AS_ADDR>` | the issuer (and base of every endpoint) |
+//! | `OAUTH_AS_CLIENT_ID` | `demo-client` | the demo confidential client |
+//! | `OAUTH_AS_CLIENT_SECRET` | `demo-secret` | its secret (`client_secret_basic` or `client_secret_post`) |
+//! | `OAUTH_AS_REDIRECT_URI` | `http://127.0.0.1:8080/cb` | its one registered redirect URI |
+//! | `RUST_LOG` | `info,par_store=debug` | log filter |
+//!
+//! Endpoints (all oauth-as's own):
+//!
+//! - `GET /.well-known/oauth-authorization-server`: server metadata (RFC 8414), naming the
+//!   endpoints below and `require_pushed_authorization_requests: true`;
+//! - `POST /par`: the pushed authorization request endpoint (RFC 9126), `201` with
+//!   `request_uri` and `expires_in`;
+//! - `GET /authorize?client_id=...&request_uri=...`: resolves (and consumes) the pushed
+//!   request, and with the demo login redirects to the client with a `code`; any request not
+//!   pushed first is refused;
+//! - `POST /token`: exchanges the code, with the PKCE `code_verifier`, for tokens.
+//!
+//! docs/oauth-as.md drives all of it with curl. Expired pushed requests are removed by a
+//! par-store [`CleanupJob`] and by oauth-as's `sweep_expired` (once a minute each); Ctrl-C or
+//! SIGTERM stops the server after the requests in flight, then both.
+
+use oauth_as::client::{Client, ClientAuth, ClientId, SecretHash};
+use oauth_as::grant::GrantType;
+use oauth_as::http::{ApprovalDecision, ServiceBuilder};
+use oauth_as::par::ParConfig;
+use oauth_as::scope::ScopeSet;
+use oauth_as::server::{AuthorizationServer, ServerConfig};
+use oauth_as::store::Storage;
+use oauth_as::MemoryStorage;
+use par_store::oauth_as::OauthAsStorage;
+use par_store::{CleanupJob, CleanupOptions, PostgresStore};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+#[path = "shared/server.rs"]
+mod shared;
+use shared::shutdown_signal;
+
+const DEFAULT_ADDR: &str = "127.0.0.1:3001";
+
+/// The demo user every request is approved for, without a login.
+pub const DEMO_SUBJECT: &str = "demo-user";
+
+/// The storage of this server: pushed requests in PostgreSQL, the rest in memory.
+pub type DemoStorage = OauthAsStorage<MemoryStorage>;
+
+/// The demo client and where the server lives.
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    /// The issuer; every endpoint is under it.
+    pub issuer: String,
+    /// The demo confidential client's id.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: String,
+    /// Its one registered redirect URI.
+    pub redirect_uri: String,
+}
+
+impl DemoConfig {
+    /// The configuration from the environment, for a server listening on `addr`.
+    pub fn from_env(addr: &str) -> DemoConfig {
+        let var = |name: &str, default: String| std::env::var(name).unwrap_or(default);
+        DemoConfig {
+            issuer: var("OAUTH_AS_ISSUER", format!("http://{addr}")),
+            client_id: var("OAUTH_AS_CLIENT_ID", "demo-client".to_owned()),
+            client_secret: var("OAUTH_AS_CLIENT_SECRET", "demo-secret".to_owned()),
+            redirect_uri: var(
+                "OAUTH_AS_REDIRECT_URI",
+                "http://127.0.0.1:8080/cb".to_owned(),
+            ),
+        }
+    }
+}
+
+/// The authorization server on `pushed` (a migrated store) and its axum router.
+pub async fn build(
+    config: &DemoConfig,
+    pushed: PostgresStore,
+) -> Result<(Arc<AuthorizationServer<DemoStorage>>, axum::Router), Box<dyn std::error::Error>> {
+    let issuer = config.issuer.trim_end_matches('/').to_owned();
+    let mut server_config = ServerConfig::new(issuer.clone(), format!("{issuer}/device"));
+    let mut par = ParConfig::new();
+    par.require_pushed_authorization_requests = true;
+    server_config.par = Some(Box::new(par));
+    server_config.scopes_supported = Some(vec!["read".to_owned(), "write".to_owned()]);
+
+    let storage = OauthAsStorage::new(pushed, MemoryStorage::new());
+    let server = Arc::new(AuthorizationServer::new(server_config, storage));
+    server
+        .register_client(Client {
+            client_id: ClientId::new(config.client_id.clone()),
+            auth: ClientAuth::ConfidentialSecretHash {
+                hash: SecretHash::sha256(&config.client_secret),
+            },
+            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            redirect_uris: vec![config.redirect_uri.clone()],
+            allowed_scopes: ScopeSet::from_tokens(["read", "write"])?,
+            default_scopes: ScopeSet::from_tokens(["read"])?,
+            name: Some("par-store demo client".to_owned()),
+            registration: None,
+        })
+        .await?;
+
+    let service = ServiceBuilder::new(Arc::clone(&server))
+        // DEMO LOGIN: every browser is `demo-user`, and every request is approved without a
+        // consent screen. A real server resolves the subject from its own session and asks.
+        .with_subject_resolver(|_headers| Some(DEMO_SUBJECT.to_owned()))
+        .with_approval_resolver(|_request| ApprovalDecision::Approve)
+        .build()?;
+    Ok((server, axum::Router::from(service)))
+}
+
+/// oauth-as's `sweep_expired` once a minute: it runs nothing on a timer itself. It removes
+/// expired codes and tokens from memory and expired pushed requests from PostgreSQL.
+fn spawn_sweeper(server: Arc<AuthorizationServer<DemoStorage>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            ticker.tick().await;
+            match server.store().sweep_expired(SystemTime::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "sweep removed expired records"),
+                Err(err) => tracing::warn!(error = %err, "sweep failed; retrying in a minute"),
+            }
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let pushed = shared::start().await?;
+    let addr = std::env::var("OAUTH_AS_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let config = DemoConfig::from_env(&addr);
+
+    let cleanup = CleanupJob::spawn(pushed.clone(), CleanupOptions::new());
+    let (server, router) = build(&config, pushed).await?;
+    let sweeper = spawn_sweeper(server);
+
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!(
+        "oauth-as with par-store listening on {}",
+        listener.local_addr()?
+    );
+    println!("  issuer        {}", config.issuer);
+    println!(
+        "  metadata      {}/.well-known/oauth-authorization-server",
+        config.issuer
+    );
+    println!(
+        "  DEMO client   id {}  secret {}",
+        config.client_id, config.client_secret
+    );
+    println!("  redirect URI  {}", config.redirect_uri);
+    println!("  DEMO login    every request is approved for `{DEMO_SUBJECT}`");
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    // Stop the background work whether or not serving ended in an error.
+    sweeper.abort();
+    cleanup.shutdown().await;
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}

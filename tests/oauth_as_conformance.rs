@@ -1,0 +1,202 @@
+//! oauth-as's own storage conformance harness, run against `OauthAsStorage` with its pushed
+//! requests in PostgreSQL (a fresh schema for every store the harness asks for) and
+//! oauth-as's `MemoryStorage` for the rest; and the cross-store race the harness cannot
+//! stage: a client deletion against a pushed request being put back.
+
+mod common;
+
+use common::TestDb;
+use oauth_as::client::{Client, ClientAuth, ClientId};
+use oauth_as::grant::GrantType;
+use oauth_as::par::PushedAuthorizationRequest;
+use oauth_as::scope::ScopeSet;
+use oauth_as::storage_conformance::{StorageConformance, CHECKS};
+use oauth_as::store::{RevocationWindow, Storage, WriteOutcome};
+use oauth_as::MemoryStorage;
+use par_store::oauth_as::OauthAsStorage;
+use par_store::sqlx::postgres::PgPoolOptions;
+use par_store::PostgresStore;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A fresh, migrated schema of `db` for one store: the harness asks for a new, empty store
+/// for every check (33 of them), and a schema is much cheaper to create than a database. The
+/// store's pool names the schema in its `search_path`, so the store, its table and its
+/// migration history live there alone. Small pools that let go of idle connections, so that
+/// the stores of finished checks do not hold the server's connections.
+async fn fresh_store(db: &TestDb, n: usize) -> PostgresStore {
+    let schema = format!("conformance_{n}");
+    par_store::sqlx::query(par_store::sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA {schema}"
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .min_connections(0)
+        .idle_timeout(Duration::from_secs(1))
+        .connect_with(
+            db.options
+                .clone()
+                .options([("search_path", schema.as_str())]),
+        )
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool);
+    store.migrate().await.unwrap();
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth_as_storage_conformance_passes_with_pushed_requests_in_postgres() {
+    let db = Arc::new(TestDb::new().await);
+    let stores = Arc::new(AtomicUsize::new(0));
+    let factory = {
+        let (db, stores) = (Arc::clone(&db), Arc::clone(&stores));
+        move || {
+            let (db, stores) = (Arc::clone(&db), Arc::clone(&stores));
+            async move {
+                let n = stores.fetch_add(1, Ordering::SeqCst);
+                OauthAsStorage::new(fresh_store(&db, n).await, MemoryStorage::new())
+            }
+        }
+    };
+    let violations = StorageConformance::new(factory)
+        .with_spawn(|task| {
+            tokio::spawn(task);
+        })
+        .run()
+        .await;
+    let stores = stores.load(Ordering::SeqCst);
+    println!(
+        "oauth-as storage conformance: {} check names, {} stores (fresh schemas) used, {} violations",
+        CHECKS.len(),
+        stores,
+        violations.len()
+    );
+    for violation in &violations {
+        println!("  {violation}");
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    // The harness really ran against PostgreSQL: one fresh schema per store it asked for,
+    // and the checks left pushed requests behind in some of them.
+    assert!(stores >= 30, "only {stores} stores were asked for");
+    let left: i64 = par_store::sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = 'pushed_authorization_requests' AND n.nspname LIKE 'conformance_%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(usize::try_from(left).unwrap(), stores);
+}
+
+fn client(id: &str) -> Client {
+    Client {
+        client_id: ClientId::new(id),
+        auth: ClientAuth::Public,
+        grant_types: vec![GrantType::AuthorizationCode],
+        redirect_uris: vec!["https://app.example/cb".to_string()],
+        allowed_scopes: ScopeSet::empty(),
+        default_scopes: ScopeSet::empty(),
+        name: None,
+        registration: None,
+    }
+}
+
+/// oauth-as takes a pushed request before it can see which client presented it, and puts it
+/// back when that was the wrong client. A `delete_client` landing in between must win: after
+/// both have finished, in whatever order they ran, the deleted client's request is not in
+/// PostgreSQL. This is the window the adapter's second barrier probe closes (a single check
+/// before the write leaves it open). Many rounds, the two operations released together on a
+/// multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_put_back_racing_a_client_deletion_never_leaves_the_request_behind() {
+    let db = TestDb::new().await;
+    let storage = Arc::new(OauthAsStorage::new(db.store(), MemoryStorage::new()));
+    let rounds = 200;
+    let (mut refused, mut applied) = (0, 0);
+    for round in 0..rounds {
+        let id = format!("client-{round}");
+        storage.put_client(client(&id)).await.unwrap();
+        let mut record = PushedAuthorizationRequest::new(
+            format!("urn:ietf:params:oauth:request_uri:race-{round}"),
+            ClientId::new(id.clone()),
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        record.pushed_at = SystemTime::now();
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let put = tokio::spawn({
+            let (storage, barrier) = (Arc::clone(&storage), Arc::clone(&barrier));
+            async move {
+                barrier.wait().await;
+                storage.put_pushed_authorization_request(record).await
+            }
+        });
+        let delete = tokio::spawn({
+            let (storage, barrier) = (Arc::clone(&storage), Arc::clone(&barrier));
+            let id = ClientId::new(id.clone());
+            async move {
+                barrier.wait().await;
+                let now = SystemTime::now();
+                storage
+                    .delete_client(
+                        &id,
+                        RevocationWindow {
+                            recorded_at: now,
+                            until: now + Duration::from_secs(3600),
+                        },
+                    )
+                    .await
+            }
+        });
+        match put.await.unwrap().unwrap() {
+            WriteOutcome::RefusedRevoked => refused += 1,
+            WriteOutcome::Applied => applied += 1,
+        }
+        assert!(delete.await.unwrap().unwrap());
+        let left: i64 = par_store::sqlx::query_scalar(
+            "SELECT count(*) FROM pushed_authorization_requests WHERE client_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            left, 0,
+            "round {round}: a deleted client's request survived"
+        );
+    }
+    println!(
+        "{rounds} rounds: put refused {refused} times, applied (then cascaded) {applied} times"
+    );
+    assert_eq!(refused + applied, rounds);
+}
+
+/// A record put back after it expired (the server took it, then its deadline passed before
+/// the put-back) is not stored: par-store never stores an expired request, and a take would
+/// not return it anyway. The put answers `Applied`, the take `None`, and no row is left.
+#[tokio::test]
+async fn an_expired_record_is_applied_without_a_row() {
+    let db = TestDb::new().await;
+    let storage = OauthAsStorage::new(db.store(), MemoryStorage::new());
+    storage.put_client(client("client-a")).await.unwrap();
+    let record = PushedAuthorizationRequest::new(
+        "urn:ietf:params:oauth:request_uri:expired",
+        ClientId::new("client-a"),
+        SystemTime::now() - Duration::from_secs(1),
+    );
+    let outcome = storage
+        .put_pushed_authorization_request(record)
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Applied);
+    assert_eq!(db.row_count().await, 0);
+    assert!(storage
+        .take_pushed_authorization_request("urn:ietf:params:oauth:request_uri:expired")
+        .await
+        .unwrap()
+        .is_none());
+}

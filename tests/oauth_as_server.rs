@@ -1,0 +1,282 @@
+//! End to end: the oauth-as example server (`examples/oauth_as_server.rs`) on 127.0.0.1, its
+//! pushed requests in a fresh PostgreSQL database, driven over HTTP by a real client:
+//! push, authorize with the `request_uri`, exchange the code with the PKCE verifier.
+
+mod common;
+
+#[path = "../examples/oauth_as_server.rs"]
+#[allow(dead_code)] // the example's `main` and the parts only it uses
+mod oauth_as_server;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use common::TestDb;
+use oauth_as_server::DemoConfig;
+use reqwest::header::LOCATION;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+const REDIRECT_URI: &str = "https://client.example.org/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// A running server: its base URL, its configuration, its database and a client that does
+/// not follow redirects.
+struct Server {
+    base: String,
+    config: DemoConfig,
+    http: reqwest::Client,
+    db: TestDb,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    async fn start() -> Server {
+        let db = TestDb::new().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let config = DemoConfig {
+            issuer: base.clone(),
+            client_id: "demo-client".to_owned(),
+            client_secret: "a demo secret".to_owned(),
+            redirect_uri: REDIRECT_URI.to_owned(),
+        };
+        let (_server, router) = oauth_as_server::build(&config, db.store()).await.unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Server {
+            base,
+            config,
+            http,
+            db,
+            task,
+        }
+    }
+
+    /// Pushes an authorization request for the demo client (authenticated with
+    /// `client_secret_basic`) carrying the S256 challenge of [`VERIFIER`].
+    async fn push(&self) -> reqwest::Response {
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
+        self.http
+            .post(format!("{}/par", self.base))
+            .basic_auth(&self.config.client_id, Some(&self.config.client_secret))
+            .form(&[
+                ("response_type", "code"),
+                ("client_id", self.config.client_id.as_str()),
+                ("redirect_uri", REDIRECT_URI),
+                ("scope", "read write"),
+                ("state", "af0ifjsldkj"),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Pushes, checks the RFC 9126 answer and returns the `request_uri`.
+    async fn pushed_request_uri(&self) -> String {
+        let response = self.push().await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["expires_in"].as_u64().unwrap() > 0, "{body}");
+        let request_uri = body["request_uri"].as_str().unwrap().to_owned();
+        assert!(request_uri.starts_with("urn:ietf:params:oauth:request_uri:"));
+        request_uri
+    }
+
+    async fn authorize(&self, client_id: &str, request_uri: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/authorize", self.base))
+            .query(&[("client_id", client_id), ("request_uri", request_uri)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn token(&self, code: &str, verifier: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/token", self.base))
+            .basic_auth(&self.config.client_id, Some(&self.config.client_secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT_URI),
+                ("code_verifier", verifier),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Rows in `pushed_authorization_requests`, read through the test's own pool.
+    async fn rows(&self) -> Vec<(String, Option<String>)> {
+        par_store::sqlx::query_as(
+            "SELECT reference_value_hash, client_id FROM pushed_authorization_requests",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+    }
+}
+
+/// The `code` of a successful authorization response, after checking where it goes.
+fn code_from(response: &reqwest::Response) -> String {
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()[LOCATION].to_str().unwrap();
+    let url = reqwest::Url::parse(location).unwrap();
+    assert!(location.starts_with(REDIRECT_URI), "{location}");
+    let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let value = |name: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(value("state").as_deref(), Some("af0ifjsldkj"));
+    value("code").expect("a code in the redirect")
+}
+
+async fn assert_oauth_error(response: reqwest::Response, status: StatusCode, error: &str) {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_authorize_and_exchange_the_code_with_the_pkce_verifier() {
+    let server = Server::start().await;
+    let request_uri = server.pushed_request_uri().await;
+
+    // Stored by par-store under the SHA-256 of the request_uri, bound to the client, and the
+    // request_uri itself (the bearer secret) appears nowhere in the row.
+    let rows = server.rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].0,
+        STANDARD.encode(Sha256::digest(request_uri.as_bytes()))
+    );
+    assert_eq!(rows[0].1.as_deref(), Some("demo-client"));
+    let secret = request_uri.rsplit(':').next().unwrap();
+    let leaks: i64 = par_store::sqlx::query_scalar(
+        "SELECT count(*) FROM pushed_authorization_requests AS r WHERE strpos(r::text, $1) > 0",
+    )
+    .bind(secret)
+    .fetch_one(&server.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaks, 0, "the request_uri is stored in clear");
+
+    let response = server.authorize("demo-client", &request_uri).await;
+    let code = code_from(&response);
+    // Consumed: the row is gone from PostgreSQL.
+    assert!(server.rows().await.is_empty());
+
+    let response = server.token(&code, VERIFIER).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens: Value = response.json().await.unwrap();
+    assert!(tokens["access_token"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["scope"], "read write");
+
+    // Single use: the same request_uri a second time is refused.
+    let again = server.authorize("demo-client", &request_uri).await;
+    assert_oauth_error(again, StatusCode::BAD_REQUEST, "invalid_request_uri").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_client_is_refused_without_consuming_the_request() {
+    let server = Server::start().await;
+    let request_uri = server.pushed_request_uri().await;
+    let before = server.rows().await;
+
+    let stranger = server.authorize("someone-else", &request_uri).await;
+    assert_oauth_error(stranger, StatusCode::BAD_REQUEST, "invalid_request_uri").await;
+    // Taken, found to be another client's, and put back: still there, still bound.
+    assert_eq!(server.rows().await, before);
+
+    let response = server.authorize("demo-client", &request_uri).await;
+    code_from(&response);
+    assert!(server.rows().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pkce_verifier_gets_no_tokens() {
+    let server = Server::start().await;
+    let request_uri = server.pushed_request_uri().await;
+    let code = code_from(&server.authorize("demo-client", &request_uri).await);
+    let wrong = "x".repeat(43);
+    assert_oauth_error(
+        server.token(&code, &wrong).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_was_not_pushed_is_refused() {
+    let server = Server::start().await;
+    let response = server
+        .http
+        .get(format!("{}/authorize", server.base))
+        .query(&[
+            ("client_id", "demo-client"),
+            ("response_type", "code"),
+            ("redirect_uri", REDIRECT_URI),
+            (
+                "code_challenge",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            ),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(server.rows().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_names_the_par_endpoint_and_requires_it() {
+    let server = Server::start().await;
+    let metadata: Value = server
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["issuer"], server.base);
+    assert_eq!(
+        metadata["pushed_authorization_request_endpoint"],
+        format!("{}/par", server.base)
+    );
+    assert_eq!(metadata["require_pushed_authorization_requests"], true);
+    assert_eq!(
+        metadata["authorization_endpoint"],
+        format!("{}/authorize", server.base)
+    );
+    assert_eq!(metadata["token_endpoint"], format!("{}/token", server.base));
+    assert_eq!(metadata["code_challenge_methods_supported"][0], "S256");
+}
