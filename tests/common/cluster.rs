@@ -6,11 +6,15 @@
 //! `/usr/lib/postgresql/<version>/bin`, else through `pg_config --bindir`, else on `PATH`.
 //! When none is found the test fails with a message saying so: `.ci/run` installs them.
 //!
+//! A cluster can also be a streaming standby of another ([`TempCluster::standby_of`], a base
+//! backup), promoted to a primary with [`TempCluster::promote`].
+//!
 //! PostgreSQL refuses to run as root. When the tests run as root, every server command runs
 //! as the `postgres` user through `runuser`, and the cluster's files belong to that user.
 
 use par_store::sqlx::postgres::PgConnectOptions;
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,30 +48,7 @@ impl TempCluster {
     /// A new cluster, initialised (trust authentication, UTF8) but not started: add files
     /// and configuration, then [`start`](Self::start) it.
     pub async fn init() -> TempCluster {
-        let bindir = server_bindir();
-        let owner = server_owner();
-        let base = std::env::temp_dir().join(format!(
-            "par-store-cluster-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        ));
-        let data = base.join("data");
-        let sockets = base.join("sockets");
-        for dir in [&base, &sockets] {
-            fs::create_dir_all(dir).expect("create the cluster's temporary directory");
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).expect("chmod 0700");
-        }
-        let cluster = TempCluster {
-            log: base.join("server.log"),
-            base,
-            data,
-            sockets,
-            bindir,
-            port: free_port(),
-            owner,
-            running: AtomicBool::new(false),
-        };
-        cluster.give_to_server_user(&cluster.base);
-        cluster.give_to_server_user(&cluster.sockets);
+        let cluster = TempCluster::empty();
         let output = cluster
             .run(
                 "initdb",
@@ -97,6 +78,74 @@ impl TempCluster {
              logging_collector = off\n\
              log_min_messages = warning\n",
         );
+        cluster
+    }
+
+    /// A streaming standby of `primary` (which must be running), not started: a base backup
+    /// taken with `pg_basebackup -R` over `primary_address` (host and port; the primary's own
+    /// address, or a proxy in front of it), which also writes `primary_conninfo` (naming
+    /// `application_name`, the name `synchronous_standby_names` refers to) and
+    /// `standby.signal`. The primary's configuration comes along with the backup.
+    pub async fn standby_of(primary_address: SocketAddr, application_name: &str) -> TempCluster {
+        let cluster = TempCluster::empty();
+        let conninfo = format!(
+            "host={} port={} user=postgres application_name={application_name}",
+            primary_address.ip(),
+            primary_address.port()
+        );
+        let output = cluster
+            .run(
+                "pg_basebackup",
+                &[
+                    "-d".as_ref(),
+                    conninfo.as_ref(),
+                    "-D".as_ref(),
+                    cluster.data.as_os_str(),
+                    "-R".as_ref(),
+                    "-X".as_ref(),
+                    "stream".as_ref(),
+                    "-c".as_ref(),
+                    "fast".as_ref(),
+                    "--no-sync".as_ref(),
+                ],
+            )
+            .await;
+        assert!(
+            output.status.success(),
+            "pg_basebackup failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        cluster
+    }
+
+    /// Directories and a port for a new cluster, with nothing in the data directory yet.
+    fn empty() -> TempCluster {
+        let bindir = server_bindir();
+        let owner = server_owner();
+        let base = std::env::temp_dir().join(format!(
+            "par-store-cluster-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        let data = base.join("data");
+        let sockets = base.join("sockets");
+        for dir in [&base, &sockets] {
+            fs::create_dir_all(dir).expect("create the cluster's temporary directory");
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+        }
+        let cluster = TempCluster {
+            log: base.join("server.log"),
+            base,
+            data,
+            sockets,
+            bindir,
+            port: free_port(),
+            owner,
+            running: AtomicBool::new(false),
+        };
+        cluster.give_to_server_user(&cluster.base);
+        cluster.give_to_server_user(&cluster.sockets);
         cluster
     }
 
@@ -196,6 +245,36 @@ impl TempCluster {
             String::from_utf8_lossy(&output.stderr)
         );
         self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`) and waits until it accepts writes.
+    pub async fn promote(&self) {
+        let output = self
+            .run(
+                "pg_ctl",
+                &[
+                    "promote".as_ref(),
+                    "-D".as_ref(),
+                    self.data.as_os_str(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    "60".as_ref(),
+                ],
+            )
+            .await;
+        assert!(
+            output.status.success(),
+            "pg_ctl promote failed ({}):\n{}{}\n--- server log ---\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.server_log()
+        );
+    }
+
+    /// The server's TCP address (127.0.0.1 and [`port`](Self::port)).
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// Connect options for the `postgres` database as the `postgres` superuser over TCP.
