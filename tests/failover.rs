@@ -419,7 +419,8 @@ struct Outcome {
     resurrected: usize,
     /// Of those, live (not expired) when the new primary took traffic.
     resurrected_live: usize,
-    /// Of those, consumed a second time: handed out twice.
+    /// Of those, consumed a second time through the store after the load (when still live):
+    /// handed out twice.
     consumed_twice: usize,
     /// `pg_stat_replication.sync_state` of the standby right before the crash or the cut.
     sync_state: String,
@@ -543,7 +544,24 @@ async fn failover_run(scenario: Scenario) -> Outcome {
     .into_iter()
     .collect();
     let _ = new_primary.close().await;
-    let journal = std::mem::take(&mut *journal.lock().unwrap());
+    let mut journal = std::mem::take(&mut *journal.lock().unwrap());
+    // What an attacker holding a used request_uri would try: consume it again, through the
+    // store, on the new primary.
+    let back: Vec<String> = journal
+        .consumed
+        .keys()
+        .filter(|hash| rows.contains_key(*hash))
+        .cloned()
+        .collect();
+    for hash in back {
+        if store.consume_by_hash(&hash).await.unwrap().is_some() {
+            journal
+                .consumed
+                .get_mut(&hash)
+                .unwrap()
+                .push(Instant::now());
+        }
+    }
 
     let mut lost_ages = Vec::new();
     let mut ambiguous = 0;
