@@ -69,8 +69,8 @@ enum Replication {
     Sync,
     /// `synchronous_standby_names` names the standby, but the server's default is
     /// `synchronous_commit = local`; only the store's role has `ALTER ROLE ... SET
-    /// synchronous_commit = on`: the mitigation for a server that keeps asynchronous
-    /// replication for everything else.
+    /// synchronous_commit = remote_apply` (a commit waits until the standby has applied it):
+    /// the mitigation for a server that keeps asynchronous replication for everything else.
     SyncForStoreRole,
 }
 
@@ -168,7 +168,7 @@ async fn start_pair(replication: Replication) -> Pair {
                 "CREATE ROLE par_store_runtime LOGIN",
                 "GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runtime",
                 "GRANT UPDATE (created_at) ON pushed_authorization_requests TO par_store_runtime",
-                "ALTER ROLE par_store_runtime SET synchronous_commit = on",
+                "ALTER ROLE par_store_runtime SET synchronous_commit = remote_apply",
                 "ALTER SYSTEM SET synchronous_commit = local",
                 "SELECT pg_reload_conf()",
             ],
@@ -455,7 +455,10 @@ async fn failover_run(scenario: Scenario) -> Outcome {
             PgConnection::connect_with(&admin_options(&pair.primary).username(STORE_ROLE))
                 .await
                 .unwrap();
-        for (conn, expected) in [(&mut as_store_role, "on"), (&mut primary_admin, "local")] {
+        for (conn, expected) in [
+            (&mut as_store_role, "remote_apply"),
+            (&mut primary_admin, "local"),
+        ] {
             let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
                 .fetch_one(conn)
                 .await
