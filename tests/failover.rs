@@ -274,8 +274,9 @@ struct Journal {
     store_failed: HashSet<String>,
     /// Consumes that returned the request, and when (two for one hash: handed out twice).
     consumed: HashMap<String, Vec<Instant>>,
-    /// Consumes that failed: the request may or may not have been consumed.
-    consume_failed: HashSet<String>,
+    /// Consumes that failed, when each began and ended: the request may or may not have been
+    /// consumed.
+    consume_failed: HashMap<String, (Instant, Instant)>,
     /// Successful operations, and when.
     succeeded: Vec<Instant>,
     /// Failed operations: when, which, what kind.
@@ -378,6 +379,7 @@ async fn load_task(
             }
         };
         if let Some((target, _)) = oldest {
+            let began = Instant::now();
             let result = store.consume_by_hash(&target).await;
             let mut journal = journal.lock().unwrap();
             match result {
@@ -398,7 +400,9 @@ async fn load_task(
                 }
                 Err(err) => {
                     journal.failure("consume", &err);
-                    journal.consume_failed.insert(target);
+                    journal
+                        .consume_failed
+                        .insert(target, (began, Instant::now()));
                     failed = true;
                 }
             }
@@ -572,11 +576,12 @@ async fn failover_run(scenario: Scenario) -> Outcome {
         if journal.consumed.contains_key(hash) || rows.contains_key(hash) {
             continue;
         }
-        if journal.consume_failed.contains(hash) {
-            // A consume that failed may have consumed it: not evidence of a loss.
-            ambiguous += 1;
-        } else {
-            lost_ages.push(age_at(*at, crashed));
+        match journal.consume_failed.get(hash) {
+            // A consume that failed may have consumed it: not evidence of a loss. Unless it
+            // ran entirely while the old primary was down and before the proxy led to the
+            // new one: then it reached no server.
+            Some((began, ended)) if !(*began > crashed && *ended < redirected) => ambiguous += 1,
+            _ => lost_ages.push(age_at(*at, crashed)),
         }
     }
     let mut resurrected_ages = Vec::new();
