@@ -49,8 +49,8 @@ impl TempCluster {
     /// and configuration, then [`start`](Self::start) it.
     pub async fn init() -> TempCluster {
         let cluster = TempCluster::empty();
-        let output = cluster
-            .run(
+        cluster
+            .run_ok(
                 "initdb",
                 &[
                     "-D".as_ref(),
@@ -64,13 +64,6 @@ impl TempCluster {
                 ],
             )
             .await;
-        assert!(
-            output.status.success(),
-            "initdb failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
         // Small and quiet: these clusters hold a few hundred rows.
         cluster.append_config(
             "shared_buffers = 16MB\n\
@@ -93,8 +86,8 @@ impl TempCluster {
             primary_address.ip(),
             primary_address.port()
         );
-        let output = cluster
-            .run(
+        cluster
+            .run_ok(
                 "pg_basebackup",
                 &[
                     "-d".as_ref(),
@@ -110,13 +103,6 @@ impl TempCluster {
                 ],
             )
             .await;
-        assert!(
-            output.status.success(),
-            "pg_basebackup failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
         cluster
     }
 
@@ -193,83 +179,57 @@ impl TempCluster {
             self.port,
             self.sockets.display()
         );
-        let output = self
-            .run(
-                "pg_ctl",
-                &[
-                    "start".as_ref(),
-                    "-D".as_ref(),
-                    self.data.as_os_str(),
-                    "-l".as_ref(),
-                    self.log.as_os_str(),
-                    "-w".as_ref(),
-                    "-t".as_ref(),
-                    "60".as_ref(),
-                    "-o".as_ref(),
-                    server_options.as_ref(),
-                ],
-            )
-            .await;
-        assert!(
-            output.status.success(),
-            "pg_ctl start failed ({}):\n{}{}\n--- server log ---\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            self.server_log()
-        );
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "start".as_ref(),
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-l".as_ref(),
+                self.log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "-o".as_ref(),
+                server_options.as_ref(),
+            ],
+        )
+        .await;
         self.running.store(true, Ordering::SeqCst);
     }
 
     /// Stops the server the hard way (`pg_ctl stop -m immediate`): every server process
     /// quits at once without a checkpoint, as in a crash; the next start runs crash recovery.
     pub async fn stop_immediate(&self) {
-        let output = self
-            .run(
-                "pg_ctl",
-                &[
-                    "stop".as_ref(),
-                    "-D".as_ref(),
-                    self.data.as_os_str(),
-                    "-m".as_ref(),
-                    "immediate".as_ref(),
-                    "-w".as_ref(),
-                ],
-            )
-            .await;
-        assert!(
-            output.status.success(),
-            "pg_ctl stop failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "stop".as_ref(),
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "-w".as_ref(),
+            ],
+        )
+        .await;
         self.running.store(false, Ordering::SeqCst);
     }
 
     /// Promotes a standby to a primary (`pg_ctl promote`) and waits until it accepts writes.
     pub async fn promote(&self) {
-        let output = self
-            .run(
-                "pg_ctl",
-                &[
-                    "promote".as_ref(),
-                    "-D".as_ref(),
-                    self.data.as_os_str(),
-                    "-w".as_ref(),
-                    "-t".as_ref(),
-                    "60".as_ref(),
-                ],
-            )
-            .await;
-        assert!(
-            output.status.success(),
-            "pg_ctl promote failed ({}):\n{}{}\n--- server log ---\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            self.server_log()
-        );
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "promote".as_ref(),
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+            ],
+        )
+        .await;
     }
 
     /// The server's TCP address (127.0.0.1 and [`port`](Self::port)).
@@ -289,6 +249,22 @@ impl TempCluster {
     /// The server's log so far (for failure messages).
     pub fn server_log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_else(|err| format!("(no server log: {err})"))
+    }
+
+    /// Runs `program` as the server user and fails the test, with its output and the server
+    /// log, unless it succeeds.
+    async fn run_ok(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let output = self.run(program, args).await;
+        let command = args.first().map(|arg| arg.to_string_lossy());
+        assert!(
+            output.status.success(),
+            "{program} {} failed ({}):\n{}{}\n--- server log ---\n{}",
+            command.unwrap_or_default(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.server_log()
+        );
     }
 
     async fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Output {
