@@ -12,7 +12,7 @@ mod common;
 use chrono::Utc;
 use common::cluster::TempCluster;
 use common::fault::FaultProxy;
-use common::TestDb;
+use common::{error_kind as kind, join_within, TestDb};
 use par_store::sqlx;
 use par_store::sqlx::postgres::PgSslMode;
 use par_store::{
@@ -51,18 +51,6 @@ fn request(hash: &str, parameters: &str) -> PushedAuthorizationRequest {
         Utc::now() + chrono::Duration::seconds(600),
         parameters,
     )
-}
-
-fn kind(err: &StoreError) -> &'static str {
-    match err {
-        StoreError::Unavailable { .. } => "unavailable",
-        StoreError::Timeout { .. } => "timeout",
-        StoreError::Duplicate => "duplicate",
-        StoreError::InvalidInput { .. } => "invalid_input",
-        StoreError::Database { .. } => "database",
-        StoreError::Migration { .. } => "migration",
-        _ => "other",
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -517,12 +505,7 @@ async fn concurrent_load_through_three_cuts_loses_nothing_and_never_hands_out_tw
     }
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     running.store(false, Ordering::Relaxed);
-    for client in clients {
-        tokio::time::timeout(HANG, client)
-            .await
-            .expect("a client hung")
-            .expect("a client panicked");
-    }
+    join_within(clients, HANG, "a client").await;
     let load_time = started.elapsed();
 
     // Everything in the table now, read directly (not through the proxy).
@@ -735,12 +718,7 @@ async fn acknowledged_requests_survive_a_server_crash_and_the_same_store_recover
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.store(false, Ordering::Relaxed);
-    for writer in writers {
-        tokio::time::timeout(HANG, writer)
-            .await
-            .expect("a writer hung")
-            .expect("a writer panicked");
-    }
+    join_within(writers, HANG, "a writer").await;
     assert!(
         *last_success.lock().unwrap() > restarted,
         "the writers never stored anything after the restart"

@@ -6,11 +6,15 @@
 //! `/usr/lib/postgresql/<version>/bin`, else through `pg_config --bindir`, else on `PATH`.
 //! When none is found the test fails with a message saying so: `.ci/run` installs them.
 //!
+//! A cluster can also be a streaming standby of another ([`TempCluster::standby_of`], a base
+//! backup), promoted to a primary with [`TempCluster::promote`].
+//!
 //! PostgreSQL refuses to run as root. When the tests run as root, every server command runs
 //! as the `postgres` user through `runuser`, and the cluster's files belong to that user.
 
 use par_store::sqlx::postgres::PgConnectOptions;
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,6 +48,66 @@ impl TempCluster {
     /// A new cluster, initialised (trust authentication, UTF8) but not started: add files
     /// and configuration, then [`start`](Self::start) it.
     pub async fn init() -> TempCluster {
+        let cluster = TempCluster::empty();
+        cluster
+            .run_ok(
+                "initdb",
+                &[
+                    "-D".as_ref(),
+                    cluster.data.as_os_str(),
+                    "-U".as_ref(),
+                    "postgres".as_ref(),
+                    "--auth=trust".as_ref(),
+                    "--encoding=UTF8".as_ref(),
+                    "--locale=C".as_ref(),
+                    "--no-sync".as_ref(),
+                ],
+            )
+            .await;
+        // Small and quiet: these clusters hold a few hundred rows.
+        cluster.append_config(
+            "shared_buffers = 16MB\n\
+             max_connections = 40\n\
+             logging_collector = off\n\
+             log_min_messages = warning\n",
+        );
+        cluster
+    }
+
+    /// A streaming standby of `primary` (which must be running), not started: a base backup
+    /// taken with `pg_basebackup -R` over `primary_address` (host and port; the primary's own
+    /// address, or a proxy in front of it), which also writes `primary_conninfo` (naming
+    /// `application_name`, the name `synchronous_standby_names` refers to) and
+    /// `standby.signal`. The primary's configuration comes along with the backup.
+    pub async fn standby_of(primary_address: SocketAddr, application_name: &str) -> TempCluster {
+        let cluster = TempCluster::empty();
+        let conninfo = format!(
+            "host={} port={} user=postgres application_name={application_name}",
+            primary_address.ip(),
+            primary_address.port()
+        );
+        cluster
+            .run_ok(
+                "pg_basebackup",
+                &[
+                    "-d".as_ref(),
+                    conninfo.as_ref(),
+                    "-D".as_ref(),
+                    cluster.data.as_os_str(),
+                    "-R".as_ref(),
+                    "-X".as_ref(),
+                    "stream".as_ref(),
+                    "-c".as_ref(),
+                    "fast".as_ref(),
+                    "--no-sync".as_ref(),
+                ],
+            )
+            .await;
+        cluster
+    }
+
+    /// Directories and a port for a new cluster, with nothing in the data directory yet.
+    fn empty() -> TempCluster {
         let bindir = server_bindir();
         let owner = server_owner();
         let base = std::env::temp_dir().join(format!(
@@ -68,35 +132,6 @@ impl TempCluster {
         };
         cluster.give_to_server_user(&cluster.base);
         cluster.give_to_server_user(&cluster.sockets);
-        let output = cluster
-            .run(
-                "initdb",
-                &[
-                    "-D".as_ref(),
-                    cluster.data.as_os_str(),
-                    "-U".as_ref(),
-                    "postgres".as_ref(),
-                    "--auth=trust".as_ref(),
-                    "--encoding=UTF8".as_ref(),
-                    "--locale=C".as_ref(),
-                    "--no-sync".as_ref(),
-                ],
-            )
-            .await;
-        assert!(
-            output.status.success(),
-            "initdb failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        // Small and quiet: these clusters hold a few hundred rows.
-        cluster.append_config(
-            "shared_buffers = 16MB\n\
-             max_connections = 40\n\
-             logging_collector = off\n\
-             log_min_messages = warning\n",
-        );
         cluster
     }
 
@@ -144,58 +179,62 @@ impl TempCluster {
             self.port,
             self.sockets.display()
         );
-        let output = self
-            .run(
-                "pg_ctl",
-                &[
-                    "start".as_ref(),
-                    "-D".as_ref(),
-                    self.data.as_os_str(),
-                    "-l".as_ref(),
-                    self.log.as_os_str(),
-                    "-w".as_ref(),
-                    "-t".as_ref(),
-                    "60".as_ref(),
-                    "-o".as_ref(),
-                    server_options.as_ref(),
-                ],
-            )
-            .await;
-        assert!(
-            output.status.success(),
-            "pg_ctl start failed ({}):\n{}{}\n--- server log ---\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            self.server_log()
-        );
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "start".as_ref(),
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-l".as_ref(),
+                self.log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "-o".as_ref(),
+                server_options.as_ref(),
+            ],
+        )
+        .await;
         self.running.store(true, Ordering::SeqCst);
     }
 
     /// Stops the server the hard way (`pg_ctl stop -m immediate`): every server process
     /// quits at once without a checkpoint, as in a crash; the next start runs crash recovery.
     pub async fn stop_immediate(&self) {
-        let output = self
-            .run(
-                "pg_ctl",
-                &[
-                    "stop".as_ref(),
-                    "-D".as_ref(),
-                    self.data.as_os_str(),
-                    "-m".as_ref(),
-                    "immediate".as_ref(),
-                    "-w".as_ref(),
-                ],
-            )
-            .await;
-        assert!(
-            output.status.success(),
-            "pg_ctl stop failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "stop".as_ref(),
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "-w".as_ref(),
+            ],
+        )
+        .await;
         self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`) and waits until it accepts writes.
+    pub async fn promote(&self) {
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "promote".as_ref(),
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+            ],
+        )
+        .await;
+    }
+
+    /// The server's TCP address (127.0.0.1 and [`port`](Self::port)).
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// Connect options for the `postgres` database as the `postgres` superuser over TCP.
@@ -210,6 +249,22 @@ impl TempCluster {
     /// The server's log so far (for failure messages).
     pub fn server_log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_else(|err| format!("(no server log: {err})"))
+    }
+
+    /// Runs `program` as the server user and fails the test, with its output and the server
+    /// log, unless it succeeds.
+    async fn run_ok(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let output = self.run(program, args).await;
+        let command = args.first().map(|arg| arg.to_string_lossy());
+        assert!(
+            output.status.success(),
+            "{program} {} failed ({}):\n{}{}\n--- server log ---\n{}",
+            command.unwrap_or_default(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.server_log()
+        );
     }
 
     async fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Output {

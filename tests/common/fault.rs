@@ -8,13 +8,15 @@
 //! - [`FaultProxy::stall`] keeps every connection open but stops moving bytes, as a network
 //!   that swallows packets does: what is sent during a stall arrives when it ends.
 //! - [`FaultProxy::restore`] ends a cut or a stall: bytes and new connections flow again.
+//! - [`FaultProxy::redirect`] sends new connections to another server from then on, as a
+//!   virtual IP or a load balancer does when a standby is promoted after a failover.
 //!
 //! The listening socket stays bound throughout, so the address never changes.
 
 use par_store::sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,6 +56,7 @@ pub struct FaultProxy {
     address: SocketAddr,
     link: Arc<watch::Sender<Link>>,
     counters: Arc<Counters>,
+    upstream: Arc<Mutex<SocketAddr>>,
     accept_loop: JoinHandle<()>,
 }
 
@@ -67,9 +70,10 @@ impl FaultProxy {
         let address = listener.local_addr().expect("proxy address");
         let link = Arc::new(watch::channel(Link::default()).0);
         let counters = Arc::new(Counters::default());
+        let upstream = Arc::new(Mutex::new(upstream));
         let accept_loop = tokio::spawn(accept_loop(
             listener,
-            upstream,
+            Arc::clone(&upstream),
             Arc::clone(&link),
             Arc::clone(&counters),
         ));
@@ -77,6 +81,7 @@ impl FaultProxy {
             address,
             link,
             counters,
+            upstream,
             accept_loop,
         }
     }
@@ -119,6 +124,11 @@ impl FaultProxy {
         self.link.send_modify(|link| link.stalled = true);
     }
 
+    /// Connections accepted from now on go to `upstream`; open ones stay where they are.
+    pub fn redirect(&self, upstream: SocketAddr) {
+        *self.upstream.lock().expect("proxy upstream lock") = upstream;
+    }
+
     /// Ends a cut or a stall.
     pub fn restore(&self) {
         self.link.send_modify(|link| {
@@ -147,7 +157,7 @@ impl Drop for FaultProxy {
 
 async fn accept_loop(
     listener: TcpListener,
-    upstream: SocketAddr,
+    upstream: Arc<Mutex<SocketAddr>>,
     link: Arc<watch::Sender<Link>>,
     counters: Arc<Counters>,
 ) {
@@ -165,9 +175,10 @@ async fn accept_loop(
             continue;
         }
         counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        let target = *upstream.lock().expect("proxy upstream lock");
         tokio::spawn(pipe(
             client,
-            upstream,
+            target,
             watcher,
             now.epoch,
             Arc::clone(&counters),

@@ -7,13 +7,37 @@ pub mod pgbouncer;
 
 use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use par_store::sqlx::{Connection, PgConnection, PgPool};
-use par_store::PostgresStore;
+use par_store::{PostgresStore, StoreError};
 use std::str::FromStr;
 use std::time::Duration;
 
 /// A distinct reference value hash per `n`, shaped like Base64(SHA-256(value)): 44 characters.
 pub fn hash(n: u32) -> String {
     format!("{n:0>43}=")
+}
+
+/// A short name for the kind of a store error, for the tests' figures.
+pub fn error_kind(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::Unavailable { .. } => "unavailable",
+        StoreError::Timeout { .. } => "timeout",
+        StoreError::Duplicate => "duplicate",
+        StoreError::InvalidInput { .. } => "invalid_input",
+        StoreError::Database { .. } => "database",
+        StoreError::Migration { .. } => "migration",
+        _ => "other",
+    }
+}
+
+/// Waits for every task; fails the test when one panicked or is still running after `limit`
+/// (`what` names a task in the message: "a client").
+pub async fn join_within<T>(tasks: Vec<tokio::task::JoinHandle<T>>, limit: Duration, what: &str) {
+    for task in tasks {
+        tokio::time::timeout(limit, task)
+            .await
+            .unwrap_or_else(|_| panic!("{what} hung"))
+            .unwrap_or_else(|err| panic!("{what} panicked: {err}"));
+    }
 }
 
 /// The default matches `docker-compose.yml` and `.env.example`.
