@@ -1,16 +1,19 @@
 //! The PostgreSQL store: one static SQL statement per operation, run on the caller's pool.
 
-use crate::backend::{impl_store_for_backend, Backend};
+use crate::backend::{impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::connections::Connections;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
 use crate::sql::{CONSUME, DELETE_EXPIRED_BATCH, INSERT, SELECT_LIVE};
-use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
+use crate::validate::{DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN};
 use chrono::{DateTime, Utc};
+use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::postgres::{
+    PgConnectOptions, PgPoolOptions, PgTypeInfo, PgValueFormat, PgValueRef, Postgres,
+};
+use sqlx::{Connection, Decode, PgConnection, PgPool, Type};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +44,7 @@ pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
 pub struct PostgresStore {
     connections: Arc<Connections>,
     max_parameters_len: usize,
+    max_lifetime: Duration,
     operation_timeout: Option<Duration>,
     /// Kept connections idle at least this long are pinged before use (`None`: never).
     ping_idle_after: Option<Duration>,
@@ -61,6 +65,7 @@ impl fmt::Debug for PostgresStore {
             .field("pool_size", &self.pool().size())
             .field("connections", &self.connections)
             .field("max_parameters_len", &self.max_parameters_len)
+            .field("max_lifetime", &self.max_lifetime)
             .field("operation_timeout", &self.operation_timeout)
             .finish_non_exhaustive()
     }
@@ -85,6 +90,7 @@ impl PostgresStore {
         PostgresStore {
             connections: Connections::new(pool, keep_idle),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             ping_idle_after,
             failures,
@@ -164,6 +170,21 @@ impl PostgresStore {
         self
     }
 
+    /// Sets the longest lifetime accepted by [`store`](crate::PushedAuthorizationRequestStore::store)
+    /// (`expires_at` minus the application's current time; default [`DEFAULT_MAX_LIFETIME`],
+    /// 1 hour). Requests that expire later fail with [`StoreError::InvalidInput`].
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, PostgresStore};
+    /// # fn f(pool: PgPool) {
+    /// let store = PostgresStore::new(pool).max_lifetime(std::time::Duration::from_secs(600));
+    /// # }
+    /// ```
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
     /// The pool this store runs on.
     pub fn pool(&self) -> &PgPool {
         self.connections.pool()
@@ -240,13 +261,52 @@ impl FailureSignal {
     }
 }
 
-type Row = (String, DateTime<Utc>, String);
+/// A row as the reads return it: the key is the caller's (see `src/sql.rs`).
+type Row = (StoredExpiry, String);
 
-fn into_request((reference_value_hash, expires_at, parameters): Row) -> PushedAuthorizationRequest {
+fn into_request(
+    reference_value_hash: &str,
+    (StoredExpiry(expires_at), parameters): Row,
+) -> PushedAuthorizationRequest {
     PushedAuthorizationRequest {
-        reference_value_hash,
+        reference_value_hash: reference_value_hash.to_owned(),
         expires_at,
         parameters,
+    }
+}
+
+/// `expires_at` as read from the table. sqlx's own `DateTime<Utc>` decoder panics on a
+/// timestamp beyond chrono's range (`infinity`, which migration 0003 forbids, or a year
+/// past 262143 written by hand); this one fails the operation with
+/// [`StoreError::Database`] instead.
+struct StoredExpiry(DateTime<Utc>);
+
+/// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in microseconds since the Unix epoch.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl Type<Postgres> for StoredExpiry {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for StoredExpiry {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        match value.format() {
+            // Microseconds since PostgreSQL's epoch.
+            PgValueFormat::Binary => {
+                let micros = <i64 as Decode<Postgres>>::decode(value)?;
+                micros
+                    .checked_add(POSTGRES_EPOCH_MICROS)
+                    .and_then(DateTime::<Utc>::from_timestamp_micros)
+                    .map(StoredExpiry)
+                    .ok_or_else(|| "expires_at is outside the range the store can represent".into())
+            }
+            // Parsing text does not panic.
+            PgValueFormat::Text => {
+                <DateTime<Utc> as Decode<Postgres>>::decode(value).map(StoredExpiry)
+            }
+        }
     }
 }
 
@@ -257,23 +317,30 @@ impl Backend for PostgresStore {
         self.max_parameters_len
     }
 
+    fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+
     async fn insert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let inserted = self
+    ) -> Result<Inserted, StoreError> {
+        let (inserted, live): (bool, bool) = self
             .round_trip(async |conn| {
-                sqlx::query(INSERT)
+                sqlx::query_as(INSERT)
                     .bind(&request.reference_value_hash)
                     .bind(expires_at)
                     .bind(&request.parameters)
-                    .execute(conn)
+                    .fetch_one(conn)
                     .await
             })
-            .await?
-            .rows_affected();
-        Ok(inserted == 1)
+            .await?;
+        Ok(match (inserted, live) {
+            (true, _) => Inserted::Stored,
+            (false, true) => Inserted::Duplicate,
+            (false, false) => Inserted::Expired,
+        })
     }
 
     async fn select_live(
@@ -288,14 +355,14 @@ impl Backend for PostgresStore {
                     .await
             })
             .await?;
-        Ok(row.map(into_request))
+        Ok(row.map(|row| into_request(reference_value_hash, row)))
     }
 
     async fn delete_returning_live(
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        let row: Option<(String, DateTime<Utc>, String, bool)> = self
+        let row: Option<(StoredExpiry, String, bool)> = self
             .round_trip(async |conn| {
                 sqlx::query_as(CONSUME)
                     .bind(reference_value_hash)
@@ -303,8 +370,8 @@ impl Backend for PostgresStore {
                     .await
             })
             .await?;
-        Ok(row.and_then(|(hash, expires_at, parameters, live)| {
-            live.then(|| into_request((hash, expires_at, parameters)))
+        Ok(row.and_then(|(expires_at, parameters, live)| {
+            live.then(|| into_request(reference_value_hash, (expires_at, parameters)))
         }))
     }
 }
@@ -338,6 +405,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`operation_timeout`](Self::operation_timeout) | 10 s | bounds a whole operation even when the network swallows packets |
 /// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so connections killed during an outage are replaced instead of failing a request; busy connections skip the extra round trip, except for that long after a connection failed |
 /// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
+/// | [`max_lifetime`](Self::max_lifetime) | 1 hour | see [`PostgresStore::max_lifetime`] |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -359,6 +427,7 @@ pub struct PostgresStoreOptions {
     operation_timeout: Option<Duration>,
     ping_idle_after: Option<Duration>,
     max_parameters_len: usize,
+    max_lifetime: Duration,
 }
 
 impl Default for PostgresStoreOptions {
@@ -370,6 +439,7 @@ impl Default for PostgresStoreOptions {
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             ping_idle_after: Some(DEFAULT_PING_IDLE_AFTER),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
         }
     }
 }
@@ -420,6 +490,12 @@ impl PostgresStoreOptions {
     /// See [`PostgresStore::max_parameters_len`].
     pub fn max_parameters_len(mut self, bytes: usize) -> Self {
         self.max_parameters_len = bytes;
+        self
+    }
+
+    /// See [`PostgresStore::max_lifetime`].
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
         self
     }
 
@@ -493,6 +569,7 @@ impl PostgresStoreOptions {
     fn store_on(&self, pool: PgPool, failures: FailureSignal) -> PostgresStore {
         PostgresStore::on(pool, self.ping_idle_after, failures)
             .max_parameters_len(self.max_parameters_len)
+            .max_lifetime(self.max_lifetime)
             .operation_timeout(self.operation_timeout)
     }
 }

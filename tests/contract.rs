@@ -10,10 +10,11 @@ use par_store::{
 };
 use std::sync::Arc;
 
-/// What the contract needs beyond the trait: one cleanup pass.
+/// What the contract needs beyond the trait: one cleanup pass, and the lifetime bound.
 #[async_trait::async_trait]
 trait Backend: PushedAuthorizationRequestStore + Clone + 'static {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
+    fn max_lifetime(self, lifetime: std::time::Duration) -> Self;
 }
 
 #[async_trait::async_trait]
@@ -21,12 +22,18 @@ impl Backend for PostgresStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         PostgresStore::delete_expired(self).await
     }
+    fn max_lifetime(self, lifetime: std::time::Duration) -> Self {
+        PostgresStore::max_lifetime(self, lifetime)
+    }
 }
 
 #[async_trait::async_trait]
 impl Backend for MemoryStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         MemoryStore::delete_expired(self).await
+    }
+    fn max_lifetime(self, lifetime: std::time::Duration) -> Self {
+        MemoryStore::max_lifetime(self, lifetime)
     }
 }
 
@@ -221,6 +228,32 @@ async fn expiry_not_in_the_future_is_refused<S: Backend>(store: S) {
     assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
 }
 
+async fn lifetime_beyond_max_lifetime_is_refused<S: Backend>(store: S) {
+    // The default bound, 1 hour.
+    assert_eq!(par_store::DEFAULT_MAX_LIFETIME.as_secs(), 3600);
+    for expires_at in [
+        Utc::now() + Duration::seconds(3601),
+        Utc::now() + Duration::days(365),
+        chrono::DateTime::<Utc>::MAX_UTC,
+    ] {
+        let request = PushedAuthorizationRequest::new(hash(1), expires_at, "p");
+        assert_eq!(invalid_field(store.store(&request).await), "expires_at");
+    }
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+    let within = Utc::now() + Duration::seconds(3590);
+    store
+        .store(&PushedAuthorizationRequest::new(hash(1), within, "p"))
+        .await
+        .unwrap();
+    // A store's own bound.
+    let store = store.max_lifetime(std::time::Duration::from_secs(30));
+    let minute = PushedAuthorizationRequest::new(hash(2), Utc::now() + Duration::seconds(60), "p");
+    assert_eq!(invalid_field(store.store(&minute).await), "expires_at");
+    let seconds = PushedAuthorizationRequest::new(hash(2), Utc::now() + Duration::seconds(20), "p");
+    store.store(&seconds).await.unwrap();
+    assert_eq!(store.get_by_hash(&hash(2)).await.unwrap(), Some(seconds));
+}
+
 async fn store_works_after_bad_input<S: Backend>(store: S) {
     let bad = PushedAuthorizationRequest::new(hash(1), Utc::now() + Duration::seconds(60), "\0");
     assert!(store.store(&bad).await.is_err());
@@ -358,6 +391,7 @@ contract!(
     parameters_with_nul_are_refused,
     oversized_parameters_are_refused,
     expiry_not_in_the_future_is_refused,
+    lifetime_beyond_max_lifetime_is_refused,
     store_works_after_bad_input,
     expired_request_is_never_returned_by_get,
     expired_request_is_not_consumed_but_removed,

@@ -336,8 +336,11 @@ async fn each_operation_is_one_autocommitted_statement_prepared_once_per_connect
     let statements: Vec<String> = prepared.iter().map(|row| row.get::<String, _>(0)).collect();
     assert_eq!(statements.len(), 3, "prepared statements: {statements:#?}");
     assert!(statements[0].starts_with("DELETE FROM pushed_authorization_requests"));
-    assert!(statements[1].starts_with("INSERT INTO pushed_authorization_requests"));
-    assert!(statements[2].starts_with("SELECT reference_value_hash, expires_at, parameters"));
+    assert!(statements[1].starts_with("SELECT expires_at, parameters"));
+    // The insert, with the database's clock check, in one statement.
+    assert!(
+        statements[2].starts_with("WITH inserted AS ( INSERT INTO pushed_authorization_requests")
+    );
     assert!(prepared.iter().all(|row| !row.get::<bool, _>(1)));
     assert_eq!(pool.size(), 1);
     pool.close().await;
