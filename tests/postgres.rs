@@ -310,6 +310,14 @@ async fn an_operator_cannot_make_a_request_never_expire() {
     assert_eq!(kept.parameters, "client_id=a");
 }
 
+/// An odd stored value fails the operation with a database error (not a panic).
+fn assert_database_error<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    match result {
+        Err(StoreError::Database { .. }) => {}
+        other => panic!("expected StoreError::Database, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn an_expiry_beyond_what_the_store_can_represent_is_an_error_not_a_panic() {
     // A finite timestamp past chrono's range (year 262143), written by hand: the CHECK lets it
@@ -321,10 +329,8 @@ async fn an_expiry_beyond_what_the_store_can_represent_is_an_error_not_a_panic()
         .await
         .unwrap();
     let store = db.store();
-    let err = store.get_by_hash("h").await.unwrap_err();
-    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
-    let err = store.consume_by_hash("h").await.unwrap_err();
-    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+    assert_database_error(store.get_by_hash("h").await);
+    assert_database_error(store.consume_by_hash("h").await);
     // The store keeps working.
     store.store(&request("h2")).await.unwrap();
     assert!(store.consume_by_hash("h2").await.unwrap().is_some());
@@ -347,12 +353,10 @@ async fn an_infinite_expiry_in_a_0_1_table_is_an_error_not_a_panic() {
         .unwrap();
     }
     let store = db.store();
-    let err = store.get_by_hash("inf").await.unwrap_err();
-    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+    assert_database_error(store.get_by_hash("inf").await);
     // '-infinity' is not live: never returned, and consume removes it.
     assert_eq!(store.get_by_hash("neg").await.unwrap(), None);
-    let err = store.consume_by_hash("neg").await.unwrap_err();
-    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+    assert_database_error(store.consume_by_hash("neg").await);
 }
 
 /// Rows of the table, as a tuple per row, in byte order of the key. Not kept prepared: its
@@ -486,6 +490,24 @@ async fn the_stores_prepared_statements_survive_the_collation_change() {
     assert_eq!(running.pool().size(), 1, "the same connection throughout");
 }
 
+/// Stores a request that expires 300 ms from now through a link held for a second: it passes
+/// the application's clock check and reaches the database after it expired.
+async fn store_arriving_expired(
+    proxy: &common::fault::FaultProxy,
+    store: &PostgresStore,
+    hash: &str,
+) -> Result<(), StoreError> {
+    let late = PushedAuthorizationRequest::new(hash, Utc::now() + Duration::milliseconds(300), "p");
+    proxy.stall();
+    let pending = tokio::spawn({
+        let store = store.clone();
+        async move { store.store(&late).await }
+    });
+    tokio::time::sleep(StdDuration::from_secs(1)).await;
+    proxy.restore();
+    pending.await.unwrap()
+}
+
 #[tokio::test]
 async fn a_request_already_expired_by_the_database_clock_is_refused() {
     // The application checks expires_at against its own clock, then the request travels to
@@ -504,16 +526,7 @@ async fn a_request_already_expired_by_the_database_clock_is_refused() {
     // Warm up: the connection is open and the INSERT prepared.
     store.store(&request("warm")).await.unwrap();
 
-    let expires_at = Utc::now() + Duration::milliseconds(300);
-    let late = PushedAuthorizationRequest::new("late", expires_at, "p");
-    proxy.stall();
-    let pending = tokio::spawn({
-        let store = store.clone();
-        async move { store.store(&late).await }
-    });
-    tokio::time::sleep(StdDuration::from_secs(1)).await;
-    proxy.restore();
-    match pending.await.unwrap() {
+    match store_arriving_expired(&proxy, &store, "late").await {
         Err(StoreError::InvalidInput { field, .. }) => assert_eq!(field, "expires_at"),
         other => panic!("expected InvalidInput for expires_at, got {other:?}"),
     }
@@ -526,17 +539,8 @@ async fn a_request_already_expired_by_the_database_clock_is_refused() {
     assert_eq!(stored, 0, "nothing stored");
 
     // Expired wins over duplicate, and a duplicate that is live is still a duplicate.
-    let again =
-        PushedAuthorizationRequest::new("warm", Utc::now() + Duration::milliseconds(300), "p");
-    proxy.stall();
-    let pending = tokio::spawn({
-        let store = store.clone();
-        async move { store.store(&again).await }
-    });
-    tokio::time::sleep(StdDuration::from_secs(1)).await;
-    proxy.restore();
     assert!(matches!(
-        pending.await.unwrap(),
+        store_arriving_expired(&proxy, &store, "warm").await,
         Err(StoreError::InvalidInput {
             field: "expires_at",
             ..
