@@ -67,7 +67,7 @@ static COMPLETED: AtomicU64 = AtomicU64::new(0);
 mod sql;
 use sql::{CONSUME, INSERT, SELECT_LIVE};
 
-type Row = (String, chrono::DateTime<Utc>, String);
+type Row = (chrono::DateTime<Utc>, String);
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 // ---------------------------------------------------------------------------------------
@@ -293,24 +293,25 @@ impl Client {
     }
 
     async fn store(&mut self, request: &PushedAuthorizationRequest) -> Result<(), BoxError> {
-        let query = sqlx::query(INSERT)
+        // One row: (inserted, live by the database's clock).
+        let query = sqlx::query_as::<_, (bool, bool)>(INSERT)
             .bind(&request.reference_value_hash)
             .bind(request.expires_at)
             .bind(&request.parameters)
             .bind(&request.client_id);
-        let inserted = match self {
+        let (inserted, _live) = match self {
             Client::Store(store) => return Ok(store.store(request).await?),
-            Client::Pool(pool) => query.execute(&*pool).await?,
-            Client::Conn(conn) => query.execute(&mut *conn).await?,
+            Client::Pool(pool) => query.fetch_one(&*pool).await?,
+            Client::Conn(conn) => query.fetch_one(&mut *conn).await?,
             Client::Lite(pool) => {
                 let (_permit, mut conn) = pool.acquire().await?;
-                let done = query.execute(&mut conn).await?;
+                let done = query.fetch_one(&mut conn).await?;
                 pool.release(conn);
                 done
             }
         };
-        if inserted.rows_affected() != 1 {
-            return Err("duplicate key".into());
+        if !inserted {
+            return Err("duplicate key or already expired".into());
         }
         Ok(())
     }
@@ -331,8 +332,7 @@ impl Client {
     }
 
     async fn consume(&mut self, hash: &str) -> Result<bool, BoxError> {
-        let query =
-            sqlx::query_as::<_, (String, chrono::DateTime<Utc>, String, bool)>(CONSUME).bind(hash);
+        let query = sqlx::query_as::<_, (chrono::DateTime<Utc>, String, bool)>(CONSUME).bind(hash);
         let row = match self {
             Client::Store(store) => return Ok(store.consume_by_hash(hash).await?.is_some()),
             Client::Pool(pool) => query.fetch_optional(&*pool).await?,
@@ -344,7 +344,7 @@ impl Client {
                 row
             }
         };
-        Ok(row.is_some_and(|(_, _, _, live)| live))
+        Ok(row.is_some_and(|(_, _, live)| live))
     }
 }
 

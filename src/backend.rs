@@ -5,9 +5,22 @@ use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_B
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
 use crate::telemetry::{found_or_not, removed, stored, traced, Operation};
-use crate::validate::{check_request, is_storable_client_id, is_storable_hash};
+use crate::validate::{already_expired, check_request, is_storable_client_id, is_storable_hash};
 use chrono::{DateTime, Utc};
 use std::future::Future;
+use std::time::Duration;
+
+/// What became of an insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// The request is stored.
+    Stored,
+    /// A request with the same hash exists and was left untouched.
+    Duplicate,
+    /// `expires_at` is not in the future by the backend's own clock (the database's, which
+    /// may disagree with the application's): nothing was stored.
+    Expired,
+}
 
 /// One round trip each, called only with input that passed the shared rules.
 pub(crate) trait Backend: Send + Sync {
@@ -17,13 +30,17 @@ pub(crate) trait Backend: Send + Sync {
     /// Largest accepted `parameters`, in bytes.
     fn max_parameters_len(&self) -> usize;
 
-    /// Inserts the request with `expires_at` (already checked and truncated); `false` when a
-    /// request with the same hash exists, which is left untouched.
+    /// Longest accepted lifetime (`expires_at` minus now).
+    fn max_lifetime(&self) -> Duration;
+
+    /// Inserts the request with `expires_at` (already checked against the application's
+    /// clock and truncated), unless `expires_at` has passed by the backend's clock, in the
+    /// same step.
     fn insert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
 
     /// The request if it exists and is live.
     fn select_live(
@@ -83,13 +100,19 @@ async fn write<B: Backend>(
     operation: Operation,
 ) -> Result<(), StoreError> {
     let run = async {
-        let expires_at = check_request(request, backend.max_parameters_len(), Utc::now())?;
+        let expires_at = check_request(
+            request,
+            backend.max_parameters_len(),
+            backend.max_lifetime(),
+            Utc::now(),
+        )?;
         if let Operation::Replace = operation {
-            backend.upsert(request, expires_at).await
-        } else if backend.insert(request, expires_at).await? {
-            Ok(())
-        } else {
-            Err(StoreError::Duplicate)
+            return backend.upsert(request, expires_at).await;
+        }
+        match backend.insert(request, expires_at).await? {
+            Inserted::Stored => Ok(()),
+            Inserted::Duplicate => Err(StoreError::Duplicate),
+            Inserted::Expired => Err(already_expired()),
         }
     };
     traced(

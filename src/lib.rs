@@ -88,7 +88,10 @@ pub use protect::{
 };
 pub use reference::{ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
-pub use validate::{DEFAULT_MAX_PARAMETERS_LEN, MAX_CLIENT_ID_LEN, MAX_REFERENCE_VALUE_HASH_LEN};
+pub use validate::{
+    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN, MAX_CLIENT_ID_LEN,
+    MAX_REFERENCE_VALUE_HASH_LEN,
+};
 
 /// The `sqlx` this crate is built on, so that applications build their `PgPool` with the
 /// same version.

@@ -1,15 +1,16 @@
 //! The in-memory store: the same contract as PostgreSQL, for tests and single-process servers.
 
-use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend};
+use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
-use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
+use crate::validate::{DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN};
 use chrono::{DateTime, Utc};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// Pushed authorization requests in process memory.
 ///
@@ -36,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub struct MemoryStore {
     requests: Arc<Mutex<HashMap<String, PushedAuthorizationRequest>>>,
     max_parameters_len: usize,
+    max_lifetime: Duration,
 }
 
 impl Default for MemoryStore {
@@ -43,6 +45,7 @@ impl Default for MemoryStore {
         MemoryStore {
             requests: Arc::default(),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
         }
     }
 }
@@ -52,6 +55,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("len", &self.len())
             .field("max_parameters_len", &self.max_parameters_len)
+            .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
 }
@@ -69,6 +73,18 @@ impl MemoryStore {
     /// ```
     pub fn max_parameters_len(mut self, bytes: usize) -> Self {
         self.max_parameters_len = bytes;
+        self
+    }
+
+    /// Sets the longest lifetime accepted by `store` (`expires_at` minus now; default
+    /// [`DEFAULT_MAX_LIFETIME`](crate::DEFAULT_MAX_LIFETIME), 1 hour), as
+    /// [`PostgresStore::max_lifetime`](crate::PostgresStore::max_lifetime) does.
+    ///
+    /// ```
+    /// let store = par_store::MemoryStore::new().max_lifetime(std::time::Duration::from_secs(600));
+    /// ```
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
         self
     }
 
@@ -101,19 +117,28 @@ impl Backend for MemoryStore {
         self.max_parameters_len
     }
 
+    fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+
     async fn insert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        match self.lock().entry(request.reference_value_hash.clone()) {
-            Entry::Occupied(_) => Ok(false),
+    ) -> Result<Inserted, StoreError> {
+        let mut requests = self.lock();
+        // The store's clock is the application's: checked again, as the database does.
+        if expires_at <= Utc::now() {
+            return Ok(Inserted::Expired);
+        }
+        match requests.entry(request.reference_value_hash.clone()) {
+            Entry::Occupied(_) => Ok(Inserted::Duplicate),
             Entry::Vacant(slot) => {
                 slot.insert(PushedAuthorizationRequest {
                     expires_at,
                     ..request.clone()
                 });
-                Ok(true)
+                Ok(Inserted::Stored)
             }
         }
     }

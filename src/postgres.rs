@@ -1,6 +1,6 @@
 //! The PostgreSQL store: one static SQL statement per operation.
 
-use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend};
+use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
@@ -9,12 +9,13 @@ use crate::sql::{
     CONSUME, DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
     SELECT_LIVE, UPSERT,
 };
-use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
+use crate::validate::{DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN};
 use chrono::{DateTime, Utc};
+use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgArguments, PgConnectOptions};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgTypeInfo, PgValueFormat, PgValueRef};
 use sqlx::query::Query;
-use sqlx::{FromRow, PgPool, Postgres};
+use sqlx::{Decode, FromRow, PgPool, Postgres, Type};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub struct PostgresStore {
     connections: Connections,
     protocol: Arc<Protocol>,
     max_parameters_len: usize,
+    max_lifetime: Duration,
     operation_timeout: Option<Duration>,
 }
 
@@ -71,6 +73,7 @@ impl fmt::Debug for PostgresStore {
                 &matches!(*self.protocol, Protocol::Pooler { .. }),
             )
             .field("max_parameters_len", &self.max_parameters_len)
+            .field("max_lifetime", &self.max_lifetime)
             .field("operation_timeout", &self.operation_timeout)
             .finish_non_exhaustive()
     }
@@ -99,6 +102,7 @@ impl PostgresStore {
             connections: Connections::Shared(pool),
             protocol: Arc::new(Protocol::Prepared),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
         }
     }
@@ -167,6 +171,21 @@ impl PostgresStore {
         self
     }
 
+    /// Sets the longest lifetime accepted by [`store`](crate::PushedAuthorizationRequestStore::store)
+    /// (`expires_at` minus the application's current time; default [`DEFAULT_MAX_LIFETIME`],
+    /// 1 hour). Requests that expire later fail with [`StoreError::InvalidInput`].
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, PostgresStore};
+    /// # fn f(pool: PgPool) {
+    /// let store = PostgresStore::new(pool).max_lifetime(std::time::Duration::from_secs(600));
+    /// # }
+    /// ```
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
     /// The caller's pool for a store built by [`new`](Self::new); `None` for a store that
     /// owns its connections.
     pub fn shared_pool(&self) -> Option<&PgPool> {
@@ -209,19 +228,56 @@ impl PostgresStore {
     }
 }
 
-type Row = (String, DateTime<Utc>, String, Option<String>);
+/// A row as the reads return it: the key is the caller's (see `src/sql.rs`).
+type Row = (StoredExpiry, String, Option<String>);
 
 /// What `CONSUME` returns: the row, whether it was live, and its client binding.
-type ConsumedRow = (String, DateTime<Utc>, String, bool, Option<String>);
+type ConsumedRow = (StoredExpiry, String, bool, Option<String>);
 
 fn into_request(
-    (reference_value_hash, expires_at, parameters, client_id): Row,
+    reference_value_hash: &str,
+    (StoredExpiry(expires_at), parameters, client_id): Row,
 ) -> PushedAuthorizationRequest {
     PushedAuthorizationRequest {
-        reference_value_hash,
+        reference_value_hash: reference_value_hash.to_owned(),
         expires_at,
         parameters,
         client_id,
+    }
+}
+
+/// `expires_at` as read from the table. sqlx's own `DateTime<Utc>` decoder panics on a
+/// timestamp beyond chrono's range (`infinity`, which migration 0003 forbids, or a year
+/// past 262143 written by hand); this one fails the operation with
+/// [`StoreError::Database`] instead.
+struct StoredExpiry(DateTime<Utc>);
+
+/// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in microseconds since the Unix epoch.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl Type<Postgres> for StoredExpiry {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for StoredExpiry {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        match value.format() {
+            // Microseconds since PostgreSQL's epoch.
+            PgValueFormat::Binary => {
+                let micros = <i64 as Decode<Postgres>>::decode(value)?;
+                micros
+                    .checked_add(POSTGRES_EPOCH_MICROS)
+                    .and_then(DateTime::<Utc>::from_timestamp_micros)
+                    .map(StoredExpiry)
+                    .ok_or_else(|| "expires_at is outside the range the store can represent".into())
+            }
+            // Parsing text does not panic.
+            PgValueFormat::Text => {
+                <DateTime<Utc> as Decode<Postgres>>::decode(value).map(StoredExpiry)
+            }
+        }
     }
 }
 
@@ -268,11 +324,15 @@ impl Backend for PostgresStore {
         self.max_parameters_len
     }
 
+    fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+
     async fn insert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Inserted, StoreError> {
         // Run again only when it cannot have run: a second run of a committed insert would
         // report the caller's own request as a duplicate.
         let outcome = self
@@ -280,7 +340,14 @@ impl Backend for PostgresStore {
                 bind_request(INSERT, request, expires_at)
             })
             .await?;
-        Ok(outcome.rows_affected == 1)
+        let (inserted, live): (bool, bool) = decode(&outcome)?.ok_or_else(|| {
+            StoreError::from(sqlx::Error::Protocol("the insert returned no row".into()))
+        })?;
+        Ok(match (inserted, live) {
+            (true, _) => Inserted::Stored,
+            (false, true) => Inserted::Duplicate,
+            (false, false) => Inserted::Expired,
+        })
     }
 
     async fn select_live(
@@ -292,7 +359,7 @@ impl Backend for PostgresStore {
                 sqlx::query(SELECT_LIVE).bind(reference_value_hash)
             })
             .await?;
-        Ok(decode::<Row>(&outcome)?.map(into_request))
+        Ok(decode::<Row>(&outcome)?.map(|row| into_request(reference_value_hash, row)))
     }
 
     async fn delete_returning_live(
@@ -307,11 +374,9 @@ impl Backend for PostgresStore {
             })
             .await?;
         let row = decode::<ConsumedRow>(&outcome)?;
-        Ok(
-            row.and_then(|(hash, expires_at, parameters, live, client_id)| {
-                live.then(|| into_request((hash, expires_at, parameters, client_id)))
-            }),
-        )
+        Ok(row.and_then(|(expires_at, parameters, live, client_id)| {
+            live.then(|| into_request(reference_value_hash, (expires_at, parameters, client_id)))
+        }))
     }
 
     async fn upsert(
@@ -377,6 +442,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`idle_timeout`](Self::idle_timeout) | 10 min | connections left over from a burst are closed |
 /// | [`statement_cache`](Self::statement_cache) | `true` | `false` for a transaction-mode pooler without prepared-statement support |
 /// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
+/// | [`max_lifetime`](Self::max_lifetime) | 1 hour | see [`PostgresStore::max_lifetime`] |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -401,6 +467,7 @@ pub struct PostgresStoreOptions {
     idle_timeout: Option<Duration>,
     statement_cache: bool,
     max_parameters_len: usize,
+    max_lifetime: Duration,
 }
 
 impl Default for PostgresStoreOptions {
@@ -415,6 +482,7 @@ impl Default for PostgresStoreOptions {
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
         }
     }
 }
@@ -495,6 +563,12 @@ impl PostgresStoreOptions {
         self
     }
 
+    /// See [`PostgresStore::max_lifetime`].
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
     /// Adds the per-connection settings to `options`: the statement timeout as a startup
     /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
     pub fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
@@ -556,6 +630,7 @@ impl PostgresStoreOptions {
             connections: Connections::owned(self.apply_to(options), settings)?,
             protocol: Arc::new(protocol),
             max_parameters_len: self.max_parameters_len,
+            max_lifetime: self.max_lifetime,
             operation_timeout: self.operation_timeout,
         })
     }

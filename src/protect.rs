@@ -637,8 +637,8 @@ impl<S: fmt::Debug> fmt::Debug for ProtectedStore<S> {
 impl<S: PushedAuthorizationRequestStore> PushedAuthorizationRequestStore for ProtectedStore<S> {
     async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
         // The inner store checks the envelope, which never contains NUL: check the
-        // plaintext here. Its size is checked by the inner store, on the envelope.
-        check_request(request, usize::MAX, Utc::now())?;
+        // plaintext here. Its size and lifetime are checked by the inner store.
+        check_request(request, usize::MAX, std::time::Duration::MAX, Utc::now())?;
         let envelope = self
             .keys
             .seal(&request.reference_value_hash, &request.parameters)?;

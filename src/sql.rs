@@ -9,11 +9,24 @@
 // statement's own (implicit) transaction, and timestamptz comparisons do not depend on the
 // session time zone.
 
-/// Inserts a request; `ON CONFLICT DO NOTHING` turns a duplicate into "0 rows" instead of an
-/// error, so the first request is never touched and the connection sees no failed statement.
-pub(crate) const INSERT: &str = "INSERT INTO pushed_authorization_requests \
-     (reference_value_hash, expires_at, parameters, client_id) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (reference_value_hash) DO NOTHING";
+/// Inserts a request unless it has already expired by the database's clock, and says which
+/// happened, in one statement: one row `(inserted, live)`. `live` is false when `$2` is not
+/// after `now()` (nothing inserted, whatever the application's clock said); otherwise
+/// `inserted` is false only for a duplicate. `ON CONFLICT DO NOTHING` turns a duplicate into
+/// "0 rows" instead of an error, so the first request is never touched and the connection
+/// sees no failed statement. Both conditions see the same `now()`.
+pub(crate) const INSERT: &str = "WITH inserted AS ( \
+         INSERT INTO pushed_authorization_requests \
+         (reference_value_hash, expires_at, parameters, client_id) \
+         SELECT $1, $2, $3, $4 WHERE $2 > now() \
+         ON CONFLICT (reference_value_hash) DO NOTHING \
+         RETURNING 1) \
+     SELECT EXISTS (SELECT FROM inserted) AS inserted, $2 > now() AS live";
+
+// The reads return no key column: the caller has the key. A prepared statement's result
+// columns are fixed, collation included, so a statement that returned the key would fail on
+// every connection that prepared it before a migration changing the key's collation
+// (0003's COLLATE "C"): "cached plan must not change result type".
 
 /// Inserts a request or replaces the one stored under the same hash, live or expired, in one
 /// atomic statement (for servers whose storage contract is "insert or replace", such as
@@ -25,8 +38,7 @@ pub(crate) const UPSERT: &str = "INSERT INTO pushed_authorization_requests \
      client_id = EXCLUDED.client_id, created_at = EXCLUDED.created_at";
 
 /// Reads a live request.
-pub(crate) const SELECT_LIVE: &str =
-    "SELECT reference_value_hash, expires_at, parameters, client_id \
+pub(crate) const SELECT_LIVE: &str = "SELECT expires_at, parameters, client_id \
      FROM pushed_authorization_requests \
      WHERE reference_value_hash = $1 AND expires_at > now()";
 
@@ -35,7 +47,7 @@ pub(crate) const SELECT_LIVE: &str =
 /// the row lock: exactly one sees the row in RETURNING.
 pub(crate) const CONSUME: &str = "DELETE FROM pushed_authorization_requests \
      WHERE reference_value_hash = $1 \
-     RETURNING reference_value_hash, expires_at, parameters, expires_at > now() AS live, client_id";
+     RETURNING expires_at, parameters, expires_at > now() AS live, client_id";
 
 /// Removes every request bound to one client, live or expired, through the partial
 /// `client_id` index.

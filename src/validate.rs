@@ -2,7 +2,8 @@
 
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use std::time::Duration;
 
 /// Longest accepted reference value hash, in bytes. The migration's CHECK constraint
 /// enforces the same bound in the database.
@@ -14,6 +15,21 @@ pub const DEFAULT_MAX_PARAMETERS_LEN: usize = 64 * 1024;
 /// Longest accepted client id, in bytes: room for the URL-shaped client ids of client ID
 /// metadata documents. The migration's CHECK constraint enforces the same bound.
 pub const MAX_CLIENT_ID_LEN: usize = 1024;
+
+/// Default longest accepted lifetime of a request (`expires_at` minus the time it is
+/// stored): 1 hour. PAR lifetimes are short (Duende IdentityServer's default is 600 s,
+/// Keycloak's 60 s); a longer one is a bug (e.g. seconds taken for milliseconds), and the
+/// bound also keeps `expires_at` within what every store can represent.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(60 * 60);
+
+/// The error for an `expires_at` that is not in the future when the request is stored, by
+/// the store's clock (the application's, or the database's for `PostgresStore`).
+pub(crate) fn already_expired() -> StoreError {
+    StoreError::invalid(
+        "expires_at",
+        "must be in the future when the request is stored",
+    )
+}
 
 /// The rule shared by the two keys a request is found by (its hash and its client id):
 /// 1 to `max_len` bytes, no control characters (NUL included).
@@ -64,9 +80,13 @@ pub(crate) fn is_storable_hash(hash: &str) -> bool {
 /// Checks a whole request given to `store` and returns it as it will be kept:
 /// `expires_at` truncated to whole microseconds (PostgreSQL's precision), so that both
 /// stores return exactly the same value.
+///
+/// `now` is the application's clock. `expires_at` must lie in `(now, now + max_lifetime]`;
+/// a backend with a clock of its own checks the lower bound again against that clock.
 pub(crate) fn check_request(
     request: &PushedAuthorizationRequest,
     max_parameters_len: usize,
+    max_lifetime: Duration,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, StoreError> {
     check_hash(&request.reference_value_hash)?;
@@ -91,9 +111,19 @@ pub(crate) fn check_request(
     }
     let expires_at = request.expires_at.trunc_subsecs(6);
     if expires_at <= now {
+        return Err(already_expired());
+    }
+    // A bound beyond chrono's range (about 262,000 years) bounds nothing.
+    let latest = TimeDelta::from_std(max_lifetime)
+        .ok()
+        .and_then(|lifetime| now.checked_add_signed(lifetime));
+    if latest.is_some_and(|latest| expires_at > latest) {
         return Err(StoreError::invalid(
             "expires_at",
-            "must be in the future when the request is stored",
+            format!(
+                "is more than the store's max_lifetime ({} s) ahead",
+                max_lifetime.as_secs()
+            ),
         ));
     }
     Ok(expires_at)
@@ -118,7 +148,7 @@ mod tests {
     #[test]
     fn accepts_a_normal_request() {
         let r = request("abc", "client_id=x", Duration::seconds(60));
-        assert!(check_request(&r, 100, Utc::now()).is_ok());
+        assert!(check_request(&r, 100, DEFAULT_MAX_LIFETIME, Utc::now()).is_ok());
     }
 
     #[test]
@@ -126,18 +156,32 @@ mod tests {
         let now = Utc::now();
         let ttl = Duration::seconds(60);
         for hash in ["", "a\0b", "tab\there", "\u{85}", &"h".repeat(129)] {
-            let err = check_request(&request(hash, "p", ttl), 100, now).unwrap_err();
+            let err = check_request(&request(hash, "p", ttl), 100, DEFAULT_MAX_LIFETIME, now)
+                .unwrap_err();
             assert_eq!(field_of(err), "reference_value_hash", "{hash:?}");
         }
         assert!(check_hash(&"h".repeat(128)).is_ok());
-        let err = check_request(&request("h", "a\0", ttl), 100, now).unwrap_err();
+        let err =
+            check_request(&request("h", "a\0", ttl), 100, DEFAULT_MAX_LIFETIME, now).unwrap_err();
         assert_eq!(field_of(err), "parameters");
-        let err = check_request(&request("h", &"p".repeat(101), ttl), 100, now).unwrap_err();
+        let err = check_request(
+            &request("h", &"p".repeat(101), ttl),
+            100,
+            DEFAULT_MAX_LIFETIME,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(field_of(err), "parameters");
-        assert!(check_request(&request("h", &"p".repeat(100), ttl), 100, now).is_ok());
+        assert!(check_request(
+            &request("h", &"p".repeat(100), ttl),
+            100,
+            DEFAULT_MAX_LIFETIME,
+            now
+        )
+        .is_ok());
         let past = PushedAuthorizationRequest::new("h", now, "p");
         assert_eq!(
-            field_of(check_request(&past, 100, now).unwrap_err()),
+            field_of(check_request(&past, 100, DEFAULT_MAX_LIFETIME, now).unwrap_err()),
             "expires_at"
         );
     }
@@ -153,7 +197,7 @@ mod tests {
             &"c".repeat(MAX_CLIENT_ID_LEN + 1),
         ] {
             let bound = request("h", "p", ttl).with_client_id(client_id);
-            let err = check_request(&bound, 100, now).unwrap_err();
+            let err = check_request(&bound, 100, DEFAULT_MAX_LIFETIME, now).unwrap_err();
             assert_eq!(field_of(err), "client_id", "{client_id:?}");
             assert!(!is_storable_client_id(client_id));
         }
@@ -163,16 +207,38 @@ mod tests {
             &"c".repeat(MAX_CLIENT_ID_LEN),
         ] {
             let bound = request("h", "p", ttl).with_client_id(client_id);
-            assert!(check_request(&bound, 100, now).is_ok(), "{client_id:?}");
+            assert!(
+                check_request(&bound, 100, DEFAULT_MAX_LIFETIME, now).is_ok(),
+                "{client_id:?}"
+            );
             assert!(is_storable_client_id(client_id));
         }
-        assert!(check_request(&request("h", "p", ttl), 100, now).is_ok());
+        assert!(check_request(&request("h", "p", ttl), 100, DEFAULT_MAX_LIFETIME, now).is_ok());
+    }
+
+    #[test]
+    fn bounds_the_lifetime() {
+        let now = Utc::now();
+        let minute = std::time::Duration::from_secs(60);
+        let at = |expires_at| PushedAuthorizationRequest::new("h", expires_at, "p");
+        assert!(check_request(&at(now + Duration::seconds(60)), 100, minute, now).is_ok());
+        let late = at(now + Duration::seconds(60) + Duration::microseconds(1));
+        assert_eq!(
+            field_of(check_request(&late, 100, minute, now).unwrap_err()),
+            "expires_at"
+        );
+        let far = at(DateTime::<Utc>::MAX_UTC);
+        let refused = check_request(&far, 100, DEFAULT_MAX_LIFETIME, now).unwrap_err();
+        assert_eq!(field_of(refused), "expires_at");
+        // A bound too large to add to `now` is no bound.
+        let unbounded = std::time::Duration::MAX;
+        assert!(check_request(&far, 100, unbounded, now).is_ok());
     }
 
     #[test]
     fn truncates_expiry_to_microseconds() {
         let r = request("h", "p", Duration::nanoseconds(60_000_000_123));
-        let kept = check_request(&r, 100, Utc::now()).unwrap();
+        let kept = check_request(&r, 100, DEFAULT_MAX_LIFETIME, Utc::now()).unwrap();
         assert_eq!(kept.timestamp_subsec_nanos() % 1_000, 0);
     }
 }

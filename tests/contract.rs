@@ -10,11 +10,13 @@ use par_store::{
 };
 use std::sync::Arc;
 
-/// What the contract needs beyond the trait: one cleanup pass, and the operations on
-/// client-bound and replaceable requests, which both stores have as inherent methods.
+/// What the contract needs beyond the trait: one cleanup pass, the lifetime bound, and the
+/// operations on client-bound and replaceable requests, which both stores have as inherent
+/// methods.
 #[async_trait::async_trait]
 trait Backend: PushedAuthorizationRequestStore + Clone + 'static {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
+    fn max_lifetime(self, lifetime: std::time::Duration) -> Self;
     async fn store_or_replace(
         &self,
         request: &PushedAuthorizationRequest,
@@ -29,6 +31,9 @@ macro_rules! backend {
         impl Backend for $store {
             async fn delete_expired(&self) -> Result<u64, StoreError> {
                 <$store>::delete_expired(self).await
+            }
+            fn max_lifetime(self, lifetime: std::time::Duration) -> Self {
+                <$store>::max_lifetime(self, lifetime)
             }
             async fn store_or_replace(
                 &self,
@@ -238,6 +243,32 @@ async fn expiry_not_in_the_future_is_refused<S: Backend>(store: S) {
         assert_eq!(invalid_field(store.store(&request).await), "expires_at");
     }
     assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+}
+
+async fn lifetime_beyond_max_lifetime_is_refused<S: Backend>(store: S) {
+    // The default bound, 1 hour.
+    assert_eq!(par_store::DEFAULT_MAX_LIFETIME.as_secs(), 3600);
+    for expires_at in [
+        Utc::now() + Duration::seconds(3601),
+        Utc::now() + Duration::days(365),
+        chrono::DateTime::<Utc>::MAX_UTC,
+    ] {
+        let request = PushedAuthorizationRequest::new(hash(1), expires_at, "p");
+        assert_eq!(invalid_field(store.store(&request).await), "expires_at");
+    }
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+    let within = Utc::now() + Duration::seconds(3590);
+    store
+        .store(&PushedAuthorizationRequest::new(hash(1), within, "p"))
+        .await
+        .unwrap();
+    // A store's own bound.
+    let store = store.max_lifetime(std::time::Duration::from_secs(30));
+    let minute = PushedAuthorizationRequest::new(hash(2), Utc::now() + Duration::seconds(60), "p");
+    assert_eq!(invalid_field(store.store(&minute).await), "expires_at");
+    let seconds = PushedAuthorizationRequest::new(hash(2), Utc::now() + Duration::seconds(20), "p");
+    store.store(&seconds).await.unwrap();
+    assert_eq!(store.get_by_hash(&hash(2)).await.unwrap(), Some(seconds));
 }
 
 async fn store_works_after_bad_input<S: Backend>(store: S) {
@@ -523,6 +554,7 @@ contract!(
     parameters_with_nul_are_refused,
     oversized_parameters_are_refused,
     expiry_not_in_the_future_is_refused,
+    lifetime_beyond_max_lifetime_is_refused,
     store_works_after_bad_input,
     expired_request_is_never_returned_by_get,
     expired_request_is_not_consumed_but_removed,

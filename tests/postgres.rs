@@ -416,3 +416,290 @@ async fn delete_by_client_id_uses_the_client_id_index() {
         "{plan}"
     );
 }
+
+/// The constraint migration 0003 adds.
+const FINITE_EXPIRY: &str = "pushed_authorization_requests_expires_at_finite";
+
+fn constraint_of(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error()
+        .and_then(|db| db.constraint())
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn an_operator_cannot_make_a_request_never_expire() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.store(&request("h")).await.unwrap();
+    for odd in ["infinity", "-infinity"] {
+        let err = sqlx::query(
+            "UPDATE pushed_authorization_requests SET expires_at = $1::timestamptz \
+             WHERE reference_value_hash = 'h'",
+        )
+        .bind(odd)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+        assert_eq!(
+            constraint_of(&err).as_deref(),
+            Some(FINITE_EXPIRY),
+            "{odd}: {err}"
+        );
+    }
+    // The row is as the store wrote it, and still live.
+    let kept = store.consume_by_hash("h").await.unwrap().unwrap();
+    assert_eq!(kept.parameters, "client_id=a");
+}
+
+/// An odd stored value fails the operation with a database error (not a panic).
+fn assert_database_error<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    match result {
+        Err(StoreError::Database { .. }) => {}
+        other => panic!("expected StoreError::Database, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_expiry_beyond_what_the_store_can_represent_is_an_error_not_a_panic() {
+    // A finite timestamp past chrono's range (year 262143), written by hand: the CHECK lets it
+    // through (PostgreSQL goes to year 294276), the store's decoder must not panic on it.
+    let db = TestDb::new().await;
+    db.store().store(&request("h")).await.unwrap();
+    sqlx::query("UPDATE pushed_authorization_requests SET expires_at = '290000-01-01 00:00:00+00'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let store = db.store();
+    assert_database_error(store.get_by_hash("h").await);
+    assert_database_error(store.consume_by_hash("h").await);
+    // The store keeps working.
+    store.store(&request("h2")).await.unwrap();
+    assert!(store.consume_by_hash("h2").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_infinite_expiry_in_a_table_without_the_check_is_an_error_not_a_panic() {
+    // The schema before 0003 (no CHECK yet) holding what 0.1 let operators write.
+    let db = TestDb::empty().await;
+    PostgresStore::migrator().run_to(2, &db.pool).await.unwrap();
+    for (hash, expiry) in [("inf", "infinity"), ("neg", "-infinity")] {
+        sqlx::query(
+            "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+             VALUES ($1, $2::timestamptz, 'p')",
+        )
+        .bind(hash)
+        .bind(expiry)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let store = db.store();
+    assert_database_error(store.get_by_hash("inf").await);
+    // '-infinity' is not live: never returned, and consume removes it.
+    assert_eq!(store.get_by_hash("neg").await.unwrap(), None);
+    assert_database_error(store.consume_by_hash("neg").await);
+}
+
+/// Rows of the table, as a tuple per row, in byte order of the key. Not kept prepared: its
+/// result has the key column, whose collation the migrations change.
+async fn rows_of(db: &TestDb) -> Vec<(String, String, bool, bool)> {
+    sqlx::query_as(
+        "SELECT reference_value_hash, parameters, isfinite(expires_at), expires_at > now() \
+         FROM pushed_authorization_requests ORDER BY convert_to(reference_value_hash, 'UTF8')",
+    )
+    .persistent(false)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+async fn key_collation(db: &TestDb) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT collation_name::text FROM information_schema.columns \
+         WHERE table_name = 'pushed_authorization_requests' \
+         AND column_name = 'reference_value_hash'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn migrating_a_populated_0_1_table_and_reverting_keep_every_row() {
+    let db = TestDb::empty().await;
+    let migrator = PostgresStore::migrator();
+    migrator.run_to(1, &db.pool).await.unwrap();
+    // What 0.1 holds: live and expired rows, non-ASCII keys, and a hand-made 'infinity'.
+    let rows = [
+        ("live-1", "now() + interval '10 minutes'"),
+        ("live-\u{e9}\u{4e2d}", "now() + interval '10 minutes'"),
+        ("expired", "now() - interval '1 minute'"),
+        ("forever", "'infinity'"),
+    ];
+    for (n, (hash, expiry)) in rows.iter().enumerate() {
+        let insert = format!(
+            "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+             VALUES ($1, {expiry}, $2)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(*hash)
+            .bind(format!("p={n}"))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let before = rows_of(&db).await;
+    assert_eq!(before.len(), 4);
+
+    db.store().migrate().await.unwrap();
+    let after = rows_of(&db).await;
+    assert_eq!(after.len(), 4, "{after:?}");
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(
+            (&old.0, &old.1),
+            (&new.0, &new.1),
+            "key and parameters kept"
+        );
+        if old.0 == "forever" {
+            assert_eq!((new.2, new.3), (true, false), "made finite and expired");
+        } else {
+            assert_eq!((old.2, old.3), (new.2, new.3), "{old:?}");
+        }
+    }
+    assert_eq!(key_collation(&db).await.as_deref(), Some("C"));
+    let store = db.store();
+    assert!(store.get_by_hash("live-1").await.unwrap().is_some());
+    assert!(store
+        .get_by_hash("live-\u{e9}\u{4e2d}")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.get_by_hash("forever").await.unwrap(), None);
+    assert_eq!(
+        store.delete_expired().await.unwrap(),
+        2,
+        "expired and forever"
+    );
+
+    // Revert to 0.1: rows kept, collation and constraint gone.
+    store.store(&request("new")).await.unwrap();
+    migrator.undo(&db.pool, 1).await.unwrap();
+    let reverted = rows_of(&db).await;
+    let keys: Vec<&str> = reverted.iter().map(|row| row.0.as_str()).collect();
+    assert_eq!(keys, ["live-1", "live-\u{e9}\u{4e2d}", "new"]);
+    assert_eq!(key_collation(&db).await, None, "the database default again");
+    sqlx::query("UPDATE pushed_authorization_requests SET expires_at = 'infinity' WHERE reference_value_hash = 'new'")
+        .execute(&db.pool)
+        .await
+        .expect("0.1 has no CHECK on expires_at");
+    // And forward again.
+    sqlx::query("DELETE FROM pushed_authorization_requests WHERE reference_value_hash = 'new'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.store().migrate().await.unwrap();
+    assert_eq!(rows_of(&db).await.len(), 2);
+}
+
+#[tokio::test]
+async fn the_stores_prepared_statements_survive_the_collation_change() {
+    // Instances keep running while one of them migrates: their connections hold the store's
+    // statements, prepared against the table as it was before 0003.
+    let db = TestDb::empty().await;
+    let migrator = PostgresStore::migrator();
+    migrator.run_to(2, &db.pool).await.unwrap();
+    let running = PostgresStoreOptions::new()
+        .max_connections(1)
+        .connect_with(db.options.clone().application_name("running-instance"))
+        .await
+        .unwrap();
+    let backend = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'running-instance'",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    for hash in ["a", "b", "c"] {
+        running.store(&request(hash)).await.unwrap();
+    }
+    assert!(running.get_by_hash("a").await.unwrap().is_some());
+    assert!(running.consume_by_hash("a").await.unwrap().is_some());
+    let before = backend().await;
+    assert_eq!(before.len(), 1);
+
+    db.store().migrate().await.unwrap();
+    assert_eq!(key_collation(&db).await.as_deref(), Some("C"));
+    assert!(running.get_by_hash("b").await.unwrap().is_some());
+    assert!(running.consume_by_hash("b").await.unwrap().is_some());
+    running.store(&request("d")).await.unwrap();
+
+    migrator.undo(&db.pool, 2).await.unwrap();
+    assert!(running.get_by_hash("c").await.unwrap().is_some());
+    assert!(running.consume_by_hash("d").await.unwrap().is_some());
+    assert_eq!(backend().await, before, "the same connection throughout");
+    running.close().await;
+}
+
+/// Stores a request that expires 300 ms from now through a link held for a second: it passes
+/// the application's clock check and reaches the database after it expired.
+async fn store_arriving_expired(
+    proxy: &common::fault::FaultProxy,
+    store: &PostgresStore,
+    hash: &str,
+) -> Result<(), StoreError> {
+    let late = PushedAuthorizationRequest::new(hash, Utc::now() + Duration::milliseconds(300), "p");
+    proxy.stall();
+    let pending = tokio::spawn({
+        let store = store.clone();
+        async move { store.store(&late).await }
+    });
+    tokio::time::sleep(StdDuration::from_secs(1)).await;
+    proxy.restore();
+    pending.await.unwrap()
+}
+
+#[tokio::test]
+async fn a_request_already_expired_by_the_database_clock_is_refused() {
+    // The application checks expires_at against its own clock, then the request travels to
+    // the database. Here the trip takes a second (the proxy holds the bytes), so the request
+    // leaves the application 300 ms before it expires and reaches the database after: from
+    // the database's point of view, exactly an application whose clock is behind by 700 ms
+    // more than the lifetime. The database's clock decides: InvalidInput, nothing stored.
+    // (Without the check in the INSERT this stores an expired request and returns Ok.)
+    let db = TestDb::new().await;
+    let proxy = common::fault::FaultProxy::in_front_of(&db.options).await;
+    let store = PostgresStoreOptions::new()
+        .max_connections(1)
+        .connect_with(proxy.route(&db.options))
+        .await
+        .unwrap();
+    // Warm up: the connection is open and the INSERT prepared.
+    store.store(&request("warm")).await.unwrap();
+
+    match store_arriving_expired(&proxy, &store, "late").await {
+        Err(StoreError::InvalidInput { field, .. }) => assert_eq!(field, "expires_at"),
+        other => panic!("expected InvalidInput for expires_at, got {other:?}"),
+    }
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pushed_authorization_requests WHERE reference_value_hash = 'late'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "nothing stored");
+
+    // Expired wins over duplicate, and a duplicate that is live is still a duplicate.
+    assert!(matches!(
+        store_arriving_expired(&proxy, &store, "warm").await,
+        Err(StoreError::InvalidInput {
+            field: "expires_at",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.store(&request("warm")).await,
+        Err(StoreError::Duplicate)
+    ));
+}
