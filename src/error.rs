@@ -163,6 +163,14 @@ impl StoreError {
         }
     }
 
+    /// While migrating, a database error (other than a transient one) is a [`Migration`](Self::Migration) error.
+    pub(crate) fn in_migration(self) -> Self {
+        match self {
+            StoreError::Database { source } => StoreError::Migration { source },
+            other => other,
+        }
+    }
+
     /// True for errors worth retrying later: [`Unavailable`](Self::Unavailable) and
     /// [`Timeout`](Self::Timeout).
     ///
@@ -218,10 +226,7 @@ impl From<sqlx::Error> for StoreError {
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(err: sqlx::migrate::MigrateError) -> Self {
         match err {
-            sqlx::migrate::MigrateError::Execute(inner) => match StoreError::from(inner) {
-                StoreError::Database { source } => StoreError::Migration { source },
-                transient => transient,
-            },
+            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from(inner).in_migration(),
             other => StoreError::Migration {
                 source: Box::new(other),
             },

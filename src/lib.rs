@@ -58,6 +58,7 @@ mod cleanup;
 mod connections;
 mod error;
 mod memory;
+mod migrations;
 mod model;
 mod postgres;
 mod protect;

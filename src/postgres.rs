@@ -183,10 +183,19 @@ impl PostgresStore {
     }
 
     /// Applies the store's migrations. Idempotent, and safe to call from many instances at
-    /// once (the migrator takes an advisory lock).
+    /// once (it takes an advisory lock).
+    ///
+    /// Converges with sqlx-cli in any order: run with par-store's `sqlx.toml` it shares this
+    /// history table; run without it, it records par-store's migrations in the host's
+    /// `_sqlx_migrations`, which `migrate()` recognises (by version and checksum) instead of
+    /// applying them twice, and which it then keeps up to date with the migrations it
+    /// applies itself. Runs on one connection of its own, with the migrator's
+    /// "already exists, skipping" notices switched off.
+    ///
+    /// Fails with [`StoreError::Migration`] when a migration cannot be applied (e.g. the role
+    /// may not create tables) or the history does not match these migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        Self::migrator().run(self.pool()).await?;
-        Ok(())
+        crate::migrations::run(self.pool()).await
     }
 
     /// Removes every expired request, in batches of the default size (one statement per
