@@ -46,8 +46,8 @@ pub enum StoreError {
     /// The input was refused before it reached the database, and nothing was stored.
     #[error("invalid {field}: {reason}")]
     InvalidInput {
-        /// The offending field, e.g. `"reference_value_hash"`, `"parameters"`, `"expires_at"`.
-        field: &'static str,
+        /// The offending field of the [`PushedAuthorizationRequest`](crate::PushedAuthorizationRequest).
+        field: InputField,
         /// Why it was refused (never contains the value itself).
         reason: String,
     },
@@ -79,6 +79,11 @@ pub enum StoreError {
         source: BoxError,
     },
 
+    /// The database URL given to [`PostgresStoreOptions::connect`](crate::PostgresStoreOptions::connect)
+    /// is not a PostgreSQL URL: a configuration error, found before any connection is made.
+    #[error(transparent)]
+    InvalidDatabaseUrl(#[from] InvalidDatabaseUrl),
+
     /// Any other error reported by the database.
     #[error("database error: {source}")]
     Database {
@@ -100,6 +105,74 @@ pub enum StoreError {
         /// `request_uri` is spent). Always false for `store` and `get_by_hash`.
         consumed: bool,
     },
+}
+
+/// The field of a [`PushedAuthorizationRequest`](crate::PushedAuthorizationRequest) that a
+/// [`StoreError::InvalidInput`] refers to.
+///
+/// ```
+/// use par_store::{InputField, MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = MemoryStore::new().max_parameters_len(4);
+/// let request = PushedAuthorizationRequest::new("h", chrono::Utc::now() + chrono::Duration::seconds(60), "too long");
+/// let err = store.store(&request).await.unwrap_err();
+/// assert!(matches!(err, StoreError::InvalidInput { field: InputField::Parameters, .. }));
+/// assert_eq!(InputField::Parameters.to_string(), "parameters");
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InputField {
+    /// `reference_value_hash`: empty, too long, or with control characters.
+    ReferenceValueHash,
+    /// `expires_at`: not in the future when stored.
+    ExpiresAt,
+    /// `parameters`: larger than the store accepts, or with NUL characters.
+    Parameters,
+}
+
+impl InputField {
+    /// The field's name in [`PushedAuthorizationRequest`](crate::PushedAuthorizationRequest).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputField::ReferenceValueHash => "reference_value_hash",
+            InputField::ExpiresAt => "expires_at",
+            InputField::Parameters => "parameters",
+        }
+    }
+}
+
+impl fmt::Display for InputField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A database URL that is not a PostgreSQL connection URL, from
+/// [`PostgresStoreOptions::connect`](crate::PostgresStoreOptions::connect). The message never
+/// repeats the URL, which may hold a password.
+#[derive(Debug, thiserror::Error)]
+#[error("the database URL is not a PostgreSQL URL ({reason})")]
+pub struct InvalidDatabaseUrl {
+    reason: String,
+}
+
+impl InvalidDatabaseUrl {
+    /// Parses `url` as PostgreSQL connect options.
+    pub(crate) fn parse(url: &str) -> Result<sqlx::postgres::PgConnectOptions, InvalidDatabaseUrl> {
+        url.parse().map_err(|err: sqlx::Error| InvalidDatabaseUrl {
+            reason: match err {
+                sqlx::Error::Configuration(cause) => cause.to_string(),
+                other => other.to_string(),
+            },
+        })
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
 }
 
 fn consumed_note(consumed: bool) -> &'static str {
@@ -156,7 +229,7 @@ impl fmt::Display for ProtectionErrorKind {
 }
 
 impl StoreError {
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: InputField, reason: impl Into<String>) -> Self {
         StoreError::InvalidInput {
             field,
             reason: reason.into(),

@@ -72,20 +72,27 @@ pub use cleanup::{
     CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
     DEFAULT_INTERVAL, DEFAULT_RETRY_DELAY,
 };
-pub use error::{BoxError, ProtectionErrorKind, StoreError};
+pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{
     PostgresStore, PostgresStoreOptions, DEFAULT_OPERATION_TIMEOUT, MIGRATIONS_TABLE,
 };
 pub use protect::{
-    envelope_len, max_parameters_len_within, KeyRing, ProtectedStore, ProtectionKey,
+    envelope_len, max_parameters_len_within, KeyRing, KeyRingError, ProtectedStore, ProtectionKey,
     ENVELOPE_VERSION, MAX_KEY_ID_LEN,
 };
-pub use reference::{ReferenceValue, REQUEST_URI_PREFIX};
+pub use reference::{InvalidRequestUri, ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
 pub use validate::{DEFAULT_MAX_PARAMETERS_LEN, MAX_REFERENCE_VALUE_HASH_LEN};
 
 /// The `sqlx` this crate is built on, so that applications build their `PgPool` with the
 /// same version.
 pub use sqlx;
+
+/// The `chrono` of this crate's public API ([`PushedAuthorizationRequest::expires_at`]), so
+/// that applications name the same `DateTime<Utc>` without a dependency of their own.
+pub use chrono;
+
+/// The `uuid` of this crate's public API ([`CleanupJob::id`]).
+pub use uuid;

@@ -3,7 +3,7 @@
 use crate::backend::{impl_store_for_backend, Backend};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::connections::Connections;
-use crate::error::StoreError;
+use crate::error::{InvalidDatabaseUrl, StoreError};
 use crate::model::PushedAuthorizationRequest;
 use crate::sql::{CONSUME, DELETE_EXPIRED_BATCH, INSERT, SELECT_LIVE};
 use crate::validate::DEFAULT_MAX_PARAMETERS_LEN;
@@ -12,7 +12,6 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -468,12 +467,10 @@ impl PostgresStoreOptions {
     }
 
     /// Connects to `url` and returns a store on the new pool. Fails with
-    /// [`StoreError::InvalidInput`] for a malformed URL and [`StoreError::Unavailable`] when
+    /// [`StoreError::InvalidDatabaseUrl`] for a malformed URL and [`StoreError::Unavailable`] when
     /// the server cannot be reached.
     pub async fn connect(&self, url: &str) -> Result<PostgresStore, StoreError> {
-        let options = PgConnectOptions::from_str(url).map_err(|err| {
-            StoreError::invalid("database url", format!("is not a PostgreSQL URL: {err}"))
-        })?;
+        let options = InvalidDatabaseUrl::parse(url)?;
         self.connect_with(options).await
     }
 

@@ -1,6 +1,6 @@
 //! The input rules, written once and applied by every store before anything reaches storage.
 
-use crate::error::StoreError;
+use crate::error::{InputField, StoreError};
 use crate::model::PushedAuthorizationRequest;
 use chrono::{DateTime, SubsecRound, Utc};
 
@@ -13,7 +13,7 @@ pub const DEFAULT_MAX_PARAMETERS_LEN: usize = 64 * 1024;
 
 /// Checks a reference value hash given to `store`.
 pub(crate) fn check_hash(hash: &str) -> Result<(), StoreError> {
-    const FIELD: &str = "reference_value_hash";
+    const FIELD: InputField = InputField::ReferenceValueHash;
     if hash.is_empty() {
         return Err(StoreError::invalid(FIELD, "must not be empty"));
     }
@@ -50,7 +50,7 @@ pub(crate) fn check_request(
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, StoreError> {
     check_hash(&request.reference_value_hash)?;
-    const PARAMETERS: &str = "parameters";
+    const PARAMETERS: InputField = InputField::Parameters;
     if request.parameters.len() > max_parameters_len {
         return Err(StoreError::invalid(
             PARAMETERS,
@@ -69,7 +69,7 @@ pub(crate) fn check_request(
     let expires_at = request.expires_at.trunc_subsecs(6);
     if expires_at <= now {
         return Err(StoreError::invalid(
-            "expires_at",
+            InputField::ExpiresAt,
             "must be in the future when the request is stored",
         ));
     }
@@ -87,7 +87,7 @@ mod tests {
 
     fn field_of(err: StoreError) -> &'static str {
         match err {
-            StoreError::InvalidInput { field, .. } => field,
+            StoreError::InvalidInput { field, .. } => field.as_str(),
             other => panic!("expected InvalidInput, got {other:?}"),
         }
     }

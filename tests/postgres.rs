@@ -240,9 +240,12 @@ async fn operation_timeout_bounds_an_operation() {
 }
 
 #[tokio::test]
-async fn malformed_database_url_is_invalid_input() {
-    let err = PostgresStore::connect("not a url").await.unwrap_err();
-    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err:?}");
+async fn malformed_database_url_is_invalid_database_url() {
+    let err = PostgresStore::connect("postgres://user:hunter2@host:notaport/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidDatabaseUrl(_)), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
 #[tokio::test]
