@@ -12,28 +12,38 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Everything that can go wrong in a [`PushedAuthorizationRequestStore`](crate::PushedAuthorizationRequestStore).
 ///
-/// The variants say what the caller should do:
+/// # Errors and HTTP responses
 ///
-/// | variant | meaning | what a server does |
-/// |---|---|---|
-/// | [`Duplicate`](Self::Duplicate) | a request with this hash exists | generate a new reference value and store again |
-/// | [`InvalidInput`](Self::InvalidInput) | refused before reaching the database; nothing stored | fix the caller (a bug), answer `400 invalid_request` |
-/// | [`Unavailable`](Self::Unavailable) | no connection, connection lost, server shutting down | answer `503`/`temporarily_unavailable`; retry later |
-/// | [`Timeout`](Self::Timeout) | the statement or the whole operation took too long | as `Unavailable` |
-/// | [`Migration`](Self::Migration) | applying the schema failed | fix the deployment |
-/// | [`Database`](Self::Database) | any other database error (permissions, schema missing, ...) | log it and fail the request (`500`) |
-/// | [`Protection`](Self::Protection) | a [`ProtectedStore`](crate::ProtectedStore) could not seal or open the parameters (see [`ProtectionErrorKind`]) | treat the `request_uri` as invalid (`400 invalid_request_uri`) for `UnknownKey`/`Tampered`/`MalformedEnvelope`, and alert: keys or data are wrong |
+/// The one table of what a server answers for each error (RFC 9126 sections 2.3 and 4,
+/// RFC 6749 section 5.2). `examples/par_server.rs` implements it and its tests check it.
+///
+/// | error | cause | PAR endpoint (`POST /par`) | authorization endpoint (`request_uri`) |
+/// |---|---|---|---|
+/// | [`InvalidRequestUri`](crate::InvalidRequestUri) (from [`ReferenceValue::from_request_uri`](crate::ReferenceValue::from_request_uri)) | a malformed `request_uri` from the browser: client input | - | `400 invalid_request_uri`, the same answer as an unknown one |
+/// | `Ok(None)` from `get_by_hash` / `consume_by_hash` | unknown, expired or already used | - | `400 invalid_request_uri`; so is a `request_uri` pushed by another client |
+/// | [`InvalidInput`](Self::InvalidInput) with [`InputField::Parameters`] | the client's parameters are too large (or hold NUL) | `413` (or `400`) `invalid_request` | - |
+/// | [`InvalidInput`](Self::InvalidInput), other fields | the server built a bad hash or expiry: a bug in the server | `500 server_error`, log it | `500 server_error` |
+/// | [`Duplicate`](Self::Duplicate) | a request with this hash exists | generate a new reference value and store again; `500 server_error` if it repeats | - |
+/// | [`Unavailable`](Self::Unavailable), [`Timeout`](Self::Timeout) ([`is_transient`](Self::is_transient)) | no connection, connection lost, too slow | `503 temporarily_unavailable` with `Retry-After` | the same |
+/// | [`Protection`](Self::Protection) with `UnknownKey`, `Tampered`, `MalformedEnvelope` | the stored request cannot be opened (see [`ProtectionErrorKind`]) | - | `400 invalid_request_uri` (the request is unusable), and alert: keys or data are wrong |
+/// | [`Protection`](Self::Protection) with `RandomUnavailable` | the OS random source failed | `500 server_error` | - |
+/// | [`Database`](Self::Database) | any other database error (permissions, schema missing, ...) | `500 server_error`, log it | `500 server_error` |
+/// | [`Migration`](Self::Migration), [`InvalidDatabaseUrl`](Self::InvalidDatabaseUrl) | at start-up: `migrate()` failed (e.g. the role may not create tables), or a bad URL | not a request error: fix the deployment, do not serve | - |
 ///
 /// ```
-/// use par_store::StoreError;
+/// use par_store::{InputField, ProtectionErrorKind, StoreError};
 ///
+/// /// The HTTP status for a store error at the authorization endpoint.
 /// fn status_for(err: &StoreError) -> u16 {
 ///     match err {
-///         StoreError::InvalidInput { .. } => 400,
-///         StoreError::Unavailable { .. } | StoreError::Timeout { .. } => 503,
+///         StoreError::InvalidInput { field: InputField::Parameters, .. } => 413,
+///         StoreError::Protection { kind, .. } if *kind != ProtectionErrorKind::RandomUnavailable => 400,
+///         err if err.is_transient() => 503,
 ///         _ => 500,
 ///     }
 /// }
+/// assert_eq!(status_for(&StoreError::Protection { kind: ProtectionErrorKind::Tampered, consumed: false }), 400);
+/// assert_eq!(status_for(&StoreError::Protection { kind: ProtectionErrorKind::RandomUnavailable, consumed: false }), 500);
 /// assert_eq!(status_for(&StoreError::Duplicate), 500);
 /// ```
 #[derive(Debug, thiserror::Error)]

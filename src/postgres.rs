@@ -110,6 +110,7 @@ impl PostgresStore {
     /// already sent cannot be taken back, so a timed-out `consume_by_hash` may still consume
     /// the request on the server (see the README, "Failure behaviour"). Keep it above the
     /// server's `statement_timeout`, which cancels the statement itself.
+    #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
         self
@@ -158,6 +159,7 @@ impl PostgresStore {
     /// let store = PostgresStore::new(pool).max_parameters_len(16 * 1024);
     /// # }
     /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn max_parameters_len(mut self, bytes: usize) -> Self {
         self.max_parameters_len = bytes;
         self
@@ -360,6 +362,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "options do nothing until connect() is called on them"]
 pub struct PostgresStoreOptions {
     max_connections: u32,
     acquire_timeout: Duration,

@@ -326,7 +326,7 @@ fn entry_prefix(entry: Option<usize>) -> String {
 /// use par_store::{KeyRing, ProtectionKey};
 ///
 /// let ring = KeyRing::new(ProtectionKey::generate("b")?)
-///     .with_previous(ProtectionKey::generate("a")?);
+///     .with_previous(ProtectionKey::generate("a")?)?;
 /// assert_eq!(ring.current_key_id(), "b");
 /// assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["b", "a"]);
 /// assert_eq!(format!("{ring:?}"), r#"KeyRing { current: "b", previous: ["a"] }"#);
@@ -605,7 +605,7 @@ impl fmt::Debug for KeyRing {
 /// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), par_store::StoreError> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let inner = MemoryStore::new();
 /// let keys = KeyRing::new(ProtectionKey::generate("k1")?); // or KeyRing::from_env("PAR_STORE_KEYS")?
 /// let store = ProtectedStore::new(inner.clone(), keys);

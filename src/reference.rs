@@ -166,7 +166,7 @@ impl ReferenceValue {
     /// padded Base64 (44 characters), exactly as Duende IdentityServer computes it.
     ///
     /// ```
-    /// # fn main() -> Result<(), par_store::StoreError> {
+    /// # fn main() -> Result<(), par_store::InvalidRequestUri> {
     /// let uri = format!("urn:ietf:params:oauth:request_uri:{}", "0".repeat(64));
     /// let value = par_store::ReferenceValue::from_request_uri(&uri)?;
     /// assert_eq!(value.hash(), "YOBb0bGVry+UES+nGXpciCiQWIQM58bflpN1a8YlD1U=");
