@@ -213,11 +213,11 @@ impl TempCluster {
     }
 
     /// Keeps the server running for the rest of this process (for a cluster held in a
-    /// `static`, which is never dropped) and returns its connect options. A watchdog shell
+    /// `static`, which is never dropped) and returns its connect options and directory. A watchdog shell
     /// waits for this process to exit, however it exits, then stops the server and removes
     /// the directory.
     #[allow(clippy::zombie_processes)] // the watchdog outlives this process by design
-    pub fn keep_until_process_exit(self) -> PgConnectOptions {
+    pub fn keep_until_process_exit(self) -> (PgConnectOptions, PathBuf) {
         let as_server_user = match self.owner {
             Some(_) => format!("runuser -u {SERVER_USER} -- "),
             None => String::new(),
@@ -238,9 +238,9 @@ impl TempCluster {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start the cluster's watchdog");
-        let options = self.connect_options();
+        let kept = (self.connect_options(), self.base.clone());
         std::mem::forget(self);
-        options
+        kept
     }
 
     async fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Output {

@@ -63,12 +63,14 @@ pub fn server_options() -> &'static PgConnectOptions {
         })
         .join()
         .unwrap_or_else(|_| fail_once("starting a throwaway PostgreSQL cluster failed"));
+        let (options, dir) = started;
         print_once(&format!(
             "nothing answers at {host}:{port} (DATABASE_URL): running on a throwaway PostgreSQL \
-             cluster on 127.0.0.1:{}, removed when this test binary exits",
-            started.get_port()
+             cluster on 127.0.0.1:{} ({}), removed when this test binary exits",
+            options.get_port(),
+            dir.display()
         ));
-        started
+        options
     })
 }
 
