@@ -65,7 +65,7 @@ pub enum StoreError {
     /// The database could not be reached, or the connection was lost during the operation.
     ///
     /// For `consume_by_hash` this is ambiguous: the request may or may not have been
-    /// consumed (see the README, "Failure behaviour").
+    /// consumed (see [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
     #[error("the database is unavailable: {source}")]
     Unavailable {
         /// The underlying driver error.

@@ -108,7 +108,8 @@ impl PostgresStore {
     ///
     /// This is a client-side backstop (for a network that swallows packets): a statement
     /// already sent cannot be taken back, so a timed-out `consume_by_hash` may still consume
-    /// the request on the server (see the README, "Failure behaviour"). Keep it above the
+    /// the request on the server (see
+    /// [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)). Keep it above the
     /// server's `statement_timeout`, which cancels the statement itself.
     #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
