@@ -5,11 +5,10 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::TestDb;
+use common::{Captured, TestDb};
 use par_store::sqlx::{self, migrate::Migrator, Connection, PgConnection, PgPool};
 use par_store::{PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 /// The log test sets a thread-default `tracing` subscriber; tests running beside it would
 /// register sqlx's notice callsite without one, and tracing-core could cache it as
@@ -226,56 +225,6 @@ async fn migrate_then_first_host_cli_run_without_config_fails_and_changes_nothin
     assert!(db.store().get_by_hash("kept").await.unwrap().is_some());
 }
 
-/// A host history that holds no par-store migration is read, never written.
-#[tokio::test]
-async fn host_history_of_its_own_is_left_alone() {
-    let _shared = LOG_CAPTURE.read().await;
-    let db = TestDb::empty().await;
-    let dir = std::env::temp_dir().join(format!("par-store-host-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("0001_host.sql"),
-        "CREATE TABLE host_things (id int PRIMARY KEY);",
-    )
-    .unwrap();
-    let host = Migrator::new(dir.as_path()).await.unwrap();
-    cli_run(&host, &db, None).await.unwrap();
-    let before: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-
-    db.store().migrate().await.unwrap();
-    cli_run(&host, &db, None).await.unwrap();
-
-    let after: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(before, after);
-    assert_eq!(
-        history(&db.pool, "_par_store_migrations").await,
-        up_versions()
-    );
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Every start calls `migrate()`: the migrator's "already exists, skipping" notices, which
 /// sqlx logs at INFO, read like an error and must not appear. The same capture does see
 /// them from sqlx's plain migrator, so the check can fail.
@@ -293,11 +242,11 @@ async fn migrate_logs_no_notice_on_a_routine_start() {
     let _default = tracing::subscriber::set_default(subscriber);
 
     db.store().migrate().await.unwrap();
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     assert!(!text.contains("already exists"), "{text}");
 
     PostgresStore::migrator().run(&db.pool).await.unwrap();
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     assert!(
         text.contains("already exists, skipping"),
         "the capture sees sqlx's notices: {text}"

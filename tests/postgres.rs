@@ -102,9 +102,22 @@ async fn migrations_coexist_with_the_host_applications_own() {
     let host = Migrator::new(dir.as_path()).await.unwrap();
 
     host.run(&db.pool).await.unwrap();
+    let host_history = "SELECT version, checksum FROM _sqlx_migrations ORDER BY version";
+    let before: Vec<(i64, Vec<u8>)> = sqlx::query_as(host_history)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
     db.store().migrate().await.unwrap();
     host.run(&db.pool).await.unwrap();
     db.store().migrate().await.unwrap();
+    let after: Vec<(i64, Vec<u8>)> = sqlx::query_as(host_history)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        before, after,
+        "a host history without par-store's is never written"
+    );
 
     for table in [
         "host_things",

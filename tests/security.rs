@@ -4,14 +4,13 @@
 mod common;
 
 use chrono::Utc;
-use common::TestDb;
+use common::{Captured, TestDb};
 use par_store::sqlx::postgres::PgConnectOptions;
 use par_store::sqlx::{self, PgPool};
 use par_store::{
     CleanupJob, CleanupOptions, MemoryStore, PostgresStore, PostgresStoreOptions,
     PushedAuthorizationRequest, PushedAuthorizationRequestStore, ReferenceValue, StoreError,
 };
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn request(hash: &str, parameters: &str) -> PushedAuthorizationRequest {
@@ -394,27 +393,6 @@ mod tls {
 // ---------------------------------------------------------------------------------------
 // Nothing secret in logs or Debug output
 // ---------------------------------------------------------------------------------------
-
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Secrets of one test: request parameters and reference value hashes as a server makes them.
 struct Secrets {
