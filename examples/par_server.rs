@@ -25,8 +25,12 @@
 //!   was pushed by the same client, consumes it, and answers as an authorization server would
 //!   after a successful login: `302 Found` to the pushed `redirect_uri` with `code` (a random
 //!   stand-in: this example issues no real codes) and the pushed `state`. An unknown, expired,
-//!   already used or malformed `request_uri` gets `400` with `invalid_request_uri` as JSON: the
-//!   redirect URI is only trusted once the request is resolved, so errors are not redirected.
+//!   already used or malformed `request_uri`, and one pushed by another client, all get the
+//!   same `400` with `invalid_request_uri` as JSON (RFC 9126, sections 2.2 and 7: whoever
+//!   holds a leaked `request_uri` must not learn that it is live): the redirect URI is only
+//!   trusted once the request is resolved, so errors are not redirected.
+//!
+//! Errors follow the table in `StoreError`'s documentation.
 //!
 //! The stored parameters are the form-encoded authorization request, client secret removed.
 //! A production server would also protect (encrypt) them before they reach the store.
@@ -39,8 +43,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{TimeDelta, Utc};
 use par_store::{
-    CleanupJob, CleanupOptions, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
-    ReferenceValue, StoreError,
+    CleanupJob, CleanupOptions, InputField, ProtectionErrorKind, PushedAuthorizationRequest,
+    PushedAuthorizationRequestStore, ReferenceValue, StoreError,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -146,24 +150,34 @@ impl OAuthError {
         )
     }
 
-    fn invalid_request_uri(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_uri", description)
+    /// The one answer for every `request_uri` that does not resolve to a request of this
+    /// client: malformed, unknown, expired, used, pushed by another client, or unreadable.
+    fn unusable_request_uri() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_uri",
+            "request_uri is unknown, expired or used",
+        )
     }
 
     /// What the client may learn from a store failure: whether to retry, never the details,
-    /// which go to the log.
+    /// which go to the log. As in `StoreError`'s table.
     fn from_store(err: StoreError) -> Self {
         match err {
+            // The only input the client controls: the size (or NUL bytes) of its parameters.
             StoreError::InvalidInput {
-                field: "parameters",
+                field: InputField::Parameters,
                 ..
             } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 "the pushed request is too large",
             ),
-            StoreError::InvalidInput { field, reason } => {
-                Self::invalid_request(format!("invalid {field}: {reason}"))
+            StoreError::Protection { kind, .. }
+                if kind != ProtectionErrorKind::RandomUnavailable =>
+            {
+                tracing::error!(error = %kind, "stored PAR parameters cannot be opened");
+                Self::unusable_request_uri()
             }
             err if err.is_transient() => {
                 tracing::warn!(error = %err, "PAR store unavailable");
@@ -223,21 +237,20 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
 struct Params(Vec<(String, String)>);
 
 impl Params {
-    /// Checks for repeated parameters and drops empty ones, which RFC 6749 (section 3.1) says
-    /// to treat as omitted.
+    /// Refuses repeated parameters, empty occurrences included, and then drops empty ones,
+    /// which RFC 6749 (section 3.1) says to treat as omitted.
     fn new(pairs: Vec<(String, String)>) -> Result<Self, OAuthError> {
-        let mut kept: Vec<(String, String)> = Vec::with_capacity(pairs.len());
-        for (name, value) in pairs {
-            if kept.iter().any(|(seen, _)| *seen == name) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {name} is included more than once"
-                )));
-            }
-            if !value.is_empty() {
-                kept.push((name, value));
-            }
+        if let Some(name) = repeated_name(&pairs) {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {name} is included more than once"
+            )));
         }
-        Ok(Params(kept))
+        Ok(Params(
+            pairs
+                .into_iter()
+                .filter(|(_, value)| !value.is_empty())
+                .collect(),
+        ))
     }
 
     /// Reads back what [`encode`](Self::encode) stored.
@@ -267,6 +280,25 @@ impl Params {
             tracing::error!(error = %err, "cannot form-encode PAR parameters");
             OAuthError::server_error()
         })
+    }
+}
+
+/// The first parameter name that occurs more than once, empty values counted.
+fn repeated_name(pairs: &[(String, String)]) -> Option<&str> {
+    pairs
+        .iter()
+        .enumerate()
+        .find(|(i, (name, _))| pairs[..*i].iter().any(|(seen, _)| seen == name))
+        .map(|(_, (name, _))| name.as_str())
+}
+
+/// The one non-empty value of `name`, for client authentication: absent, empty or repeated
+/// credentials all fail it alike.
+fn credential<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let mut values = pairs.iter().filter(|(seen, _)| seen == name);
+    match (values.next(), values.next()) {
+        (Some((_, value)), None) if !value.is_empty() => Some(value),
+        _ => None,
     }
 }
 
@@ -316,8 +348,12 @@ async fn push(
             )
         }
     })?;
+    // Authenticate first: a caller that cannot do so learns nothing about the request rules.
+    let client = authenticate_client(
+        credential(&pairs, "client_id"),
+        credential(&pairs, "client_secret"),
+    )?;
     let params = Params::new(pairs)?;
-    let client = authenticate_client(params.get("client_id"), params.get("client_secret"))?;
 
     if params.get("request_uri").is_some() {
         return Err(OAuthError::invalid_request(
@@ -388,10 +424,12 @@ async fn authorize(
     let request_uri = params
         .get("request_uri")
         .ok_or_else(|| OAuthError::invalid_request("request_uri is required"))?;
-    let reference_value = ReferenceValue::from_request_uri(request_uri)
-        .map_err(|_| OAuthError::invalid_request_uri("request_uri is malformed"))?;
+    let reference_value = ReferenceValue::from_request_uri(request_uri).map_err(|err| {
+        tracing::debug!(error = %err, "malformed request_uri");
+        OAuthError::unusable_request_uri()
+    })?;
     let hash = reference_value.hash();
-    let unusable = || OAuthError::invalid_request_uri("request_uri is unknown, expired or used");
+    let unusable = OAuthError::unusable_request_uri;
 
     let pushed = app
         .store
@@ -400,11 +438,11 @@ async fn authorize(
         .map_err(OAuthError::from_store)?
         .ok_or_else(unusable)?;
     // The request_uri is bound to the client that pushed it. A mismatch leaves the request
-    // in place: whoever learnt someone else's request_uri must not be able to burn it.
+    // in place (whoever learnt someone else's request_uri must not be able to burn it) and
+    // gets the answer an unknown request_uri gets (nor learn that it is live).
     if Params::decode(&pushed.parameters)?.get("client_id") != Some(client_id) {
-        return Err(OAuthError::invalid_request(
-            "client_id does not match the pushed request",
-        ));
+        tracing::info!(client_id, "request_uri presented by another client");
+        return Err(unusable());
     }
 
     // A real server authenticates the user and asks for consent here, reading the request

@@ -99,7 +99,7 @@ async fn time_get<S: PushedAuthorizationRequestStore>(
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), StoreError> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     const KEY_ID: &str = "k2026";
     let plain = OneSlot::default();
     let protected = ProtectedStore::new(

@@ -161,6 +161,7 @@ pub(crate) async fn delete_expired_in_batches<C: ExpiredRequestCleaner + ?Sized>
 ///     .first_run_jitter(false);
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "options do nothing until they are passed to CleanupJob::spawn"]
 pub struct CleanupOptions {
     interval: Duration,
     batch_size: u32,
@@ -283,7 +284,28 @@ pub struct CleanupStats {
 /// cleanup.shutdown().await;
 /// # Ok(()) }
 /// ```
+///
+/// Dropping the job stops it, so a job that is not kept does not clean. The compiler says so
+/// (`#[must_use]`); `let _ = CleanupJob::spawn(...)` drops it at once all the same.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use par_store::{CleanupJob, CleanupOptions, MemoryStore};
+/// CleanupJob::spawn(MemoryStore::new(), CleanupOptions::new()); // error: dropped at once
+/// # }
+/// ```
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use par_store::{CleanupJob, CleanupOptions, MemoryStore};
+/// let cleanup = CleanupJob::spawn(MemoryStore::new(), CleanupOptions::new());
+/// cleanup.shutdown().await;
+/// # }
+/// ```
 #[derive(Debug)]
+#[must_use = "dropping a CleanupJob stops the cleaning: keep it while the server runs, and call shutdown() when it stops"]
 pub struct CleanupJob {
     id: uuid::Uuid,
     stop: watch::Sender<bool>,

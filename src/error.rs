@@ -12,28 +12,38 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Everything that can go wrong in a [`PushedAuthorizationRequestStore`](crate::PushedAuthorizationRequestStore).
 ///
-/// The variants say what the caller should do:
+/// # Errors and HTTP responses
 ///
-/// | variant | meaning | what a server does |
-/// |---|---|---|
-/// | [`Duplicate`](Self::Duplicate) | a request with this hash exists | generate a new reference value and store again |
-/// | [`InvalidInput`](Self::InvalidInput) | refused before reaching the database; nothing stored | fix the caller (a bug), answer `400 invalid_request` |
-/// | [`Unavailable`](Self::Unavailable) | no connection, connection lost, server shutting down | answer `503`/`temporarily_unavailable`; retry later |
-/// | [`Timeout`](Self::Timeout) | the statement or the whole operation took too long | as `Unavailable` |
-/// | [`Migration`](Self::Migration) | applying the schema failed | fix the deployment |
-/// | [`Database`](Self::Database) | any other database error (permissions, schema missing, ...) | log it and fail the request (`500`) |
-/// | [`Protection`](Self::Protection) | a [`ProtectedStore`](crate::ProtectedStore) could not seal or open the parameters (see [`ProtectionErrorKind`]) | treat the `request_uri` as invalid (`400 invalid_request_uri`) for `UnknownKey`/`Tampered`/`MalformedEnvelope`, and alert: keys or data are wrong |
+/// The one table of what a server answers for each error (RFC 9126 sections 2.3 and 4,
+/// RFC 6749 section 5.2). `examples/par_server.rs` implements it and its tests check it.
+///
+/// | error | cause | PAR endpoint (`POST /par`) | authorization endpoint (`request_uri`) |
+/// |---|---|---|---|
+/// | [`InvalidRequestUri`](crate::InvalidRequestUri) (from [`ReferenceValue::from_request_uri`](crate::ReferenceValue::from_request_uri)) | a malformed `request_uri` from the browser: client input | - | `400 invalid_request_uri`, the same answer as an unknown one |
+/// | `Ok(None)` from `get_by_hash` / `consume_by_hash` | unknown, expired or already used | - | `400 invalid_request_uri`; so is a `request_uri` pushed by another client |
+/// | [`InvalidInput`](Self::InvalidInput) with [`InputField::Parameters`] | the client's parameters are too large (or hold NUL) | `413` (or `400`) `invalid_request` | - |
+/// | [`InvalidInput`](Self::InvalidInput), other fields | the server built a bad hash or expiry: a bug in the server | `500 server_error`, log it | `500 server_error` |
+/// | [`Duplicate`](Self::Duplicate) | a request with this hash exists | generate a new reference value and store again; `500 server_error` if it repeats | - |
+/// | [`Unavailable`](Self::Unavailable), [`Timeout`](Self::Timeout) ([`is_transient`](Self::is_transient)) | no connection, connection lost, too slow | `503 temporarily_unavailable` with `Retry-After` | the same |
+/// | [`Protection`](Self::Protection) with `UnknownKey`, `Tampered`, `MalformedEnvelope` | the stored request cannot be opened (see [`ProtectionErrorKind`]) | - | `400 invalid_request_uri` (the request is unusable), and alert: keys or data are wrong |
+/// | [`Protection`](Self::Protection) with `RandomUnavailable` | the OS random source failed | `500 server_error` | - |
+/// | [`Database`](Self::Database) | any other database error (permissions, schema missing, ...) | `500 server_error`, log it | `500 server_error` |
+/// | [`Migration`](Self::Migration), [`InvalidDatabaseUrl`](Self::InvalidDatabaseUrl) | at start-up: `migrate()` failed (e.g. the role may not create tables), or a bad URL | not a request error: fix the deployment, do not serve | - |
 ///
 /// ```
-/// use par_store::StoreError;
+/// use par_store::{InputField, ProtectionErrorKind, StoreError};
 ///
+/// /// The HTTP status for a store error at the authorization endpoint.
 /// fn status_for(err: &StoreError) -> u16 {
 ///     match err {
-///         StoreError::InvalidInput { .. } => 400,
-///         StoreError::Unavailable { .. } | StoreError::Timeout { .. } => 503,
+///         StoreError::InvalidInput { field: InputField::Parameters, .. } => 413,
+///         StoreError::Protection { kind, .. } if *kind != ProtectionErrorKind::RandomUnavailable => 400,
+///         err if err.is_transient() => 503,
 ///         _ => 500,
 ///     }
 /// }
+/// assert_eq!(status_for(&StoreError::Protection { kind: ProtectionErrorKind::Tampered, consumed: false }), 400);
+/// assert_eq!(status_for(&StoreError::Protection { kind: ProtectionErrorKind::RandomUnavailable, consumed: false }), 500);
 /// assert_eq!(status_for(&StoreError::Duplicate), 500);
 /// ```
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +56,8 @@ pub enum StoreError {
     /// The input was refused before it reached the database, and nothing was stored.
     #[error("invalid {field}: {reason}")]
     InvalidInput {
-        /// The offending field, e.g. `"reference_value_hash"`, `"parameters"`, `"expires_at"`.
-        field: &'static str,
+        /// The offending field of the [`PushedAuthorizationRequest`](crate::PushedAuthorizationRequest).
+        field: InputField,
         /// Why it was refused (never contains the value itself).
         reason: String,
     },
@@ -55,7 +65,7 @@ pub enum StoreError {
     /// The database could not be reached, or the connection was lost during the operation.
     ///
     /// For `consume_by_hash` this is ambiguous: the request may or may not have been
-    /// consumed (see the README, "Failure behaviour").
+    /// consumed (see [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
     #[error("the database is unavailable: {source}")]
     Unavailable {
         /// The underlying driver error.
@@ -78,6 +88,11 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+
+    /// The database URL given to [`PostgresStoreOptions::connect`](crate::PostgresStoreOptions::connect)
+    /// is not a PostgreSQL URL: a configuration error, found before any connection is made.
+    #[error(transparent)]
+    InvalidDatabaseUrl(#[from] InvalidDatabaseUrl),
 
     /// Any other error reported by the database.
     #[error("database error: {source}")]
@@ -106,6 +121,78 @@ pub enum StoreError {
         /// `request_uri` is spent). Always false for `store` and `get_by_hash`.
         consumed: bool,
     },
+}
+
+/// The field of a [`PushedAuthorizationRequest`](crate::PushedAuthorizationRequest) that a
+/// [`StoreError::InvalidInput`] refers to.
+///
+/// ```
+/// use par_store::{InputField, MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = MemoryStore::new().max_parameters_len(4);
+/// let request = PushedAuthorizationRequest::new("h", chrono::Utc::now() + chrono::Duration::seconds(60), "too long");
+/// let err = store.store(&request).await.unwrap_err();
+/// assert!(matches!(err, StoreError::InvalidInput { field: InputField::Parameters, .. }));
+/// assert_eq!(InputField::Parameters.to_string(), "parameters");
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InputField {
+    /// `reference_value_hash`: empty, too long, or with control characters.
+    ReferenceValueHash,
+    /// `expires_at`: not in the future when stored (by the application's clock or the
+    /// database's), or further ahead than the store's `max_lifetime`.
+    ExpiresAt,
+    /// `parameters`: larger than the store accepts, or with NUL characters.
+    Parameters,
+    /// `client_id`: empty, too long, or with control characters.
+    ClientId,
+}
+
+impl InputField {
+    /// The field's name in [`PushedAuthorizationRequest`](crate::PushedAuthorizationRequest).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputField::ReferenceValueHash => "reference_value_hash",
+            InputField::ExpiresAt => "expires_at",
+            InputField::Parameters => "parameters",
+            InputField::ClientId => "client_id",
+        }
+    }
+}
+
+impl fmt::Display for InputField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A database URL that is not a PostgreSQL connection URL, from
+/// [`PostgresStoreOptions::connect`](crate::PostgresStoreOptions::connect). The message never
+/// repeats the URL, which may hold a password.
+#[derive(Debug, thiserror::Error)]
+#[error("the database URL is not a PostgreSQL URL ({reason})")]
+pub struct InvalidDatabaseUrl {
+    reason: String,
+}
+
+impl InvalidDatabaseUrl {
+    /// Parses `url` as PostgreSQL connect options.
+    pub(crate) fn parse(url: &str) -> Result<sqlx::postgres::PgConnectOptions, InvalidDatabaseUrl> {
+        url.parse().map_err(|err: sqlx::Error| InvalidDatabaseUrl {
+            reason: match err {
+                sqlx::Error::Configuration(cause) => cause.to_string(),
+                other => other.to_string(),
+            },
+        })
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
 }
 
 fn consumed_note(consumed: bool) -> &'static str {
@@ -209,10 +296,18 @@ impl StoreError {
         }
     }
 
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: InputField, reason: impl Into<String>) -> Self {
         StoreError::InvalidInput {
             field,
             reason: reason.into(),
+        }
+    }
+
+    /// While migrating, a database error (other than a transient one) is a [`Migration`](Self::Migration) error.
+    pub(crate) fn in_migration(self) -> Self {
+        match self {
+            StoreError::Database { source } => StoreError::Migration { source },
+            other => other,
         }
     }
 
@@ -273,14 +368,11 @@ impl From<sqlx::Error> for StoreError {
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(err: sqlx::migrate::MigrateError) -> Self {
         match err {
-            // A migration that failed because the connection was lost is worth retrying.
+            // A migration that failed because the connection was lost is worth retrying
+            // (`in_migration` keeps transient errors as they are).
             sqlx::migrate::MigrateError::Execute(inner)
             | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => {
-                match StoreError::from(inner) {
-                    transient if transient.is_transient() => transient,
-                    StoreError::Database { source } => StoreError::Migration { source },
-                    other => other,
-                }
+                StoreError::from(inner).in_migration()
             }
             other => StoreError::Migration {
                 source: Box::new(other),

@@ -34,7 +34,7 @@
 //! ## Quick example
 //!
 //! ```
-//! use chrono::{Duration, Utc};
+//! use par_store::chrono::{Duration, Utc};
 //! use par_store::{MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -52,6 +52,40 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Schema and migrations
+//!
+//! The schema is one table, `pushed_authorization_requests`, created by the reversible sqlx
+//! migrations in the crate's `migrations/` folder, whose history is kept in
+//! [`MIGRATIONS_TABLE`] (`_par_store_migrations`) beside the application's own
+//! `_sqlx_migrations`. Apply them either way, in any order:
+//!
+//! - from code, at start-up: [`PostgresStore::migrate`] (idempotent, safe from many instances
+//!   at once; [`PostgresStore::migrator`] for the sqlx `Migrator` itself);
+//! - with sqlx-cli 0.9 from the application's directory, pointing at this crate's folder
+//!   (find it with `cargo metadata`) and at its `sqlx.toml`, which names the history table:
+//!
+//! ```text
+//! sqlx migrate run --source <par-store>/migrations --config <par-store>/sqlx.toml
+//! ```
+//!
+//! Run without `--config`, sqlx-cli records the migrations in `_sqlx_migrations`;
+//! `migrate()` recognises them there and does not apply them twice (see the
+//! [README](https://github.com/par-store/par-store#migrations)).
+//!
+//! ## TLS
+//!
+//! Enable the `rustls` feature (sqlx's `tls-rustls`) and connect with
+//! `sslmode=verify-full&sslrootcert=<CA file>`; without it a URL that asks for TLS fails to
+//! connect. See [docs/security.md](https://github.com/par-store/par-store/blob/main/docs/security.md#tls).
+//!
+//! ## Errors
+//!
+//! Store operations return [`StoreError`], whose documentation holds the table of what a
+//! server answers over HTTP for each error; parsing has its own error types
+//! ([`InvalidRequestUri`], [`KeyRingError`]). `chrono` and `uuid`, which appear in the API,
+//! are re-exported as [`par_store::chrono`](chrono) and [`par_store::uuid`](uuid), like
+//! [`par_store::sqlx`](sqlx).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
@@ -60,6 +94,7 @@ mod backend;
 mod cleanup;
 mod error;
 mod memory;
+mod migrations;
 mod model;
 #[cfg(feature = "oauth-as")]
 pub mod oauth_as;
@@ -76,17 +111,17 @@ pub use cleanup::{
     CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
     DEFAULT_INTERVAL, DEFAULT_RETRY_DELAY,
 };
-pub use error::{BoxError, ProtectionErrorKind, StoreError};
+pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{
     PostgresStore, PostgresStoreOptions, DEFAULT_OPERATION_TIMEOUT, MIGRATIONS_TABLE,
 };
 pub use protect::{
-    envelope_len, max_parameters_len_within, KeyRing, ProtectedStore, ProtectionKey,
+    envelope_len, max_parameters_len_within, KeyRing, KeyRingError, ProtectedStore, ProtectionKey,
     ENVELOPE_VERSION, MAX_KEY_ID_LEN,
 };
-pub use reference::{ReferenceValue, REQUEST_URI_PREFIX};
+pub use reference::{InvalidRequestUri, ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
 pub use validate::{
     DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN, MAX_CLIENT_ID_LEN,
@@ -96,3 +131,10 @@ pub use validate::{
 /// The `sqlx` this crate is built on, so that applications build their `PgPool` with the
 /// same version.
 pub use sqlx;
+
+/// The `chrono` of this crate's public API ([`PushedAuthorizationRequest::expires_at`]), so
+/// that applications name the same `DateTime<Utc>` without a dependency of their own.
+pub use chrono;
+
+/// The `uuid` of this crate's public API ([`CleanupJob::id`]).
+pub use uuid;

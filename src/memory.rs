@@ -71,6 +71,7 @@ impl MemoryStore {
     /// ```
     /// let store = par_store::MemoryStore::new().max_parameters_len(1024);
     /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn max_parameters_len(mut self, bytes: usize) -> Self {
         self.max_parameters_len = bytes;
         self

@@ -358,20 +358,16 @@ impl Connections {
         }
     }
 
-    /// A connection for the migrator, which needs one session for its advisory lock.
-    pub(crate) async fn migrate(
-        &self,
-        migrator: &sqlx::migrate::Migrator,
-    ) -> Result<(), StoreError> {
-        match self {
-            Connections::Shared(pool) => migrator.run(pool).await?,
-            Connections::Owned(_) => {
-                let mut lease = self.lease().await?;
-                migrator.run(lease.conn()?).await?;
-                lease.finish();
-            }
+    /// Applies the migrations on a connection of its own, closed afterwards: the session
+    /// settings and the advisory lock of the run must not outlive it in the pool.
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        if Handle::try_current().is_err() {
+            return Err(StoreError::NoRuntime);
         }
-        Ok(())
+        let mut lease = self.lease().await?;
+        let result = crate::migrations::run(lease.conn()?).await;
+        drop(lease); // not finished: closed
+        result
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
-use crate::error::StoreError;
+use crate::error::{InvalidDatabaseUrl, StoreError};
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, Outcome, OwnedSettings, Protocol, Retry};
 use crate::sql::{
@@ -17,7 +17,6 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgTypeInfo, PgValueFormat, P
 use sqlx::query::Query;
 use sqlx::{Decode, FromRow, PgPool, Postgres, Type};
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,9 +125,11 @@ impl PostgresStore {
     ///
     /// This is a client-side backstop (for a network that swallows packets): a statement
     /// already sent cannot be taken back, so a timed-out `consume_by_hash` may still consume
-    /// the request on the server (see the README, "Failure behaviour"). The connection of an
-    /// operation that timed out is closed, never reused. Keep it above the server's
-    /// `statement_timeout`, which cancels the statement itself.
+    /// the request on the server (see
+    /// [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
+    /// The connection of an operation that timed out is closed, never reused. Keep it above
+    /// the server's `statement_timeout`, which cancels the statement itself.
+    #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
         self
@@ -166,6 +167,7 @@ impl PostgresStore {
     /// let store = PostgresStore::new(pool).max_parameters_len(16 * 1024);
     /// # }
     /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn max_parameters_len(mut self, bytes: usize) -> Self {
         self.max_parameters_len = bytes;
         self
@@ -213,9 +215,19 @@ impl PostgresStore {
     }
 
     /// Applies the store's migrations. Idempotent, and safe to call from many instances at
-    /// once (the migrator takes an advisory lock).
+    /// once (it takes an advisory lock).
+    ///
+    /// Converges with sqlx-cli in any order: run with par-store's `sqlx.toml` it shares this
+    /// history table; run without it, it records par-store's migrations in the host's
+    /// `_sqlx_migrations`, which `migrate()` recognises (by version and checksum) instead of
+    /// applying them twice, and which it then keeps up to date with the migrations it
+    /// applies itself. Runs on one connection of its own, with the migrator's
+    /// "already exists, skipping" notices switched off.
+    ///
+    /// Fails with [`StoreError::Migration`] when a migration cannot be applied (e.g. the role
+    /// may not create tables) or the history does not match these migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.connections.migrate(&Self::migrator()).await
+        self.connections.migrate().await
     }
 
     /// Removes every expired request, in batches of the default size (one statement per
@@ -457,6 +469,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "options do nothing until connect() is called on them"]
 pub struct PostgresStoreOptions {
     max_connections: u32,
     acquire_timeout: Duration,
@@ -582,12 +595,10 @@ impl PostgresStoreOptions {
     }
 
     /// Connects to `url` and returns a store that owns its connections. Fails with
-    /// [`StoreError::InvalidInput`] for a malformed URL and [`StoreError::Unavailable`] when
-    /// the server cannot be reached (the error names the host and port).
+    /// [`StoreError::InvalidDatabaseUrl`] for a malformed URL and [`StoreError::Unavailable`]
+    /// when the server cannot be reached (the error names the host and port).
     pub async fn connect(&self, url: &str) -> Result<PostgresStore, StoreError> {
-        let options = PgConnectOptions::from_str(url).map_err(|err| {
-            StoreError::invalid("database url", format!("is not a PostgreSQL URL: {err}"))
-        })?;
+        let options = InvalidDatabaseUrl::parse(url)?;
         self.connect_with(options).await
     }
 

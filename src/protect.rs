@@ -22,7 +22,7 @@
 //! `= 37 + key_id_len + ceil(4 * (parameters_len + 16) / 3)` bytes.
 
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
-use crate::error::{ProtectionErrorKind, StoreError};
+use crate::error::{InputField, ProtectionErrorKind, StoreError};
 use crate::model::{HashPrefix, PushedAuthorizationRequest};
 use crate::store::PushedAuthorizationRequestStore;
 use crate::telemetry::error_kind;
@@ -135,7 +135,7 @@ fn is_valid_key_id(id: &str) -> bool {
 /// assert_eq!(key.id(), "2026-05");
 /// assert_eq!(format!("{key:?}"), r#"ProtectionKey { id: "2026-05", .. }"#);
 /// assert!(ProtectionKey::new("no spaces", [7u8; 32]).is_err());
-/// # Ok::<(), par_store::StoreError>(())
+/// # Ok::<(), par_store::KeyRingError>(())
 /// ```
 #[derive(Clone)]
 pub struct ProtectionKey {
@@ -148,17 +148,14 @@ impl ProtectionKey {
     /// A key from its id and 32 secret bytes.
     ///
     /// The id is 1-32 characters of `A-Z a-z 0-9 _ -`; anything else fails with
-    /// [`StoreError::InvalidInput`] (field `"key_id"`). Ids are not secret: they are stored
-    /// in every envelope and appear in errors.
-    pub fn new(id: impl Into<String>, secret: [u8; 32]) -> Result<Self, StoreError> {
+    /// [`KeyRingError::InvalidKeyId`]. Ids are not secret: they are stored in every envelope
+    /// and appear in errors.
+    pub fn new(id: impl Into<String>, secret: [u8; 32]) -> Result<Self, KeyRingError> {
         let mut secret = secret;
         let id = id.into();
         if !is_valid_key_id(&id) {
             secret.zeroize();
-            return Err(StoreError::invalid(
-                "key_id",
-                format!("must be 1-{MAX_KEY_ID_LEN} characters of A-Z a-z 0-9 _ -"),
-            ));
+            return Err(KeyRingError::InvalidKeyId { entry: None });
         }
         let mut key = Key::from(secret);
         let cipher = XChaCha20Poly1305::new(&key);
@@ -173,16 +170,12 @@ impl ProtectionKey {
     /// process ends. For keys shared by several instances or kept across restarts, use
     /// [`KeyRing::from_env`].
     ///
-    /// Fails with [`StoreError::InvalidInput`] for a bad id, and with
-    /// [`StoreError::Protection`] ([`ProtectionErrorKind::RandomUnavailable`]) if the OS
-    /// random source fails.
-    pub fn generate(id: impl Into<String>) -> Result<Self, StoreError> {
+    /// Fails with [`KeyRingError::InvalidKeyId`] for a bad id, and with
+    /// [`KeyRingError::RandomUnavailable`] if the OS random source fails.
+    pub fn generate(id: impl Into<String>) -> Result<Self, KeyRingError> {
         let mut secret = [0u8; 32];
         if getrandom::fill(&mut secret).is_err() {
-            return Err(StoreError::Protection {
-                kind: ProtectionErrorKind::RandomUnavailable,
-                consumed: false,
-            });
+            return Err(KeyRingError::RandomUnavailable);
         }
         ProtectionKey::new(id, secret)
     }
@@ -210,7 +203,7 @@ impl ProtectionKey {
                 },
             )
             // Only for inputs of 256 GiB or more, far beyond any store limit.
-            .map_err(|_| StoreError::invalid("parameters", "too long to encrypt"))?;
+            .map_err(|_| StoreError::invalid(InputField::Parameters, "too long to encrypt"))?;
         let mut envelope = String::with_capacity(envelope_len(plaintext.len(), self.id.len()));
         envelope.push_str(ENVELOPE_VERSION);
         envelope.push('.');
@@ -231,6 +224,93 @@ impl fmt::Debug for ProtectionKey {
     }
 }
 
+/// The format [`KeyRing::parse`] reads, repeated in its errors.
+const KEY_RING_FORMAT: &str = "expected <key id>:<base64 32-byte secret>[,<key id>:<secret>...]";
+
+/// Why a [`ProtectionKey`] or a [`KeyRing`] was refused. Never carries a secret; an entry is
+/// named by its position in the text (from 1) and, once its id is known to be valid, its id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyRingError {
+    /// The key ring text is empty or blank.
+    #[error("the key ring is empty; {KEY_RING_FORMAT}")]
+    Empty,
+    /// An entry is empty (a stray comma?).
+    #[error("key ring entry {entry} is empty (a stray comma?); {KEY_RING_FORMAT}")]
+    EmptyEntry {
+        /// Position of the entry, from 1.
+        entry: usize,
+    },
+    /// An entry has no `:` between the key id and the secret.
+    #[error(
+        "key ring entry {entry} has no ':' between the key id and the secret; {KEY_RING_FORMAT}"
+    )]
+    MissingColon {
+        /// Position of the entry, from 1.
+        entry: usize,
+    },
+    /// A key id is not 1-32 characters of `A-Z a-z 0-9 _ -` (it is not repeated: it may be a
+    /// secret pasted in the wrong place).
+    #[error("{}the key id must be 1-{MAX_KEY_ID_LEN} characters of A-Z a-z 0-9 _ -", entry_prefix(*.entry))]
+    InvalidKeyId {
+        /// Position of the entry, from 1, when parsing a ring.
+        entry: Option<usize>,
+    },
+    /// A key id appears twice in a ring.
+    #[error("{}key id \"{key_id}\" appears more than once in the key ring", entry_prefix(*.entry))]
+    DuplicateKeyId {
+        /// Position of the second entry, from 1, when parsing a ring.
+        entry: Option<usize>,
+        /// The repeated id (ids are not secret).
+        key_id: String,
+    },
+    /// A secret is not valid Base64 (standard or base64url, padded or not).
+    #[error("key ring entry {entry} (key id \"{key_id}\"): the secret is not valid Base64")]
+    SecretNotBase64 {
+        /// Position of the entry, from 1.
+        entry: usize,
+        /// Its key id.
+        key_id: String,
+    },
+    /// A secret does not decode to 32 bytes.
+    #[error("key ring entry {entry} (key id \"{key_id}\"): the secret is {len} bytes long, 32 are required")]
+    SecretWrongLength {
+        /// Position of the entry, from 1.
+        entry: usize,
+        /// Its key id.
+        key_id: String,
+        /// The decoded length.
+        len: usize,
+    },
+    /// [`KeyRing::from_env`]: the variable is not set.
+    #[error("environment variable {var} is not set")]
+    VariableNotSet {
+        /// The variable's name.
+        var: String,
+    },
+    /// [`KeyRing::from_env`]: the variable's value is not valid Unicode.
+    #[error("environment variable {var} is not valid Unicode")]
+    VariableNotUnicode {
+        /// The variable's name.
+        var: String,
+    },
+    /// [`KeyRing::from_env`]: the variable's value is refused by [`KeyRing::parse`].
+    #[error("environment variable {var}: {error}")]
+    InVariable {
+        /// The variable's name.
+        var: String,
+        /// Why its value was refused.
+        error: Box<KeyRingError>,
+    },
+    /// [`ProtectionKey::generate`]: the operating system's random source failed.
+    #[error("the operating system's random source failed")]
+    RandomUnavailable,
+}
+
+fn entry_prefix(entry: Option<usize>) -> String {
+    entry.map_or_else(String::new, |n| format!("key ring entry {n}: "))
+}
+
 /// The keys of a [`ProtectedStore`]: one current key, which seals every new request, and
 /// any number of previous keys, which only open requests sealed before a rotation.
 ///
@@ -246,11 +326,11 @@ impl fmt::Debug for ProtectionKey {
 /// use par_store::{KeyRing, ProtectionKey};
 ///
 /// let ring = KeyRing::new(ProtectionKey::generate("b")?)
-///     .with_previous(ProtectionKey::generate("a")?);
+///     .with_previous(ProtectionKey::generate("a")?)?;
 /// assert_eq!(ring.current_key_id(), "b");
 /// assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["b", "a"]);
 /// assert_eq!(format!("{ring:?}"), r#"KeyRing { current: "b", previous: ["a"] }"#);
-/// # Ok::<(), par_store::StoreError>(())
+/// # Ok::<(), par_store::KeyRingError>(())
 /// ```
 #[derive(Clone)]
 pub struct KeyRing {
@@ -270,19 +350,27 @@ impl KeyRing {
 
     /// Adds a previous key, used only to open requests sealed under it.
     ///
-    /// Ids are unique within a ring: a key whose id is already present is ignored (and a
-    /// warning logged). [`parse`](Self::parse) and [`from_env`](Self::from_env) refuse
-    /// such input instead.
-    pub fn with_previous(mut self, key: ProtectionKey) -> Self {
+    /// Ids are unique within a ring: a key whose id is already present is refused with
+    /// [`KeyRingError::DuplicateKeyId`] (two keys with one id would open each other's
+    /// envelopes as [`Tampered`](ProtectionErrorKind::Tampered)).
+    ///
+    /// ```
+    /// use par_store::{KeyRing, KeyRingError, ProtectionKey};
+    ///
+    /// let ring = KeyRing::new(ProtectionKey::generate("b")?);
+    /// let err = ring.with_previous(ProtectionKey::generate("b")?).unwrap_err();
+    /// assert!(matches!(err, KeyRingError::DuplicateKeyId { ref key_id, .. } if key_id == "b"));
+    /// # Ok::<(), KeyRingError>(())
+    /// ```
+    pub fn with_previous(mut self, key: ProtectionKey) -> Result<Self, KeyRingError> {
         if self.find(&key.id).is_some() {
-            tracing::warn!(
-                key_id = %key.id,
-                "par-store: a protection key with this id is already in the key ring; the new one is ignored"
-            );
-        } else {
-            self.previous.push(key);
+            return Err(KeyRingError::DuplicateKeyId {
+                entry: None,
+                key_id: key.id,
+            });
         }
-        self
+        self.previous.push(key);
+        Ok(self)
     }
 
     /// Reads a key ring from the environment variable `var`, in the format of
@@ -293,25 +381,20 @@ impl KeyRing {
     /// let ring = par_store::KeyRing::from_env("DOC_PAR_STORE_KEYS")?;
     /// assert_eq!(ring.current_key_id(), "b");
     /// assert!(par_store::KeyRing::from_env("DOC_PAR_STORE_NOT_SET").is_err());
-    /// # Ok::<(), par_store::StoreError>(())
+    /// # Ok::<(), par_store::KeyRingError>(())
     /// ```
-    pub fn from_env(var: &str) -> Result<Self, StoreError> {
+    pub fn from_env(var: &str) -> Result<Self, KeyRingError> {
         match std::env::var(var) {
-            Ok(text) => KeyRing::parse(&text).map_err(|err| match err {
-                StoreError::InvalidInput { field, reason } => StoreError::InvalidInput {
-                    field,
-                    reason: format!("environment variable {var}: {reason}"),
-                },
-                other => other,
+            Ok(text) => KeyRing::parse(&text).map_err(|err| KeyRingError::InVariable {
+                var: var.to_owned(),
+                error: Box::new(err),
             }),
-            Err(std::env::VarError::NotPresent) => Err(StoreError::invalid(
-                "key_ring",
-                format!("environment variable {var} is not set"),
-            )),
-            Err(std::env::VarError::NotUnicode(_)) => Err(StoreError::invalid(
-                "key_ring",
-                format!("environment variable {var} is not valid Unicode"),
-            )),
+            Err(std::env::VarError::NotPresent) => Err(KeyRingError::VariableNotSet {
+                var: var.to_owned(),
+            }),
+            Err(std::env::VarError::NotUnicode(_)) => Err(KeyRingError::VariableNotUnicode {
+                var: var.to_owned(),
+            }),
         }
     }
 
@@ -322,81 +405,66 @@ impl KeyRing {
     /// - secret: 32 bytes in standard Base64 (as `openssl rand -base64 32` prints it) or
     ///   base64url, with or without padding.
     ///
-    /// Spaces around entries are ignored. Any other deviation fails with
-    /// [`StoreError::InvalidInput`] (field `"key_ring"`), whose reason names the entry by
-    /// position and id, never by its secret.
+    /// Spaces around entries are ignored. Any other deviation fails with a [`KeyRingError`]
+    /// that names the entry by position (from 1) and id, never by its secret.
     ///
     /// ```
-    /// use par_store::KeyRing;
+    /// use par_store::{KeyRing, KeyRingError};
     ///
     /// let ring = KeyRing::parse(
     ///     "b:fkVOqkMvnP7gsxbejQmlHX+g+CVfbVyhO7WIcHdNZIM=, a:rrpxdufk5uKc5GVhTrb5BbhXx82kViKLGXYhBK08-f4",
     /// )?;
     /// assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["b", "a"]);
-    /// assert!(KeyRing::parse("b:dG9vIHNob3J0").is_err()); // 9 bytes, not 32
-    /// # Ok::<(), par_store::StoreError>(())
+    /// assert!(matches!( // 9 bytes, not 32
+    ///     KeyRing::parse("b:dG9vIHNob3J0"),
+    ///     Err(KeyRingError::SecretWrongLength { entry: 1, len: 9, .. })
+    /// ));
+    /// # Ok::<(), KeyRingError>(())
     /// ```
-    pub fn parse(text: &str) -> Result<Self, StoreError> {
-        const FIELD: &str = "key_ring";
-        const FORMAT: &str = "expected <key id>:<base64 32-byte secret>[,<key id>:<secret>...]";
+    pub fn parse(text: &str) -> Result<Self, KeyRingError> {
         if text.trim().is_empty() {
-            return Err(StoreError::invalid(FIELD, format!("is empty; {FORMAT}")));
+            return Err(KeyRingError::Empty);
         }
         let mut keys: Vec<ProtectionKey> = Vec::new();
-        for (index, entry) in text.split(',').enumerate() {
-            let n = index + 1;
-            let entry = entry.trim();
-            if entry.is_empty() {
-                return Err(StoreError::invalid(
-                    FIELD,
-                    format!("entry {n} is empty (a stray comma?); {FORMAT}"),
-                ));
+        for (index, entry_text) in text.split(',').enumerate() {
+            let entry = index + 1;
+            let entry_text = entry_text.trim();
+            if entry_text.is_empty() {
+                return Err(KeyRingError::EmptyEntry { entry });
             }
-            let Some((id, secret)) = entry.split_once(':') else {
-                return Err(StoreError::invalid(
-                    FIELD,
-                    format!("entry {n} has no ':' between the key id and the secret; {FORMAT}"),
-                ));
+            let Some((id, secret)) = entry_text.split_once(':') else {
+                return Err(KeyRingError::MissingColon { entry });
             };
             let id = id.trim();
             // An invalid id is not echoed: it may be a secret pasted in the wrong place.
             if !is_valid_key_id(id) {
-                return Err(StoreError::invalid(
-                    FIELD,
-                    format!(
-                        "entry {n}: the key id must be 1-{MAX_KEY_ID_LEN} characters of A-Z a-z 0-9 _ -"
-                    ),
-                ));
+                return Err(KeyRingError::InvalidKeyId { entry: Some(entry) });
             }
             if keys.iter().any(|key| key.id == id) {
-                return Err(StoreError::invalid(
-                    FIELD,
-                    format!("entry {n}: key id \"{id}\" appears more than once"),
-                ));
+                return Err(KeyRingError::DuplicateKeyId {
+                    entry: Some(entry),
+                    key_id: id.to_owned(),
+                });
             }
             let secret = secret.trim();
-            let mut bytes = match STANDARD_LENIENT
+            let Ok(mut bytes) = STANDARD_LENIENT
                 .decode(secret)
                 .or_else(|_| URL_SAFE_LENIENT.decode(secret))
-            {
-                Ok(bytes) => bytes,
-                Err(_) => {
-                    return Err(StoreError::invalid(
-                        FIELD,
-                        format!("entry {n} (key id \"{id}\"): the secret is not valid Base64"),
-                    ))
-                }
+            else {
+                return Err(KeyRingError::SecretNotBase64 {
+                    entry,
+                    key_id: id.to_owned(),
+                });
             };
             let secret: Result<[u8; 32], _> = bytes.as_slice().try_into();
-            let decoded_len = bytes.len();
+            let len = bytes.len();
             bytes.zeroize();
             let Ok(secret) = secret else {
-                return Err(StoreError::invalid(
-                    FIELD,
-                    format!(
-                        "entry {n} (key id \"{id}\"): the secret is {decoded_len} bytes long, 32 are required"
-                    ),
-                ));
+                return Err(KeyRingError::SecretWrongLength {
+                    entry,
+                    key_id: id.to_owned(),
+                    len,
+                });
             };
             keys.push(ProtectionKey::new(id, secret)?);
         }
@@ -404,7 +472,7 @@ impl KeyRing {
         let Some(current) = keys.next() else {
             // Unreachable: a non-blank text has at least one entry, and each entry either
             // becomes a key or fails above.
-            return Err(StoreError::invalid(FIELD, format!("is empty; {FORMAT}")));
+            return Err(KeyRingError::Empty);
         };
         Ok(KeyRing {
             current,
@@ -537,7 +605,7 @@ impl fmt::Debug for KeyRing {
 /// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), par_store::StoreError> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let inner = MemoryStore::new();
 /// let keys = KeyRing::new(ProtectionKey::generate("k1")?); // or KeyRing::from_env("PAR_STORE_KEYS")?
 /// let store = ProtectedStore::new(inner.clone(), keys);
@@ -652,10 +720,10 @@ impl<S: PushedAuthorizationRequestStore> PushedAuthorizationRequestStore for Pro
         self.inner.store(&sealed).await.map_err(|err| match err {
             // Only the envelope's length can be refused here: say what was measured.
             StoreError::InvalidInput {
-                field: "parameters",
+                field: InputField::Parameters,
                 reason,
             } => StoreError::InvalidInput {
-                field: "parameters",
+                field: InputField::Parameters,
                 reason: format!(
                     "{} bytes of parameters become a {envelope_len}-byte envelope, which the store refuses: {reason}",
                     request.parameters.len()

@@ -1,6 +1,5 @@
 //! Reference values: the secret carried in a `request_uri`, and the hash the store keys on.
 
-use crate::error::StoreError;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -21,6 +20,27 @@ const VALUE_LEN: usize = 2 * RANDOM_BYTES;
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
 
+/// Why [`ReferenceValue::from_request_uri`] refused a `request_uri`. The messages never
+/// repeat the input (it may be a live bearer secret).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRequestUri {
+    /// It does not start with [`REQUEST_URI_PREFIX`] (compared exactly, case included).
+    #[error("the request_uri must start with {REQUEST_URI_PREFIX}")]
+    WrongPrefix,
+    /// The reference value after the prefix is not 64 characters long.
+    #[error("the request_uri's reference value must be {VALUE_LEN} characters long, not {len}")]
+    WrongLength {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The reference value holds characters other than `0-9` and `A-F`.
+    #[error(
+        "the request_uri's reference value must consist of uppercase hexadecimal digits (0-9, A-F)"
+    )]
+    NotUppercaseHex,
+}
+
 /// The random reference value in a `request_uri`, in Duende IdentityServer's format.
 ///
 /// A reference value is a bearer secret: whoever holds the `request_uri` can start the
@@ -40,7 +60,7 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
 /// ```
 /// use par_store::ReferenceValue;
 ///
-/// # fn main() -> Result<(), par_store::StoreError> {
+/// # fn main() -> Result<(), par_store::InvalidRequestUri> {
 /// // At the PAR endpoint: mint a value, store the request under its hash, return the URI.
 /// let value = ReferenceValue::generate();
 /// let request_uri = value.request_uri();
@@ -99,44 +119,32 @@ impl ReferenceValue {
     ///
     /// Parsing is strict: the prefix must be exactly [`REQUEST_URI_PREFIX`] (same case), and
     /// the value exactly 64 characters from `0-9A-F`; no whitespace, lowercase hex or other
-    /// characters are accepted. Anything else fails with [`StoreError::InvalidInput`] for the
-    /// field `"request_uri"`; the error never repeats the input.
+    /// characters are accepted. Anything else fails with an [`InvalidRequestUri`], which
+    /// never repeats the input. The `request_uri` comes from a browser: this is client input,
+    /// answered like an unknown `request_uri` (see [`StoreError`](crate::StoreError)'s table).
     ///
     /// ```
-    /// use par_store::{ReferenceValue, StoreError};
+    /// use par_store::{InvalidRequestUri, ReferenceValue};
     ///
     /// let uri = format!("urn:ietf:params:oauth:request_uri:{}", "0123456789ABCDEF".repeat(4));
     /// let value = ReferenceValue::from_request_uri(&uri).unwrap();
     /// assert_eq!(value.hash(), "DqN8JD9gl0sNVMay12zs4/THQkkszkjq+B81eTHW1p4=");
     ///
-    /// let lowercase = uri.to_lowercase();
+    /// let lowercase = uri.replace("ABCDEF", "abcdef");
     /// assert!(matches!(
     ///     ReferenceValue::from_request_uri(&lowercase),
-    ///     Err(StoreError::InvalidInput { field: "request_uri", .. })
+    ///     Err(InvalidRequestUri::NotUppercaseHex)
     /// ));
     /// ```
-    pub fn from_request_uri(request_uri: &str) -> Result<Self, StoreError> {
-        const FIELD: &str = "request_uri";
+    pub fn from_request_uri(request_uri: &str) -> Result<Self, InvalidRequestUri> {
         let Some(value) = request_uri.strip_prefix(REQUEST_URI_PREFIX) else {
-            return Err(StoreError::invalid(
-                FIELD,
-                format!("must start with {REQUEST_URI_PREFIX}"),
-            ));
+            return Err(InvalidRequestUri::WrongPrefix);
         };
         if value.len() != VALUE_LEN {
-            return Err(StoreError::invalid(
-                FIELD,
-                format!(
-                    "the reference value must be {VALUE_LEN} characters long, not {}",
-                    value.len()
-                ),
-            ));
+            return Err(InvalidRequestUri::WrongLength { len: value.len() });
         }
         if !value.bytes().all(|byte| HEX_DIGITS.contains(&byte)) {
-            return Err(StoreError::invalid(
-                FIELD,
-                "the reference value must consist of uppercase hexadecimal digits (0-9, A-F)",
-            ));
+            return Err(InvalidRequestUri::NotUppercaseHex);
         }
         Ok(ReferenceValue {
             value: value.to_owned(),
@@ -158,7 +166,7 @@ impl ReferenceValue {
     /// padded Base64 (44 characters), exactly as Duende IdentityServer computes it.
     ///
     /// ```
-    /// # fn main() -> Result<(), par_store::StoreError> {
+    /// # fn main() -> Result<(), par_store::InvalidRequestUri> {
     /// let uri = format!("urn:ietf:params:oauth:request_uri:{}", "0".repeat(64));
     /// let value = par_store::ReferenceValue::from_request_uri(&uri)?;
     /// assert_eq!(value.hash(), "YOBb0bGVry+UES+nGXpciCiQWIQM58bflpN1a8YlD1U=");

@@ -77,3 +77,48 @@ pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "DELETE FROM pushed_authoriz
          ORDER BY expires_at \
          LIMIT $1 \
          FOR UPDATE SKIP LOCKED))";
+
+// Migrations (src/migrations.rs). The two history tables are named in full: this file holds
+// static strings only. `MIGRATIONS_TABLE` and sqlx's default `_sqlx_migrations` are checked
+// against these strings by a unit test in src/migrations.rs.
+
+/// Keeps the migrator's `... already exists, skipping` notices (server severity NOTICE, which
+/// sqlx logs at INFO) off the connection that runs the migrations. Warnings still come through.
+pub(crate) const QUIET_NOTICES: &str = "SET client_min_messages = warning";
+
+/// Serialises par-store's migration runs (history adoption, migrator, mirroring) across
+/// instances; session-level, released explicitly or when the connection closes. The key is
+/// an arbitrary constant of par-store's own (sqlx's migrator takes its own lock inside).
+pub(crate) const LOCK_MIGRATIONS: &str = "SELECT pg_advisory_lock(7236905154372315439)";
+
+/// Releases [`LOCK_MIGRATIONS`].
+pub(crate) const UNLOCK_MIGRATIONS: &str = "SELECT pg_advisory_unlock(7236905154372315439)";
+
+/// Whether the host application's sqlx history table (sqlx's default name) exists.
+pub(crate) const HOST_HISTORY_EXISTS: &str = "SELECT to_regclass('_sqlx_migrations') IS NOT NULL";
+
+/// Copies into par-store's history the par-store migrations that a host applied with
+/// sqlx-cli into its own `_sqlx_migrations` (same version and checksum, applied
+/// successfully), so that `migrate()` does not run them a second time.
+/// $1 = versions, $2 = checksums of par-store's up migrations.
+pub(crate) const ADOPT_HOST_HISTORY: &str = "INSERT INTO _par_store_migrations \
+         (version, description, installed_on, success, checksum, execution_time) \
+     SELECT version, description, installed_on, success, checksum, execution_time \
+     FROM _sqlx_migrations \
+     WHERE success AND (version, checksum) IN (SELECT * FROM unnest($1::bigint[], $2::bytea[])) \
+     ON CONFLICT (version) DO NOTHING";
+
+/// The reverse of [`ADOPT_HOST_HISTORY`]: where the host's `_sqlx_migrations` already records
+/// par-store migrations (the host applies them with sqlx-cli), records there too the ones
+/// `migrate()` applied, so that the host's next `sqlx migrate run` has nothing to re-run.
+/// A `_sqlx_migrations` without any par-store migration is never written to.
+pub(crate) const MIRROR_INTO_HOST_HISTORY: &str = "INSERT INTO _sqlx_migrations \
+         (version, description, installed_on, success, checksum, execution_time) \
+     SELECT version, description, installed_on, success, checksum, execution_time \
+     FROM _par_store_migrations \
+     WHERE success AND (version, checksum) IN (SELECT * FROM unnest($1::bigint[], $2::bytea[])) \
+       AND EXISTS (SELECT 1 FROM _sqlx_migrations AS host \
+                   WHERE host.success \
+                     AND (host.version, host.checksum) IN \
+                         (SELECT * FROM unnest($1::bigint[], $2::bytea[]))) \
+     ON CONFLICT (version) DO NOTHING";

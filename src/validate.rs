@@ -1,6 +1,6 @@
 //! The input rules, written once and applied by every store before anything reaches storage.
 
-use crate::error::StoreError;
+use crate::error::{InputField, StoreError};
 use crate::model::PushedAuthorizationRequest;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use std::time::Duration;
@@ -26,14 +26,14 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// the store's clock (the application's, or the database's for `PostgresStore`).
 pub(crate) fn already_expired() -> StoreError {
     StoreError::invalid(
-        "expires_at",
+        InputField::ExpiresAt,
         "must be in the future when the request is stored",
     )
 }
 
 /// The rule shared by the two keys a request is found by (its hash and its client id):
 /// 1 to `max_len` bytes, no control characters (NUL included).
-fn check_key(field: &'static str, value: &str, max_len: usize) -> Result<(), StoreError> {
+fn check_key(field: InputField, value: &str, max_len: usize) -> Result<(), StoreError> {
     if value.is_empty() {
         return Err(StoreError::invalid(field, "must not be empty"));
     }
@@ -57,12 +57,16 @@ fn check_key(field: &'static str, value: &str, max_len: usize) -> Result<(), Sto
 
 /// Checks a reference value hash given to `store`.
 pub(crate) fn check_hash(hash: &str) -> Result<(), StoreError> {
-    check_key("reference_value_hash", hash, MAX_REFERENCE_VALUE_HASH_LEN)
+    check_key(
+        InputField::ReferenceValueHash,
+        hash,
+        MAX_REFERENCE_VALUE_HASH_LEN,
+    )
 }
 
 /// Checks the client id a request is bound to.
 pub(crate) fn check_client_id(client_id: &str) -> Result<(), StoreError> {
-    check_key("client_id", client_id, MAX_CLIENT_ID_LEN)
+    check_key(InputField::ClientId, client_id, MAX_CLIENT_ID_LEN)
 }
 
 /// True when requests could have been stored bound to this client id at all; deletions by
@@ -93,7 +97,7 @@ pub(crate) fn check_request(
     if let Some(client_id) = &request.client_id {
         check_client_id(client_id)?;
     }
-    const PARAMETERS: &str = "parameters";
+    const PARAMETERS: InputField = InputField::Parameters;
     if request.parameters.len() > max_parameters_len {
         return Err(StoreError::invalid(
             PARAMETERS,
@@ -119,7 +123,7 @@ pub(crate) fn check_request(
         .and_then(|lifetime| now.checked_add_signed(lifetime));
     if latest.is_some_and(|latest| expires_at > latest) {
         return Err(StoreError::invalid(
-            "expires_at",
+            InputField::ExpiresAt,
             format!(
                 "is more than the store's max_lifetime ({} s) ahead",
                 max_lifetime.as_secs()
@@ -140,7 +144,7 @@ mod tests {
 
     fn field_of(err: StoreError) -> &'static str {
         match err {
-            StoreError::InvalidInput { field, .. } => field,
+            StoreError::InvalidInput { field, .. } => field.as_str(),
             other => panic!("expected InvalidInput, got {other:?}"),
         }
     }

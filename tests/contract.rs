@@ -74,7 +74,7 @@ async fn wait_until_expired() {
 
 fn invalid_field(result: Result<(), StoreError>) -> &'static str {
     match result {
-        Err(StoreError::InvalidInput { field, .. }) => field,
+        Err(StoreError::InvalidInput { field, .. }) => field.as_str(),
         other => panic!("expected InvalidInput, got {other:?}"),
     }
 }

@@ -225,7 +225,7 @@ fn stored(result: Result<(), StoreError>) -> Outcome {
     match result {
         Ok(()) => Outcome::Stored,
         Err(StoreError::Duplicate) => Outcome::Duplicate,
-        Err(StoreError::InvalidInput { field, .. }) => Outcome::Invalid(field),
+        Err(StoreError::InvalidInput { field, .. }) => Outcome::Invalid(field.as_str()),
         Err(other) => Outcome::Failed(format!("{other:?}")),
     }
 }

@@ -246,6 +246,40 @@ async fn push_with_a_repeated_parameter_is_invalid_request() {
 }
 
 #[tokio::test]
+async fn push_with_a_repeated_empty_parameter_is_invalid_request() {
+    let server = Server::start().await;
+    // An empty value counts as omitted, but a repeat is refused all the same (RFC 6749, 3.1).
+    let mut empty_first = vec![("redirect_uri", "")];
+    empty_first.extend(valid_push());
+    let mut empty_last = valid_push();
+    empty_last.push(("state", ""));
+    for form in [empty_first, empty_last] {
+        let response = server.push_form(&form).await;
+        let description =
+            assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        assert!(description.contains("more than once"), "{description}");
+    }
+    assert_eq!(server.db.row_count().await, 0);
+}
+
+#[tokio::test]
+async fn push_checks_repeated_parameters_only_after_client_authentication() {
+    let server = Server::start().await;
+    let mut form = without("client_secret");
+    form.push(("client_secret", "not-the-secret"));
+    form.push(("redirect_uri", "https://attacker.example.com/cb"));
+    let response = server.push_form(&form).await;
+    assert_oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    // Repeated credentials fail authentication itself.
+    let mut form = valid_push();
+    form.push(("client_secret", CLIENT_SECRET));
+    let response = server.push_form(&form).await;
+    assert_oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(server.db.row_count().await, 0);
+}
+
+#[tokio::test]
 async fn push_carrying_a_request_uri_is_invalid_request() {
     let server = Server::start().await;
     let earlier = server.push().await;
@@ -314,15 +348,39 @@ async fn par_endpoint_accepts_only_post() {
     assert_eq!(response.headers()["allow"], "POST");
 }
 
+/// Status, headers that matter and body of a response, to compare two answers whole.
+async fn answer(response: reqwest::Response) -> (StatusCode, Option<String>, Value) {
+    let status = response.status();
+    let cache = response
+        .headers()
+        .get(CACHE_CONTROL)
+        .map(|value| value.to_str().unwrap().to_owned());
+    (status, cache, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn another_clients_request_uri_gets_the_answer_of_an_unknown_one() {
+    let server = Server::start().await;
+    let request_uri = server.push().await;
+    let never_pushed = ReferenceValue::generate().request_uri();
+
+    let wrong_client = answer(server.authorize(OTHER_CLIENT_ID, &request_uri).await).await;
+    let unknown = answer(server.authorize(OTHER_CLIENT_ID, &never_pushed).await).await;
+    let malformed = answer(server.authorize(OTHER_CLIENT_ID, "urn:x").await).await;
+
+    assert_eq!(wrong_client.0, StatusCode::BAD_REQUEST);
+    assert_eq!(wrong_client.2["error"], "invalid_request_uri");
+    assert_eq!(wrong_client, unknown);
+    assert_eq!(wrong_client, malformed);
+}
+
 #[tokio::test]
 async fn authorize_with_another_client_id_is_refused_and_keeps_the_request() {
     let server = Server::start().await;
     let request_uri = server.push().await;
 
     let response = server.authorize(OTHER_CLIENT_ID, &request_uri).await;
-    let description =
-        assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
-    assert!(description.contains("client_id"), "{description}");
+    assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_request_uri").await;
 
     // The client that pushed it can still use it.
     let response = server.authorize(CLIENT_ID, &request_uri).await;

@@ -7,7 +7,7 @@ use chrono::{Duration, Utc};
 use common::TestDb;
 use par_store::sqlx::{self, migrate::Migrator};
 use par_store::{
-    PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
+    InputField, PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore, StoreError,
 };
 use std::time::{Duration as StdDuration, Instant};
@@ -102,9 +102,22 @@ async fn migrations_coexist_with_the_host_applications_own() {
     let host = Migrator::new(dir.as_path()).await.unwrap();
 
     host.run(&db.pool).await.unwrap();
+    let host_history = "SELECT version, checksum FROM _sqlx_migrations ORDER BY version";
+    let before: Vec<(i64, Vec<u8>)> = sqlx::query_as(host_history)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
     db.store().migrate().await.unwrap();
     host.run(&db.pool).await.unwrap();
     db.store().migrate().await.unwrap();
+    let after: Vec<(i64, Vec<u8>)> = sqlx::query_as(host_history)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        before, after,
+        "a host history without par-store's is never written"
+    );
 
     for table in [
         "host_things",
@@ -241,9 +254,12 @@ async fn operation_timeout_bounds_an_operation() {
 }
 
 #[tokio::test]
-async fn malformed_database_url_is_invalid_input() {
-    let err = PostgresStore::connect("not a url").await.unwrap_err();
-    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err:?}");
+async fn malformed_database_url_is_invalid_database_url() {
+    let err = PostgresStore::connect("postgres://user:hunter2@host:notaport/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidDatabaseUrl(_)), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
 // The store's own statements, to look at their plans.
@@ -679,7 +695,7 @@ async fn a_request_already_expired_by_the_database_clock_is_refused() {
     store.store(&request("warm")).await.unwrap();
 
     match store_arriving_expired(&proxy, &store, "late").await {
-        Err(StoreError::InvalidInput { field, .. }) => assert_eq!(field, "expires_at"),
+        Err(StoreError::InvalidInput { field, .. }) => assert_eq!(field, InputField::ExpiresAt),
         other => panic!("expected InvalidInput for expires_at, got {other:?}"),
     }
     let stored: i64 = sqlx::query_scalar(
@@ -694,7 +710,7 @@ async fn a_request_already_expired_by_the_database_clock_is_refused() {
     assert!(matches!(
         store_arriving_expired(&proxy, &store, "warm").await,
         Err(StoreError::InvalidInput {
-            field: "expires_at",
+            field: InputField::ExpiresAt,
             ..
         })
     ));

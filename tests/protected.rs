@@ -7,7 +7,7 @@ mod common;
 use chrono::{Duration, Utc};
 use common::TestDb;
 use par_store::{
-    envelope_len, CleanupJob, CleanupOptions, KeyRing, MemoryStore, ProtectedStore,
+    envelope_len, CleanupJob, CleanupOptions, KeyRing, KeyRingError, MemoryStore, ProtectedStore,
     ProtectionErrorKind, ProtectionKey, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore, StoreError,
 };
@@ -44,7 +44,7 @@ fn protection_error<T: std::fmt::Debug>(
 
 fn invalid_reason<T: std::fmt::Debug>(result: Result<T, StoreError>) -> (&'static str, String) {
     match result {
-        Err(StoreError::InvalidInput { field, reason }) => (field, reason),
+        Err(StoreError::InvalidInput { field, reason }) => (field.as_str(), reason),
         other => panic!("expected StoreError::InvalidInput, got {other:?}"),
     }
 }
@@ -395,7 +395,9 @@ async fn rotation<S: PushedAuthorizationRequestStore + Clone>(inner: S) {
     // B current, A previous: A's requests still read, new ones are sealed under B.
     let rotated = ProtectedStore::new(
         inner.clone(),
-        KeyRing::new(key("b", SECRET_B)).with_previous(key("a", SECRET_A)),
+        KeyRing::new(key("b", SECRET_B))
+            .with_previous(key("a", SECRET_A))
+            .unwrap(),
     );
     assert_eq!(
         rotated
@@ -453,10 +455,21 @@ async fn rotation_over_postgres_store() {
 }
 
 #[test]
-fn a_duplicate_previous_key_is_ignored() {
+fn a_duplicate_previous_key_is_refused() {
     let ring = KeyRing::new(key("a", SECRET_A))
-        .with_previous(key("a", SECRET_B))
-        .with_previous(key("b", SECRET_B));
+        .with_previous(key("b", SECRET_B))
+        .unwrap();
+    for id in ["a", "b"] {
+        let err = ring.clone().with_previous(key(id, SECRET_B)).unwrap_err();
+        assert_eq!(
+            err,
+            KeyRingError::DuplicateKeyId {
+                entry: None,
+                key_id: id.to_owned()
+            }
+        );
+        assert!(err.to_string().contains("appears more than once"), "{err}");
+    }
     assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["a", "b"]);
 }
 
@@ -655,14 +668,52 @@ fn key_ring_text_refuses_each_bad_input_clearly() {
         ),
     ];
     for (text, expected) in cases {
-        let (field, reason) = invalid_reason(KeyRing::parse(&text));
-        assert_eq!(field, "key_ring", "{text:?}");
+        let reason = KeyRing::parse(&text).unwrap_err().to_string();
         assert!(reason.contains(expected), "{text:?}: {reason}");
         // The secret never appears in the reason.
         assert!(
             !reason.contains(B64_STANDARD) && !reason.contains(B64_URL),
             "{reason}"
         );
+    }
+}
+
+#[test]
+fn key_ring_errors_have_variants_to_match_on() {
+    use KeyRingError::*;
+    let cases: Vec<(String, KeyRingError)> = vec![
+        ("  ".to_owned(), Empty),
+        (format!("k1:{B64_STANDARD},"), EmptyEntry { entry: 2 }),
+        (format!("k1{B64_STANDARD}"), MissingColon { entry: 1 }),
+        (
+            format!("k1:{B64_STANDARD},bad.id:{B64_URL}"),
+            InvalidKeyId { entry: Some(2) },
+        ),
+        (
+            format!("k1:{B64_STANDARD},k1:{B64_URL}"),
+            DuplicateKeyId {
+                entry: Some(2),
+                key_id: "k1".to_owned(),
+            },
+        ),
+        (
+            "k1:not base64!".to_owned(),
+            SecretNotBase64 {
+                entry: 1,
+                key_id: "k1".to_owned(),
+            },
+        ),
+        (
+            "k1:dG9vIHNob3J0".to_owned(),
+            SecretWrongLength {
+                entry: 1,
+                key_id: "k1".to_owned(),
+                len: 9,
+            },
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(KeyRing::parse(&text).unwrap_err(), expected, "{text:?}");
     }
 }
 
@@ -675,15 +726,28 @@ fn from_env_reads_the_variable_and_names_it_in_errors() {
     let ring = KeyRing::from_env("PAR_STORE_TEST_KEYS_GOOD").unwrap();
     assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["b", "a"]);
 
-    let (field, reason) = invalid_reason(KeyRing::from_env("PAR_STORE_TEST_KEYS_UNSET"));
-    assert_eq!(field, "key_ring");
+    let err = KeyRing::from_env("PAR_STORE_TEST_KEYS_UNSET").unwrap_err();
+    assert_eq!(
+        err,
+        KeyRingError::VariableNotSet {
+            var: "PAR_STORE_TEST_KEYS_UNSET".to_owned()
+        }
+    );
     assert!(
-        reason.contains("PAR_STORE_TEST_KEYS_UNSET is not set"),
-        "{reason}"
+        err.to_string()
+            .contains("PAR_STORE_TEST_KEYS_UNSET is not set"),
+        "{err}"
     );
 
     std::env::set_var("PAR_STORE_TEST_KEYS_BAD", "b:c2hvcnQ=");
-    let (_, reason) = invalid_reason(KeyRing::from_env("PAR_STORE_TEST_KEYS_BAD"));
+    let err = KeyRing::from_env("PAR_STORE_TEST_KEYS_BAD").unwrap_err();
+    assert!(
+        matches!(&err, KeyRingError::InVariable { var, error }
+            if var == "PAR_STORE_TEST_KEYS_BAD"
+                && matches!(**error, KeyRingError::SecretWrongLength { len: 5, .. })),
+        "{err:?}"
+    );
+    let reason = err.to_string();
     assert!(reason.contains("PAR_STORE_TEST_KEYS_BAD"), "{reason}");
     assert!(reason.contains("5 bytes long"), "{reason}");
 }
@@ -695,8 +759,13 @@ fn key_ids_are_checked() {
         assert!(ProtectionKey::generate(good).is_ok(), "{good:?}");
     }
     for bad in ["", "a.b", "a:b", "a,b", "a b", "ключ", &"k".repeat(33)] {
-        let (field, _) = invalid_reason(ProtectionKey::new(bad, SECRET_A));
-        assert_eq!(field, "key_id", "{bad:?}");
+        assert!(
+            matches!(
+                ProtectionKey::new(bad, SECRET_A),
+                Err(KeyRingError::InvalidKeyId { entry: None })
+            ),
+            "{bad:?}"
+        );
         assert!(ProtectionKey::generate(bad).is_err(), "{bad:?}");
     }
 }
@@ -707,7 +776,9 @@ fn key_ids_are_checked() {
 async fn debug_and_display_show_no_secret() {
     let secret = [0x5a; 32];
     let k1 = key("k1", secret);
-    let ring = KeyRing::new(k1.clone()).with_previous(ProtectionKey::generate("k0").unwrap());
+    let ring = KeyRing::new(k1.clone())
+        .with_previous(ProtectionKey::generate("k0").unwrap())
+        .unwrap();
     let inner = MemoryStore::new();
     let store = ProtectedStore::new(inner.clone(), ring.clone());
     let request = live(1);

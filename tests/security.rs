@@ -4,14 +4,13 @@
 mod common;
 
 use chrono::Utc;
-use common::TestDb;
+use common::{Captured, TestDb};
 use par_store::sqlx::postgres::PgConnectOptions;
 use par_store::sqlx::{self, PgPool};
 use par_store::{
     CleanupJob, CleanupOptions, MemoryStore, PostgresStore, PostgresStoreOptions,
     PushedAuthorizationRequest, PushedAuthorizationRequestStore, ReferenceValue, StoreError,
 };
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn request(hash: &str, parameters: &str) -> PushedAuthorizationRequest {
@@ -285,8 +284,8 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
         assert_permission_denied(statement, StoreError::from(err));
     }
     assert!(
-        store.migrate().await.is_err(),
-        "the runtime role must not be able to run migrations"
+        matches!(store.migrate().await, Err(StoreError::Migration { .. })),
+        "the runtime role must not be able to run migrations, and gets a Migration error"
     );
 
     // A privilege missing at run time is a database error, not a transient one.
@@ -461,27 +460,6 @@ mod tls {
 // ---------------------------------------------------------------------------------------
 // Nothing secret in logs or Debug output
 // ---------------------------------------------------------------------------------------
-
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Secrets of one test: request parameters and reference value hashes as a server makes them.
 struct Secrets {

@@ -267,6 +267,37 @@ impl TempCluster {
         );
     }
 
+    /// Keeps the server running for the rest of this process (for a cluster held in a
+    /// `static`, which is never dropped) and returns its connect options and directory. A watchdog shell
+    /// waits for this process to exit, however it exits, then stops the server and removes
+    /// the directory.
+    #[allow(clippy::zombie_processes)] // the watchdog outlives this process by design
+    pub fn keep_until_process_exit(self) -> (PgConnectOptions, PathBuf) {
+        let as_server_user = match self.owner {
+            Some(_) => format!("runuser -u {SERVER_USER} -- "),
+            None => String::new(),
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {as_server_user}'{pg_ctl}' stop -D '{data}' -m immediate -w; rm -rf '{base}'",
+            pid = std::process::id(),
+            pg_ctl = self.bindir.join("pg_ctl").display(),
+            data = self.data.display(),
+            base = self.base.display(),
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the cluster's watchdog");
+        let kept = (self.connect_options(), self.base.clone());
+        std::mem::forget(self);
+        kept
+    }
+
     async fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Output {
         let binary = self.bindir.join(program);
         let mut command = match self.owner {
@@ -322,6 +353,18 @@ impl Drop for TempCluster {
 
 /// Where initdb and pg_ctl are; fails the test with instructions when they are nowhere.
 pub fn server_bindir() -> PathBuf {
+    find_server_bindir().unwrap_or_else(|| {
+        panic!(
+            "this test starts its own PostgreSQL cluster and needs the server binaries (initdb, \
+             pg_ctl), which were not found in $PG_BINDIR, /usr/lib/postgresql/*/bin, `pg_config \
+             --bindir` or PATH. Install the PostgreSQL server package (`.ci/run` does: apt-get \
+             install postgresql) or set PG_BINDIR."
+        )
+    })
+}
+
+/// Where initdb and pg_ctl are, if anywhere.
+pub fn find_server_bindir() -> Option<PathBuf> {
     let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Some(dir) = std::env::var_os("PG_BINDIR") {
         let dir = PathBuf::from(dir);
@@ -330,7 +373,7 @@ pub fn server_bindir() -> PathBuf {
             "PG_BINDIR={} holds no initdb and pg_ctl",
             dir.display()
         );
-        return dir;
+        return Some(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -344,27 +387,18 @@ pub fn server_bindir() -> PathBuf {
         .collect();
     versions.sort();
     if let Some((_, dir)) = versions.pop() {
-        return dir;
+        return Some(dir);
     }
     if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
         if output.status.success() && has_tools(&dir) {
-            return dir;
+            return Some(dir);
         }
     }
-    if let Some(dir) = std::env::var_os("PATH")
+    std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .find(|dir| has_tools(dir))
-    {
-        return dir;
-    }
-    panic!(
-        "this test starts its own PostgreSQL cluster and needs the server binaries (initdb, \
-         pg_ctl), which were not found in $PG_BINDIR, /usr/lib/postgresql/*/bin, `pg_config \
-         --bindir` or PATH. Install the PostgreSQL server package (`.ci/run` does: apt-get \
-         install postgresql) or set PG_BINDIR."
-    );
 }
 
 /// `Some((uid, gid))` of the server user when this process runs as root (the server refuses

@@ -9,6 +9,7 @@ use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use par_store::sqlx::{Connection, PgConnection, PgPool};
 use par_store::{PostgresStore, StoreError};
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// A distinct reference value hash per `n`, shaped like Base64(SHA-256(value)): 44 characters.
@@ -49,35 +50,105 @@ pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
 }
 
-/// Connects to the server's maintenance database. When nothing answers, the whole test
-/// binary stops with one line that says how to start PostgreSQL, instead of one panic per test.
+/// The server the tests use, decided once per test binary:
+///
+/// 1. the one at `DATABASE_URL` (default: the docker-compose one) when it accepts TCP
+///    connections;
+/// 2. else, where PostgreSQL's server binaries are installed, a throwaway cluster of this
+///    test binary's own, started on first use, shared by its tests, and stopped and removed
+///    by a watchdog once the binary has exited (so test binaries run one after another each
+///    get a fresh one, and none is left behind);
+/// 3. else the binary stops with one line that says what to do.
+pub fn server_options() -> &'static PgConnectOptions {
+    static SERVER: OnceLock<PgConnectOptions> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let url = database_url();
+        let options = PgConnectOptions::from_str(&url).unwrap_or_else(|err| {
+            fail_once(&format!("DATABASE_URL is not a PostgreSQL URL ({err})"))
+        });
+        let (host, port) = (options.get_host().to_owned(), options.get_port());
+        if answers(&host, port) {
+            return options;
+        }
+        let Some(_) = cluster::find_server_bindir() else {
+            fail_once(&format!(
+                "no PostgreSQL answers at {host}:{port} (DATABASE_URL) and no PostgreSQL server \
+                 binaries are installed to start one: run `docker compose up -d --wait`, or set \
+                 DATABASE_URL to a server that runs"
+            ))
+        };
+        // On a thread and runtime of its own: this may be called inside any test's runtime.
+        let started = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(cluster::TempCluster::start_new())
+                .keep_until_process_exit()
+        })
+        .join()
+        .unwrap_or_else(|_| fail_once("starting a throwaway PostgreSQL cluster failed"));
+        let (options, dir) = started;
+        print_once(&format!(
+            "nothing answers at {host}:{port} (DATABASE_URL): running on a throwaway PostgreSQL \
+             cluster on 127.0.0.1:{} ({}), removed when this test binary exits",
+            options.get_port(),
+            dir.display()
+        ));
+        options
+    })
+}
+
+/// Whether anything accepts TCP connections at `host:port` within 3 s.
+fn answers(host: &str, port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .into_iter()
+        .flatten()
+        .any(|address| {
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3)).is_ok()
+        })
+}
+
+/// Connects to the server's maintenance database (see [`server_options`]). When that fails,
+/// the whole test binary stops with one line that says why, instead of one panic per test.
 pub async fn admin_connection() -> PgConnection {
-    let url = database_url();
-    let options = PgConnectOptions::from_str(&url)
-        .unwrap_or_else(|err| fail_once(&format!("DATABASE_URL is not a PostgreSQL URL ({err})")));
-    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&options)).await {
+    let options = server_options();
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(options)).await
+    {
         Ok(Ok(conn)) => conn,
+        Ok(Err(par_store::sqlx::Error::Database(err))) if err.code().as_deref() == Some("3D000") => {
+            fail_once(&format!(
+                "PostgreSQL at {at} answers, but the database {:?} of DATABASE_URL does not exist: \
+                 create it (`createdb -h {} -p {} -U {} {}`) or point DATABASE_URL at one that does",
+                options.get_database().unwrap_or("postgres"),
+                options.get_host(),
+                options.get_port(),
+                options.get_username(),
+                options.get_database().unwrap_or("postgres"),
+            ))
+        }
         Ok(Err(err)) => fail_once(&format!(
-            "no PostgreSQL answers at {}:{} ({err}); start one with `docker compose up -d` or set DATABASE_URL",
-            options.get_host(),
-            options.get_port()
+            "PostgreSQL at {at} refused the connection of DATABASE_URL ({err})"
         )),
         Err(_) => fail_once(&format!(
-            "no PostgreSQL answered at {}:{} within 5 s; start one with `docker compose up -d` or set DATABASE_URL",
-            options.get_host(),
-            options.get_port()
+            "PostgreSQL at {at} accepted TCP but did not complete a connection within 10 s"
         )),
     }
 }
 
+/// Writes one line to the real stderr: the test harness captures `eprintln!`, and its
+/// capture is lost when the process exits.
+fn print_once(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "par-store tests: {message}");
+}
+
 fn fail_once(message: &str) -> ! {
     static PRINTED: std::sync::Once = std::sync::Once::new();
-    // Written to the real stderr: the test harness captures `eprintln!`, and its capture is
-    // lost when the process exits.
-    PRINTED.call_once(|| {
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "par-store tests: {message}");
-    });
+    PRINTED.call_once(|| print_once(message));
     std::process::exit(1);
 }
 
@@ -124,9 +195,7 @@ impl TestDb {
         .await
         .expect("CREATE DATABASE (the role needs CREATEDB)");
         let _ = admin.close().await;
-        let options = PgConnectOptions::from_str(&database_url())
-            .expect("valid DATABASE_URL")
-            .database(&name);
+        let options = server_options().clone().database(&name);
         let pool = pool_options
             .connect_with(options.clone())
             .await
@@ -179,4 +248,25 @@ pub fn admin_cleanup(statements: Vec<String>) {
         });
     });
     let _ = cleaned.join();
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
 }

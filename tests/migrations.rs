@@ -1,0 +1,254 @@
+//! Applying the schema from the host application: sqlx-cli (reproduced here with sqlx's own
+//! `Migrator`, which is what the CLI runs) and `PostgresStore::migrate()` in every order end
+//! in the same schema, and `migrate()` logs nothing at INFO on a routine start.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::{Captured, TestDb};
+use par_store::sqlx::{self, migrate::Migrator, Connection, PgConnection, PgPool};
+use par_store::{PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
+use std::path::Path;
+
+/// The log test sets a thread-default `tracing` subscriber; tests running beside it would
+/// register sqlx's notice callsite without one, and tracing-core could cache it as
+/// uninteresting. It runs alone (write lock), the others side by side (read lock).
+static LOG_CAPTURE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// par-store's migrations as sqlx-cli sees them from a host application's directory when run
+/// with `--source <par-store>/migrations` but without par-store's `sqlx.toml`: history in the
+/// host's `_sqlx_migrations`.
+async fn host_cli_without_config() -> Migrator {
+    let migrator = Migrator::new(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(migrator.table_name, "_sqlx_migrations");
+    migrator
+}
+
+/// The same with `--config <par-store>/sqlx.toml`: history in `_par_store_migrations`.
+async fn host_cli_with_config() -> Migrator {
+    let mut migrator = host_cli_without_config().await;
+    migrator.dangerous_set_table_name(par_store::MIGRATIONS_TABLE);
+    migrator
+}
+
+/// Runs `migrator` the way sqlx-cli does: on a connection of its own that ends with the run
+/// (a failed sqlx migration leaves the migrator's advisory lock held by its session).
+async fn cli_run(
+    migrator: &Migrator,
+    db: &TestDb,
+    target: Option<i64>,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut conn = PgConnection::connect_with(&db.options).await.unwrap();
+    let result = match target {
+        Some(version) => migrator.run_to(version, &mut conn).await,
+        None => migrator.run(&mut conn).await,
+    };
+    conn.close().await.unwrap();
+    result
+}
+
+fn up_versions() -> Vec<i64> {
+    PostgresStore::migrator()
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect()
+}
+
+async fn history(pool: &PgPool, table: &str) -> Vec<i64> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM {table} WHERE success ORDER BY version"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Every column, constraint and index of the application tables (history tables excluded).
+async fn schema(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT format('column %s.%s %s null=%s default=%s', table_name, column_name, data_type, \
+                is_nullable, column_default) \
+         FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name NOT LIKE '\\_%' \
+         UNION ALL \
+         SELECT format('constraint %s %s', conname, pg_get_constraintdef(oid)) \
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace \
+           AND conrelid::regclass::text NOT LIKE '\\_%' \
+         UNION ALL \
+         SELECT format('index %s', indexdef) FROM pg_indexes \
+         WHERE schemaname = 'public' AND tablename NOT LIKE '\\_%' \
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// The schema `migrate()` alone makes.
+async fn reference_schema() -> Vec<String> {
+    let db = TestDb::new().await;
+    let schema = schema(&db.pool).await;
+    assert!(
+        schema
+            .iter()
+            .any(|line| line.contains("pushed_authorization_requests")),
+        "{schema:?}"
+    );
+    schema
+}
+
+fn request(hash: &str) -> PushedAuthorizationRequest {
+    PushedAuthorizationRequest::new(hash, Utc::now() + Duration::seconds(600), "client_id=a")
+}
+
+#[tokio::test]
+async fn host_cli_into_sqlx_migrations_then_migrate() {
+    let _shared = LOG_CAPTURE.read().await;
+    let db = TestDb::empty().await;
+    cli_run(&host_cli_without_config().await, &db, None)
+        .await
+        .unwrap();
+    db.store().store(&request("kept")).await.unwrap();
+
+    db.store().migrate().await.unwrap();
+    db.store().migrate().await.unwrap();
+
+    assert_eq!(schema(&db.pool).await, reference_schema().await);
+    assert_eq!(
+        history(&db.pool, "_par_store_migrations").await,
+        up_versions()
+    );
+    assert_eq!(history(&db.pool, "_sqlx_migrations").await, up_versions());
+    assert!(
+        db.store().get_by_hash("kept").await.unwrap().is_some(),
+        "nothing was applied twice"
+    );
+}
+
+#[tokio::test]
+async fn host_cli_applies_the_first_migration_then_migrate_the_rest_then_host_cli_again() {
+    let _shared = LOG_CAPTURE.read().await;
+    let db = TestDb::empty().await;
+    let host = host_cli_without_config().await;
+    cli_run(&host, &db, Some(up_versions()[0])).await.unwrap();
+    db.store().store(&request("kept")).await.unwrap();
+
+    db.store().migrate().await.unwrap();
+    // migrate() recorded what it applied in the host's history too: nothing left to re-run.
+    cli_run(&host, &db, None).await.unwrap();
+    db.store().migrate().await.unwrap();
+
+    assert_eq!(schema(&db.pool).await, reference_schema().await);
+    assert_eq!(history(&db.pool, "_sqlx_migrations").await, up_versions());
+    assert_eq!(
+        history(&db.pool, "_par_store_migrations").await,
+        up_versions()
+    );
+    assert!(db.store().get_by_hash("kept").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn migrate_then_host_cli_with_par_store_config_and_the_reverse() {
+    let _shared = LOG_CAPTURE.read().await;
+    let reference = reference_schema().await;
+    for migrate_first in [true, false] {
+        let db = TestDb::empty().await;
+        let host = host_cli_with_config().await;
+        if migrate_first {
+            db.store().migrate().await.unwrap();
+        } else {
+            cli_run(&host, &db, None).await.unwrap();
+        }
+        db.store().store(&request("kept")).await.unwrap();
+        if migrate_first {
+            cli_run(&host, &db, None).await.unwrap();
+        } else {
+            db.store().migrate().await.unwrap();
+        }
+
+        assert_eq!(
+            schema(&db.pool).await,
+            reference,
+            "migrate first: {migrate_first}"
+        );
+        assert_eq!(
+            history(&db.pool, "_par_store_migrations").await,
+            up_versions()
+        );
+        assert!(db.store().get_by_hash("kept").await.unwrap().is_some());
+        let host_table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(host_table, None, "migrate first: {migrate_first}");
+    }
+}
+
+/// The one order `migrate()` cannot reach: it ran on a fresh database, then a host runs
+/// sqlx-cli without par-store's `sqlx.toml` for the first time. The CLI re-runs 0001, which
+/// fails inside its transaction and changes nothing; the documented command (with
+/// `--config`) then has nothing to do.
+#[tokio::test]
+async fn migrate_then_first_host_cli_run_without_config_fails_and_changes_nothing() {
+    let _shared = LOG_CAPTURE.read().await;
+    let db = TestDb::new().await;
+    db.store().store(&request("kept")).await.unwrap();
+
+    let err = cli_run(&host_cli_without_config().await, &db, None)
+        .await
+        .unwrap_err();
+    let code = match &err {
+        sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::Database(db_err), 1) => {
+            db_err.code()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(code.as_deref(), Some("42P07"), "relation already exists");
+    assert!(db.store().get_by_hash("kept").await.unwrap().is_some());
+    assert_eq!(
+        history(&db.pool, "_sqlx_migrations").await,
+        Vec::<i64>::new()
+    );
+
+    cli_run(&host_cli_with_config().await, &db, None)
+        .await
+        .unwrap();
+    db.store().migrate().await.unwrap();
+    assert_eq!(schema(&db.pool).await, reference_schema().await);
+    assert!(db.store().get_by_hash("kept").await.unwrap().is_some());
+}
+
+/// Every start calls `migrate()`: the migrator's "already exists, skipping" notices, which
+/// sqlx logs at INFO, read like an error and must not appear. The same capture does see
+/// them from sqlx's plain migrator, so the check can fail.
+#[tokio::test(flavor = "current_thread")]
+async fn migrate_logs_no_notice_on_a_routine_start() {
+    let _alone = LOG_CAPTURE.write().await;
+    let db = TestDb::new().await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    db.store().migrate().await.unwrap();
+    let text = captured.text();
+    assert!(!text.contains("already exists"), "{text}");
+
+    PostgresStore::migrator().run(&db.pool).await.unwrap();
+    let text = captured.text();
+    assert!(
+        text.contains("already exists, skipping"),
+        "the capture sees sqlx's notices: {text}"
+    );
+}
