@@ -239,7 +239,7 @@ async fn connections_are_replaced_after_their_lifetime_under_steady_traffic() {
     let store = PostgresStoreOptions::new()
         .max_connections(2)
         .max_connection_lifetime(Some(Duration::from_secs(1)))
-        .connect_with(db.options.clone())
+        .connect_with(db.options.clone().application_name("lifetime-test"))
         .await
         .unwrap();
     let started = Instant::now();
@@ -248,25 +248,28 @@ async fn connections_are_replaced_after_their_lifetime_under_steady_traffic() {
     while started.elapsed() < Duration::from_secs(4) {
         lifecycle(&store, &format!("lifetime-{n}")).await.unwrap();
         n += 1;
-        if n % 50 == 0 && started.elapsed() > Duration::from_secs(2) {
-            // The migration pool's connections are older; the store's are the recent ones.
-            let ages: Vec<f64> = backends(&db, &db.pool)
-                .await
-                .into_iter()
-                .map(|(_, age)| age)
-                .collect();
-            let store_ages: Vec<f64> = ages.iter().copied().filter(|age| *age < 3.0).collect();
-            assert!(!store_ages.is_empty(), "no recent backend among {ages:?}");
-            oldest_seen = store_ages.iter().copied().fold(oldest_seen, f64::max);
+        if n % 50 == 0 {
+            let ages: Vec<f64> = sqlx::query_scalar(
+                "SELECT extract(epoch FROM now() - backend_start)::float8 FROM pg_stat_activity \
+                 WHERE application_name = 'lifetime-test'",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            assert!(!ages.is_empty(), "the store has no connection");
+            oldest_seen = ages.into_iter().fold(oldest_seen, f64::max);
         }
     }
     println!("{n} lifecycles; oldest store backend seen: {oldest_seen:.2} s");
     // Replaced at its next checkout past one second (or by the reaper): never much older.
     assert!(
+        started.elapsed() > Duration::from_secs(3),
+        "ran long enough to see replacements"
+    );
+    assert!(
         oldest_seen < 1.6,
         "a store connection lived {oldest_seen:.2} s"
     );
-    // And the test's own pool is older than three seconds, which the filter relies on.
     store.close().await;
 }
 
@@ -561,23 +564,31 @@ async fn connections_terminated_while_idle_fail_no_request() {
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout_and_by_close() {
     let db = TestDb::new().await;
-    let baseline = backends(&db, &db.pool).await.len();
+    // The store's connections carry a name of their own, so the count sees only them.
     let store = PostgresStoreOptions::new()
         .max_connections(3)
         .idle_timeout(Some(Duration::from_millis(300)))
-        .connect_lazy_with(db.options.clone())
+        .connect_lazy_with(db.options.clone().application_name("idle-timeout-test"))
         .unwrap();
+    let open = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'idle-timeout-test'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
     futures::future::try_join_all((0..3).map(|n| {
         let store = store.clone();
         async move { lifecycle(&store, &format!("idle-timeout-{n}")).await }
     }))
     .await
     .unwrap();
-    let busy = backends(&db, &db.pool).await.len();
-    assert!(busy > baseline, "the store opened no connection");
+    let busy = open().await;
+    assert!(busy > 0, "the store opened no connection");
     // The reaper runs every quarter of the timeout.
     let waited = Instant::now();
-    while backends(&db, &db.pool).await.len() > baseline {
+    while open().await > 0 {
         assert!(
             waited.elapsed() < Duration::from_secs(3),
             "idle connections still open after {:?}",
@@ -586,17 +597,17 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_by_close() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "{} idle store connections closed {:?} after the last use (idle_timeout 300 ms)",
-        busy - baseline,
+        "{busy} idle store connections closed {:?} after the last use (idle_timeout 300 ms)",
         waited.elapsed()
     );
     // The store opens new ones when needed, and close() ends them and later operations.
     lifecycle(&store, "after-idle").await.unwrap();
+    assert!(open().await > 0);
     store.close().await;
     let err = store.get_by_hash("closed").await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     let waited = Instant::now();
-    while backends(&db, &db.pool).await.len() > baseline {
+    while open().await > 0 {
         assert!(
             waited.elapsed() < Duration::from_secs(3),
             "close() left connections open"
