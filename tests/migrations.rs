@@ -137,7 +137,14 @@ async fn host_cli_applies_the_first_migration_then_migrate_the_rest_then_host_cl
     let db = TestDb::empty().await;
     let host = host_cli_without_config().await;
     cli_run(&host, &db, Some(up_versions()[0])).await.unwrap();
-    db.store().store(&request("kept")).await.unwrap();
+    // A row written on the first schema (the store itself needs the later migrations).
+    sqlx::query(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         VALUES ('kept', now() + interval '10 minutes', 'p')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
 
     db.store().migrate().await.unwrap();
     // migrate() recorded what it applied in the host's history too: nothing left to re-run.
