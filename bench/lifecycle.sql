@@ -9,9 +9,11 @@
 -- parameter ($1, $2, ...), so the server sees exactly the store's statements, and the
 -- 600 bytes travel with each INSERT as they do from the store.
 --
+-- The store binds client_id as NULL for an unbound request; pgbench sends the same NULL.
+--
 -- A fresh random key per lifecycle. The store's keys are 44-character Base64 hashes; a
 -- random 63-bit number (up to 19 digits) is as unique, and pgbench cannot build strings.
 \set key random(1, 9000000000000000000)
-WITH inserted AS (INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) SELECT :key, :expires_at::timestamptz, :params WHERE :expires_at::timestamptz > now() ON CONFLICT (reference_value_hash) DO NOTHING RETURNING 1) SELECT EXISTS (SELECT FROM inserted) AS inserted, :expires_at::timestamptz > now() AS live;
-SELECT expires_at, parameters FROM pushed_authorization_requests WHERE reference_value_hash = :key AND expires_at > now();
-DELETE FROM pushed_authorization_requests WHERE reference_value_hash = :key RETURNING expires_at, parameters, expires_at > now() AS live;
+WITH inserted AS (INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters, client_id) SELECT :key, :expires_at::timestamptz, :params, NULL::text WHERE :expires_at::timestamptz > now() ON CONFLICT (reference_value_hash) DO NOTHING RETURNING 1) SELECT EXISTS (SELECT FROM inserted) AS inserted, :expires_at::timestamptz > now() AS live;
+SELECT expires_at, parameters, client_id FROM pushed_authorization_requests WHERE reference_value_hash = :key AND expires_at > now();
+DELETE FROM pushed_authorization_requests WHERE reference_value_hash = :key RETURNING expires_at, parameters, expires_at > now() AS live, client_id;

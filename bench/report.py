@@ -65,7 +65,7 @@ def cmd_pgbench(logdir, stdout_file, clients):
                     latencies.append(int(fields[2]))
     latencies.sort()
     statements = {}
-    for name, pattern in (("store", r"^\s*([0-9.]+)\s+\d+\s+INSERT"),
+    for name, pattern in (("store", r"^\s*([0-9.]+)\s+\d+\s+(?:INSERT|WITH inserted)"),
                           ("get", r"^\s*([0-9.]+)\s+\d+\s+SELECT"),
                           ("consume", r"^\s*([0-9.]+)\s+\d+\s+DELETE")):
         found = re.search(pattern, text, re.M)
