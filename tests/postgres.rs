@@ -191,6 +191,11 @@ async fn unreachable_server_is_unavailable_within_the_acquire_timeout() {
         "{:?}",
         started.elapsed()
     );
+    // The message leads somewhere: which server, and why.
+    let message = err.to_string();
+    println!("{message}");
+    assert!(message.contains("127.0.0.1:9"), "{message}");
+    assert!(message.to_lowercase().contains("refused"), "{message}");
 }
 
 /// Holds the row lock of `hash` in another transaction while `run` goes on.
