@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh            lifecycles (N = 1, 4, 16, 64; store, pgbench, shared, and
 #                                conn, pool, protected at N = 1 and 16; 3 interleaved
-#                                rounds of 10 s; modes: see examples/loadgen.rs),
+#                                rounds of 10 s; modes: see demo/examples/loadgen.rs),
 #                                system calls per lifecycle, cleanup (1,000,000 expired rows
 #                                at batch sizes 100, 1000, 10000): about 13 minutes
 #   bash bench/run.sh --quick    the same, 1 round of 3 s, 100,000 rows: about 3 minutes
@@ -70,7 +70,7 @@ append() { python3 bench/report.py append "$raw" "$@"; }
 note() { echo "==> $*" >&2; }
 
 note "building the load generator (release)"
-cargo build --release --quiet --example loadgen
+cargo build --release --quiet -p par-store-demo --example loadgen
 loadgen=target/release/examples/loadgen
 
 fresh_db() {

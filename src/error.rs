@@ -15,7 +15,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// # Errors and HTTP responses
 ///
 /// The one table of what a server answers for each error (RFC 9126 sections 2.3 and 4,
-/// RFC 6749 section 5.2). `examples/par_server.rs` implements it and its tests check it.
+/// RFC 6749 section 5.2). `demo/examples/par_server.rs` implements it and its tests check it.
 ///
 /// | error | cause | PAR endpoint (`POST /par`) | authorization endpoint (`request_uri`) |
 /// |---|---|---|---|

@@ -1,6 +1,6 @@
 //! All of the store's SQL, in one place; the schema itself lives in `migrations/`.
 //!
-//! Static strings only: values are always bound parameters. `examples/loadgen.rs` includes
+//! Static strings only: values are always bound parameters. `demo/examples/loadgen.rs` includes
 //! this file to run the very same statements without the store layer.
 
 // Expiry is checked against the database clock (`now()`), not a time bound from the

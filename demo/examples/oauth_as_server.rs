@@ -4,7 +4,7 @@
 //! oauth-as stores (clients, codes, tokens) stays in its in-memory `MemoryStorage`.
 //!
 //! ```text
-//! cargo run --features oauth-as --example oauth_as_server
+//! cargo run -p par-store-demo --example oauth_as_server
 //! ```
 //!
 //! **Demo only**: one confidential client with a secret that has a default, and a login that

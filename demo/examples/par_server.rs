@@ -3,7 +3,7 @@
 //! `request_uri`s, on PostgreSQL, with the cleanup job running beside them.
 //!
 //! ```text
-//! cargo run --example par_server
+//! cargo run -p par-store-demo --example par_server
 //! ```
 //!
 //! Environment (a `.env` file is honoured):

@@ -1,7 +1,8 @@
-//! End to end: the oauth-as example server (`examples/oauth_as_server.rs`) on 127.0.0.1, its
+//! End to end: the oauth-as example server (`demo/examples/oauth_as_server.rs`) on 127.0.0.1, its
 //! pushed requests in a fresh PostgreSQL database, driven over HTTP by a real client:
 //! push, authorize with the `request_uri`, exchange the code with the PKCE verifier.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 #[path = "../examples/oauth_as_server.rs"]

@@ -1,7 +1,7 @@
 //! Load generator for the benchmarks in `BENCHMARKS.md`; `bench/run.sh` drives it.
 //!
 //! ```text
-//! cargo run --release --example loadgen -- <command> [options]
+//! cargo run --release -p par-store-demo --example loadgen -- <command> [options]
 //!
 //! commands
 //!   migrate      apply the store's migrations
@@ -62,7 +62,7 @@ static COMPLETED: AtomicU64 = AtomicU64::new(0);
 
 // The store's own statements, for the `pool`, `conn` and `lite` modes, which measure what
 // sqlx costs without the store layer (bench/lifecycle.sql holds the same for pgbench).
-#[path = "../src/sql.rs"]
+#[path = "../../src/sql.rs"]
 #[allow(dead_code)] // the batch delete is not used here
 mod sql;
 use sql::{CONSUME, INSERT, SELECT_LIVE};

@@ -1,6 +1,7 @@
 //! End to end: the example PAR server's router on 127.0.0.1, on a fresh PostgreSQL database,
 //! driven over HTTP by a real client.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 #[path = "../examples/par_server.rs"]
