@@ -46,7 +46,7 @@
 //! and answers `RefusedRevoked`), or it ran before the barrier was recorded, and then the
 //! write also came before the deletion's cascade, which removes the row. No order of the two
 //! operations leaves the request behind; oauth-as's conformance suite passes in full
-//! (`tests/oauth_as_conformance.rs`).
+//! (`demo/tests/oauth_as_conformance.rs`).
 //!
 //! What this costs: two put-and-take probes on the inner store per pushed request (for
 //! `MemoryStorage`, four map operations under its mutex). An inner store in a database pays

@@ -3,6 +3,7 @@
 //! oauth-as's `MemoryStorage` for the rest; and the cross-store race the harness cannot
 //! stage: a client deletion against a pushed request being put back.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::TestDb;
