@@ -4,6 +4,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 #[path = "../examples/oauth_as_server.rs"]
 #[allow(dead_code)] // the example's `main` and the parts only it uses
@@ -17,7 +18,7 @@ use reqwest::header::LOCATION;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::time::Duration;
+use support::Serving;
 
 const REDIRECT_URI: &str = "https://client.example.org/cb";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -25,24 +26,15 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 /// A running server: its base URL, its configuration, its database and a client that does
 /// not follow redirects.
 struct Server {
-    base: String,
+    web: Serving,
     config: DemoConfig,
-    http: reqwest::Client,
     db: TestDb,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Server {
     async fn start() -> Server {
         let db = TestDb::new().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, base) = support::bind().await;
         let config = DemoConfig {
             issuer: base.clone(),
             client_id: "demo-client".to_owned(),
@@ -50,20 +42,10 @@ impl Server {
             redirect_uri: REDIRECT_URI.to_owned(),
         };
         let (_server, router) = oauth_as_server::build(&config, db.store()).await.unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
         Server {
-            base,
+            web: Serving::start(listener, base, router),
             config,
-            http,
             db,
-            task,
         }
     }
 
@@ -71,8 +53,9 @@ impl Server {
     /// `client_secret_basic`) carrying the S256 challenge of [`VERIFIER`].
     async fn push(&self) -> reqwest::Response {
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
-        self.http
-            .post(format!("{}/par", self.base))
+        self.web
+            .http
+            .post(format!("{}/par", self.web.base))
             .basic_auth(&self.config.client_id, Some(&self.config.client_secret))
             .form(&[
                 ("response_type", "code"),
@@ -100,8 +83,9 @@ impl Server {
     }
 
     async fn authorize(&self, client_id: &str, request_uri: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}/authorize", self.base))
+        self.web
+            .http
+            .get(format!("{}/authorize", self.web.base))
             .query(&[("client_id", client_id), ("request_uri", request_uri)])
             .send()
             .await
@@ -109,8 +93,9 @@ impl Server {
     }
 
     async fn token(&self, code: &str, verifier: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/token", self.base))
+        self.web
+            .http
+            .post(format!("{}/token", self.web.base))
             .basic_auth(&self.config.client_id, Some(&self.config.client_secret))
             .form(&[
                 ("grant_type", "authorization_code"),
@@ -234,8 +219,9 @@ async fn a_wrong_pkce_verifier_gets_no_tokens() {
 async fn a_request_that_was_not_pushed_is_refused() {
     let server = Server::start().await;
     let response = server
+        .web
         .http
-        .get(format!("{}/authorize", server.base))
+        .get(format!("{}/authorize", server.web.base))
         .query(&[
             ("client_id", "demo-client"),
             ("response_type", "code"),
@@ -257,10 +243,11 @@ async fn a_request_that_was_not_pushed_is_refused() {
 async fn metadata_names_the_par_endpoint_and_requires_it() {
     let server = Server::start().await;
     let metadata: Value = server
+        .web
         .http
         .get(format!(
             "{}/.well-known/oauth-authorization-server",
-            server.base
+            server.web.base
         ))
         .send()
         .await
@@ -268,16 +255,19 @@ async fn metadata_names_the_par_endpoint_and_requires_it() {
         .json()
         .await
         .unwrap();
-    assert_eq!(metadata["issuer"], server.base);
+    assert_eq!(metadata["issuer"], server.web.base);
     assert_eq!(
         metadata["pushed_authorization_request_endpoint"],
-        format!("{}/par", server.base)
+        format!("{}/par", server.web.base)
     );
     assert_eq!(metadata["require_pushed_authorization_requests"], true);
     assert_eq!(
         metadata["authorization_endpoint"],
-        format!("{}/authorize", server.base)
+        format!("{}/authorize", server.web.base)
     );
-    assert_eq!(metadata["token_endpoint"], format!("{}/token", server.base));
+    assert_eq!(
+        metadata["token_endpoint"],
+        format!("{}/token", server.web.base)
+    );
     assert_eq!(metadata["code_challenge_methods_supported"][0], "S256");
 }

@@ -3,6 +3,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 #[path = "../examples/par_server.rs"]
 #[allow(dead_code)] // the example's `main` and the parts only it uses
@@ -15,6 +16,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use support::Serving;
 
 const CLIENT_ID: &str = "s6BhdRkqt3";
 const CLIENT_SECRET: &str = "7Fjfp0ZBr1KtDRbnfVdmIw";
@@ -23,16 +25,8 @@ const OTHER_CLIENT_ID: &str = "other-client";
 
 /// A running server: its base URL, its database and a client that does not follow redirects.
 struct Server {
-    base: String,
-    http: reqwest::Client,
+    web: Serving,
     db: TestDb,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Server {
@@ -51,28 +45,17 @@ impl Server {
         store: Arc<dyn PushedAuthorizationRequestStore>,
         lifetime: Duration,
     ) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = par_server::router(store, lifetime);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+        let (listener, base) = support::bind().await;
         Server {
-            base,
-            http,
+            web: Serving::start(listener, base, par_server::router(store, lifetime)),
             db,
-            task,
         }
     }
 
     async fn push_form(&self, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http
-            .post(format!("{}/par", self.base))
+        self.web
+            .http
+            .post(format!("{}/par", self.web.base))
             .form(form)
             .send()
             .await
@@ -88,8 +71,9 @@ impl Server {
     }
 
     async fn authorize(&self, client_id: &str, request_uri: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}/authorize", self.base))
+        self.web
+            .http
+            .get(format!("{}/authorize", self.web.base))
             .query(&[("client_id", client_id), ("request_uri", request_uri)])
             .send()
             .await
@@ -225,8 +209,9 @@ async fn push_without_a_required_parameter_is_invalid_request() {
 async fn push_with_a_body_that_is_not_a_form_is_invalid_request() {
     let server = Server::start().await;
     let response = server
+        .web
         .http
-        .post(format!("{}/par", server.base))
+        .post(format!("{}/par", server.web.base))
         .header(CONTENT_TYPE, "application/json")
         .body(r#"{"client_id":"s6BhdRkqt3","response_type":"code"}"#)
         .send()
@@ -340,8 +325,9 @@ async fn push_with_a_wrong_or_missing_secret_is_invalid_client() {
 async fn par_endpoint_accepts_only_post() {
     let server = Server::start().await;
     let response = server
+        .web
         .http
-        .get(format!("{}/par", server.base))
+        .get(format!("{}/par", server.web.base))
         .send()
         .await
         .unwrap();
@@ -445,8 +431,9 @@ async fn authorize_without_request_uri_or_client_id_is_invalid_request() {
         vec![("request_uri", request_uri.as_str())],
     ] {
         let response = server
+            .web
             .http
-            .get(format!("{}/authorize", server.base))
+            .get(format!("{}/authorize", server.web.base))
             .query(&query)
             .send()
             .await
