@@ -52,8 +52,28 @@ async fn fresh_store(db: &TestDb, n: usize) -> PostgresStore {
     store
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn oauth_as_storage_conformance_passes_with_pushed_requests_in_postgres() {
+#[test]
+fn oauth_as_storage_conformance_passes_with_pushed_requests_in_postgres() {
+    // oauth-as's harness builds deep futures: unoptimised, they can overflow the default 2 MiB
+    // stack of a test thread (seen once in CI). The same test, with room to run.
+    const STACK: usize = 32 << 20;
+    std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .thread_stack_size(STACK)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(conformance_suite_against_postgres())
+        })
+        .unwrap()
+        .join()
+        .expect("the conformance suite failed");
+}
+
+async fn conformance_suite_against_postgres() {
     let db = Arc::new(TestDb::new().await);
     let stores = Arc::new(AtomicUsize::new(0));
     let factory = {
