@@ -71,7 +71,7 @@ async fn run_pass<C: ExpiredRequestCleaner + ?Sized>(
     cleaner: &C,
     batch_size: u32,
     pause: Duration,
-    stop: Option<&mut watch::Receiver<bool>>,
+    job: Option<JobContext<'_>>,
 ) -> PassReport {
     let batch_size = batch_size.max(1);
     let span = tracing::debug_span!(
@@ -83,7 +83,7 @@ async fn run_pass<C: ExpiredRequestCleaner + ?Sized>(
         duration_ms = field::Empty,
     );
     let started = Instant::now();
-    let report = run_batches(cleaner, batch_size, pause, stop)
+    let report = run_batches(cleaner, batch_size, pause, job)
         .instrument(span.clone())
         .await;
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -95,13 +95,20 @@ async fn run_pass<C: ExpiredRequestCleaner + ?Sized>(
     report
 }
 
+/// What a pass run by a [`CleanupJob`] has beside the store: its stop signal, and its
+/// figures, which count each batch as soon as it is done.
+struct JobContext<'a> {
+    stop: &'a mut watch::Receiver<bool>,
+    stats: &'a Mutex<CleanupStats>,
+}
+
 /// Deletes expired requests batch after batch until a batch comes back short, the stop
 /// signal is raised (checked between batches) or a batch fails.
 async fn run_batches<C: ExpiredRequestCleaner + ?Sized>(
     cleaner: &C,
     batch_size: u32,
     pause: Duration,
-    mut stop: Option<&mut watch::Receiver<bool>>,
+    mut job: Option<JobContext<'_>>,
 ) -> PassReport {
     let mut report = PassReport {
         rows: 0,
@@ -113,6 +120,11 @@ async fn run_batches<C: ExpiredRequestCleaner + ?Sized>(
             Ok(rows) => {
                 report.rows += rows;
                 report.batches += 1;
+                if let Some(job) = &job {
+                    let mut stats = job.stats.lock().unwrap_or_else(PoisonError::into_inner);
+                    stats.rows_removed += rows;
+                    stats.batches += 1;
+                }
                 if rows < u64::from(batch_size) {
                     return report;
                 }
@@ -122,7 +134,7 @@ async fn run_batches<C: ExpiredRequestCleaner + ?Sized>(
                 return report;
             }
         }
-        if let Some(stop) = stop.as_deref_mut() {
+        if let Some(JobContext { stop, .. }) = job.as_mut() {
             if stop_requested(stop) || (!pause.is_zero() && sleep_or_stop(pause, stop).await) {
                 return report;
             }
@@ -257,9 +269,9 @@ pub struct CleanupStats {
     pub passes: u64,
     /// Passes that ended with an error.
     pub failed_passes: u64,
-    /// Expired requests removed, in total.
+    /// Expired requests removed, in total, counted after each batch (also during a pass).
     pub rows_removed: u64,
-    /// Delete statements that succeeded, in total.
+    /// Delete statements that succeeded, in total, counted like `rows_removed`.
     pub batches: u64,
     /// The error of the latest failed pass, as text.
     pub last_error: Option<String>,
@@ -401,15 +413,17 @@ async fn run_job<S: ExpiredRequestCleaner>(
             &store,
             options.batch_size,
             options.pause_between_batches,
-            Some(&mut stop),
+            Some(JobContext {
+                stop: &mut stop,
+                stats: &stats,
+            }),
         )
         .await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         {
             let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+            // rows_removed and batches were counted batch by batch.
             stats.passes += 1;
-            stats.rows_removed += report.rows;
-            stats.batches += report.batches;
             stats.last_pass_at = Some(Utc::now());
             if let Some(err) = &report.error {
                 stats.failed_passes += 1;
