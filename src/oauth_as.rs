@@ -70,12 +70,14 @@
 //!   then stay in PostgreSQL until they expire; they cannot be used, because the client they
 //!   are bound to no longer exists in the inner store and the barrier refuses them being put
 //!   back. Retrying `delete_client` removes them.
-//! - The parameters are stored in clear text. [`ProtectedStore`](crate::ProtectedStore) does
-//!   not offer `store_or_replace` and `delete_by_client_id` yet, so it cannot be used here.
+//! - The records are stored in clear text (JSON) unless the host turns on
+//!   [`OauthAsStorage::with_protection`]: then they are sealed like
+//!   [`ProtectedStore`]'s parameters, and the table holds envelopes.
 
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest as StoredRequest;
 use crate::postgres::PostgresStore;
+use crate::protect::{KeyRing, ProtectedStore};
 use crate::reference::hash_secret;
 use crate::store::PushedAuthorizationRequestStore;
 use chrono::{DateTime, Utc};
@@ -94,6 +96,8 @@ use std::time::SystemTime;
 #[derive(Clone)]
 pub struct OauthAsStorage<S> {
     pushed: PostgresStore,
+    /// `pushed` behind a key ring, when the records are sealed.
+    protected: Option<ProtectedStore<PostgresStore>>,
     inner: S,
 }
 
@@ -101,6 +105,7 @@ impl<S> fmt::Debug for OauthAsStorage<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OauthAsStorage")
             .field("pushed", &self.pushed)
+            .field("keys", &self.protected.as_ref().map(ProtectedStore::keys))
             .finish_non_exhaustive()
     }
 }
@@ -108,7 +113,32 @@ impl<S> fmt::Debug for OauthAsStorage<S> {
 impl<S> OauthAsStorage<S> {
     /// Pushed authorization requests in `pushed` (migrated), the rest in `inner`.
     pub fn new(pushed: PostgresStore, inner: S) -> Self {
-        OauthAsStorage { pushed, inner }
+        OauthAsStorage {
+            pushed,
+            protected: None,
+            inner,
+        }
+    }
+
+    /// Seals each pushed request's record with `keys` before it reaches PostgreSQL, as
+    /// [`ProtectedStore`] does (XChaCha20-Poly1305, bound to the row's hash): the table then
+    /// holds envelopes, not the client's redirect URI, scope, state or PKCE challenge.
+    /// Requests stored before this was turned on cannot be opened and are answered with an
+    /// error; keep the keys of [`KeyRing::from_env`] across restarts and rotations.
+    ///
+    /// ```no_run
+    /// use par_store::oauth_as::OauthAsStorage;
+    /// use par_store::{KeyRing, PostgresStore};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pushed = PostgresStore::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+    /// let storage = OauthAsStorage::new(pushed, oauth_as::MemoryStorage::new())
+    ///     .with_protection(KeyRing::from_env("PAR_STORE_KEYS")?);
+    /// # let _ = storage; Ok(()) }
+    /// ```
+    pub fn with_protection(mut self, keys: KeyRing) -> Self {
+        self.protected = Some(ProtectedStore::new(self.pushed.clone(), keys));
+        self
     }
 
     /// The store the pushed authorization requests are in.
@@ -214,12 +244,14 @@ impl<S: Storage> Storage for OauthAsStorage<S> {
             return Ok(WriteOutcome::Applied);
         }
         let stored = to_stored(&record)?;
-        self.pushed
-            .store_or_replace(&stored)
-            .await
-            .map_err(storage_error)?;
+        match &self.protected {
+            Some(protected) => protected.store_or_replace(&stored).await,
+            None => self.pushed.store_or_replace(&stored).await,
+        }
+        .map_err(storage_error)?;
         // Asked again after the write; see the module docs for why this closes the window.
         if self.barrier_refuses(&record).await? {
+            // Removed unread: nothing to open.
             self.pushed
                 .consume_by_hash(&stored.reference_value_hash)
                 .await
@@ -233,11 +265,12 @@ impl<S: Storage> Storage for OauthAsStorage<S> {
         &self,
         request_uri: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StorageError> {
-        let taken = self
-            .pushed
-            .consume_by_hash(&key_of(request_uri))
-            .await
-            .map_err(storage_error)?;
+        let key = key_of(request_uri);
+        let taken = match &self.protected {
+            Some(protected) => protected.consume_by_hash(&key).await,
+            None => self.pushed.consume_by_hash(&key).await,
+        }
+        .map_err(storage_error)?;
         taken
             .map(|stored| from_stored(&stored, request_uri))
             .transpose()

@@ -23,7 +23,9 @@
 
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::{InputField, ProtectionErrorKind, StoreError};
+use crate::memory::MemoryStore;
 use crate::model::{HashPrefix, PushedAuthorizationRequest};
+use crate::postgres::PostgresStore;
 use crate::store::PushedAuthorizationRequestStore;
 use crate::telemetry::error_kind;
 use crate::validate::check_request;
@@ -33,7 +35,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::fmt;
 use std::sync::Arc;
 use zeroize::Zeroize;
@@ -652,6 +654,50 @@ impl<S> ProtectedStore<S> {
         &self.keys
     }
 
+    /// The request with its parameters sealed, for the inner store, and what turns the inner
+    /// store's refusal of the envelope's length into one that names the parameters' length.
+    fn seal(
+        &self,
+        request: &PushedAuthorizationRequest,
+    ) -> Result<
+        (
+            PushedAuthorizationRequest,
+            impl FnOnce(StoreError) -> StoreError,
+        ),
+        StoreError,
+    > {
+        // The inner store checks the envelope, which never contains NUL: check the
+        // plaintext here. Its size and lifetime are checked by the inner store.
+        check_request(request, usize::MAX, std::time::Duration::MAX, Utc::now())?;
+        let envelope = self
+            .keys
+            .seal(&request.reference_value_hash, &request.parameters)?;
+        let envelope_len = envelope.len();
+        let parameters_len = request.parameters.len();
+        let sealed = PushedAuthorizationRequest {
+            reference_value_hash: request.reference_value_hash.clone(),
+            expires_at: request.expires_at,
+            parameters: envelope,
+            client_id: request.client_id.clone(),
+        };
+        let explain = move |err| {
+            match err {
+            // Only the envelope's length can be refused here: say what was measured.
+            StoreError::InvalidInput {
+                field: InputField::Parameters,
+                reason,
+            } => StoreError::InvalidInput {
+                field: InputField::Parameters,
+                reason: format!(
+                    "{parameters_len} bytes of parameters become a {envelope_len}-byte envelope, which the store refuses: {reason}"
+                ),
+            },
+            other => other,
+        }
+        };
+        Ok((sealed, explain))
+    }
+
     /// Opens the envelope of a request read from the inner store; on failure, logs it (no
     /// secret, no envelope) and says whether the request was consumed.
     fn open(
@@ -701,36 +747,49 @@ impl<S: fmt::Debug> fmt::Debug for ProtectedStore<S> {
     }
 }
 
+/// Adds the operations on client-bound and replaceable requests of a store to
+/// `ProtectedStore` over it, so that a server whose contract needs them (such as oauth-as,
+/// through `OauthAsStorage::with_protection`) can keep its parameters sealed.
+macro_rules! impl_client_binding_for_protected {
+    ($store:ty) => {
+        impl ProtectedStore<$store> {
+            /// Seals the parameters, then stores the request or replaces the one stored under
+            /// the same hash, in one atomic step: see the inner store's `store_or_replace`.
+            /// The input rules and errors are those of `store`.
+            pub async fn store_or_replace(
+                &self,
+                request: &PushedAuthorizationRequest,
+            ) -> Result<(), StoreError> {
+                let (sealed, explain) = self.seal(request)?;
+                self.inner.store_or_replace(&sealed).await.map_err(explain)
+            }
+
+            /// Removes every request bound to `client_id`, live or expired, and returns how
+            /// many were removed: see the inner store's `delete_by_client_id`. The client id
+            /// is not sealed, so nothing is decrypted.
+            pub async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
+                self.inner.delete_by_client_id(client_id).await
+            }
+
+            /// Removes every request that expires at or before `cutoff`, in batches: see the
+            /// inner store's `delete_expired_as_of`. Nothing is decrypted.
+            pub async fn delete_expired_as_of(
+                &self,
+                cutoff: DateTime<Utc>,
+            ) -> Result<u64, StoreError> {
+                self.inner.delete_expired_as_of(cutoff).await
+            }
+        }
+    };
+}
+impl_client_binding_for_protected!(PostgresStore);
+impl_client_binding_for_protected!(MemoryStore);
+
 #[async_trait::async_trait]
 impl<S: PushedAuthorizationRequestStore> PushedAuthorizationRequestStore for ProtectedStore<S> {
     async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
-        // The inner store checks the envelope, which never contains NUL: check the
-        // plaintext here. Its size and lifetime are checked by the inner store.
-        check_request(request, usize::MAX, std::time::Duration::MAX, Utc::now())?;
-        let envelope = self
-            .keys
-            .seal(&request.reference_value_hash, &request.parameters)?;
-        let envelope_len = envelope.len();
-        let sealed = PushedAuthorizationRequest {
-            reference_value_hash: request.reference_value_hash.clone(),
-            expires_at: request.expires_at,
-            parameters: envelope,
-            client_id: request.client_id.clone(),
-        };
-        self.inner.store(&sealed).await.map_err(|err| match err {
-            // Only the envelope's length can be refused here: say what was measured.
-            StoreError::InvalidInput {
-                field: InputField::Parameters,
-                reason,
-            } => StoreError::InvalidInput {
-                field: InputField::Parameters,
-                reason: format!(
-                    "{} bytes of parameters become a {envelope_len}-byte envelope, which the store refuses: {reason}",
-                    request.parameters.len()
-                ),
-            },
-            other => other,
-        })
+        let (sealed, explain) = self.seal(request)?;
+        self.inner.store(&sealed).await.map_err(explain)
     }
 
     async fn consume_by_hash(

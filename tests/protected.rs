@@ -816,3 +816,95 @@ async fn debug_and_display_show_no_secret() {
     );
     assert!(format!("{store:?}").starts_with("ProtectedStore { inner: MemoryStore"));
 }
+
+// ---- client binding and replacement (what oauth-as's adapter needs) ------------------------
+
+/// `store_or_replace`, `delete_by_client_id` and `delete_expired_as_of` through the
+/// decorator: what reaches the inner store is sealed, what comes back is opened, and the
+/// inner store's rules and errors are kept. Written once for both inner stores, whose
+/// methods are inherent (hence a macro).
+macro_rules! client_binding_through_protection {
+    ($inner:expr) => {{
+        let inner = $inner;
+        let store = ProtectedStore::new(inner.clone(), ring_a());
+        let bound = |n: u32, client: &str| live(n).with_client_id(client);
+
+        // Insert, then replace: one request, the newest parameters, sealed each time.
+        store.store_or_replace(&bound(1, "client-x")).await.unwrap();
+        let first = stored_envelope(&inner, &hash(1)).await;
+        let mut replacement = bound(1, "client-y");
+        replacement.parameters = "replaced=1&scope=openid".to_owned();
+        store.store_or_replace(&replacement).await.unwrap();
+        let second = stored_envelope(&inner, &hash(1)).await;
+        assert!(second.starts_with("v1.a."), "{second}");
+        assert!(!second.contains("replaced"), "{second}");
+        assert_ne!(first, second);
+        assert_eq!(
+            store.get_by_hash(&hash(1)).await.unwrap(),
+            Some(replacement.clone())
+        );
+
+        // Bad input is refused before anything is sealed or written.
+        let mut bad = bound(2, "client-x");
+        bad.parameters = "nul\u{0}byte".to_owned();
+        assert_eq!(
+            invalid_reason(store.store_or_replace(&bad).await).0,
+            "parameters"
+        );
+        assert_eq!(inner.get_by_hash(&hash(2)).await.unwrap(), None);
+
+        // Cascade by client: the client id is not sealed, so no key is needed.
+        store.store_or_replace(&bound(2, "client-x")).await.unwrap();
+        store.store_or_replace(&bound(3, "client-x")).await.unwrap();
+        store.store(&live(4)).await.unwrap();
+        assert_eq!(store.delete_by_client_id("client-x").await.unwrap(), 2);
+        assert_eq!(store.get_by_hash(&hash(2)).await.unwrap(), None);
+        assert_eq!(store.get_by_hash(&hash(3)).await.unwrap(), None);
+        assert_eq!(
+            store.get_by_hash(&hash(1)).await.unwrap(),
+            Some(replacement)
+        );
+        assert!(store.get_by_hash(&hash(4)).await.unwrap().is_some());
+
+        // A sweep as of a given instant: nothing before it, everything after it.
+        assert_eq!(store.delete_expired_as_of(Utc::now()).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .delete_expired_as_of(Utc::now() + Duration::seconds(3_600))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+        inner
+    }};
+}
+
+#[tokio::test]
+async fn client_binding_and_replacement_through_protection_over_memory_store() {
+    let inner = client_binding_through_protection!(MemoryStore::new());
+    assert!(inner.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_binding_and_replacement_through_protection_over_postgres_store() {
+    let db = TestDb::new().await;
+    client_binding_through_protection!(db.store());
+    assert_eq!(db.row_count().await, 0);
+}
+
+#[tokio::test]
+async fn store_or_replace_names_the_envelope_when_the_inner_limit_refuses_it() {
+    let inner = MemoryStore::new().max_parameters_len(envelope_len(100, 1));
+    let store = ProtectedStore::new(inner.clone(), ring_a());
+    let too_big = PushedAuthorizationRequest::new(
+        hash(1),
+        Utc::now() + Duration::seconds(60),
+        "p".repeat(101),
+    )
+    .with_client_id("client-x");
+    let (field, reason) = invalid_reason(store.store_or_replace(&too_big).await);
+    assert_eq!(field, "parameters");
+    assert!(reason.contains("101 bytes of parameters"), "{reason}");
+    assert!(inner.is_empty());
+}

@@ -22,6 +22,7 @@
 //! | `OAUTH_AS_CLIENT_ID` | `demo-client` | the demo confidential client |
 //! | `OAUTH_AS_CLIENT_SECRET` | `demo-secret` | its secret (`client_secret_basic` or `client_secret_post`) |
 //! | `OAUTH_AS_REDIRECT_URI` | `http://127.0.0.1:8080/cb` | its one registered redirect URI |
+//! | `PAR_STORE_KEYS` | unset: records in clear | a key ring (`KeyRing::from_env`, docs/protection.md): the pushed requests' records are sealed at rest (`OauthAsStorage::with_protection`) |
 //! | `RUST_LOG` | `info,par_store=debug` | log filter |
 //!
 //! Endpoints (all oauth-as's own):
@@ -48,7 +49,7 @@ use oauth_as::server::{AuthorizationServer, ServerConfig};
 use oauth_as::store::Storage;
 use oauth_as::MemoryStorage;
 use par_store::oauth_as::OauthAsStorage;
-use par_store::{CleanupJob, CleanupOptions, PostgresStore};
+use par_store::{CleanupJob, CleanupOptions, KeyRing, KeyRingError, PostgresStore};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -75,13 +76,20 @@ pub struct DemoConfig {
     pub client_secret: String,
     /// Its one registered redirect URI.
     pub redirect_uri: String,
+    /// When set, the pushed requests' records are sealed at rest with these keys.
+    pub keys: Option<KeyRing>,
 }
 
 impl DemoConfig {
-    /// The configuration from the environment, for a server listening on `addr`.
-    pub fn from_env(addr: &str) -> DemoConfig {
+    /// The configuration from the environment, for a server listening on `addr`; an error
+    /// when `PAR_STORE_KEYS` is set but is not a key ring.
+    pub fn from_env(addr: &str) -> Result<DemoConfig, KeyRingError> {
         let var = |name: &str, default: String| std::env::var(name).unwrap_or(default);
-        DemoConfig {
+        let keys = match std::env::var_os(KEYS_VAR) {
+            Some(_) => Some(KeyRing::from_env(KEYS_VAR)?),
+            None => None,
+        };
+        Ok(DemoConfig {
             issuer: var("OAUTH_AS_ISSUER", format!("http://{addr}")),
             client_id: var("OAUTH_AS_CLIENT_ID", "demo-client".to_owned()),
             client_secret: var("OAUTH_AS_CLIENT_SECRET", "demo-secret".to_owned()),
@@ -89,9 +97,13 @@ impl DemoConfig {
                 "OAUTH_AS_REDIRECT_URI",
                 "http://127.0.0.1:8080/cb".to_owned(),
             ),
-        }
+            keys,
+        })
     }
 }
+
+/// The variable that holds the key ring sealing the records, when it is set.
+const KEYS_VAR: &str = "PAR_STORE_KEYS";
 
 /// The authorization server on `pushed` (a migrated store) and its axum router.
 pub async fn build(
@@ -106,6 +118,10 @@ pub async fn build(
     server_config.scopes_supported = Some(vec!["read".to_owned(), "write".to_owned()]);
 
     let storage = OauthAsStorage::new(pushed, MemoryStorage::new());
+    let storage = match &config.keys {
+        Some(keys) => storage.with_protection(keys.clone()),
+        None => storage,
+    };
     let server = Arc::new(AuthorizationServer::new(server_config, storage));
     server
         .register_client(Client {
@@ -151,7 +167,7 @@ fn spawn_sweeper(server: Arc<AuthorizationServer<DemoStorage>>) -> tokio::task::
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pushed = shared::start().await?;
     let addr = std::env::var("OAUTH_AS_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
-    let config = DemoConfig::from_env(&addr);
+    let config = DemoConfig::from_env(&addr)?;
 
     let cleanup = CleanupJob::spawn(pushed.clone(), CleanupOptions::new());
     let (server, router) = build(&config, pushed).await?;
@@ -172,6 +188,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.client_id, config.client_secret
     );
     println!("  redirect URI  {}", config.redirect_uri);
+    match &config.keys {
+        Some(keys) => println!(
+            "  records       sealed at rest, current key `{}` ({KEYS_VAR})",
+            keys.current_key_id()
+        ),
+        None => println!("  records       in clear at rest (set {KEYS_VAR} to seal them)"),
+    }
     println!("  DEMO login    every request is approved for `{DEMO_SUBJECT}`");
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())

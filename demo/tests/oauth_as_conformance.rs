@@ -16,7 +16,7 @@ use oauth_as::store::{RevocationWindow, Storage, WriteOutcome};
 use oauth_as::MemoryStorage;
 use par_store::oauth_as::OauthAsStorage;
 use par_store::sqlx::postgres::PgPoolOptions;
-use par_store::PostgresStore;
+use par_store::{KeyRing, PostgresStore, ProtectionKey};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -52,37 +52,62 @@ async fn fresh_store(db: &TestDb, n: usize) -> PostgresStore {
     store
 }
 
-#[test]
-fn oauth_as_storage_conformance_passes_with_pushed_requests_in_postgres() {
-    // oauth-as's harness builds deep futures: unoptimised, they can overflow the default 2 MiB
-    // stack of a test thread (seen once in CI). The same test, with room to run.
+/// oauth-as's harness builds deep futures: unoptimised, they can overflow the default 2 MiB
+/// stack of a test thread (seen once in CI). The suite runs with room to run.
+fn on_a_big_stack<F, Fut>(suite: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     const STACK: usize = 32 << 20;
     std::thread::Builder::new()
         .stack_size(STACK)
-        .spawn(|| {
+        .spawn(move || {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(4)
                 .thread_stack_size(STACK)
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(conformance_suite_against_postgres())
+                .block_on(suite())
         })
         .unwrap()
         .join()
         .expect("the conformance suite failed");
 }
 
-async fn conformance_suite_against_postgres() {
+#[test]
+fn oauth_as_storage_conformance_passes_with_pushed_requests_in_postgres() {
+    on_a_big_stack(|| conformance_suite_against_postgres(None));
+}
+
+/// The same suite with the records sealed (`with_protection`): every pushed request the
+/// checks left behind is an envelope at rest.
+#[test]
+fn oauth_as_storage_conformance_passes_with_sealed_pushed_requests_in_postgres() {
+    on_a_big_stack(|| conformance_suite_against_postgres(Some(keys("k1", [7; 32]))));
+}
+
+fn keys(id: &str, secret: [u8; 32]) -> KeyRing {
+    KeyRing::new(ProtectionKey::new(id, secret).unwrap())
+}
+
+async fn conformance_suite_against_postgres(protection: Option<KeyRing>) {
     let db = Arc::new(TestDb::new().await);
     let stores = Arc::new(AtomicUsize::new(0));
+    let sealed = protection.is_some();
     let factory = {
         let (db, stores) = (Arc::clone(&db), Arc::clone(&stores));
         move || {
-            let (db, stores) = (Arc::clone(&db), Arc::clone(&stores));
+            let (db, stores, protection) =
+                (Arc::clone(&db), Arc::clone(&stores), protection.clone());
             async move {
                 let n = stores.fetch_add(1, Ordering::SeqCst);
-                OauthAsStorage::new(fresh_store(&db, n).await, MemoryStorage::new())
+                let storage = OauthAsStorage::new(fresh_store(&db, n).await, MemoryStorage::new());
+                match protection {
+                    Some(keys) => storage.with_protection(keys),
+                    None => storage,
+                }
             }
         }
     };
@@ -94,7 +119,7 @@ async fn conformance_suite_against_postgres() {
         .await;
     let stores = stores.load(Ordering::SeqCst);
     println!(
-        "oauth-as storage conformance: {} check names, {} stores (fresh schemas) used, {} violations",
+        "oauth-as storage conformance (sealed: {sealed}): {} check names, {} stores (fresh schemas) used, {} violations",
         CHECKS.len(),
         stores,
         violations.len()
@@ -114,6 +139,34 @@ async fn conformance_suite_against_postgres() {
     .await
     .unwrap();
     assert_eq!(usize::try_from(left).unwrap(), stores);
+    // What the checks left behind, as it is at rest.
+    let mut rows = Vec::new();
+    for n in 0..stores {
+        let parameters: Vec<String> =
+            par_store::sqlx::query_scalar(par_store::sqlx::AssertSqlSafe(format!(
+                "SELECT parameters FROM conformance_{n}.pushed_authorization_requests"
+            )))
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        rows.extend(parameters);
+    }
+    assert!(
+        !rows.is_empty(),
+        "the checks left no pushed request to look at"
+    );
+    for parameters in &rows {
+        assert_eq!(
+            parameters.starts_with("v1.k1."),
+            sealed,
+            "sealed: {sealed}, at rest: {parameters}"
+        );
+        assert_eq!(parameters.contains("client_id"), !sealed, "{parameters}");
+    }
+    println!(
+        "{} pushed requests left at rest, sealed: {sealed}",
+        rows.len()
+    );
 }
 
 fn client(id: &str) -> Client {
@@ -222,4 +275,68 @@ async fn an_expired_record_is_applied_without_a_row() {
         .await
         .unwrap()
         .is_none());
+}
+
+/// With `with_protection`, PostgreSQL holds an envelope: none of the record's fields (the
+/// redirect URI, the client id inside the record, the PKCE challenge...) is readable in the
+/// row, and the take opens it back into the same record. A take with a key ring that cannot
+/// open it is an error, never a forged or empty record, and the request stays consumed.
+#[tokio::test]
+async fn sealed_records_are_envelopes_at_rest_and_open_only_with_their_keys() {
+    let db = TestDb::new().await;
+    let storage =
+        OauthAsStorage::new(db.store(), MemoryStorage::new()).with_protection(keys("k1", [7; 32]));
+    storage.put_client(client("client-a")).await.unwrap();
+    let uri = "urn:ietf:params:oauth:request_uri:sealed";
+    let mut record = PushedAuthorizationRequest::new(
+        uri,
+        ClientId::new("client-a"),
+        SystemTime::now() + Duration::from_secs(60),
+    );
+    record.redirect_uri = Some("https://app.example/cb-secret-path".to_string());
+    record.state = Some("state-value-xyz".to_string());
+    assert_eq!(
+        storage
+            .put_pushed_authorization_request(record.clone())
+            .await
+            .unwrap(),
+        WriteOutcome::Applied
+    );
+    let (parameters, client_id): (String, Option<String>) = par_store::sqlx::query_as(
+        "SELECT parameters, client_id FROM pushed_authorization_requests",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(parameters.starts_with("v1.k1."), "{parameters}");
+    for secret in ["cb-secret-path", "state-value-xyz", "client-a", "sealed"] {
+        assert!(!parameters.contains(secret), "{secret} in {parameters}");
+    }
+    // The binding column stays readable: it is what delete_client cascades on.
+    assert_eq!(client_id.as_deref(), Some("client-a"));
+    let taken = storage
+        .take_pushed_authorization_request(uri)
+        .await
+        .unwrap()
+        .expect("the sealed record");
+    assert!(taken == record, "the record opened differently: {taken:?}");
+
+    // Put again, taken by a server with other keys: an error, and the request is gone.
+    assert_eq!(
+        storage
+            .put_pushed_authorization_request(record)
+            .await
+            .unwrap(),
+        WriteOutcome::Applied
+    );
+    let stranger =
+        OauthAsStorage::new(db.store(), MemoryStorage::new()).with_protection(keys("k2", [9; 32]));
+    let err = stranger
+        .take_pushed_authorization_request(uri)
+        .await
+        .expect_err("a key ring without k1 cannot open the record");
+    assert!(err.to_string().contains("par-store"), "{err}");
+    assert_eq!(db.row_count().await, 0);
+    assert!(format!("{stranger:?}").contains("k2"));
+    assert!(!format!("{stranger:?}").contains("[9,"));
 }

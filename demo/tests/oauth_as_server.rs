@@ -14,6 +14,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use common::TestDb;
 use oauth_as_server::DemoConfig;
+use par_store::{KeyRing, ProtectionKey};
 use reqwest::header::LOCATION;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -33,6 +34,11 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(None).await
+    }
+
+    /// With `keys`, the records are sealed at rest.
+    async fn start_with(keys: Option<KeyRing>) -> Server {
         let db = TestDb::new().await;
         let (listener, base) = support::bind().await;
         let config = DemoConfig {
@@ -40,6 +46,7 @@ impl Server {
             client_id: "demo-client".to_owned(),
             client_secret: "a demo secret".to_owned(),
             redirect_uri: REDIRECT_URI.to_owned(),
+            keys,
         };
         let (_server, router) = oauth_as_server::build(&config, db.store()).await.unwrap();
         Server {
@@ -183,6 +190,27 @@ async fn push_authorize_and_exchange_the_code_with_the_pkce_verifier() {
     // Single use: the same request_uri a second time is refused.
     let again = server.authorize("demo-client", &request_uri).await;
     assert_oauth_error(again, StatusCode::BAD_REQUEST, "invalid_request_uri").await;
+}
+
+/// With a key ring (`PAR_STORE_KEYS` when run), the row holds an envelope: none of what the
+/// client pushed is readable in PostgreSQL, and the whole flow works the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_the_pushed_request_is_sealed_at_rest_and_the_flow_is_unchanged() {
+    let keys = KeyRing::new(ProtectionKey::new("demo", [3; 32]).unwrap());
+    let server = Server::start_with(Some(keys)).await;
+    let request_uri = server.pushed_request_uri().await;
+    let parameters: String =
+        par_store::sqlx::query_scalar("SELECT parameters FROM pushed_authorization_requests")
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+    assert!(parameters.starts_with("v1.demo."), "{parameters}");
+    for pushed in ["af0ifjsldkj", REDIRECT_URI, "read write", "S256"] {
+        assert!(!parameters.contains(pushed), "{pushed} in {parameters}");
+    }
+    let code = code_from(&server.authorize("demo-client", &request_uri).await);
+    assert!(server.rows().await.is_empty());
+    assert_eq!(server.token(&code, VERIFIER).await.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
