@@ -680,8 +680,7 @@ impl<S> ProtectedStore<S> {
             parameters: envelope,
             client_id: request.client_id.clone(),
         };
-        let explain = move |err| {
-            match err {
+        let explain = move |err| match err {
             // Only the envelope's length can be refused here: say what was measured.
             StoreError::InvalidInput {
                 field: InputField::Parameters,
@@ -689,11 +688,11 @@ impl<S> ProtectedStore<S> {
             } => StoreError::InvalidInput {
                 field: InputField::Parameters,
                 reason: format!(
-                    "{parameters_len} bytes of parameters become a {envelope_len}-byte envelope, which the store refuses: {reason}"
+                    "{parameters_len} bytes of parameters become a {envelope_len}-byte \
+                     envelope, which the store refuses: {reason}"
                 ),
             },
             other => other,
-        }
         };
         Ok((sealed, explain))
     }
