@@ -213,6 +213,36 @@ async fn with_keys_the_pushed_request_is_sealed_at_rest_and_the_flow_is_unchange
     assert_eq!(server.token(&code, VERIFIER).await.status(), StatusCode::OK);
 }
 
+/// A sealed record that does not open (here: altered in SQL) fails the authorization with
+/// oauth-as's `server_error`, never a code, and the request is consumed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_record_that_does_not_open_is_a_server_error_and_is_consumed() {
+    let keys = KeyRing::new(ProtectionKey::new("demo", [3; 32]).unwrap());
+    let server = Server::start_with(Some(keys)).await;
+    let request_uri = server.pushed_request_uri().await;
+    // Flip one character of the ciphertext: the tag no longer matches.
+    par_store::sqlx::query(
+        "UPDATE pushed_authorization_requests SET parameters = \
+         left(parameters, length(parameters) - 1) || \
+         CASE WHEN right(parameters, 1) = 'A' THEN 'B' ELSE 'A' END",
+    )
+    .execute(&server.db.pool)
+    .await
+    .unwrap();
+    let response = server.authorize("demo-client", &request_uri).await;
+    assert!(
+        response.headers().get(LOCATION).is_none(),
+        "no redirect, no code"
+    );
+    assert_oauth_error(response, StatusCode::INTERNAL_SERVER_ERROR, "server_error").await;
+    assert!(
+        server.rows().await.is_empty(),
+        "the request was not consumed"
+    );
+    let again = server.authorize("demo-client", &request_uri).await;
+    assert_oauth_error(again, StatusCode::BAD_REQUEST, "invalid_request_uri").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_client_is_refused_without_consuming_the_request() {
     let server = Server::start().await;
