@@ -336,6 +336,12 @@ fn is_unavailable_sqlstate(code: &str) -> bool {
         || code == "53300" // too_many_connections
 }
 
+/// True for an error PostgreSQL reported at severity FATAL: it ended (or refused) the session.
+fn is_fatal(err: &dyn sqlx::error::DatabaseError) -> bool {
+    err.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some_and(|pg| matches!(pg.severity(), sqlx::postgres::PgSeverity::Fatal))
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
@@ -352,6 +358,14 @@ impl From<sqlx::Error> for StoreError {
                     source: Box::new(err),
                 },
                 Some(code) if is_unavailable_sqlstate(code) => StoreError::Unavailable {
+                    source: Box::new(err),
+                },
+                // FATAL "database ... is not currently accepting connections": connections
+                // to it are switched off (`ALTER DATABASE ... ALLOW_CONNECTIONS false`, as
+                // during maintenance). The server is there, but not for us right now, like
+                // 57P03 while it starts. Only the FATAL one: 55000 from a statement is a
+                // request the server will keep refusing.
+                Some("55000") if is_fatal(db.as_ref()) => StoreError::Unavailable {
                     source: Box::new(err),
                 },
                 _ => StoreError::Database {

@@ -615,3 +615,64 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_by_close() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The error and its sources, as one line.
+fn error_chain(err: &StoreError) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(" <- ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A database whose connections are switched off (`ALTER DATABASE ... ALLOW_CONNECTIONS
+/// false`, as during maintenance) refuses every new connection with FATAL 55000. For a store
+/// on its own pool and for one on a caller's pool that is a transient `Unavailable` (a
+/// server should answer 503 and retry), not a `Database` error; once connections are
+/// allowed again, the same stores work by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_closed_to_new_connections_is_unavailable_and_then_works_again() {
+    let db = TestDb::new().await;
+    // Lazy: neither store has a connection when connections are switched off.
+    let owned = owned_store(&db, 2);
+    let shared = PostgresStore::new(
+        PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(db.options.clone()),
+    );
+    let switch = |allow: bool| {
+        sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS {allow}",
+            db.name
+        ))
+    };
+    let mut admin = common::admin_connection().await;
+    sqlx::query(switch(false))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    for (name, store) in [("owned pool", &owned), ("caller's pool", &shared)] {
+        let err = store
+            .get_by_hash(&common::hash(1))
+            .await
+            .expect_err("no connection can be opened");
+        let chain = error_chain(&err);
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }) && err.is_transient(),
+            "{name}: {chain}"
+        );
+        assert!(
+            chain.contains("not currently accepting connections"),
+            "{name}: {chain}"
+        );
+    }
+    sqlx::query(switch(true)).execute(&mut admin).await.unwrap();
+    for store in [&owned, &shared] {
+        lifecycle(store, "after-maintenance").await.unwrap();
+    }
+    owned.close().await;
+}
