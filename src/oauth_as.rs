@@ -95,17 +95,53 @@ use std::time::SystemTime;
 /// value, so a host that needs the store elsewhere too wraps it in an `Arc` first.
 #[derive(Clone)]
 pub struct OauthAsStorage<S> {
-    pushed: PostgresStore,
-    /// `pushed` behind a key ring, when the records are sealed.
-    protected: Option<ProtectedStore<PostgresStore>>,
+    pushed: Pushed,
     inner: S,
+}
+
+/// Where the pushed requests go: the store itself, or the store behind a key ring.
+#[derive(Clone)]
+enum Pushed {
+    Clear(PostgresStore),
+    Sealed(ProtectedStore<PostgresStore>),
+}
+
+impl Pushed {
+    /// The PostgreSQL store underneath: for what needs no record opened (cascade, sweep,
+    /// removing a row unread).
+    fn postgres(&self) -> &PostgresStore {
+        match self {
+            Pushed::Clear(store) => store,
+            Pushed::Sealed(protected) => protected.inner(),
+        }
+    }
+
+    async fn store_or_replace(&self, request: &StoredRequest) -> Result<(), StoreError> {
+        match self {
+            Pushed::Clear(store) => store.store_or_replace(request).await,
+            Pushed::Sealed(protected) => protected.store_or_replace(request).await,
+        }
+    }
+
+    async fn consume_by_hash(&self, hash: &str) -> Result<Option<StoredRequest>, StoreError> {
+        match self {
+            Pushed::Clear(store) => store.consume_by_hash(hash).await,
+            Pushed::Sealed(protected) => protected.consume_by_hash(hash).await,
+        }
+    }
 }
 
 impl<S> fmt::Debug for OauthAsStorage<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OauthAsStorage")
-            .field("pushed", &self.pushed)
-            .field("keys", &self.protected.as_ref().map(ProtectedStore::keys))
+            .field("pushed", self.pushed.postgres())
+            .field(
+                "keys",
+                &match &self.pushed {
+                    Pushed::Clear(_) => None,
+                    Pushed::Sealed(protected) => Some(protected.keys()),
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -114,8 +150,7 @@ impl<S> OauthAsStorage<S> {
     /// Pushed authorization requests in `pushed` (migrated), the rest in `inner`.
     pub fn new(pushed: PostgresStore, inner: S) -> Self {
         OauthAsStorage {
-            pushed,
-            protected: None,
+            pushed: Pushed::Clear(pushed),
             inner,
         }
     }
@@ -137,13 +172,13 @@ impl<S> OauthAsStorage<S> {
     /// # let _ = storage; Ok(()) }
     /// ```
     pub fn with_protection(mut self, keys: KeyRing) -> Self {
-        self.protected = Some(ProtectedStore::new(self.pushed.clone(), keys));
+        self.pushed = Pushed::Sealed(ProtectedStore::new(self.pushed.postgres().clone(), keys));
         self
     }
 
     /// The store the pushed authorization requests are in.
     pub fn pushed(&self) -> &PostgresStore {
-        &self.pushed
+        self.pushed.postgres()
     }
 
     /// The store everything else is in.
@@ -244,15 +279,15 @@ impl<S: Storage> Storage for OauthAsStorage<S> {
             return Ok(WriteOutcome::Applied);
         }
         let stored = to_stored(&record)?;
-        match &self.protected {
-            Some(protected) => protected.store_or_replace(&stored).await,
-            None => self.pushed.store_or_replace(&stored).await,
-        }
-        .map_err(storage_error)?;
+        self.pushed
+            .store_or_replace(&stored)
+            .await
+            .map_err(storage_error)?;
         // Asked again after the write; see the module docs for why this closes the window.
         if self.barrier_refuses(&record).await? {
             // Removed unread: nothing to open.
             self.pushed
+                .postgres()
                 .consume_by_hash(&stored.reference_value_hash)
                 .await
                 .map_err(storage_error)?;
@@ -266,11 +301,11 @@ impl<S: Storage> Storage for OauthAsStorage<S> {
         request_uri: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StorageError> {
         let key = key_of(request_uri);
-        let taken = match &self.protected {
-            Some(protected) => protected.consume_by_hash(&key).await,
-            None => self.pushed.consume_by_hash(&key).await,
-        }
-        .map_err(storage_error)?;
+        let taken = self
+            .pushed
+            .consume_by_hash(&key)
+            .await
+            .map_err(storage_error)?;
         taken
             .map(|stored| from_stored(&stored, request_uri))
             .transpose()
@@ -285,6 +320,7 @@ impl<S: Storage> Storage for OauthAsStorage<S> {
         // records the barrier that refuses a pushed request racing this cascade.
         let existed = self.inner.delete_client(client_id, window).await?;
         self.pushed
+            .postgres()
             .delete_by_client_id(client_id.as_str())
             .await
             .map_err(storage_error)?;
@@ -295,6 +331,7 @@ impl<S: Storage> Storage for OauthAsStorage<S> {
         let inner = self.inner.sweep_expired(now).await?;
         let pushed = self
             .pushed
+            .postgres()
             .delete_expired_as_of(DateTime::<Utc>::from(now))
             .await
             .map_err(storage_error)?;

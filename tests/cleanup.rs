@@ -271,14 +271,8 @@ async fn job_survives_an_outage_and_resumes_afterwards() {
     );
 
     // Outage: the database refuses new connections and the job's connections are killed.
+    db.allow_connections(false).await;
     let mut admin = common::admin_connection().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER DATABASE {} ALLOW_CONNECTIONS false",
-        db.name
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
     let terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
                      WHERE application_name = 'par-store-cleanup-under-test'";
     let failures_before = job.stats().failed_passes;
@@ -299,13 +293,7 @@ async fn job_survives_an_outage_and_resumes_afterwards() {
     println!("during the outage: {during:?}");
 
     // Restored: rows that expire after the outage are removed by the same job.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
-        db.name
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    db.allow_connections(true).await;
     insert_expired(&db, "after-", 25).await;
     assert!(
         eventually(StdDuration::from_secs(10), || async {

@@ -644,17 +644,7 @@ async fn a_database_closed_to_new_connections_is_unavailable_and_then_works_agai
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy_with(db.options.clone()),
     );
-    let switch = |allow: bool| {
-        sqlx::AssertSqlSafe(format!(
-            "ALTER DATABASE {} ALLOW_CONNECTIONS {allow}",
-            db.name
-        ))
-    };
-    let mut admin = common::admin_connection().await;
-    sqlx::query(switch(false))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    db.allow_connections(false).await;
     for (name, store) in [("owned pool", &owned), ("caller's pool", &shared)] {
         let err = store
             .get_by_hash(&common::hash(1))
@@ -670,7 +660,7 @@ async fn a_database_closed_to_new_connections_is_unavailable_and_then_works_agai
             "{name}: {chain}"
         );
     }
-    sqlx::query(switch(true)).execute(&mut admin).await.unwrap();
+    db.allow_connections(true).await;
     for store in [&owned, &shared] {
         lifecycle(store, "after-maintenance").await.unwrap();
     }

@@ -90,13 +90,7 @@ impl Server {
     }
 
     async fn authorize(&self, client_id: &str, request_uri: &str) -> reqwest::Response {
-        self.web
-            .http
-            .get(format!("{}/authorize", self.web.base))
-            .query(&[("client_id", client_id), ("request_uri", request_uri)])
-            .send()
-            .await
-            .unwrap()
+        self.web.authorize(client_id, request_uri).await
     }
 
     async fn token(&self, code: &str, verifier: &str) -> reqwest::Response {
@@ -205,7 +199,14 @@ async fn with_keys_the_pushed_request_is_sealed_at_rest_and_the_flow_is_unchange
             .await
             .unwrap();
     assert!(parameters.starts_with("v1.demo."), "{parameters}");
-    for pushed in ["af0ifjsldkj", REDIRECT_URI, "read write", "S256"] {
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
+    for pushed in [
+        "af0ifjsldkj",
+        REDIRECT_URI,
+        "read write",
+        "S256",
+        &challenge,
+    ] {
         assert!(!parameters.contains(pushed), "{pushed} in {parameters}");
     }
     let code = code_from(&server.authorize("demo-client", &request_uri).await);

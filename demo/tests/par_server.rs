@@ -71,13 +71,7 @@ impl Server {
     }
 
     async fn authorize(&self, client_id: &str, request_uri: &str) -> reqwest::Response {
-        self.web
-            .http
-            .get(format!("{}/authorize", self.web.base))
-            .query(&[("client_id", client_id), ("request_uri", request_uri)])
-            .send()
-            .await
-            .unwrap()
+        self.web.authorize(client_id, request_uri).await
     }
 }
 

@@ -212,6 +212,20 @@ impl TestDb {
         PostgresStore::new(self.pool.clone())
     }
 
+    /// Switches new connections to this database on or off (`ALTER DATABASE ...
+    /// ALLOW_CONNECTIONS`), as an administrator does for maintenance. Open connections stay.
+    pub async fn allow_connections(&self, allow: bool) {
+        let mut admin = admin_connection().await;
+        par_store::sqlx::query(par_store::sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS {allow}",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("ALTER DATABASE ... ALLOW_CONNECTIONS");
+        let _ = admin.close().await;
+    }
+
     /// Number of rows in the table, expired ones included.
     pub async fn row_count(&self) -> i64 {
         par_store::sqlx::query_scalar("SELECT count(*) FROM pushed_authorization_requests")

@@ -32,6 +32,16 @@ impl Serving {
             .unwrap();
         Serving { base, http, task }
     }
+
+    /// `GET /authorize` with `client_id` and `request_uri`, as a browser arrives there.
+    pub async fn authorize(&self, client_id: &str, request_uri: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/authorize", self.base))
+            .query(&[("client_id", client_id), ("request_uri", request_uri)])
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for Serving {
