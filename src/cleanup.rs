@@ -286,11 +286,10 @@ pub struct CleanupStats {
 /// with a bounded back-off. Safe to run on every server instance at once.
 ///
 /// ```no_run
-/// use par_store::{sqlx::PgPool, CleanupJob, CleanupOptions, PostgresStore};
+/// use par_store::{CleanupJob, CleanupOptions, PostgresStore};
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let pool = PgPool::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
-/// let store = PostgresStore::new(pool);
+/// let store = PostgresStore::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
 /// let cleanup = CleanupJob::spawn(store.clone(), CleanupOptions::new());
 /// // ... serve requests with `store` ...
 /// cleanup.shutdown().await;

@@ -33,18 +33,30 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// ```
 /// use par_store::{InputField, ProtectionErrorKind, StoreError};
 ///
-/// /// The HTTP status for a store error at the authorization endpoint.
-/// fn status_for(err: &StoreError) -> u16 {
+/// /// Status and OAuth error code at the PAR endpoint, for a failed `store`.
+/// fn par_endpoint_answer(err: &StoreError) -> (u16, &'static str) {
 ///     match err {
-///         StoreError::InvalidInput { field: InputField::Parameters, .. } => 413,
-///         StoreError::Protection { kind, .. } if *kind != ProtectionErrorKind::RandomUnavailable => 400,
-///         err if err.is_transient() => 503,
-///         _ => 500,
+///         StoreError::InvalidInput { field: InputField::Parameters, .. } => (413, "invalid_request"),
+///         err if err.is_transient() => (503, "temporarily_unavailable"),
+///         _ => (500, "server_error"), // Duplicate: once a new reference value failed too
 ///     }
 /// }
-/// assert_eq!(status_for(&StoreError::Protection { kind: ProtectionErrorKind::Tampered, consumed: false }), 400);
-/// assert_eq!(status_for(&StoreError::Protection { kind: ProtectionErrorKind::RandomUnavailable, consumed: false }), 500);
-/// assert_eq!(status_for(&StoreError::Duplicate), 500);
+///
+/// /// Status and OAuth error code at the authorization endpoint, for a failed
+/// /// `get_by_hash` or `consume_by_hash`.
+/// fn authorization_endpoint_answer(err: &StoreError) -> (u16, &'static str) {
+///     match err {
+///         StoreError::Protection { .. } => (400, "invalid_request_uri"),
+///         err if err.is_transient() => (503, "temporarily_unavailable"),
+///         _ => (500, "server_error"),
+///     }
+/// }
+///
+/// let too_large = StoreError::InvalidInput { field: InputField::Parameters, reason: "too large".into() };
+/// assert_eq!(par_endpoint_answer(&too_large), (413, "invalid_request"));
+/// assert_eq!(par_endpoint_answer(&StoreError::Duplicate), (500, "server_error"));
+/// let tampered = StoreError::Protection { kind: ProtectionErrorKind::Tampered, consumed: false };
+/// assert_eq!(authorization_endpoint_answer(&tampered), (400, "invalid_request_uri"));
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -131,7 +143,7 @@ pub enum StoreError {
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let store = MemoryStore::new().max_parameters_len(4);
-/// let request = PushedAuthorizationRequest::new("h", chrono::Utc::now() + chrono::Duration::seconds(60), "too long");
+/// let request = PushedAuthorizationRequest::new("h", par_store::chrono::Utc::now() + par_store::chrono::Duration::seconds(60), "too long");
 /// let err = store.store(&request).await.unwrap_err();
 /// assert!(matches!(err, StoreError::InvalidInput { field: InputField::Parameters, .. }));
 /// assert_eq!(InputField::Parameters.to_string(), "parameters");

@@ -39,7 +39,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), par_store::StoreError> {
-//! let store = MemoryStore::new(); // or PostgresStore::new(pool)
+//! let store = MemoryStore::new(); // or PostgresStore::connect(url).await?
 //! let request = PushedAuthorizationRequest::new(
 //!     "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
 //!     Utc::now() + Duration::seconds(600),

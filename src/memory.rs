@@ -20,7 +20,7 @@ use std::time::Duration;
 /// [`CleanupJob`](crate::CleanupJob).
 ///
 /// ```
-/// use chrono::{Duration, Utc};
+/// use par_store::chrono::{Duration, Utc};
 /// use par_store::{MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]

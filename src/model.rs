@@ -15,7 +15,7 @@ use std::fmt;
 /// prefix), so a request can be logged with `{:?}` without leaking it.
 ///
 /// ```
-/// use chrono::{Duration, Utc};
+/// use par_store::chrono::{Duration, Utc};
 /// use par_store::PushedAuthorizationRequest;
 ///
 /// let request = PushedAuthorizationRequest::new(
@@ -74,7 +74,7 @@ impl PushedAuthorizationRequest {
     /// Binds the request to the client that pushed it.
     ///
     /// ```
-    /// use chrono::{Duration, Utc};
+    /// use par_store::chrono::{Duration, Utc};
     /// use par_store::PushedAuthorizationRequest;
     ///
     /// let request = PushedAuthorizationRequest::new("hash", Utc::now() + Duration::seconds(60), "p")

@@ -162,10 +162,10 @@ impl PostgresStore {
     /// in bytes (default 64 KiB). Larger requests fail with [`StoreError::InvalidInput`].
     ///
     /// ```no_run
-    /// # use par_store::{sqlx::PgPool, PostgresStore};
-    /// # fn f(pool: PgPool) {
-    /// let store = PostgresStore::new(pool).max_parameters_len(16 * 1024);
-    /// # }
+    /// # use par_store::PostgresStore;
+    /// # async fn f(url: &str) -> Result<(), par_store::StoreError> {
+    /// let store = PostgresStore::connect(url).await?.max_parameters_len(16 * 1024);
+    /// # Ok(()) }
     /// ```
     #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn max_parameters_len(mut self, bytes: usize) -> Self {
@@ -178,10 +178,10 @@ impl PostgresStore {
     /// 1 hour). Requests that expire later fail with [`StoreError::InvalidInput`].
     ///
     /// ```no_run
-    /// # use par_store::{sqlx::PgPool, PostgresStore};
-    /// # fn f(pool: PgPool) {
-    /// let store = PostgresStore::new(pool).max_lifetime(std::time::Duration::from_secs(600));
-    /// # }
+    /// # use par_store::PostgresStore;
+    /// # async fn f(url: &str) -> Result<(), par_store::StoreError> {
+    /// let store = PostgresStore::connect(url).await?.max_lifetime(std::time::Duration::from_secs(600));
+    /// # Ok(()) }
     /// ```
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
         self.max_lifetime = lifetime;

@@ -600,7 +600,7 @@ impl fmt::Debug for KeyRing {
 /// nor forge parameters, nor move them to another request.
 ///
 /// ```
-/// use chrono::{Duration, Utc};
+/// use par_store::chrono::{Duration, Utc};
 /// use par_store::{
 ///     KeyRing, MemoryStore, ProtectedStore, ProtectionKey, PushedAuthorizationRequest,
 ///     PushedAuthorizationRequestStore,

@@ -33,7 +33,7 @@ use crate::model::PushedAuthorizationRequest;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use chrono::{Duration, Utc};
+/// use par_store::chrono::{Duration, Utc};
 /// use par_store::{MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]

@@ -232,6 +232,51 @@ async fn migrate_then_first_host_cli_run_without_config_fails_and_changes_nothin
     assert!(db.store().get_by_hash("kept").await.unwrap().is_some());
 }
 
+/// The README's advice for a host with sqlx migrations of its own: run par-store's with
+/// `--config` (or `migrate()`). Without it, par-store's versions land in the host's
+/// `_sqlx_migrations`, and the host's own `sqlx migrate run` then stops on a version it does
+/// not know; with it, the host's run goes through.
+#[tokio::test]
+async fn host_cli_without_config_breaks_the_hosts_own_migrations_and_with_config_does_not() {
+    let _shared = LOG_CAPTURE.read().await;
+    let dir =
+        std::env::temp_dir().join(format!("par_store_host_{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("20260101000000_host_users.sql"),
+        "CREATE TABLE host_users (id bigint PRIMARY KEY);",
+    )
+    .unwrap();
+    let hosts_own = Migrator::new(dir.as_path()).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let without_config = TestDb::empty().await;
+    cli_run(&host_cli_without_config().await, &without_config, None)
+        .await
+        .unwrap();
+    let err = cli_run(&hosts_own, &without_config, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sqlx::migrate::MigrateError::VersionMissing(1)),
+        "{err:?}"
+    );
+    assert!(err
+        .to_string()
+        .contains("migration 1 was previously applied but is missing in the resolved migrations"));
+
+    let with_config = TestDb::empty().await;
+    cli_run(&host_cli_with_config().await, &with_config, None)
+        .await
+        .unwrap();
+    cli_run(&hosts_own, &with_config, None).await.unwrap();
+    with_config.store().migrate().await.unwrap();
+    assert_eq!(
+        history(&with_config.pool, "_sqlx_migrations").await,
+        vec![20260101000000]
+    );
+}
+
 /// Every start calls `migrate()`: the migrator's "already exists, skipping" notices, which
 /// sqlx logs at INFO, read like an error and must not appear. The same capture does see
 /// them from sqlx's plain migrator, so the check can fail.

@@ -1,6 +1,7 @@
 //! Test support: a fresh PostgreSQL database per test, on the server at `DATABASE_URL`.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+#[path = "../../examples/support/cluster.rs"]
 pub mod cluster;
 pub mod fault;
 pub mod pgbouncer;
@@ -67,28 +68,19 @@ pub fn server_options() -> &'static PgConnectOptions {
             fail_once(&format!("DATABASE_URL is not a PostgreSQL URL ({err})"))
         });
         let (host, port) = (options.get_host().to_owned(), options.get_port());
-        if answers(&host, port) {
+        if cluster::answers(&host, port) {
             return options;
         }
-        let Some(_) = cluster::find_server_bindir() else {
-            fail_once(&format!(
+        let (options, dir) = cluster::start_until_process_exit().unwrap_or_else(|why| match why {
+            cluster::NotStarted::NoServerBinaries => fail_once(&format!(
                 "no PostgreSQL answers at {host}:{port} (DATABASE_URL) and no PostgreSQL server \
                  binaries are installed to start one: run `docker compose up -d --wait`, or set \
                  DATABASE_URL to a server that runs"
-            ))
-        };
-        // On a thread and runtime of its own: this may be called inside any test's runtime.
-        let started = std::thread::spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(cluster::TempCluster::start_new())
-                .keep_until_process_exit()
-        })
-        .join()
-        .unwrap_or_else(|_| fail_once("starting a throwaway PostgreSQL cluster failed"));
-        let (options, dir) = started;
+            )),
+            cluster::NotStarted::Failed => {
+                fail_once("starting a throwaway PostgreSQL cluster failed")
+            }
+        });
         print_once(&format!(
             "nothing answers at {host}:{port} (DATABASE_URL): running on a throwaway PostgreSQL \
              cluster on 127.0.0.1:{} ({}), removed when this test binary exits",
@@ -97,18 +89,6 @@ pub fn server_options() -> &'static PgConnectOptions {
         ));
         options
     })
-}
-
-/// Whether anything accepts TCP connections at `host:port` within 3 s.
-fn answers(host: &str, port: u16) -> bool {
-    use std::net::ToSocketAddrs;
-    (host, port)
-        .to_socket_addrs()
-        .into_iter()
-        .flatten()
-        .any(|address| {
-            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3)).is_ok()
-        })
 }
 
 /// Connects to the server's maintenance database (see [`server_options`]). When that fails,

@@ -18,7 +18,7 @@ pub async fn start() -> Result<PostgresStore, Box<dyn std::error::Error>> {
     let database_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     let store = PostgresStore::connect(&database_url).await.map_err(|err| {
-        format!("cannot use the PostgreSQL at DATABASE_URL ({err}); start one with `docker compose up -d`")
+        format!("cannot use the PostgreSQL at DATABASE_URL ({err}); start one with `docker compose up -d --wait`")
     })?;
     store.migrate().await?;
     Ok(store)

@@ -1,15 +1,19 @@
-//! A temporary PostgreSQL cluster of the test's own: `initdb` into a temporary directory,
-//! `pg_ctl start` on a free port on 127.0.0.1, stoppable (`-m immediate`, i.e. a crash) and
-//! startable again; dropping it stops the server and removes the directory.
+//! A throwaway PostgreSQL cluster: `initdb` into a temporary directory, `pg_ctl start` on a
+//! free port on 127.0.0.1 with trust authentication, stoppable (`-m immediate`, i.e. a crash)
+//! and startable again; dropping it stops the server and removes the directory.
+//!
+//! Shared by the quickstart (`examples/quickstart.rs`) and the tests (`tests/common/mod.rs`,
+//! which include this file with `#[path]`): both fall back on [`start_until_process_exit`]
+//! when nothing answers at `DATABASE_URL`.
 //!
 //! The server binaries are found in `$PG_BINDIR`, else the newest
 //! `/usr/lib/postgresql/<version>/bin`, else through `pg_config --bindir`, else on `PATH`.
-//! When none is found the test fails with a message saying so: `.ci/run` installs them.
+//! A failing server command panics with its output and the server log.
 //!
 //! A cluster can also be a streaming standby of another ([`TempCluster::standby_of`], a base
 //! backup), promoted to a primary with [`TempCluster::promote`].
 //!
-//! PostgreSQL refuses to run as root. When the tests run as root, every server command runs
+//! PostgreSQL refuses to run as root. When this runs as root, every server command runs
 //! as the `postgres` user through `runuser`, and the cluster's files belong to that user.
 
 use par_store::sqlx::postgres::PgConnectOptions;
@@ -251,8 +255,8 @@ impl TempCluster {
         fs::read_to_string(&self.log).unwrap_or_else(|err| format!("(no server log: {err})"))
     }
 
-    /// Runs `program` as the server user and fails the test, with its output and the server
-    /// log, unless it succeeds.
+    /// Runs `program` as the server user and panics, with its output and the server log,
+    /// unless it succeeds.
     async fn run_ok(&self, program: &str, args: &[&std::ffi::OsStr]) {
         let output = self.run(program, args).await;
         let command = args.first().map(|arg| arg.to_string_lossy());
@@ -268,9 +272,9 @@ impl TempCluster {
     }
 
     /// Keeps the server running for the rest of this process (for a cluster held in a
-    /// `static`, which is never dropped) and returns its connect options and directory. A watchdog shell
-    /// waits for this process to exit, however it exits, then stops the server and removes
-    /// the directory.
+    /// `static`, which is never dropped) and returns its connect options and directory. A
+    /// watchdog shell waits for this process to exit, however it exits (Ctrl-C and panics
+    /// included), then stops the server and removes the directory.
     #[allow(clippy::zombie_processes)] // the watchdog outlives this process by design
     pub fn keep_until_process_exit(self) -> (PgConnectOptions, PathBuf) {
         let as_server_user = match self.owner {
@@ -351,11 +355,11 @@ impl Drop for TempCluster {
     }
 }
 
-/// Where initdb and pg_ctl are; fails the test with instructions when they are nowhere.
+/// Where initdb and pg_ctl are; panics with instructions when they are nowhere.
 pub fn server_bindir() -> PathBuf {
     find_server_bindir().unwrap_or_else(|| {
         panic!(
-            "this test starts its own PostgreSQL cluster and needs the server binaries (initdb, \
+            "this starts its own PostgreSQL cluster and needs the server binaries (initdb, \
              pg_ctl), which were not found in $PG_BINDIR, /usr/lib/postgresql/*/bin, `pg_config \
              --bindir` or PATH. Install the PostgreSQL server package (`.ci/run` does: apt-get \
              install postgresql) or set PG_BINDIR."
@@ -431,4 +435,44 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .expect("find a free port")
+}
+
+/// Why [`start_until_process_exit`] started no cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStarted {
+    /// No PostgreSQL server binaries (initdb, pg_ctl) are installed where
+    /// [`find_server_bindir`] looks.
+    NoServerBinaries,
+    /// They are, but the cluster did not start (the panic message above says why).
+    Failed,
+}
+
+/// A new throwaway cluster that runs until this process exits, then is stopped and removed
+/// (see [`TempCluster::keep_until_process_exit`]): its connect options (user `postgres`,
+/// database `postgres`, no password) and directory. Callable from inside a tokio runtime:
+/// it starts the cluster on a thread and runtime of its own.
+pub fn start_until_process_exit() -> Result<(PgConnectOptions, PathBuf), NotStarted> {
+    find_server_bindir().ok_or(NotStarted::NoServerBinaries)?;
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(TempCluster::start_new())
+            .keep_until_process_exit()
+    })
+    .join()
+    .map_err(|_| NotStarted::Failed)
+}
+
+/// Whether anything accepts TCP connections at `host:port` within 3 s.
+pub fn answers(host: &str, port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .into_iter()
+        .flatten()
+        .any(|address| {
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3)).is_ok()
+        })
 }
