@@ -3,8 +3,9 @@
 use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::{InvalidDatabaseUrl, StoreError};
+use crate::execution::{Outcome, Protocol, Retry};
 use crate::model::PushedAuthorizationRequest;
-use crate::pool::{Connections, Outcome, OwnedSettings, Protocol, Retry};
+use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
     CONSUME, DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
     SELECT_LIVE, UPSERT,
