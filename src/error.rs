@@ -334,6 +334,9 @@ fn is_unavailable_sqlstate(code: &str) -> bool {
         || code == "57P04" // database_dropped
         || code == "57P05" // idle_session_timeout
         || code == "53300" // too_many_connections
+        // read_only_sql_transaction: a standby or a demoted primary after a failover; the
+        // primary is elsewhere for now (the connection is discarded, see src/execution.rs)
+        || code == crate::execution::READ_ONLY
 }
 
 /// True for an error PostgreSQL reported at severity FATAL: it ended (or refused) the session.

@@ -346,10 +346,10 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
-        // Run again only when it cannot have run: a second run of a committed insert would
-        // report the caller's own request as a duplicate.
+        // Run again only when PostgreSQL proved it did not commit: a second run of a
+        // committed insert would report the caller's own request as a duplicate.
         let outcome = self
-            .run(Retry::IfNotRun, || {
+            .run(Retry::IfServerAborted, || {
                 bind_request(INSERT, request, expires_at)
             })
             .await?;
@@ -382,7 +382,7 @@ impl Backend for PostgresStore {
         // A consume that may have run is never run again: the second run would find the
         // row gone and report "not found" for a request the first run consumed.
         let outcome = self
-            .run(Retry::IfNotRun, || {
+            .run(Retry::IfServerAborted, || {
                 sqlx::query(CONSUME).bind(reference_value_hash)
             })
             .await?;
@@ -397,15 +397,16 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // Replacing twice with the same record ends the same.
-        self.run(Retry::Always, || bind_request(UPSERT, request, expires_at))
+        // Never run twice: a request consumed between a committed first run and a second
+        // one would be put back.
+        self.run(Retry::Never, || bind_request(UPSERT, request, expires_at))
             .await?;
         Ok(())
     }
 
     async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
         // Not run twice: the second run would count nothing.
-        self.rows_deleted(Retry::IfNotRun, || {
+        self.rows_deleted(Retry::IfServerAborted, || {
             sqlx::query(DELETE_BY_CLIENT_ID).bind(client_id)
         })
         .await

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod cluster;
+pub mod fake_backend;
 pub mod fault;
 pub mod pgbouncer;
 
