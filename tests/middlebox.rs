@@ -234,3 +234,86 @@ async fn a_store_that_pgbouncer_times_out_after_it_ran_is_never_a_duplicate_of_i
         Err(err) => assert!(err.is_transient(), "a transient error: {err:?}"),
     }
 }
+
+/// Lines of PgBouncer's log (with `log_connections`) that contain `what`.
+fn log_lines(bouncer: &PgBouncer, what: &str) -> usize {
+    bouncer
+        .log()
+        .lines()
+        .filter(|line| line.contains(what))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts() {
+    const CONNECTIONS: u32 = 4;
+    const OPERATIONS: u32 = 200;
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let bouncer = PgBouncer::start_with(Settings {
+        log_connections: true,
+        ..Settings::default()
+    })
+    .await;
+    let store = PostgresStoreOptions::new()
+        .statement_cache(false)
+        .max_connections(CONNECTIONS)
+        .statement_timeout(Some(Duration::from_millis(50)))
+        .connect_with(bouncer.route(&db.options))
+        .await
+        .expect("pooler mode connects through PgBouncer");
+    let pushed = request(4, "locked");
+    store.store(&pushed).await.expect("store");
+
+    // Every consume waits on the row's lock until the server cancels it.
+    let mut holder = db.pool.begin().await.expect("begin");
+    sqlx::query(
+        "SELECT 1 FROM pushed_authorization_requests WHERE reference_value_hash = $1 FOR UPDATE",
+    )
+    .bind(hash(4))
+    .fetch_one(&mut *holder)
+    .await
+    .expect("lock the row");
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut timeouts = 0u32;
+                for _ in 0..OPERATIONS / CONNECTIONS {
+                    match store.consume_by_hash(&hash(4)).await {
+                        Err(StoreError::Timeout { .. }) => timeouts += 1,
+                        other => panic!("a statement timeout, got {other:?}"),
+                    }
+                }
+                timeouts
+            })
+        })
+        .collect();
+    let mut timeouts = 0;
+    for task in tasks {
+        timeouts += task.await.expect("a consumer");
+    }
+    holder.rollback().await.expect("release the lock");
+    assert_eq!(
+        store.consume_by_hash(&hash(4)).await.expect("consume"),
+        Some(pushed),
+        "the cancelled consumes took nothing"
+    );
+
+    let client_logins = log_lines(&bouncer, "login attempt");
+    let server_connections = log_lines(&bouncer, "new connection to server");
+    println!(
+        "middlebox: pooler mode, {timeouts} statement timeouts through PgBouncer (transaction \
+         mode): {client_logins} client connections, {server_connections} server connections opened"
+    );
+    assert_eq!(timeouts, OPERATIONS);
+    assert!(
+        client_logins <= CONNECTIONS as usize,
+        "the store reopened its connections: {client_logins} logins"
+    );
+    assert!(
+        server_connections <= PgBouncer::POOL_SIZE as usize,
+        "PgBouncer reopened its server connections: {server_connections}\n{}",
+        bouncer.log()
+    );
+}
