@@ -541,9 +541,9 @@ impl PostgresStoreOptions {
     /// (`Some(Duration::ZERO)`: always, like sqlx's `test_before_acquire`; `None`: never).
     ///
     /// A connection the server closed sooner (an `idle_session_timeout`, a
-    /// `pg_terminate_backend`) is still not a failed request: when the server's goodbye is
-    /// the answer to a statement, the statement cannot have run, and the store runs it on
-    /// another connection.
+    /// `pg_terminate_backend`) is still not a failed request, except for `store_or_replace`,
+    /// which never runs twice: when the server's goodbye is the answer to a statement, the
+    /// statement cannot have run, and the store runs it on another connection.
     pub fn ping_idle_after(mut self, idle: Option<Duration>) -> Self {
         self.ping_idle_after = idle;
         self

@@ -221,3 +221,49 @@ async fn pooler_mode_rolls_back_a_failed_statement_and_keeps_its_connection() {
     store.get_by_hash(&hash(1)).await.expect("a read after");
     assert_eq!(fake.connections(), 1, "the connection was closed");
 }
+
+#[tokio::test]
+async fn pooler_mode_runs_writes_again_after_any_loss_before_commit() {
+    for fault in [
+        Fault::FatalBeforeComplete("08P01"),
+        Fault::EofAfterComplete,
+        Fault::EofAfterSync,
+    ] {
+        for kind in [Kind::Insert, Kind::Consume, Kind::DeleteByClient] {
+            let fake = FakeBackend::start().await;
+            let store = store_on(&fake, options().statement_cache(false)).await;
+            fake.fail_next(kind, fault);
+            let ok = match kind {
+                Kind::Insert => store.store(&request(1)).await.is_ok(),
+                Kind::Consume => matches!(store.consume_by_hash(&hash(1)).await, Ok(Some(_))),
+                _ => store.delete_by_client_id("client").await.is_ok(),
+            };
+            assert!(ok, "{kind:?} under {fault:?}");
+            assert_eq!(fake.executions(kind), 2, "{kind:?} under {fault:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn pooler_mode_never_runs_store_or_replace_again() {
+    let fake = FakeBackend::start().await;
+    let store = store_on(&fake, options().statement_cache(false)).await;
+    fake.fail_next(Kind::Upsert, Fault::EofAfterSync);
+    let error = store.store_or_replace(&request(1)).await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert_eq!(fake.executions(Kind::Upsert), 1);
+}
+
+#[tokio::test]
+async fn pooler_mode_does_not_run_a_write_again_when_commit_fails() {
+    for fault in [Fault::FatalBeforeComplete("57P01"), Fault::EofAfterSync] {
+        let fake = FakeBackend::start().await;
+        let store = store_on(&fake, options().statement_cache(false)).await;
+        // The first COMMIT is `connect_with`'s `SELECT 1`.
+        assert_eq!(fake.executions(Kind::Commit), 1);
+        fake.fail_next(Kind::Commit, fault);
+        let error = store.consume_by_hash(&hash(1)).await.unwrap_err();
+        assert!(error.is_transient(), "{fault:?}: {error:?}");
+        assert_eq!(fake.executions(Kind::Consume), 1, "{fault:?}");
+    }
+}

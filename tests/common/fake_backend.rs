@@ -38,6 +38,9 @@ pub enum Kind {
     DeleteByClient,
     /// A cleanup batch.
     DeleteExpired,
+    /// `COMMIT` (a simple query, pooler mode); only [`Fault::EofAfterSync`] and
+    /// [`Fault::FatalBeforeComplete`] apply to it.
+    Commit,
     /// Anything else.
     Other,
 }
@@ -192,7 +195,9 @@ fn columns(kind: Kind) -> &'static [(&'static str, i32)] {
             ("live", BOOL),
             ("client_id", TEXT),
         ],
-        Kind::Upsert | Kind::DeleteByClient | Kind::DeleteExpired | Kind::Other => &[],
+        Kind::Upsert | Kind::DeleteByClient | Kind::DeleteExpired | Kind::Commit | Kind::Other => {
+            &[]
+        }
     }
 }
 
@@ -228,7 +233,7 @@ fn result(kind: Kind) -> (Option<Vec<Option<Vec<u8>>>>, &'static str) {
         Kind::Upsert => (None, "INSERT 0 1"),
         Kind::DeleteByClient => (None, "DELETE 1"),
         Kind::DeleteExpired => (None, "DELETE 0"),
-        Kind::Other => (None, "SELECT 0"),
+        Kind::Commit | Kind::Other => (None, "SELECT 0"),
     }
 }
 
@@ -429,6 +434,29 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) {
                         .next()
                         .unwrap_or_default()
                         .to_uppercase();
+                    if word == "COMMIT" {
+                        let fault = {
+                            let mut state = state.lock().unwrap();
+                            *state.executions.entry(Kind::Commit).or_default() += 1;
+                            state
+                                .faults
+                                .get_mut(&Kind::Commit)
+                                .and_then(VecDeque::pop_front)
+                        };
+                        match fault {
+                            None => {}
+                            Some(Fault::FatalBeforeComplete(code)) => {
+                                error_response(&mut out, "FATAL", code);
+                                let _ = write.write_all(&out).await;
+                                let _ = write.shutdown().await;
+                                return;
+                            }
+                            Some(_) => {
+                                let _ = write.shutdown().await;
+                                return;
+                            }
+                        }
+                    }
                     match word.as_str() {
                         "BEGIN" => in_transaction = true,
                         "COMMIT" | "ROLLBACK" => {
