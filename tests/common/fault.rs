@@ -261,7 +261,8 @@ async fn forward(
         // A cut or sever while bytes are held drops them: never written after it.
         match link
             .wait_for(|link| {
-                link.epoch != epoch || (!link.stalled && !(replies && link.replies_held))
+                let held = link.stalled || (replies && link.replies_held);
+                link.epoch != epoch || !held
             })
             .await
         {
