@@ -56,7 +56,9 @@
 //! - A lost connection (an I/O, TLS or protocol failure, or FATAL) is discarded.
 //! - A read-only server (`25006`, a demoted primary after a failover, or a standby) fails
 //!   the operation with [`StoreError::Unavailable`], and the connection is discarded: the
-//!   next one may reach the new primary.
+//!   next one may reach the new primary. In the store's own pool its idle siblings are
+//!   closed too (they were opened to the same address before the failover); a caller's
+//!   `PgPool` keeps them until each fails once or sqlx retires it.
 //! - Any other error the server reports (a statement timeout, a constraint) leaves the
 //!   connection usable; in pooler mode the store sends `ROLLBACK` first (so that the
 //!   pooler's server connection is freed too), and discards the connection only when that
@@ -139,6 +141,11 @@ impl Connections {
                     // new primary). A pooler transaction is rolled back first.
                     if read_only(&failure.error) {
                         drop(lease); // discarded
+                                     // Its idle siblings reach the same server: replaced before their
+                                     // next use rather than each failing a request of its own.
+                        if let Connections::Owned(owned) = self {
+                            drop(owned.pool.retain(|_, _| false));
+                        }
                     } else if !failure.open_transaction {
                         lease.finish();
                     } else if let Ok(conn) = lease.conn() {

@@ -267,3 +267,21 @@ async fn pooler_mode_does_not_run_a_write_again_when_commit_fails() {
         assert_eq!(fake.executions(Kind::Consume), 1, "{fault:?}");
     }
 }
+
+#[tokio::test]
+async fn a_read_only_server_closes_the_idle_connections_of_the_stores_own_pool() {
+    let fake = FakeBackend::start().await;
+    let store = store_on(&fake, options().max_connections(2)).await;
+    // Two operations at once: the pool holds two connections.
+    let (one, two) = (hash(1), hash(2));
+    let (first, second) = tokio::join!(store.get_by_hash(&one), store.get_by_hash(&two));
+    first.expect("get");
+    second.expect("get");
+    assert_eq!(fake.connections(), 2);
+    fake.fail_next(Kind::Insert, Fault::Error("25006"));
+    store.store(&request(1)).await.unwrap_err();
+    // The idle sibling is not reused: the next operations open one new connection.
+    store.get_by_hash(&hash(1)).await.expect("get");
+    store.get_by_hash(&hash(1)).await.expect("get");
+    assert_eq!(fake.connections(), 3, "the idle sibling was reused");
+}
