@@ -62,7 +62,8 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// The database could not be reached, or the connection was lost during the operation.
+    /// The database could not be reached, the connection was lost during the operation, or
+    /// the server is read-only (SQLSTATE 25006: a standby, or a primary demoted by a failover).
     ///
     /// For `consume_by_hash` this is ambiguous: the request may or may not have been
     /// consumed (see [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
