@@ -74,7 +74,8 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// The database could not be reached, or the connection was lost during the operation.
+    /// The database could not be reached, the connection was lost during the operation, or
+    /// the server is read-only (SQLSTATE 25006: a standby, or a primary demoted by a failover).
     ///
     /// For `consume_by_hash` this is ambiguous: the request may or may not have been
     /// consumed (see [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
@@ -346,6 +347,9 @@ fn is_unavailable_sqlstate(code: &str) -> bool {
         || code == "57P04" // database_dropped
         || code == "57P05" // idle_session_timeout
         || code == "53300" // too_many_connections
+        // read_only_sql_transaction: a standby or a demoted primary after a failover; the
+        // primary is elsewhere for now (the connection is discarded, see src/execution.rs)
+        || code == crate::execution::READ_ONLY
 }
 
 /// True for an error PostgreSQL reported at severity FATAL: it ended (or refused) the session.

@@ -93,6 +93,7 @@
 mod backend;
 mod cleanup;
 mod error;
+mod execution;
 mod memory;
 mod migrations;
 mod model;

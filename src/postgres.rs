@@ -3,8 +3,9 @@
 use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::{InvalidDatabaseUrl, StoreError};
+use crate::execution::{Outcome, Protocol, Retry};
 use crate::model::PushedAuthorizationRequest;
-use crate::pool::{Connections, Outcome, OwnedSettings, Protocol, Retry};
+use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
     CONSUME, DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
     SELECT_LIVE, UPSERT,
@@ -345,10 +346,10 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
-        // Run again only when it cannot have run: a second run of a committed insert would
-        // report the caller's own request as a duplicate.
+        // Run again only when PostgreSQL proved it did not commit: a second run of a
+        // committed insert would report the caller's own request as a duplicate.
         let outcome = self
-            .run(Retry::IfNotRun, || {
+            .run(Retry::IfServerAborted, || {
                 bind_request(INSERT, request, expires_at)
             })
             .await?;
@@ -381,7 +382,7 @@ impl Backend for PostgresStore {
         // A consume that may have run is never run again: the second run would find the
         // row gone and report "not found" for a request the first run consumed.
         let outcome = self
-            .run(Retry::IfNotRun, || {
+            .run(Retry::IfServerAborted, || {
                 sqlx::query(CONSUME).bind(reference_value_hash)
             })
             .await?;
@@ -396,15 +397,16 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // Replacing twice with the same record ends the same.
-        self.run(Retry::Always, || bind_request(UPSERT, request, expires_at))
+        // Never run twice: a request consumed between a committed first run and a second
+        // one would be put back.
+        self.run(Retry::Never, || bind_request(UPSERT, request, expires_at))
             .await?;
         Ok(())
     }
 
     async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
         // Not run twice: the second run would count nothing.
-        self.rows_deleted(Retry::IfNotRun, || {
+        self.rows_deleted(Retry::IfServerAborted, || {
             sqlx::query(DELETE_BY_CLIENT_ID).bind(client_id)
         })
         .await
@@ -539,9 +541,9 @@ impl PostgresStoreOptions {
     /// (`Some(Duration::ZERO)`: always, like sqlx's `test_before_acquire`; `None`: never).
     ///
     /// A connection the server closed sooner (an `idle_session_timeout`, a
-    /// `pg_terminate_backend`) is still not a failed request: when the server's goodbye is
-    /// the answer to a statement, the statement cannot have run, and the store runs it on
-    /// another connection.
+    /// `pg_terminate_backend`) is still not a failed request, except for `store_or_replace`,
+    /// which never runs twice: when the server's goodbye is the answer to a statement, the
+    /// statement cannot have run, and the store runs it on another connection.
     pub fn ping_idle_after(mut self, idle: Option<Duration>) -> Self {
         self.ping_idle_after = idle;
         self

@@ -122,3 +122,13 @@ pub(crate) const MIRROR_INTO_HOST_HISTORY: &str = "INSERT INTO _sqlx_migrations 
                      AND (host.version, host.checksum) IN \
                          (SELECT * FROM unnest($1::bigint[], $2::bytea[]))) \
      ON CONFLICT (version) DO NOTHING";
+
+// Pooler mode (src/execution.rs): each operation runs inside an explicit transaction, opened
+// by a `BEGIN; SET LOCAL statement_timeout = ...` the options build from a number.
+
+/// Ends a pooler-mode operation's transaction.
+pub(crate) const COMMIT: &str = "COMMIT";
+
+/// Ends a pooler-mode transaction whose statement failed, so that its connection (and the
+/// pooler's server connection behind it) can serve the next operation.
+pub(crate) const ROLLBACK: &str = "ROLLBACK";

@@ -3,6 +3,7 @@
 
 #[path = "../../examples/support/cluster.rs"]
 pub mod cluster;
+pub mod fake_backend;
 pub mod fault;
 pub mod pgbouncer;
 
