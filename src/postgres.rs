@@ -259,8 +259,8 @@ fn into_request(
 }
 
 /// `expires_at` as read from the table. sqlx's own `DateTime<Utc>` decoder panics on a
-/// timestamp beyond chrono's range (`infinity`, which migration 0003 forbids, or a year
-/// past 262143 written by hand); this one fails the operation with
+/// timestamp beyond chrono's range (`infinity` or a year past 262142, which migrations 0003
+/// and 0004 forbid, in a table not yet migrated); this one fails the operation with
 /// [`StoreError::Database`] instead.
 struct StoredExpiry(DateTime<Utc>);
 
