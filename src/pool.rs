@@ -358,16 +358,59 @@ impl Connections {
         }
     }
 
-    /// Applies the migrations on a connection of its own, closed afterwards: the session
-    /// settings and the advisory lock of the run must not outlive it in the pool.
-    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies the migrations on a session of their own, closed afterwards (its settings and
+    /// the advisory lock of the run must not outlive it): a dedicated connection to `direct`
+    /// when given, else to the store's own address; on a caller's pool, one of its
+    /// connections (opened with the pool's options and hooks), closed instead of given back.
+    pub(crate) async fn migrate(
+        &self,
+        direct: Option<&PgConnectOptions>,
+        lock_timeout: Option<Duration>,
+    ) -> Result<(), StoreError> {
         if Handle::try_current().is_err() {
             return Err(StoreError::NoRuntime);
         }
-        let mut lease = self.lease().await?;
-        let result = crate::migrations::run(lease.conn()?).await;
-        drop(lease); // not finished: closed
+        let options = match (direct, self) {
+            (Some(options), _) => options,
+            (None, Connections::Owned(owned)) => &owned.pool.manager().connect_options,
+            (None, Connections::Shared(_)) => {
+                let mut lease = self.lease().await?;
+                let result = crate::migrations::run(lease.conn()?, lock_timeout).await;
+                drop(lease); // not finished: closed
+                return result;
+            }
+        };
+        let (host, port) = (options.get_host(), options.get_port());
+        let connect_timeout = self.acquire_timeout();
+        let mut conn = match tokio::time::timeout(
+            connect_timeout,
+            PgConnection::connect_with(options),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(err)) => return Err(StoreError::from(err).connecting_to(host, port)),
+            Err(_) => {
+                return Err(StoreError::Unavailable {
+                    source: format!(
+                        "connecting to {host}:{port} took longer than {connect_timeout:?}"
+                    )
+                    .into(),
+                })
+            }
+        };
+        let result = crate::migrations::run(&mut conn, lock_timeout).await;
+        // A polite goodbye; the session, its settings and its locks end with the socket anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
         result
+    }
+
+    /// How long a checkout may take: the store's `acquire_timeout`, or the caller's pool's.
+    fn acquire_timeout(&self) -> Duration {
+        match self {
+            Connections::Shared(pool) => pool.options().get_acquire_timeout(),
+            Connections::Owned(owned) => owned.settings.acquire_timeout,
+        }
     }
 }
 
