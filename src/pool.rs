@@ -311,7 +311,7 @@ impl Connections {
     /// order of the waiters, pinged first when it sat idle a while), within
     /// `acquire_timeout` all told: waiting, opening and pinging.
     async fn lease(&self) -> Result<Lease, StoreError> {
-        let runtime = Handle::current();
+        let runtime = Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
         match self {
             Connections::Shared(pool) => Ok(Lease {
                 conn: Some(Either::Left(pool.acquire().await?)),
