@@ -28,7 +28,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// | [`Protection`](Self::Protection) with `UnknownKey`, `Tampered`, `MalformedEnvelope` | the stored request cannot be opened (see [`ProtectionErrorKind`]) | - | `400 invalid_request_uri` (the request is unusable), and alert: keys or data are wrong |
 /// | [`Protection`](Self::Protection) with `RandomUnavailable` | the OS random source failed | `500 server_error` | - |
 /// | [`Database`](Self::Database) | any other database error (permissions, schema missing, ...) | `500 server_error`, log it | `500 server_error` |
-/// | [`Migration`](Self::Migration), [`InvalidDatabaseUrl`](Self::InvalidDatabaseUrl) | at start-up: `migrate()` failed (e.g. the role may not create tables), or a bad URL | not a request error: fix the deployment, do not serve | - |
+/// | [`Migration`](Self::Migration), [`MigrationNeedsDirectConnection`](Self::MigrationNeedsDirectConnection), [`InvalidDatabaseUrl`](Self::InvalidDatabaseUrl) | at start-up: `migrate()` failed (e.g. the role may not create tables, or another instance's run held the lock past the migration lock timeout), was called in pooler mode without a direct address, or a bad URL | not a request error: fix the deployment, do not serve | - |
 ///
 /// ```
 /// use par_store::{InputField, ProtectionErrorKind, StoreError};
@@ -101,6 +101,18 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+
+    /// [`PostgresStore::migrate`](crate::PostgresStore::migrate) was called on a store in
+    /// [pooler mode](crate::PostgresStoreOptions::statement_cache), whose address is a
+    /// transaction-mode pooler's: the migrations need a session of their own (an advisory
+    /// lock held across statements, named statements), which such a pooler does not give.
+    /// Nothing was sent. Use [`PostgresStore::migrate_with`](crate::PostgresStore::migrate_with)
+    /// with PostgreSQL's own address.
+    #[error(
+        "migrate() does not run through a transaction-mode pooler (this store is in pooler \
+         mode): call migrate_with() with PostgreSQL's own address"
+    )]
+    MigrationNeedsDirectConnection,
 
     /// The database URL given to [`PostgresStoreOptions::connect`](crate::PostgresStoreOptions::connect)
     /// is not a PostgreSQL URL: a configuration error, found before any connection is made.

@@ -22,6 +22,7 @@ use sqlx::{Connection, Either, PgConnection, PgPool, Postgres};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Id as RuntimeId};
 
@@ -47,8 +48,14 @@ pub(crate) enum Connections {
 pub(crate) struct OwnedPool {
     pub(crate) pool: managed::Pool<Manager>,
     settings: OwnedSettings,
-    reaper_started: AtomicBool,
+    /// True while a reaper task exists; its task clears it when it ends, or when its
+    /// runtime shuts down and drops it, so the next operation starts another.
+    reaper_running: Arc<AtomicBool>,
 }
+
+/// The longest a recycle ping may take before the connection is discarded and the next one
+/// tried (or a new one opened); shorter when `acquire_timeout` is.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A connection of the store's own pool, with what the pool needs to know about it.
 pub(crate) struct PooledConnection {
@@ -66,7 +73,7 @@ pub(crate) struct Manager {
     /// When a pooled connection was last found dead. Its siblings released before then
     /// probably died with it (a restart, a network cut): each is pinged before its next use,
     /// rather than failing a request of its own.
-    last_loss: std::sync::Mutex<Option<Instant>>,
+    last_loss: Mutex<Option<Instant>>,
 }
 
 impl Manager {
@@ -115,7 +122,20 @@ impl managed::Manager for Manager {
             .ping_idle_after
             .is_some_and(|threshold| idle >= threshold);
         if idle_long || self.released_before_a_loss(pooled) {
-            pooled.conn.ping().await?;
+            // A ping that gets no answer (a network that swallows packets) is a dead
+            // connection too: it must not use up the caller's whole acquire_timeout.
+            let limit = PING_TIMEOUT.min(self.settings.acquire_timeout);
+            match tokio::time::timeout(limit, pooled.conn.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    self.record_loss();
+                    return Err(err.into());
+                }
+                Err(_) => {
+                    self.record_loss();
+                    return Err(RecycleError::message("no answer to a ping in time"));
+                }
+            }
         }
         Ok(())
     }
@@ -160,8 +180,9 @@ pub(crate) struct Lease {
     conn: Option<Either<PoolConnection<Postgres>, Object<Manager>>>,
     /// Freshly opened for this operation (a retry on it would meet the same fault).
     pub(crate) fresh: bool,
-    /// The caller's pool keeps `min_connections` open.
-    refills: bool,
+    /// The runtime the lease was taken on: a caller's connection dropped outside any
+    /// runtime is closed by a task there.
+    runtime: Handle,
 }
 
 impl Lease {
@@ -189,15 +210,15 @@ impl Drop for Lease {
             None => {}
             // Taking it out of the pool frees its slot; dropping it closes the socket.
             Some(Either::Right(object)) => drop(Object::take(object)),
-            // `detach` frees the pool slot at once; it spawns a task (which needs a
-            // runtime) only to refill `min_connections`. Without either, the slot is given
-            // up for good rather than panic: sqlx's own drop handler would spawn too.
-            Some(Either::Left(pooled)) => {
-                if !self.refills || Handle::try_current().is_ok() {
-                    drop(pooled.detach());
-                } else {
-                    drop(pooled.leak());
-                }
+            // Closed, not given back: sqlx sends Terminate from a task, keeps the pool's
+            // permit until the connection is closed (so `max_connections` holds), then
+            // refills `min_connections`. Its drop spawns that task, which needs a runtime:
+            // outside any, the one the lease was taken on. If that runtime has shut down,
+            // the task is dropped at once, which closes the socket and frees the slot.
+            Some(Either::Left(mut pooled)) => {
+                pooled.close_on_drop();
+                let _entered = Handle::try_current().is_err().then(|| self.runtime.enter());
+                drop(pooled);
             }
         }
     }
@@ -208,15 +229,19 @@ impl Connections {
         connect_options: PgConnectOptions,
         settings: OwnedSettings,
     ) -> Result<Self, StoreError> {
+        // deadpool bounds the wait, each creation and each recycle separately, and moves on
+        // to the next idle connection after a failed recycle: one checkout could take
+        // wait + n x recycle. `lease` bounds the whole checkout by `acquire_timeout`
+        // instead, and `recycle` its pings by `PING_TIMEOUT`.
         let timeouts = managed::Timeouts {
-            wait: Some(settings.acquire_timeout),
-            create: Some(settings.acquire_timeout),
-            recycle: Some(settings.acquire_timeout),
+            wait: None,
+            create: None,
+            recycle: None,
         };
         let manager = Manager {
             connect_options,
             settings: settings.clone(),
-            last_loss: std::sync::Mutex::new(None),
+            last_loss: Mutex::new(None),
         };
         // `build` fails only without a runtime for the timeouts, and one is named here.
         let pool = managed::Pool::builder(manager)
@@ -229,7 +254,7 @@ impl Connections {
         Ok(Connections::Owned(Arc::new(OwnedPool {
             pool,
             settings,
-            reaper_started: AtomicBool::new(false),
+            reaper_running: Arc::new(AtomicBool::new(false)),
         })))
     }
 
@@ -248,58 +273,137 @@ impl Connections {
     }
 
     /// Checks a connection out: from the caller's pool, or from the store's own (in FIFO
-    /// order of the waiters, pinged first when it sat idle a while).
+    /// order of the waiters, pinged first when it sat idle a while), within
+    /// `acquire_timeout` all told: waiting, opening and pinging.
     pub(crate) async fn lease(&self) -> Result<Lease, StoreError> {
+        let runtime = Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
         match self {
             Connections::Shared(pool) => Ok(Lease {
                 conn: Some(Either::Left(pool.acquire().await?)),
                 fresh: false,
-                refills: pool.options().get_min_connections() > 0,
+                runtime,
             }),
             Connections::Owned(owned) => {
                 owned.start_reaper();
-                let object = owned
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|err| owned.pool_error(err))?;
+                let object =
+                    match tokio::time::timeout(owned.settings.acquire_timeout, owned.pool.get())
+                        .await
+                    {
+                        Ok(got) => got.map_err(|err| owned.pool_error(err))?,
+                        Err(_) => return Err(owned.checkout_timed_out()),
+                    };
                 let fresh = Object::metrics(&object).recycle_count == 0;
                 Ok(Lease {
                     conn: Some(Either::Right(object)),
                     fresh,
-                    refills: false,
+                    runtime,
                 })
             }
         }
     }
 
-    /// Applies the migrations on a connection of its own, closed afterwards: the session
-    /// settings and the advisory lock of the run must not outlive it in the pool.
-    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies the migrations on a session of their own, closed afterwards (its settings and
+    /// the advisory lock of the run must not outlive it): a dedicated connection to `direct`
+    /// when given, else to the store's own address; on a caller's pool, one of its
+    /// connections (opened with the pool's options and hooks), closed instead of given back.
+    pub(crate) async fn migrate(
+        &self,
+        direct: Option<&PgConnectOptions>,
+        lock_timeout: Option<Duration>,
+    ) -> Result<(), StoreError> {
         if Handle::try_current().is_err() {
             return Err(StoreError::NoRuntime);
         }
-        let mut lease = self.lease().await?;
-        let result = crate::migrations::run(lease.conn()?).await;
-        drop(lease); // not finished: closed
+        let options = match (direct, self) {
+            (Some(options), _) => options,
+            (None, Connections::Owned(owned)) => &owned.pool.manager().connect_options,
+            (None, Connections::Shared(_)) => {
+                let mut lease = self.lease().await?;
+                let result = crate::migrations::run(lease.conn()?, lock_timeout).await;
+                drop(lease); // not finished: closed
+                return result;
+            }
+        };
+        let (host, port) = (options.get_host(), options.get_port());
+        let connect_timeout = self.acquire_timeout();
+        let mut conn = match tokio::time::timeout(
+            connect_timeout,
+            PgConnection::connect_with(options),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(err)) => return Err(StoreError::from(err).connecting_to(host, port)),
+            Err(_) => {
+                return Err(StoreError::Unavailable {
+                    source: format!(
+                        "connecting to {host}:{port} took longer than {connect_timeout:?}"
+                    )
+                    .into(),
+                })
+            }
+        };
+        let result = crate::migrations::run(&mut conn, lock_timeout).await;
+        // A polite goodbye; the session, its settings and its locks end with the socket anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
         result
+    }
+
+    /// How long a checkout may take: the store's `acquire_timeout`, or the caller's pool's.
+    fn acquire_timeout(&self) -> Duration {
+        match self {
+            Connections::Shared(pool) => pool.options().get_acquire_timeout(),
+            Connections::Owned(owned) => owned.settings.acquire_timeout,
+        }
     }
 }
 
 impl OwnedPool {
     /// Closes connections past their lifetime or idle timeout while nobody asks for them,
-    /// from a task on the runtime of the first operation; it ends with the pool.
+    /// from a task on the runtime of the operation that started it; it ends with the pool.
+    /// When that runtime shuts down the task goes with it, and the next operation (on
+    /// another runtime) starts a new one.
     fn start_reaper(&self) {
         let period = [self.settings.max_lifetime, self.settings.idle_timeout]
             .into_iter()
             .flatten()
             .min();
         let Some(period) = period else { return };
-        if self.reaper_started.swap(true, Ordering::Relaxed) {
+        if self.reaper_running.load(Ordering::Acquire)
+            || self.reaper_running.swap(true, Ordering::AcqRel)
+        {
             return;
         }
+        let running = ReaperRunning(Arc::clone(&self.reaper_running));
         let period = (period / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
-        tokio::spawn(reap(self.pool.weak(), period));
+        let pool = self.pool.weak();
+        tokio::spawn(async move {
+            let _running = running;
+            reap(pool, period).await;
+        });
+    }
+
+    /// The whole checkout took longer than `acquire_timeout`.
+    fn checkout_timed_out(&self) -> StoreError {
+        let status = self.pool.status();
+        let manager = self.pool.manager();
+        let message = if status.size >= status.max_size && status.available == 0 {
+            format!(
+                "no connection became free within {:?} (all {} in use)",
+                self.settings.acquire_timeout, self.settings.max_connections
+            )
+        } else {
+            format!(
+                "no working connection to {}:{} within {:?} (idle ones did not answer a ping \
+                 in time, or opening a new one took too long)",
+                manager.connect_options.get_host(),
+                manager.connect_options.get_port(),
+                self.settings.acquire_timeout
+            )
+        };
+        StoreError::Unavailable {
+            source: message.into(),
+        }
     }
 
     fn pool_error(&self, err: PoolError<sqlx::Error>) -> StoreError {
@@ -311,22 +415,22 @@ impl OwnedPool {
                     manager.connect_options.get_port(),
                 )
             }
-            PoolError::Timeout(managed::TimeoutType::Wait) => format!(
-                "no connection became free within {:?} (all {} in use)",
-                self.settings.acquire_timeout, self.settings.max_connections
-            ),
-            PoolError::Timeout(_) => format!(
-                "connecting to {}:{} took longer than {:?}",
-                manager.connect_options.get_host(),
-                manager.connect_options.get_port(),
-                self.settings.acquire_timeout
-            ),
+            // deadpool's own timeouts are off: `lease` bounds the whole checkout.
             PoolError::Closed => "the store was closed".to_owned(),
             other => other.to_string(),
         };
         StoreError::Unavailable {
             source: message.into(),
         }
+    }
+}
+
+/// Clears [`OwnedPool::reaper_running`] when the reaper's task ends or is dropped.
+struct ReaperRunning(Arc<AtomicBool>);
+
+impl Drop for ReaperRunning {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -55,6 +55,7 @@ pub struct PostgresStore {
     max_parameters_len: usize,
     max_lifetime: Duration,
     operation_timeout: Option<Duration>,
+    migration_lock_timeout: Option<Duration>,
 }
 
 /// Default for [`PostgresStoreOptions::ping_idle_after`].
@@ -62,6 +63,10 @@ const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Default bound on one store operation, connection wait included: 10 s.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default bound on each lock wait of [`PostgresStore::migrate`], among them the wait for
+/// another instance's run: 60 s (see [`PostgresStore::migration_lock_timeout`]).
+pub const DEFAULT_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -75,6 +80,7 @@ impl fmt::Debug for PostgresStore {
             .field("max_parameters_len", &self.max_parameters_len)
             .field("max_lifetime", &self.max_lifetime)
             .field("operation_timeout", &self.operation_timeout)
+            .field("migration_lock_timeout", &self.migration_lock_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +110,7 @@ impl PostgresStore {
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_lifetime: DEFAULT_MAX_LIFETIME,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
+            migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
         }
     }
 
@@ -133,6 +140,30 @@ impl PostgresStore {
     #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
+        self
+    }
+
+    /// Bounds each lock wait of [`migrate`](Self::migrate) to `timeout` (`None`: no bound).
+    /// Default: [`DEFAULT_MIGRATION_LOCK_TIMEOUT`] (60 s).
+    ///
+    /// `migrate()` runs without a statement timeout (a migration may rewrite a large table),
+    /// so this is what bounds its waits: for the advisory lock another instance holds while
+    /// it migrates (past the bound, [`StoreError::Migration`] naming that lock, nothing
+    /// applied), for sqlx's migration lock, and for the table locks the migrations take.
+    /// Instances that start together wait for the first one's run, however long it is within
+    /// this bound, then find nothing left to do.
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, PostgresStore};
+    /// # use std::time::Duration;
+    /// # async fn f(pool: PgPool) -> Result<(), par_store::StoreError> {
+    /// let store = PostgresStore::new(pool).migration_lock_timeout(Some(Duration::from_secs(300)));
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn migration_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.migration_lock_timeout = timeout;
         self
     }
 
@@ -216,19 +247,75 @@ impl PostgresStore {
     }
 
     /// Applies the store's migrations. Idempotent, and safe to call from many instances at
-    /// once (it takes an advisory lock).
+    /// once (it takes an advisory lock; the others wait for it, up to
+    /// [`migration_lock_timeout`](Self::migration_lock_timeout)).
     ///
     /// Converges with sqlx-cli in any order: run with par-store's `sqlx.toml` it shares this
     /// history table; run without it, it records par-store's migrations in the host's
     /// `_sqlx_migrations`, which `migrate()` recognises (by version and checksum) instead of
     /// applying them twice, and which it then keeps up to date with the migrations it
-    /// applies itself. Runs on one connection of its own, with the migrator's
-    /// "already exists, skipping" notices switched off.
+    /// applies itself.
+    ///
+    /// Runs in a session of its own, closed afterwards: on a store that owns its
+    /// connections, a dedicated connection to the store's address (not one of the pool); on
+    /// a store built by [`new`](Self::new), a connection of your pool that is closed instead
+    /// of given back. That session has no statement timeout (the store's
+    /// [`statement_timeout`](PostgresStoreOptions::statement_timeout) does not apply), a
+    /// `lock_timeout` of [`migration_lock_timeout`](Self::migration_lock_timeout), and the
+    /// migrator's "already exists, skipping" notices switched off.
+    ///
+    /// In [pooler mode](PostgresStoreOptions::statement_cache) it refuses with
+    /// [`StoreError::MigrationNeedsDirectConnection`] and sends nothing: the migrations need a
+    /// session of their own (an advisory lock, named statements), which a transaction-mode
+    /// pooler does not give. Use [`migrate_with`](Self::migrate_with) and PostgreSQL's own
+    /// address there.
     ///
     /// Fails with [`StoreError::Migration`] when a migration cannot be applied (e.g. the role
-    /// may not create tables) or the history does not match these migrations.
+    /// may not create tables), the history does not match these migrations, or a lock wait
+    /// outlasted the migration lock timeout.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), par_store::StoreError> {
+    /// let store = par_store::PostgresStore::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.connections.migrate().await
+        if matches!(*self.protocol, Protocol::Pooler { .. }) {
+            return Err(StoreError::MigrationNeedsDirectConnection);
+        }
+        self.connections
+            .migrate(None, self.migration_lock_timeout)
+            .await
+    }
+
+    /// Like [`migrate`](Self::migrate), on a dedicated connection to `direct`, closed
+    /// afterwards: for a store in [pooler mode](PostgresStoreOptions::statement_cache), whose
+    /// own address is the pooler's, give PostgreSQL's own address (or any address that gives
+    /// the connection a session of its own, such as a session-mode pool). `direct` is used as
+    /// it is: none of the store's settings are added to it. Works in every mode.
+    ///
+    /// Opening the connection is bounded by the store's acquire timeout (that of your pool
+    /// for a store built by [`new`](Self::new)); past it, [`StoreError::Unavailable`].
+    ///
+    /// ```no_run
+    /// use par_store::{sqlx::postgres::PgConnectOptions, PostgresStoreOptions};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // The application's traffic goes through PgBouncer in transaction mode...
+    /// let store = PostgresStoreOptions::new()
+    ///     .statement_cache(false)
+    ///     .connect("postgres://app@pgbouncer:6432/app")
+    ///     .await?;
+    /// // ...and the migrations straight to PostgreSQL.
+    /// let direct: PgConnectOptions = "postgres://migrator@postgres:5432/app".parse()?;
+    /// store.migrate_with(direct).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn migrate_with(&self, direct: PgConnectOptions) -> Result<(), StoreError> {
+        self.connections
+            .migrate(Some(&direct), self.migration_lock_timeout)
+            .await
     }
 
     /// Removes every expired request, in batches of the default size (one statement per
@@ -260,8 +347,8 @@ fn into_request(
 }
 
 /// `expires_at` as read from the table. sqlx's own `DateTime<Utc>` decoder panics on a
-/// timestamp beyond chrono's range (`infinity`, which migration 0003 forbids, or a year
-/// past 262143 written by hand); this one fails the operation with
+/// timestamp beyond chrono's range (`infinity` or a year past 262142, which migrations 0003
+/// and 0004 forbid, in a table not yet migrated); this one fails the operation with
 /// [`StoreError::Database`] instead.
 struct StoredExpiry(DateTime<Utc>);
 
@@ -451,6 +538,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | fail fast with [`StoreError::Unavailable`] when no connection can be had, rather than sqlx's 30 s |
 /// | [`statement_timeout`](Self::statement_timeout) | 5 s | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
 /// | [`operation_timeout`](Self::operation_timeout) | 10 s | bounds a whole operation even when the network swallows packets |
+/// | [`migration_lock_timeout`](Self::migration_lock_timeout) | 60 s | [`migrate`](PostgresStore::migrate) has no statement timeout; this bounds its wait for another instance's run |
 /// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
 /// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | connections are replaced regularly (credential rotation, failover, server-side memory) |
 /// | [`idle_timeout`](Self::idle_timeout) | 10 min | connections left over from a burst are closed |
@@ -483,6 +571,7 @@ pub struct PostgresStoreOptions {
     statement_cache: bool,
     max_parameters_len: usize,
     max_lifetime: Duration,
+    migration_lock_timeout: Option<Duration>,
 }
 
 impl Default for PostgresStoreOptions {
@@ -498,6 +587,7 @@ impl Default for PostgresStoreOptions {
             statement_cache: true,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_lifetime: DEFAULT_MAX_LIFETIME,
+            migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
         }
     }
 }
@@ -515,8 +605,11 @@ impl PostgresStoreOptions {
         self
     }
 
-    /// How long an operation waits for a connection (a free one, or a new one to open)
-    /// before failing with [`StoreError::Unavailable`].
+    /// How long an operation may take to get a connection before failing with
+    /// [`StoreError::Unavailable`]: one bound over the whole checkout, waiting for a free
+    /// connection, opening a new one and pinging idle ones included. A ping that gets no
+    /// answer within 1 s (or this timeout, if shorter) discards that connection, and the
+    /// next one is tried within what is left.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
@@ -584,6 +677,12 @@ impl PostgresStoreOptions {
         self
     }
 
+    /// See [`PostgresStore::migration_lock_timeout`].
+    pub fn migration_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.migration_lock_timeout = timeout;
+        self
+    }
+
     /// Adds the per-connection settings to `options`: the statement timeout as a startup
     /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
     pub fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
@@ -645,6 +744,7 @@ impl PostgresStoreOptions {
             max_parameters_len: self.max_parameters_len,
             max_lifetime: self.max_lifetime,
             operation_timeout: self.operation_timeout,
+            migration_lock_timeout: self.migration_lock_timeout,
         })
     }
 }

@@ -82,9 +82,18 @@ pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "DELETE FROM pushed_authoriz
 // static strings only. `MIGRATIONS_TABLE` and sqlx's default `_sqlx_migrations` are checked
 // against these strings by a unit test in src/migrations.rs.
 
-/// Keeps the migrator's `... already exists, skipping` notices (server severity NOTICE, which
-/// sqlx logs at INFO) off the connection that runs the migrations. Warnings still come through.
-pub(crate) const QUIET_NOTICES: &str = "SET client_min_messages = warning";
+/// The settings of the session that runs the migrations, for that session only:
+/// - `client_min_messages = warning` keeps the migrator's `... already exists, skipping`
+///   notices (server severity NOTICE, which sqlx logs at INFO) off it. Warnings still come
+///   through.
+/// - `statement_timeout = 0`: a migration (an `ALTER TABLE` on a large table) and the wait for
+///   another instance's run are not bounded by the store's short statement timeout.
+/// - `lock_timeout = $1` (e.g. `'60000ms'`, `'0'` for none) bounds every lock wait of the run
+///   instead: the advisory lock below, sqlx's own, and the table locks the migrations take.
+pub(crate) const MIGRATION_SESSION: &str = "SELECT \
+     set_config('client_min_messages', 'warning', false), \
+     set_config('statement_timeout', '0', false), \
+     set_config('lock_timeout', $1, false)";
 
 /// Serialises par-store's migration runs (history adoption, migrator, mirroring) across
 /// instances; session-level, released explicitly or when the connection closes. The key is
