@@ -92,6 +92,7 @@
 
 mod backend;
 mod cleanup;
+mod consumption;
 mod error;
 mod memory;
 mod migrations;
@@ -111,6 +112,7 @@ pub use cleanup::{
     CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
     DEFAULT_INTERVAL, DEFAULT_RETRY_DELAY,
 };
+pub use consumption::Consumption;
 pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;

@@ -2,6 +2,7 @@
 
 use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
+use crate::consumption::Consumption;
 use crate::error::{InvalidDatabaseUrl, StoreError};
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, Outcome, OwnedSettings, Protocol, Retry};
@@ -54,6 +55,7 @@ pub struct PostgresStore {
     max_parameters_len: usize,
     max_lifetime: Duration,
     operation_timeout: Option<Duration>,
+    consumed_markers: bool,
 }
 
 /// Default for [`PostgresStoreOptions::ping_idle_after`].
@@ -74,6 +76,7 @@ impl fmt::Debug for PostgresStore {
             .field("max_parameters_len", &self.max_parameters_len)
             .field("max_lifetime", &self.max_lifetime)
             .field("operation_timeout", &self.operation_timeout)
+            .field("consumed_markers", &self.consumed_markers)
             .finish_non_exhaustive()
     }
 }
@@ -103,6 +106,7 @@ impl PostgresStore {
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_lifetime: DEFAULT_MAX_LIFETIME,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
+            consumed_markers: true,
         }
     }
 
@@ -132,6 +136,29 @@ impl PostgresStore {
     #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
+        self
+    }
+
+    /// Whether a consumed request leaves a marker until it expires (`true`, the default), so
+    /// that [`consume`](crate::PushedAuthorizationRequestStore::consume) and
+    /// [`consume_for_client`](crate::PushedAuthorizationRequestStore::consume_for_client) can
+    /// answer [`Consumption::AlreadyConsumed`] to a reused `request_uri`.
+    ///
+    /// `false` is par-store 0.2's behaviour: a consumed request's row is deleted, a second
+    /// consumption answers [`Consumption::NotFound`], and `AlreadyConsumed` is never
+    /// reported; the table then holds only unconsumed requests (a marker costs a row until
+    /// `expires_at`). Every store on the same table should use the same setting: a store with
+    /// markers off consumes (deletes) a marker's row as it would an expired one.
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, PostgresStore};
+    /// # fn f(pool: PgPool) {
+    /// let store = PostgresStore::new(pool).consumed_markers(false); // 0.2: delete on consume
+    /// # }
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn consumed_markers(mut self, enabled: bool) -> Self {
+        self.consumed_markers = enabled;
         self
     }
 
@@ -243,8 +270,48 @@ impl PostgresStore {
 /// A row as the reads return it: the key is the caller's (see `src/sql.rs`).
 type Row = (StoredExpiry, String, Option<String>);
 
-/// What `CONSUME` returns: the row, whether it was live, and its client binding.
-type ConsumedRow = (StoredExpiry, String, bool, Option<String>);
+/// What `CONSUME` returns: the row as it was (`expires_at`, `parameters`, `client_id`,
+/// `consumed_at`), whether it was live, whether it is bound to the caller's client (or to
+/// none), and whether this statement consumed it.
+type ConsumedRow = (
+    StoredExpiry,
+    Option<String>,
+    Option<String>,
+    Option<StoredExpiry>,
+    bool,
+    bool,
+    bool,
+);
+
+/// What a consumption found, from the row `CONSUME` returned (`None`: no row).
+fn into_consumption(
+    reference_value_hash: &str,
+    row: Option<ConsumedRow>,
+) -> Result<Consumption, StoreError> {
+    let Some((expires_at, parameters, client_id, consumed_at, live, right_client, taken)) = row
+    else {
+        return Ok(Consumption::NotFound);
+    };
+    if !right_client {
+        return Ok(Consumption::WrongClient);
+    }
+    if let Some(StoredExpiry(consumed_at)) = consumed_at {
+        return Ok(Consumption::AlreadyConsumed { consumed_at });
+    }
+    if !live {
+        return Ok(Consumption::Expired);
+    }
+    match (taken, parameters) {
+        (true, Some(parameters)) => Ok(Consumption::Consumed(into_request(
+            reference_value_hash,
+            (expires_at, parameters, client_id),
+        ))),
+        // The row lock makes both impossible; never report a consumption that did not happen.
+        _ => Err(StoreError::from(sqlx::Error::Protocol(
+            "the consume statement returned an inconsistent row".into(),
+        ))),
+    }
+}
 
 fn into_request(
     reference_value_hash: &str,
@@ -374,32 +441,36 @@ impl Backend for PostgresStore {
         Ok(decode::<Row>(&outcome)?.map(|row| into_request(reference_value_hash, row)))
     }
 
-    async fn delete_returning_live(
+    async fn consume(
         &self,
         reference_value_hash: &str,
-    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        client_id: Option<&str>,
+        reopenable: bool,
+    ) -> Result<Consumption, StoreError> {
         // A consume that may have run is never run again: the second run would find the
-        // row gone and report "not found" for a request the first run consumed.
+        // request consumed and report `AlreadyConsumed` for the caller's own consumption.
         let outcome = self
             .run(Retry::IfNotRun, || {
-                sqlx::query(CONSUME).bind(reference_value_hash)
+                sqlx::query(CONSUME)
+                    .bind(reference_value_hash)
+                    .bind(client_id)
+                    .bind(self.consumed_markers)
+                    .bind(reopenable)
             })
             .await?;
-        let row = decode::<ConsumedRow>(&outcome)?;
-        Ok(row.and_then(|(expires_at, parameters, live, client_id)| {
-            live.then(|| into_request(reference_value_hash, (expires_at, parameters, client_id)))
-        }))
+        into_consumption(reference_value_hash, decode::<ConsumedRow>(&outcome)?)
     }
 
     async fn upsert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         // Replacing twice with the same record ends the same.
-        self.run(Retry::Always, || bind_request(UPSERT, request, expires_at))
+        let outcome = self
+            .run(Retry::Always, || bind_request(UPSERT, request, expires_at))
             .await?;
-        Ok(())
+        Ok(outcome.row.is_some())
     }
 
     async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
@@ -455,6 +526,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`statement_cache`](Self::statement_cache) | `true` | `false` for a transaction-mode pooler without prepared-statement support |
 /// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
 /// | [`max_lifetime`](Self::max_lifetime) | 1 hour | see [`PostgresStore::max_lifetime`] |
+/// | [`consumed_markers`](Self::consumed_markers) | `true` | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -481,6 +553,7 @@ pub struct PostgresStoreOptions {
     statement_cache: bool,
     max_parameters_len: usize,
     max_lifetime: Duration,
+    consumed_markers: bool,
 }
 
 impl Default for PostgresStoreOptions {
@@ -496,6 +569,7 @@ impl Default for PostgresStoreOptions {
             statement_cache: true,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_lifetime: DEFAULT_MAX_LIFETIME,
+            consumed_markers: true,
         }
     }
 }
@@ -582,6 +656,13 @@ impl PostgresStoreOptions {
         self
     }
 
+    /// See [`PostgresStore::consumed_markers`] (default `true`; `false`: 0.2's delete on
+    /// consume, `AlreadyConsumed` never reported).
+    pub fn consumed_markers(mut self, enabled: bool) -> Self {
+        self.consumed_markers = enabled;
+        self
+    }
+
     /// Adds the per-connection settings to `options`: the statement timeout as a startup
     /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
     pub fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
@@ -643,6 +724,7 @@ impl PostgresStoreOptions {
             max_parameters_len: self.max_parameters_len,
             max_lifetime: self.max_lifetime,
             operation_timeout: self.operation_timeout,
+            consumed_markers: self.consumed_markers,
         })
     }
 }
