@@ -773,6 +773,16 @@ async fn round_trip(store: &PostgresStore, hash: &str, parameters: &str) -> Resu
             "consume {hash:?} did not return the parameters byte for byte"
         ));
     }
+    // Its consumed marker is found under the same hostile key, and removed by a sweep
+    // (every request here expires within the hour), so that the next round may reuse the key.
+    match store.consume(hash).await {
+        Ok(par_store::Consumption::AlreadyConsumed { .. }) => {}
+        other => return Err(format!("consume {hash:?} again: {other:?}")),
+    }
+    store
+        .delete_expired_as_of(chrono::Utc::now() + chrono::Duration::hours(2))
+        .await
+        .map_err(|err| format!("sweep after {hash:?}: {err}"))?;
     Ok(())
 }
 
