@@ -172,7 +172,11 @@ async fn authorize_once_redirects_with_a_code_and_the_pushed_state() {
     assert_eq!(params[0].0, "code");
     assert!(!params[0].1.is_empty());
     assert_eq!(params[1], ("state".into(), "af0ifjsldkj".into()));
-    assert_eq!(server.db.row_count().await, 0, "the request is consumed");
+    assert_eq!(
+        server.db.unconsumed_row_count().await,
+        0,
+        "the request is consumed"
+    );
 }
 
 #[tokio::test]
@@ -185,6 +189,72 @@ async fn authorize_again_with_the_same_request_uri_is_refused() {
     let second = server.authorize(CLIENT_ID, &request_uri).await;
 
     assert_oauth_error(second, StatusCode::BAD_REQUEST, "invalid_request_uri").await;
+}
+
+/// Log lines written while a test runs on its own thread (a current-thread runtime: the
+/// server's tasks run on it too).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_reused_request_uri_gets_the_answer_of_an_unknown_one_and_is_logged_as_a_warning() {
+    let logs = Captured::default();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish(),
+    );
+    let server = Server::start().await;
+    let request_uri = server.push().await;
+    assert_eq!(
+        server.authorize(CLIENT_ID, &request_uri).await.status(),
+        StatusCode::FOUND
+    );
+    let never_pushed = ReferenceValue::generate().request_uri();
+
+    let reused = answer(server.authorize(CLIENT_ID, &request_uri).await).await;
+    let unknown = answer(server.authorize(CLIENT_ID, &never_pushed).await).await;
+
+    assert_eq!(reused.2["error"], "invalid_request_uri");
+    assert_eq!(reused, unknown, "no oracle");
+    let logs = logs.text();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("presented again after it was used"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    let hash = ReferenceValue::from_request_uri(&request_uri).unwrap().hash();
+    let value = request_uri.rsplit(':').next().unwrap();
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains(&hash[..6]), "{}", warnings[0]);
+    assert!(warnings[0].contains("consumed_at="), "{}", warnings[0]);
+    assert!(!logs.contains(value), "the reference value is logged");
+    assert!(!logs.contains(&hash), "the whole hash is logged");
 }
 
 #[tokio::test]
