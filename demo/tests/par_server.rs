@@ -191,44 +191,9 @@ async fn authorize_again_with_the_same_request_uri_is_refused() {
     assert_oauth_error(second, StatusCode::BAD_REQUEST, "invalid_request_uri").await;
 }
 
-/// Log lines written while a test runs on its own thread (a current-thread runtime: the
-/// server's tasks run on it too).
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
 #[tokio::test]
 async fn a_reused_request_uri_gets_the_answer_of_an_unknown_one_and_is_logged_as_a_warning() {
-    let logs = Captured::default();
-    let _logging = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .finish(),
-    );
+    let (logs, _logging) = support::capture_logs();
     let server = Server::start().await;
     let request_uri = server.push().await;
     assert_eq!(
