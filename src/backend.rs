@@ -257,6 +257,11 @@ macro_rules! impl_client_binding_for_backend {
             /// Stores the request, or replaces the one stored under the same hash (live or
             /// expired: its parameters, expiry and client binding), in one atomic step.
             ///
+            /// A consumed request is never brought back: over its consumed marker this fails
+            /// with [`StoreError::Duplicate`](crate::StoreError::Duplicate) and changes
+            /// nothing. (The one exception is the marker left by the oauth-as adapter's
+            /// take, which oauth-as's put-back replaces: see `par_store::oauth_as`.)
+            ///
             /// For servers whose storage contract is "insert or replace", such as oauth-as
             /// putting a request back after a client presented someone else's
             /// `request_uri`. The input rules are those of
@@ -424,12 +429,5 @@ pub(crate) async fn take<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Consumption, StoreError> {
-    consume_traced(
-        backend,
-        Operation::Take,
-        reference_value_hash,
-        None,
-        true,
-    )
-    .await
+    consume_traced(backend, Operation::Take, reference_value_hash, None, true).await
 }

@@ -67,7 +67,9 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
     /// [`StoreError::InvalidInput`] if the hash, the parameters or the expiry are refused.
     async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError>;
 
-    /// Removes the request and returns it if it was live; `None` otherwise.
+    /// Consumes the request and returns it if it was live; `None` otherwise (unknown, already
+    /// consumed, expired). [`consume`](Self::consume) says which; this is its `Option` view,
+    /// the contract of Duende IdentityServer's store and of par-store 0.2.
     ///
     /// This is what makes a `request_uri` single use: call it when the authorization
     /// response is produced.

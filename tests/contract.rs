@@ -549,14 +549,20 @@ async fn a_second_consume_is_told_apart_from_an_unknown_request<S: Backend>(stor
         consumed_at(store.consume_for_client(&hash(1), "anyone").await.unwrap()),
         first
     );
-    assert_eq!(store.consume(&hash(2)).await.unwrap(), Consumption::NotFound);
+    assert_eq!(
+        store.consume(&hash(2)).await.unwrap(),
+        Consumption::NotFound
+    );
     assert_eq!(store.consume("").await.unwrap(), Consumption::NotFound);
 }
 
 async fn consume_by_hash_leaves_a_marker_too<S: Backend>(store: S) {
     let request = live(1);
     store.store(&request).await.unwrap();
-    assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), Some(request));
+    assert_eq!(
+        store.consume_by_hash(&hash(1)).await.unwrap(),
+        Some(request)
+    );
     consumed_at(store.consume(&hash(1)).await.unwrap());
     assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), None);
 }
@@ -610,30 +616,47 @@ async fn consume_for_client_leaves_another_clients_request_untouched<S: Backend>
         Some(request.clone())
     );
     assert_eq!(
-        store.consume_for_client(&hash(1), "client-a").await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
         Consumption::Consumed(request)
     );
     // Once consumed, another client is still told WrongClient (it learns nothing new).
     assert_eq!(
-        store.consume_for_client(&hash(1), "client-b").await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
         Consumption::WrongClient
     );
-    consumed_at(store.consume_for_client(&hash(1), "client-a").await.unwrap());
+    consumed_at(
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
+    );
 }
 
 async fn consume_for_client_consumes_a_request_stored_without_a_client<S: Backend>(store: S) {
     let request = live(1);
     store.store(&request).await.unwrap();
     assert_eq!(
-        store.consume_for_client(&hash(1), "client-a").await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
         Consumption::Consumed(request)
     );
-    consumed_at(store.consume_for_client(&hash(1), "client-b").await.unwrap());
+    consumed_at(
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
+    );
 }
 
-async fn consume_for_client_refuses_a_client_id_no_request_could_be_bound_to<S: Backend>(
-    store: S,
-) {
+async fn consume_for_client_refuses_a_client_id_no_request_could_be_bound_to<S: Backend>(store: S) {
     store.store(&live(1)).await.unwrap();
     let too_long = "c".repeat(par_store::MAX_CLIENT_ID_LEN + 1);
     for client_id in ["", "client-a\0", too_long.as_str()] {
@@ -653,14 +676,23 @@ async fn an_expired_request_is_reported_expired_and_removed<S: Backend>(store: S
         .unwrap();
     wait_until_expired().await;
     assert_eq!(store.consume(&hash(1)).await.unwrap(), Consumption::Expired);
-    assert_eq!(store.consume(&hash(1)).await.unwrap(), Consumption::NotFound);
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::NotFound
+    );
     // Another client's expired request is left to cleanup.
     assert_eq!(
-        store.consume_for_client(&hash(2), "client-b").await.unwrap(),
+        store
+            .consume_for_client(&hash(2), "client-b")
+            .await
+            .unwrap(),
         Consumption::WrongClient
     );
     assert_eq!(
-        store.consume_for_client(&hash(2), "client-a").await.unwrap(),
+        store
+            .consume_for_client(&hash(2), "client-a")
+            .await
+            .unwrap(),
         Consumption::Expired
     );
     assert_eq!(store.delete_expired().await.unwrap(), 0);
@@ -681,14 +713,20 @@ async fn a_consumed_marker_lasts_until_expiry_and_cleanup_removes_it<S: Backend>
     wait_until_expired().await;
     assert_eq!(store.delete_expired().await.unwrap(), 2);
     for n in 1..=2 {
-        assert_eq!(store.consume(&hash(n)).await.unwrap(), Consumption::NotFound);
+        assert_eq!(
+            store.consume(&hash(n)).await.unwrap(),
+            Consumption::NotFound
+        );
     }
     consumed_at(store.consume(&hash(3)).await.unwrap());
     // delete_by_client_id removes a client's markers as well.
     store.store(&bound(4, "client-a")).await.unwrap();
     store.consume(&hash(4)).await.unwrap();
     assert_eq!(store.delete_by_client_id("client-a").await.unwrap(), 1);
-    assert_eq!(store.consume(&hash(4)).await.unwrap(), Consumption::NotFound);
+    assert_eq!(
+        store.consume(&hash(4)).await.unwrap(),
+        Consumption::NotFound
+    );
 }
 
 async fn an_expired_marker_is_still_reported_until_cleanup<S: Backend>(store: S) {
@@ -697,7 +735,10 @@ async fn an_expired_marker_is_still_reported_until_cleanup<S: Backend>(store: S)
     wait_until_expired().await;
     // Consumed, then expired: the reuse is what matters; the marker goes with this look.
     consumed_at(store.consume(&hash(1)).await.unwrap());
-    assert_eq!(store.consume(&hash(1)).await.unwrap(), Consumption::NotFound);
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::NotFound
+    );
 }
 
 async fn with_markers_off_a_consumed_request_is_removed<S: Backend>(store: S) {
@@ -705,7 +746,10 @@ async fn with_markers_off_a_consumed_request_is_removed<S: Backend>(store: S) {
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
     assert_eq!(
-        store.consume_for_client(&hash(1), "client-b").await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
         Consumption::WrongClient
     );
     assert_eq!(
@@ -713,9 +757,15 @@ async fn with_markers_off_a_consumed_request_is_removed<S: Backend>(store: S) {
         Consumption::Consumed(request.clone())
     );
     // 0.2's behaviour: gone, so a second consumption finds nothing, and the hash is free.
-    assert_eq!(store.consume(&hash(1)).await.unwrap(), Consumption::NotFound);
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::NotFound
+    );
     store.store(&request).await.unwrap();
-    assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), Some(request));
+    assert_eq!(
+        store.consume_by_hash(&hash(1)).await.unwrap(),
+        Some(request)
+    );
     assert_eq!(store.delete_expired().await.unwrap(), 0);
 }
 

@@ -26,8 +26,8 @@ use chrono::{DateTime, Utc};
 use common::TestDb;
 use par_store::sqlx;
 use par_store::{
-    Consumption, MemoryStore, PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
-    StoreError, MAX_REFERENCE_VALUE_HASH_LEN,
+    Consumption, MemoryStore, PostgresStore, PushedAuthorizationRequest,
+    PushedAuthorizationRequestStore, StoreError, MAX_REFERENCE_VALUE_HASH_LEN,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{
@@ -419,7 +419,8 @@ impl Model {
             }
             (Step::DeleteExpired, _) => {
                 let before = self.requests.len();
-                self.requests.retain(|_, (request, _)| request.expires_at > now);
+                self.requests
+                    .retain(|_, (request, _)| request.expires_at > now);
                 Outcome::Deleted((before - self.requests.len()) as u64)
             }
             (Step::Sleep(_), _) => Outcome::Slept,
@@ -455,15 +456,19 @@ impl Model {
     }
 
     fn expiries(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        self.requests.values().map(|(request, _)| request.expires_at)
+        self.requests
+            .values()
+            .map(|(request, _)| request.expires_at)
     }
 }
 
 #[async_trait::async_trait]
 trait Subject: PushedAuthorizationRequestStore {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
-    async fn store_or_replace(&self, request: &PushedAuthorizationRequest)
-        -> Result<(), StoreError>;
+    async fn store_or_replace(
+        &self,
+        request: &PushedAuthorizationRequest,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait::async_trait]

@@ -7,8 +7,8 @@ mod common;
 use chrono::{Duration, Utc};
 use common::TestDb;
 use par_store::{
-    envelope_len, CleanupJob, CleanupOptions, Consumption, KeyRing, KeyRingError, MemoryStore, ProtectedStore,
-    ProtectionErrorKind, ProtectionKey, PushedAuthorizationRequest,
+    envelope_len, CleanupJob, CleanupOptions, Consumption, KeyRing, KeyRingError, MemoryStore,
+    ProtectedStore, ProtectionErrorKind, ProtectionKey, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore, StoreError,
 };
 
@@ -937,18 +937,27 @@ where
     let request = live(1).with_client_id("client-a");
     store.store(&request).await.unwrap();
     assert_eq!(
-        store.consume_for_client(&hash(1), "client-b").await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
         Consumption::WrongClient
     );
     assert_eq!(
-        store.consume_for_client(&hash(1), "client-a").await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
         Consumption::Consumed(request)
     );
     assert!(matches!(
         store.consume(&hash(1)).await.unwrap(),
         Consumption::AlreadyConsumed { .. }
     ));
-    assert_eq!(store.consume(&hash(2)).await.unwrap(), Consumption::NotFound);
+    assert_eq!(
+        store.consume(&hash(2)).await.unwrap(),
+        Consumption::NotFound
+    );
     let unbound = live(3);
     store.store(&unbound).await.unwrap();
     assert_eq!(
@@ -987,7 +996,10 @@ async fn consume_for_client_that_fails_to_open_has_consumed_it_and_says_so() {
         )
     );
     assert!(matches!(
-        store.consume_for_client(&hash(1), "client-a").await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
         Consumption::AlreadyConsumed { .. }
     ));
 }

@@ -21,9 +21,8 @@ const ROUNDS: u32 = 500;
 /// Two instances on the test database, each with its own pool.
 async fn two_instances(db: &TestDb) -> [PostgresStore; 2] {
     let options = PostgresStoreOptions::new().max_connections(16);
-    let connect = |name: &'static str| {
-        options.connect_with(db.options.clone().application_name(name))
-    };
+    let connect =
+        |name: &'static str| options.connect_with(db.options.clone().application_name(name));
     [
         connect("replay-a").await.unwrap(),
         connect("replay-b").await.unwrap(),
@@ -138,7 +137,7 @@ async fn racers_for_a_wrong_client_never_consume_the_request() {
         stores[1].store(&request(round)).await.unwrap();
         // Racers 0, 3, 4, 7, ... present the right client; the others another client, on
         // both instances.
-        let right = |racer: usize| racer % 4 == 0 || racer % 4 == 3;
+        let right = |racer: usize| matches!(racer % 4, 0 | 3);
         let outcomes = race(&stores, move |store, racer| async move {
             let client = if right(racer) { "client-a" } else { "client-b" };
             store
@@ -169,7 +168,10 @@ async fn racers_for_a_wrong_client_never_consume_the_request() {
          consumed by a wrong client"
     );
     let half = ROUNDS * RACERS as u32 / 2;
-    assert_eq!((right_wins, right_already, wrong), (ROUNDS, half - ROUNDS, half));
+    assert_eq!(
+        (right_wins, right_already, wrong),
+        (ROUNDS, half - ROUNDS, half)
+    );
     for store in stores {
         store.close().await;
     }

@@ -48,8 +48,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{TimeDelta, Utc};
 use par_store::{
-    CleanupJob, CleanupOptions, Consumption, InputField, ProtectionErrorKind, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, ReferenceValue, StoreError,
+    CleanupJob, CleanupOptions, Consumption, InputField, ProtectionErrorKind,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStore, ReferenceValue, StoreError,
 };
 use serde_json::json;
 use std::sync::Arc;

@@ -426,7 +426,10 @@ async fn a_put_back_after_a_take_makes_the_request_usable_again() {
         .unwrap()
         .expect("taken");
     assert_eq!(
-        storage.put_pushed_authorization_request(taken).await.unwrap(),
+        storage
+            .put_pushed_authorization_request(taken)
+            .await
+            .unwrap(),
         WriteOutcome::Applied
     );
     let again = storage

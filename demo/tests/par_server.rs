@@ -213,7 +213,9 @@ async fn a_reused_request_uri_gets_the_answer_of_an_unknown_one_and_is_logged_as
         .filter(|line| line.contains("presented again after it was used"))
         .collect();
     assert_eq!(warnings.len(), 1, "{logs}");
-    let hash = ReferenceValue::from_request_uri(&request_uri).unwrap().hash();
+    let hash = ReferenceValue::from_request_uri(&request_uri)
+        .unwrap()
+        .hash();
     let value = request_uri.rsplit(':').next().unwrap();
     assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
     assert!(warnings[0].contains(&hash[..6]), "{}", warnings[0]);
