@@ -17,7 +17,7 @@
 //! outcome either way for the requests whose expiry passed during the step, and settles the
 //! state (waits until they are clearly expired and cleans them up everywhere) before going on.
 //!
-//! `PROPTEST_CASES` sets the number of sequences (default 24 here); a failure prints the
+//! `PROPTEST_CASES` sets the number of sequences (default 48 here); a failure prints the
 //! shrunk sequence and the seed to rerun it (`PROPTEST_RNG_SEED`).
 
 mod common;
@@ -43,7 +43,7 @@ const MARGIN: Duration = Duration::from_millis(150);
 const SKEW: Duration = Duration::from_millis(5);
 /// A small limit, so that oversize parameters are cheap to generate.
 const MAX_PARAMETERS_LEN: usize = 64;
-const DEFAULT_CASES: u32 = 24;
+const DEFAULT_CASES: u32 = 48;
 
 /// The colliding hashes: short, Duende-shaped, the longest allowed, and awkward text.
 fn pool_hash(key: usize) -> String {
@@ -209,8 +209,8 @@ fn step() -> impl Strategy<Value = Step> {
             0..4usize,
             prop_oneof![(0..=200u64).prop_map(Expiry::Soon), Just(Expiry::Later)],
             parameters(),
-            prop_oneof![Just(None), (0..2usize).prop_map(Some)],
-            prop_oneof![3 => Just(false), 1 => Just(true)],
+            prop_oneof![1 => Just(None), 3 => (0..2usize).prop_map(Some)],
+            prop_oneof![Just(false), Just(true)],
         )
             .prop_map(|(key, expiry, parameters, client, replace)| Step::Store {
                 key,
@@ -232,7 +232,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => key().prop_map(Step::Get),
         2 => key().prop_map(Step::Consume),
         2 => key().prop_map(Step::ConsumeOutcome),
-        3 => (key(), prop_oneof![4 => 0..2usize, 1 => Just(2usize)])
+        5 => (key(), prop_oneof![4 => 0..2usize, 1 => Just(2usize)])
             .prop_map(|(key, client)| Step::ConsumeForClient(key, client)),
         1 => Just(Step::DeleteExpired),
         2 => (0..=200u64).prop_map(Step::Sleep),
