@@ -151,6 +151,73 @@ async fn migrations_revert_and_apply_again() {
     db.store().store(&request("h")).await.unwrap();
 }
 
+/// Migration 0005 both ways over rows of every kind: applied over 0.2's rows it keeps them
+/// live; the schema refuses a live request without parameters; reverted, it removes the
+/// consumed markers, keeps every other row and restores `parameters NOT NULL`; and applied
+/// again, the store works.
+#[tokio::test]
+async fn consumed_markers_migrate_both_ways() {
+    let db = TestDb::new().await;
+    let migrator = PostgresStore::migrator();
+    let version = |name: &str| {
+        migrator
+            .iter()
+            .find(|m| m.description.contains(name) && m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .expect("migration 0005")
+    };
+    let markers = version("consumed markers");
+    let before = migrator
+        .iter()
+        .filter(|m| m.version < markers && m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .max()
+        .unwrap();
+    // 0.2's rows, written before 0005.
+    migrator.undo(&db.pool, before).await.unwrap();
+    let store_02 = "INSERT INTO pushed_authorization_requests \
+         (reference_value_hash, expires_at, parameters) VALUES ($1, now() + interval '1 hour', 'p')";
+    for hash in ["old-1", "old-2"] {
+        sqlx::query(store_02).bind(hash).execute(&db.pool).await.unwrap();
+    }
+    db.store().migrate().await.unwrap();
+    let store = db.store();
+    assert!(store.get_by_hash("old-1").await.unwrap().is_some());
+    assert!(matches!(
+        store.consume("old-1").await.unwrap(),
+        par_store::Consumption::Consumed(_)
+    ));
+    let refused = sqlx::query(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         VALUES ('no-parameters', now() + interval '1 minute', NULL)",
+    )
+    .execute(&db.pool)
+    .await;
+    assert!(refused.is_err(), "a live request without parameters");
+
+    migrator.undo(&db.pool, before).await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT reference_value_hash FROM pushed_authorization_requests ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, ["old-2"], "the marker is gone, the live request kept");
+    let nullable: String = sqlx::query_scalar(
+        "SELECT is_nullable FROM information_schema.columns \
+         WHERE table_name = 'pushed_authorization_requests' AND column_name = 'parameters'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(nullable, "NO");
+
+    db.store().migrate().await.unwrap();
+    assert!(store.get_by_hash("old-2").await.unwrap().is_some());
+    store.store(&request("new")).await.unwrap();
+    assert!(store.consume_by_hash("new").await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn schema_rejects_what_the_store_would_refuse() {
     let db = TestDb::new().await;
