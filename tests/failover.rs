@@ -531,8 +531,10 @@ async fn failover_run(scenario: Scenario) -> Outcome {
         .await
         .unwrap();
     assert!(!in_recovery, "the standby was promoted");
+    // Requests not consumed: a consumed request's marker is not a request.
     let rows: HashMap<String, chrono::DateTime<Utc>> = sqlx::query_as(
-        "SELECT reference_value_hash, expires_at FROM pushed_authorization_requests",
+        "SELECT reference_value_hash, expires_at FROM pushed_authorization_requests \
+         WHERE consumed_at IS NULL",
     )
     .fetch_all(&mut new_primary)
     .await
