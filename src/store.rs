@@ -115,7 +115,9 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
     /// `request_uri` was pushed by the client named in the authorization request, done
     /// before anything is consumed.
     ///
-    /// The stores of this crate do it in one statement. The default implementation, for
+    /// The stores of this crate do it in one statement, and refuse a `client_id` no request
+    /// could be bound to (empty, over [`MAX_CLIENT_ID_LEN`](crate::MAX_CLIENT_ID_LEN) bytes,
+    /// control characters) with [`StoreError::InvalidInput`], consuming nothing. The default implementation, for
     /// other stores, is only best effort: it reads the request
     /// ([`get_by_hash`](Self::get_by_hash)), answers `WrongClient` if it is bound to another
     /// client, and otherwise calls [`consume_by_hash`](Self::consume_by_hash): two steps, so a

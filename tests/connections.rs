@@ -666,7 +666,9 @@ async fn a_database_closed_to_new_connections_is_unavailable_and_then_works_agai
     }
     db.allow_connections(true).await;
     for (n, store) in [&owned, &shared].into_iter().enumerate() {
-        lifecycle(store, &format!("after-maintenance-{n}")).await.unwrap();
+        lifecycle(store, &format!("after-maintenance-{n}"))
+            .await
+            .unwrap();
     }
     owned.close().await;
 }

@@ -802,6 +802,62 @@ async fn of_32_concurrent_consumers_one_consumes_and_31_find_it_consumed<S: Back
     }
 }
 
+/// A store of another crate that implements only the three required methods: `consume` and
+/// `consume_for_client` have default implementations over them (best effort: `Consumed` /
+/// `NotFound` / `WrongClient` only).
+struct ThreeMethods(MemoryStore);
+
+#[async_trait::async_trait]
+impl PushedAuthorizationRequestStore for ThreeMethods {
+    async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
+        self.0.store(request).await
+    }
+    async fn consume_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        self.0.consume_by_hash(hash).await
+    }
+    async fn get_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        self.0.get_by_hash(hash).await
+    }
+}
+
+#[tokio::test]
+async fn the_default_consumptions_work_over_the_three_required_methods() {
+    let store = ThreeMethods(MemoryStore::new());
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    // The defaults cannot tell a reuse from an unknown request.
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::NotFound
+    );
+    let unbound = live(2);
+    store.store(&unbound).await.unwrap();
+    assert_eq!(
+        store.consume(&hash(2)).await.unwrap(),
+        Consumption::Consumed(unbound)
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod postgres {

@@ -178,7 +178,11 @@ async fn consumed_markers_migrate_both_ways() {
     let store_02 = "INSERT INTO pushed_authorization_requests \
          (reference_value_hash, expires_at, parameters) VALUES ($1, now() + interval '1 hour', 'p')";
     for hash in ["old-1", "old-2"] {
-        sqlx::query(store_02).bind(hash).execute(&db.pool).await.unwrap();
+        sqlx::query(store_02)
+            .bind(hash)
+            .execute(&db.pool)
+            .await
+            .unwrap();
     }
     db.store().migrate().await.unwrap();
     let store = db.store();
