@@ -171,7 +171,8 @@ async fn start_pair(replication: Replication) -> Pair {
             &[
                 "CREATE ROLE par_store_runtime LOGIN",
                 "GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runtime",
-                "GRANT UPDATE (created_at) ON pushed_authorization_requests TO par_store_runtime",
+                "GRANT UPDATE (created_at, consumed_at, reopenable, parameters) \
+                 ON pushed_authorization_requests TO par_store_runtime",
                 "ALTER ROLE par_store_runtime SET synchronous_commit = remote_apply",
                 "ALTER SYSTEM SET synchronous_commit = local",
                 "SELECT pg_reload_conf()",
@@ -530,8 +531,10 @@ async fn failover_run(scenario: Scenario) -> Outcome {
         .await
         .unwrap();
     assert!(!in_recovery, "the standby was promoted");
+    // Requests not consumed: a consumed request's marker is not a request.
     let rows: HashMap<String, chrono::DateTime<Utc>> = sqlx::query_as(
-        "SELECT reference_value_hash, expires_at FROM pushed_authorization_requests",
+        "SELECT reference_value_hash, expires_at FROM pushed_authorization_requests \
+         WHERE consumed_at IS NULL",
     )
     .fetch_all(&mut new_primary)
     .await
