@@ -139,6 +139,23 @@ pub async fn admin_connection() -> PgConnection {
     }
 }
 
+/// What a test does when an optional binary (PgBouncer, ...) it needs is `missing` (`Err`
+/// says which and how to get it): outside CI, prints one line saying the test is skipped and
+/// why, and returns `None` (the test then returns and cargo counts it as passed, hence the
+/// explicit line); with `CI=true`, fails the test, since CI installs every optional binary.
+pub fn require_optional<T>(found: Result<T, String>, test: &str) -> Option<T> {
+    match found {
+        Ok(found) => Some(found),
+        Err(missing) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: {missing} (CI=true: CI must install it)")
+        }
+        Err(missing) => {
+            print_once(&format!("SKIPPED {test}: {missing}"));
+            None
+        }
+    }
+}
+
 /// Writes one line to the real stderr: the test harness captures `eprintln!`, and its
 /// capture is lost when the process exits.
 fn print_once(message: &str) {
