@@ -363,6 +363,20 @@ pub fn server_bindir() -> PathBuf {
     })
 }
 
+/// The server binaries' directory, or `None` when the test is to be skipped for want of
+/// them (see [`require_optional`](super::require_optional): outside CI a line says so; under
+/// `CI=true` the test fails). `test` names the test in that line.
+pub fn require_server_bindir(test: &str) -> Option<PathBuf> {
+    let found = find_server_bindir().ok_or_else(|| {
+        "starts its own PostgreSQL cluster and needs the server binaries (initdb, pg_ctl), \
+         which are not in $PG_BINDIR, /usr/lib/postgresql/*/bin, `pg_config --bindir` or PATH: \
+         install the PostgreSQL server package (`.ci/run` does: apt-get install postgresql) or \
+         set PG_BINDIR"
+            .to_owned()
+    });
+    super::require_optional(found, test)
+}
+
 /// Where initdb and pg_ctl are, if anywhere.
 pub fn find_server_bindir() -> Option<PathBuf> {
     let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();

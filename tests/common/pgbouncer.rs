@@ -57,11 +57,20 @@ impl Flavor {
     /// The binary, or why there is none (and how to get one).
     pub fn find(self) -> Result<PathBuf, String> {
         match self {
-            Flavor::Stock => stock_binary().ok_or_else(|| {
-                "needs PgBouncer, which is not in $PGBOUNCER, on PATH or at /usr/sbin/pgbouncer: \
-                 run `.ci/install-pgbouncer` (apt-get install pgbouncer) or set PGBOUNCER"
-                    .to_owned()
-            }),
+            Flavor::Stock => match std::env::var_os("PGBOUNCER") {
+                Some(path) if Path::new(&path).is_file() => Ok(PathBuf::from(path)),
+                Some(path) => Err(format!(
+                    "needs PgBouncer, and PGBOUNCER={} is no file: run `.ci/install-pgbouncer` \
+                     (apt-get install pgbouncer) or fix PGBOUNCER",
+                    Path::new(&path).display()
+                )),
+                None => stock_binary().ok_or_else(|| {
+                    "needs PgBouncer, which is not in $PGBOUNCER, on PATH or at \
+                     /usr/sbin/pgbouncer: run `.ci/install-pgbouncer` (apt-get install \
+                     pgbouncer) or set PGBOUNCER"
+                        .to_owned()
+                }),
+            },
             Flavor::Prepared => {
                 let (binary, named_by) = prepared_binary();
                 if !binary.is_file() {
@@ -325,10 +334,8 @@ pub fn route(port: u16, options: &PgConnectOptions) -> PgConnectOptions {
     options.clone().host("127.0.0.1").port(port)
 }
 
+/// `pgbouncer` on `PATH`, else `/usr/sbin/pgbouncer`.
 fn stock_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PGBOUNCER") {
-        return Some(PathBuf::from(path));
-    }
     let on_path = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
