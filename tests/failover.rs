@@ -700,8 +700,11 @@ fn assert_nothing_lost_or_resurrected(replication: Replication, outcome: &Outcom
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_replication_figures() {
-    if common::cluster::require_server_bindir("failover::asynchronous_replication_figures")
-        .is_none()
+    if common::cluster::require_server_tools(
+        "failover::asynchronous_replication_figures",
+        &["pg_basebackup"],
+    )
+    .is_none()
     {
         return;
     }
@@ -717,8 +720,9 @@ async fn asynchronous_replication_figures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_replication_with_a_lagging_standby_loses_and_resurrects() {
-    if common::cluster::require_server_bindir(
+    if common::cluster::require_server_tools(
         "failover::asynchronous_replication_with_a_lagging_standby_loses_and_resurrects",
+        &["pg_basebackup"],
     )
     .is_none()
     {
@@ -738,8 +742,9 @@ async fn asynchronous_replication_with_a_lagging_standby_loses_and_resurrects() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_replication_loses_nothing_and_resurrects_nothing() {
-    if common::cluster::require_server_bindir(
+    if common::cluster::require_server_tools(
         "failover::synchronous_replication_loses_nothing_and_resurrects_nothing",
+        &["pg_basebackup"],
     )
     .is_none()
     {
@@ -752,8 +757,9 @@ async fn synchronous_replication_loses_nothing_and_resurrects_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks() {
-    if common::cluster::require_server_bindir(
+    if common::cluster::require_server_tools(
         "failover::synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks",
+        &["pg_basebackup"],
     )
     .is_none()
     {
@@ -769,8 +775,9 @@ async fn synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects_nothing() {
-    if common::cluster::require_server_bindir(
+    if common::cluster::require_server_tools(
         "failover::synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects_nothing",
+        &["pg_basebackup"],
     )
     .is_none()
     {
@@ -783,8 +790,9 @@ async fn synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifetime_shorter_than_the_failover_leaves_nothing_resurrected_to_read() {
-    if common::cluster::require_server_bindir(
+    if common::cluster::require_server_tools(
         "failover::a_lifetime_shorter_than_the_failover_leaves_nothing_resurrected_to_read",
+        &["pg_basebackup"],
     )
     .is_none()
     {

@@ -367,13 +367,29 @@ pub fn server_bindir() -> PathBuf {
 /// them (see [`require_optional`](super::require_optional): outside CI a line says so; under
 /// `CI=true` the test fails). `test` names the test in that line.
 pub fn require_server_bindir(test: &str) -> Option<PathBuf> {
-    let found = find_server_bindir().ok_or_else(|| {
-        "starts its own PostgreSQL cluster and needs the server binaries (initdb, pg_ctl), \
-         which are not in $PG_BINDIR, /usr/lib/postgresql/*/bin, `pg_config --bindir` or PATH: \
-         install the PostgreSQL server package (`.ci/run` does: apt-get install postgresql) or \
-         set PG_BINDIR"
-            .to_owned()
-    });
+    require_server_tools(test, &[])
+}
+
+/// Like [`require_server_bindir`], for a test that also runs `tools` (e.g. `pg_basebackup`,
+/// which some builds of the server binaries lack) from the same directory.
+pub fn require_server_tools(test: &str, tools: &[&str]) -> Option<PathBuf> {
+    let found = match find_server_bindir() {
+        None => Err(
+            "starts its own PostgreSQL cluster and needs the server binaries (initdb, \
+             pg_ctl), which are not in $PG_BINDIR, /usr/lib/postgresql/*/bin, `pg_config \
+             --bindir` or PATH: install the PostgreSQL server package (`.ci/run` does: apt-get \
+             install postgresql) or set PG_BINDIR"
+                .to_owned(),
+        ),
+        Some(dir) => match tools.iter().find(|tool| !dir.join(tool).is_file()) {
+            Some(tool) => Err(format!(
+                "needs {tool} beside initdb in {}, which lacks it: install the PostgreSQL \
+                 server package (`.ci/run` does: apt-get install postgresql) or set PG_BINDIR",
+                dir.display()
+            )),
+            None => Ok(dir),
+        },
+    };
     super::require_optional(found, test)
 }
 

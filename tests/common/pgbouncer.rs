@@ -248,6 +248,7 @@ impl PgBouncer {
 
     /// Leaves PgBouncer running until this process has exited, then a watchdog kills it and
     /// removes its directory. Returns its port.
+    #[allow(clippy::zombie_processes)] // the watchdog outlives this process by design
     fn keep_until_process_exit(mut self) -> u16 {
         let child = self.child.take().expect("a running PgBouncer");
         let script = format!(
