@@ -1,5 +1,6 @@
-//! A PgBouncer of the test's own, in transaction mode, in front of the PostgreSQL server at
-//! `DATABASE_URL`: written into a temporary directory, started on a free port on 127.0.0.1,
+//! A PgBouncer of the test's own, in transaction mode, in front of the tests' PostgreSQL
+//! server (`DATABASE_URL`'s, or the throwaway cluster that replaces it; see
+//! `server_options`): written into a temporary directory, started on a free port on 127.0.0.1,
 //! killed (and the directory removed) when dropped, or, for one shared by a whole test binary
 //! ([`PgBouncer::shared`]), once that binary has exited.
 //!
@@ -26,14 +27,13 @@
 //! built one sits under root's home, which `postgres` cannot enter).
 
 use super::cluster::free_port;
-use super::{database_url, require_optional};
+use super::{database_url, require_optional, server_options};
 use par_store::sqlx::postgres::PgConnectOptions;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -123,7 +123,8 @@ impl PgBouncer {
     /// user. Fails when the binary is missing (ask [`Flavor::require`] first).
     pub async fn start_with(flavor: Flavor, pool_size: u32) -> PgBouncer {
         let binary = flavor.find().unwrap_or_else(|missing| panic!("{missing}"));
-        let server = PgConnectOptions::from_str(&database_url()).expect("valid DATABASE_URL");
+        // The tests' server: DATABASE_URL's, or the throwaway cluster used in its place.
+        let server = server_options();
         let dir = std::env::temp_dir().join(format!(
             "par-store-pgbouncer-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
