@@ -1,22 +1,42 @@
-//! The store contract, run against every store: PostgreSQL (a fresh database per test) and
-//! memory. Each test checks one behaviour of `PushedAuthorizationRequestStore`.
+//! The store contract, run against every way the store runs (one module per mode, each with
+//! the same tests; `cargo test --test contract MODE::` runs one):
+//!
+//! | mode | store |
+//! |---|---|
+//! | `memory` | `MemoryStore` |
+//! | `owned_pool` | `PostgresStoreOptions::connect_with` (the store's own pool, as the README recommends) |
+//! | `caller_pool` | `PostgresStore::new(PgPool)` |
+//! | `bouncer_pooler_mode` | pooler mode (`statement_cache(false)`) through PgBouncer 1.18 in transaction mode |
+//! | `bouncer_prepared` | the default mode (named prepared statements) through PgBouncer 1.25.2 in transaction mode, `max_prepared_statements = 100` |
+//! | `protected_memory` | `ProtectedStore` over `MemoryStore` |
+//! | `protected_owned_pool` | `ProtectedStore` over the store's own pool |
+//!
+//! Every PostgreSQL mode gets a fresh database per test, migrated directly (never through a
+//! pooler). The PgBouncer modes share one PgBouncer per flavour per test binary
+//! (tests/common/pgbouncer.rs); without its binary they are skipped outside CI, each with a
+//! line saying so, and fail under `CI=true`. Each test checks one behaviour of
+//! `PushedAuthorizationRequestStore` and the operations of `Backend` below.
 
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
 use par_store::{
-    Consumption, MemoryStore, PostgresStore, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, StoreError,
+    Consumption, KeyRing, MemoryStore, PostgresStore, ProtectedStore, ProtectionKey,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError,
 };
 use std::sync::Arc;
 
-/// What the contract needs beyond the trait: one cleanup pass, the lifetime bound, and the
-/// operations on client-bound and replaceable requests, which both stores have as inherent
-/// methods.
+/// What the contract needs beyond the trait: one cleanup pass, the lifetime bound, the
+/// longest parameters the store takes, and the operations on client-bound and replaceable
+/// requests, which the stores have as inherent methods.
 #[async_trait::async_trait]
 trait Backend: PushedAuthorizationRequestStore + Clone + 'static {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
     fn max_lifetime(self, lifetime: std::time::Duration) -> Self;
+    /// The longest `parameters` the store accepts as it is set up.
+    fn parameters_limit(&self) -> usize {
+        par_store::DEFAULT_MAX_PARAMETERS_LEN
+    }
     async fn store_or_replace(
         &self,
         request: &PushedAuthorizationRequest,
@@ -56,6 +76,60 @@ macro_rules! backend {
 }
 backend!(PostgresStore);
 backend!(MemoryStore);
+
+/// The protected stores' key id; the key is fixed, so that a store rebuilt with another
+/// lifetime bound opens what it sealed before.
+const KEY_ID: &str = "contract";
+
+fn keys() -> KeyRing {
+    KeyRing::new(ProtectionKey::new(KEY_ID, [7; 32]).unwrap())
+}
+
+macro_rules! protected_backend {
+    ($inner:ty) => {
+        #[async_trait::async_trait]
+        impl Backend for ProtectedStore<$inner> {
+            async fn delete_expired(&self) -> Result<u64, StoreError> {
+                ProtectedStore::<$inner>::delete_expired(self).await
+            }
+            fn max_lifetime(self, lifetime: std::time::Duration) -> Self {
+                ProtectedStore::new(
+                    self.inner().clone().max_lifetime(lifetime),
+                    self.keys().clone(),
+                )
+            }
+            /// The inner store's default limit applies to the envelope: the parameters may
+            /// be as long as fits in it.
+            fn parameters_limit(&self) -> usize {
+                par_store::max_parameters_len_within(
+                    par_store::DEFAULT_MAX_PARAMETERS_LEN,
+                    KEY_ID.len(),
+                )
+                .unwrap()
+            }
+            async fn store_or_replace(
+                &self,
+                request: &PushedAuthorizationRequest,
+            ) -> Result<(), StoreError> {
+                ProtectedStore::<$inner>::store_or_replace(self, request).await
+            }
+            async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
+                ProtectedStore::<$inner>::delete_by_client_id(self, client_id).await
+            }
+            async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+                ProtectedStore::<$inner>::delete_expired_as_of(self, cutoff).await
+            }
+            fn consumed_markers(self, enabled: bool) -> Self {
+                ProtectedStore::new(
+                    self.inner().clone().consumed_markers(enabled),
+                    self.keys().clone(),
+                )
+            }
+        }
+    };
+}
+protected_backend!(PostgresStore);
+protected_backend!(MemoryStore);
 
 use common::hash;
 
@@ -210,8 +284,8 @@ async fn parameters_with_nul_are_refused<S: Backend>(store: S) {
 }
 
 async fn oversized_parameters_are_refused<S: Backend>(store: S) {
-    let at_limit = "p".repeat(par_store::DEFAULT_MAX_PARAMETERS_LEN);
-    let over = "p".repeat(par_store::DEFAULT_MAX_PARAMETERS_LEN + 1);
+    let at_limit = "p".repeat(store.parameters_limit());
+    let over = "p".repeat(store.parameters_limit() + 1);
     let future = Utc::now() + Duration::seconds(60);
     let refused = store
         .store(&PushedAuthorizationRequest::new(hash(1), future, over))
@@ -858,28 +932,95 @@ async fn the_default_consumptions_work_over_the_three_required_methods() {
     );
 }
 
+/// How each mode's store is made: `None` when the test is skipped (an optional binary is
+/// missing; a line says so). The database, if any, lives as long as the test.
+mod modes {
+    use crate::common::pgbouncer::{route, Flavor, PgBouncer};
+    use crate::common::TestDb;
+    use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use par_store::{MemoryStore, PostgresStore, PostgresStoreOptions, ProtectedStore};
+
+    pub type Running<S> = Option<(S, Option<TestDb>)>;
+
+    pub async fn memory(_test: &str) -> Running<MemoryStore> {
+        Some((MemoryStore::new(), None))
+    }
+
+    pub async fn owned_pool(_test: &str) -> Running<PostgresStore> {
+        let db = TestDb::new().await;
+        let store = connect(PostgresStoreOptions::new(), db.options.clone()).await;
+        Some((store, Some(db)))
+    }
+
+    pub async fn caller_pool(_test: &str) -> Running<PostgresStore> {
+        let db = TestDb::with_pool(PgPoolOptions::new().max_connections(32)).await;
+        Some((db.store(), Some(db)))
+    }
+
+    pub async fn bouncer_pooler_mode(test: &str) -> Running<PostgresStore> {
+        Flavor::Stock.require(test)?;
+        let port = PgBouncer::shared(Flavor::Stock);
+        let db = TestDb::new().await;
+        let options = PostgresStoreOptions::new().statement_cache(false);
+        let store = connect(options, route(port, &db.options)).await;
+        Some((store, Some(db)))
+    }
+
+    pub async fn bouncer_prepared(test: &str) -> Running<PostgresStore> {
+        Flavor::Prepared.require(test)?;
+        let port = PgBouncer::shared(Flavor::Prepared);
+        let db = TestDb::new().await;
+        let store = connect(PostgresStoreOptions::new(), route(port, &db.options)).await;
+        Some((store, Some(db)))
+    }
+
+    pub async fn protected_memory(test: &str) -> Running<ProtectedStore<MemoryStore>> {
+        let (inner, db) = memory(test).await?;
+        Some((ProtectedStore::new(inner, super::keys()), db))
+    }
+
+    pub async fn protected_owned_pool(test: &str) -> Running<ProtectedStore<PostgresStore>> {
+        let (inner, db) = owned_pool(test).await?;
+        Some((ProtectedStore::new(inner, super::keys()), db))
+    }
+
+    async fn connect(options: PostgresStoreOptions, to: PgConnectOptions) -> PostgresStore {
+        let at = format!("{}:{}", to.get_host(), to.get_port());
+        options
+            .connect_with(to)
+            .await
+            .unwrap_or_else(|err| panic!("connect to {at}: {err}"))
+    }
+}
+
+/// One module of tests for one mode: each test makes the mode's store and runs the contract
+/// test of the same name on it.
+macro_rules! contract_for {
+    ($mode:ident: $($name:ident),*) => {
+        mod $mode {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let test = concat!("contract::", stringify!($mode), "::", stringify!($name));
+                    let Some((store, _db)) = crate::modes::$mode(test).await else {
+                        return;
+                    };
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = crate::common::TestDb::with_pool(
-                        par_store::sqlx::postgres::PgPoolOptions::new().max_connections(32),
-                    )
-                    .await;
-                    super::$name(db.store()).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(par_store::MemoryStore::new()).await;
-                }
-            )*
-        }
+        contract_for!(memory: $($name),*);
+        contract_for!(owned_pool: $($name),*);
+        contract_for!(caller_pool: $($name),*);
+        contract_for!(bouncer_pooler_mode: $($name),*);
+        contract_for!(bouncer_prepared: $($name),*);
+        contract_for!(protected_memory: $($name),*);
+        contract_for!(protected_owned_pool: $($name),*);
     };
 }
 

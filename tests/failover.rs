@@ -703,6 +703,14 @@ fn assert_nothing_lost_or_resurrected(replication: Replication, outcome: &Outcom
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_replication_figures() {
+    if common::require_server_tools(
+        "failover::asynchronous_replication_figures",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::Async)).await;
     // Reported, not asserted: what a crash costs depends on how far behind the standby is.
@@ -715,6 +723,14 @@ async fn asynchronous_replication_figures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_replication_with_a_lagging_standby_loses_and_resurrects() {
+    if common::require_server_tools(
+        "failover::asynchronous_replication_with_a_lagging_standby_loses_and_resurrects",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::Async).partition(PARTITION)).await;
     assert_eq!(outcome.sync_state, "async");
@@ -729,6 +745,14 @@ async fn asynchronous_replication_with_a_lagging_standby_loses_and_resurrects() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_replication_loses_nothing_and_resurrects_nothing() {
+    if common::require_server_tools(
+        "failover::synchronous_replication_loses_nothing_and_resurrects_nothing",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::Sync)).await;
     assert_nothing_lost_or_resurrected(Replication::Sync, &outcome);
@@ -736,6 +760,14 @@ async fn synchronous_replication_loses_nothing_and_resurrects_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks() {
+    if common::require_server_tools(
+        "failover::synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::Sync).partition(PARTITION)).await;
     // Commits wait for the standby: while it is cut off, nothing is acknowledged (but what it
@@ -746,6 +778,14 @@ async fn synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects_nothing() {
+    if common::require_server_tools(
+        "failover::synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects_nothing",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::SyncForStoreRole)).await;
     assert_nothing_lost_or_resurrected(Replication::SyncForStoreRole, &outcome);
@@ -753,6 +793,14 @@ async fn synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifetime_shorter_than_the_failover_leaves_nothing_resurrected_to_read() {
+    if common::require_server_tools(
+        "failover::a_lifetime_shorter_than_the_failover_leaves_nothing_resurrected_to_read",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     // Asynchronous replication and a standby that fell behind, as above; but requests live
     // 1 s, and the new primary takes traffic 1 s after the crash.

@@ -681,6 +681,13 @@ async fn concurrent_load_through_three_cuts_loses_nothing_and_never_hands_out_tw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_requests_survive_a_server_crash_and_the_same_store_recovers() {
+    if common::require_server_bindir(
+        "faults::acknowledged_requests_survive_a_server_crash_and_the_same_store_recovers",
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let cluster = TempCluster::start_new().await;
     let store = options()

@@ -385,6 +385,10 @@ mod tls {
 
     #[tokio::test]
     async fn verify_full_accepts_the_servers_ca_and_refuses_another() {
+        let test = "security::tls::verify_full_accepts_the_servers_ca_and_refuses_another";
+        if crate::common::require_server_bindir(test).is_none() {
+            return;
+        }
         let _shared = LOG_CAPTURE.read().await;
         let (ca, ca_pem) = certificate_authority("par-store test CA");
         let (_other_ca, other_ca_pem) = certificate_authority("some other CA");

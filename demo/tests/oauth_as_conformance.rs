@@ -12,7 +12,7 @@ use oauth_as::client::{Client, ClientAuth, ClientId};
 use oauth_as::grant::GrantType;
 use oauth_as::par::PushedAuthorizationRequest;
 use oauth_as::scope::ScopeSet;
-use oauth_as::storage_conformance::{StorageConformance, CHECKS};
+use oauth_as::storage_conformance::{StorageConformance, Task, CHECKS};
 use oauth_as::store::{RevocationWindow, Storage, WriteOutcome};
 use oauth_as::MemoryStorage;
 use par_store::oauth_as::OauthAsStorage;
@@ -20,8 +20,10 @@ use par_store::sqlx::postgres::PgPoolOptions;
 use par_store::{
     Consumption, KeyRing, PostgresStore, ProtectionKey, PushedAuthorizationRequestStore,
 };
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 /// A fresh, migrated schema of `db` for one store: the harness asks for a new, empty store
@@ -91,6 +93,54 @@ fn oauth_as_storage_conformance_passes_with_sealed_pushed_requests_in_postgres()
     on_a_big_stack(|| conformance_suite_against_postgres(Some(keys("k1", [7; 32]))));
 }
 
+/// The harness's spawner, made deterministic on a loaded machine.
+///
+/// The harness hands its racers (8 per race) to the spawner one after another, in one
+/// synchronous loop, and each racer's first step is a rendezvous gate that counts its own
+/// re-polls: after 10,000 of them without all racers having arrived it gives up and the run
+/// reports `harness/race_setup`. With a plain `tokio::spawn`, the first racer spins on another
+/// worker while the harness's thread is still spawning the rest, and on two loaded cores an
+/// OS preemption of that thread is enough to spend the budget (1 run in 10 beside two
+/// CPU-burning loops).
+///
+/// Here the spawner polls each racer once on the harness's own task, where it arrives at the
+/// gate (the gate is the racer's first await), and holds it; [`run`](Self::run) spawns the
+/// held racers onto the runtime each time the harness's future returns from a poll, that is
+/// after its spawning loop. So every racer has arrived, and the gate is open, before any of
+/// them runs on its own: the gate's count no longer depends on scheduling. The takes past the
+/// gate still run as separate tasks on the multi-threaded runtime, a parallel race.
+#[derive(Clone, Default)]
+struct RacersStartTogether {
+    held: Arc<std::sync::Mutex<Vec<Task>>>,
+}
+
+impl RacersStartTogether {
+    fn spawner(&self) -> impl Fn(Task) + Send + Sync + 'static {
+        let held = Arc::clone(&self.held);
+        move |mut task: Task| {
+            // A no-op waker: the task is spawned (and so polled again) right after this poll
+            // of the harness, which is what wakes it for real.
+            let mut context = Context::from_waker(Waker::noop());
+            if task.as_mut().poll(&mut context).is_pending() {
+                held.lock().unwrap().push(task);
+            }
+        }
+    }
+
+    /// Runs `harness`, spawning the racers it handed over after each of its polls.
+    async fn run<T>(&self, harness: impl Future<Output = T>) -> T {
+        let mut harness = std::pin::pin!(harness);
+        std::future::poll_fn(|context| {
+            let polled = harness.as_mut().poll(context);
+            for task in self.held.lock().unwrap().drain(..) {
+                tokio::spawn(task);
+            }
+            polled
+        })
+        .await
+    }
+}
+
 fn keys(id: &str, secret: [u8; 32]) -> KeyRing {
     KeyRing::new(ProtectionKey::new(id, secret).unwrap())
 }
@@ -114,11 +164,13 @@ async fn conformance_suite_against_postgres(protection: Option<KeyRing>) {
             }
         }
     };
-    let violations = StorageConformance::new(factory)
-        .with_spawn(|task| {
-            tokio::spawn(task);
-        })
-        .run()
+    let racers = RacersStartTogether::default();
+    let violations = racers
+        .run(
+            StorageConformance::new(factory)
+                .with_spawn(racers.spawner())
+                .run(),
+        )
         .await;
     let stores = stores.load(Ordering::SeqCst);
     println!(
