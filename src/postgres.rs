@@ -139,7 +139,9 @@ impl PostgresStore {
     /// already sent cannot be taken back, so a timed-out `consume_by_hash` may still consume
     /// the request on the server (see
     /// [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
-    /// The connection of an operation that timed out is closed, never reused. Keep it above
+    /// The connection of an operation that timed out is closed, never reused (in pooler mode
+    /// it is rolled back, its pending replies read, and kept when that succeeds within 1 s:
+    /// closing it would close the pooler's server connection too). Keep it above
     /// the server's `statement_timeout`, which cancels the statement itself.
     #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {

@@ -258,10 +258,28 @@ fn log_lines(bouncer: &PgBouncer, what: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts() {
-    if Flavor::Stock
-        .require("pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts")
-        .is_none()
-    {
+    keeps_its_connections_through_a_storm(
+        "pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooler_mode_keeps_its_connections_when_callers_give_up_mid_statement() {
+    keeps_its_connections_through_a_storm(
+        "pooler_mode_keeps_its_connections_when_callers_give_up_mid_statement",
+        Some(Duration::from_millis(10)),
+    )
+    .await;
+}
+
+/// 200 consumes through PgBouncer (transaction mode) in pooler mode, each waiting on a row
+/// lock until the server's 50 ms `statement_timeout` cancels it, or, with `give_up`, dropped
+/// by its caller after that long (mid-statement): the store's connections and PgBouncer's
+/// server connections are kept, not reopened per operation, and nothing is consumed.
+async fn keeps_its_connections_through_a_storm(test: &str, give_up: Option<Duration>) {
+    if Flavor::Stock.require(test).is_none() {
         return;
     }
     const CONNECTIONS: u32 = 4;
@@ -283,7 +301,8 @@ async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts
     let pushed = request(4, "locked");
     store.store(&pushed).await.expect("store");
 
-    // Every consume waits on the row's lock until the server cancels it.
+    // Every consume waits on the row's lock until the server cancels it (or its caller
+    // gives up first).
     let mut holder = db.pool.begin().await.expect("begin");
     sqlx::query(
         "SELECT 1 FROM pushed_authorization_requests WHERE reference_value_hash = $1 FOR UPDATE",
@@ -296,35 +315,53 @@ async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
-                let mut timeouts = 0u32;
+                let mut interrupted = 0u32;
+                let locked = hash(4);
                 for _ in 0..OPERATIONS / CONNECTIONS {
-                    match store.consume_by_hash(&hash(4)).await {
-                        Err(StoreError::Timeout { .. }) => timeouts += 1,
-                        other => panic!("a statement timeout, got {other:?}"),
+                    let consume = store.consume_by_hash(&locked);
+                    let outcome = match give_up {
+                        None => consume.await,
+                        Some(limit) => match tokio::time::timeout(limit, consume).await {
+                            Err(_gave_up) => {
+                                interrupted += 1;
+                                continue;
+                            }
+                            Ok(outcome) => outcome,
+                        },
+                    };
+                    match outcome {
+                        Err(StoreError::Timeout { .. }) if give_up.is_none() => interrupted += 1,
+                        other => panic!("an interrupted consume, got {other:?}"),
                     }
                 }
-                timeouts
+                interrupted
             })
         })
         .collect();
-    let mut timeouts = 0;
+    let mut interrupted = 0;
     for task in tasks {
-        timeouts += task.await.expect("a consumer");
+        interrupted += task.await.expect("a consumer");
     }
     holder.rollback().await.expect("release the lock");
     assert_eq!(
         store.consume_by_hash(&hash(4)).await.expect("consume"),
         Some(pushed),
-        "the cancelled consumes took nothing"
+        "the interrupted consumes took nothing"
     );
 
     let client_logins = log_lines(&bouncer, "login attempt");
     let server_connections = log_lines(&bouncer, "new connection to server");
     println!(
-        "middlebox: pooler mode, {timeouts} statement timeouts through PgBouncer (transaction \
-         mode): {client_logins} client connections, {server_connections} server connections opened"
+        "middlebox: pooler mode, {interrupted} consumes interrupted ({}) through PgBouncer \
+         (transaction mode): {client_logins} client connections, {server_connections} server \
+         connections opened",
+        if give_up.is_some() {
+            "callers gave up mid-statement"
+        } else {
+            "statement timeouts"
+        }
     );
-    assert_eq!(timeouts, OPERATIONS);
+    assert_eq!(interrupted, OPERATIONS);
     assert!(
         client_logins <= CONNECTIONS as usize,
         "the store reopened its connections: {client_logins} logins"
