@@ -553,12 +553,18 @@ fn assert_database_error<T: std::fmt::Debug>(result: Result<T, StoreError>) {
 
 #[tokio::test]
 async fn an_expiry_beyond_what_the_store_can_represent_is_an_error_not_a_panic() {
-    // A finite timestamp past chrono's range (year 262143), written by hand into the schema
-    // before 0004 (0003's CHECK lets it through; PostgreSQL goes to year 294276): the store's
-    // decoder must not panic on it.
-    let db = TestDb::empty().await;
-    PostgresStore::migrator().run_to(3, &db.pool).await.unwrap();
+    // A finite timestamp past chrono's range (year 262143), written by hand into a table
+    // without 0004's CHECK (dropped here, as on a table whose owner removed it; PostgreSQL
+    // goes to year 294276): the store's decoder must not panic on it.
+    let db = TestDb::new().await;
     db.store().store(&request("h")).await.unwrap();
+    sqlx::query(
+        "ALTER TABLE pushed_authorization_requests \
+         DROP CONSTRAINT pushed_authorization_requests_expires_at_readable",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     sqlx::query("UPDATE pushed_authorization_requests SET expires_at = '290000-01-01 00:00:00+00'")
         .execute(&db.pool)
         .await
