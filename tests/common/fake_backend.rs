@@ -32,7 +32,7 @@ pub enum Kind {
     Upsert,
     /// `get_by_hash`.
     SelectLive,
-    /// `consume_by_hash`: `DELETE ... RETURNING`.
+    /// `consume_by_hash` and the other consumes: `WITH target AS (SELECT ... FOR UPDATE) ...`.
     Consume,
     /// `delete_by_client_id`.
     DeleteByClient,
@@ -54,7 +54,7 @@ impl Kind {
             Kind::Upsert
         } else if sql.starts_with("SELECT expires_at") {
             Kind::SelectLive
-        } else if sql.starts_with("DELETE") && sql.contains("RETURNING") {
+        } else if sql.starts_with("WITH target") {
             Kind::Consume
         } else if sql.starts_with("DELETE") && sql.contains("client_id = $1") {
             Kind::DeleteByClient
@@ -192,12 +192,14 @@ fn columns(kind: Kind) -> &'static [(&'static str, i32)] {
         Kind::Consume => &[
             ("expires_at", TIMESTAMPTZ),
             ("parameters", TEXT),
-            ("live", BOOL),
             ("client_id", TEXT),
+            ("consumed_at", TIMESTAMPTZ),
+            ("live", BOOL),
+            ("right_client", BOOL),
+            ("taken", BOOL),
         ],
-        Kind::Upsert | Kind::DeleteByClient | Kind::DeleteExpired | Kind::Commit | Kind::Other => {
-            &[]
-        }
+        Kind::Upsert => &[("?column?", INT4)],
+        Kind::DeleteByClient | Kind::DeleteExpired | Kind::Commit | Kind::Other => &[],
     }
 }
 
@@ -221,16 +223,20 @@ fn result(kind: Kind) -> (Option<Vec<Option<Vec<u8>>>>, &'static str) {
             ]),
             "SELECT 1",
         ),
+        // A live request of no client, consumed by this statement.
         Kind::Consume => (
             Some(vec![
                 Some(an_hour_ahead()),
                 Some(b"scope=openid".to_vec()),
-                Some(vec![1]),
                 None,
+                None,
+                Some(vec![1]),
+                Some(vec![1]),
+                Some(vec![1]),
             ]),
-            "DELETE 1",
+            "SELECT 1",
         ),
-        Kind::Upsert => (None, "INSERT 0 1"),
+        Kind::Upsert => (Some(vec![Some(1i32.to_be_bytes().to_vec())]), "INSERT 0 1"),
         Kind::DeleteByClient => (None, "DELETE 1"),
         Kind::DeleteExpired => (None, "DELETE 0"),
         Kind::Commit | Kind::Other => (None, "SELECT 0"),
