@@ -169,7 +169,7 @@ pub enum InputField {
     /// `reference_value_hash`: empty, too long, or with control characters.
     ReferenceValueHash,
     /// `expires_at`: not in the future when stored (by the application's clock or the
-    /// database's), or further ahead than the store's `max_lifetime`.
+    /// database's), or further ahead than the store's `max_request_lifetime`.
     ExpiresAt,
     /// `parameters`: larger than the store accepts, or with NUL characters.
     Parameters,

@@ -130,8 +130,10 @@ pub use protect::{
 };
 pub use reference::{InvalidRequestUri, ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
+#[allow(deprecated)]
+pub use validate::DEFAULT_MAX_LIFETIME;
 pub use validate::{
-    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN, MAX_CLIENT_ID_LEN,
+    DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME, MAX_CLIENT_ID_LEN,
     MAX_REFERENCE_VALUE_HASH_LEN,
 };
 

@@ -11,7 +11,7 @@ use crate::sql::{
     CONSUME, DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
     SELECT_LIVE, UPSERT,
 };
-use crate::validate::{DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN};
+use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
 use chrono::{DateTime, Utc};
 use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
@@ -54,7 +54,7 @@ pub struct PostgresStore {
     connections: Connections,
     protocol: Arc<Protocol>,
     max_parameters_len: usize,
-    max_lifetime: Duration,
+    max_request_lifetime: Duration,
     operation_timeout: Option<Duration>,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
@@ -80,7 +80,7 @@ impl fmt::Debug for PostgresStore {
                 &matches!(*self.protocol, Protocol::Pooler { .. }),
             )
             .field("max_parameters_len", &self.max_parameters_len)
-            .field("max_lifetime", &self.max_lifetime)
+            .field("max_request_lifetime", &self.max_request_lifetime)
             .field("operation_timeout", &self.operation_timeout)
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("consumed_markers", &self.consumed_markers)
@@ -111,7 +111,7 @@ impl PostgresStore {
             connections: Connections::Shared(pool),
             protocol: Arc::new(Protocol::Prepared),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
-            max_lifetime: DEFAULT_MAX_LIFETIME,
+            max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
@@ -233,18 +233,42 @@ impl PostgresStore {
     }
 
     /// Sets the longest lifetime accepted by [`store`](crate::PushedAuthorizationRequestStore::store)
-    /// (`expires_at` minus the application's current time; default [`DEFAULT_MAX_LIFETIME`],
-    /// 1 hour). Requests that expire later fail with [`StoreError::InvalidInput`].
+    /// (`expires_at` minus the application's current time; default
+    /// [`DEFAULT_MAX_REQUEST_LIFETIME`], 1 hour). Requests that expire later fail with
+    /// [`StoreError::InvalidInput`]. This is the lifetime of a pushed *request*; the lifetime
+    /// of a *connection* (sqlx's `max_lifetime`) is
+    /// [`PostgresStoreOptions::max_connection_lifetime`].
     ///
     /// ```no_run
+    /// # use par_store::PostgresStore;
+    /// # async fn f(url: &str) -> Result<(), par_store::StoreError> {
+    /// let store = PostgresStore::connect(url)
+    ///     .await?
+    ///     .max_request_lifetime(std::time::Duration::from_secs(600));
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn max_request_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_request_lifetime = lifetime;
+        self
+    }
+
+    /// The former name of [`max_request_lifetime`](Self::max_request_lifetime).
+    ///
+    /// ```no_run
+    /// # #![allow(deprecated)]
     /// # use par_store::PostgresStore;
     /// # async fn f(url: &str) -> Result<(), par_store::StoreError> {
     /// let store = PostgresStore::connect(url).await?.max_lifetime(std::time::Duration::from_secs(600));
     /// # Ok(()) }
     /// ```
-    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_lifetime = lifetime;
-        self
+    #[deprecated(
+        since = "0.3.0",
+        note = "renamed max_request_lifetime: sqlx's max_lifetime is a connection's"
+    )]
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn max_lifetime(self, lifetime: Duration) -> Self {
+        self.max_request_lifetime(lifetime)
     }
 
     /// The caller's pool for a store built by [`new`](Self::new); `None` for a store that
@@ -491,8 +515,8 @@ impl Backend for PostgresStore {
         self.max_parameters_len
     }
 
-    fn max_lifetime(&self) -> Duration {
-        self.max_lifetime
+    fn max_request_lifetime(&self) -> Duration {
+        self.max_request_lifetime
     }
 
     async fn insert(
@@ -615,7 +639,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`idle_timeout`](Self::idle_timeout) | 10 min | connections left over from a burst are closed |
 /// | [`statement_cache`](Self::statement_cache) | `true` | `false` for a transaction-mode pooler without prepared-statement support |
 /// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
-/// | [`max_lifetime`](Self::max_lifetime) | 1 hour | see [`PostgresStore::max_lifetime`] |
+/// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | see [`PostgresStore::max_request_lifetime`] |
 /// | [`consumed_markers`](Self::consumed_markers) | `true` | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
 ///
 /// ```no_run
@@ -642,7 +666,7 @@ pub struct PostgresStoreOptions {
     idle_timeout: Option<Duration>,
     statement_cache: bool,
     max_parameters_len: usize,
-    max_lifetime: Duration,
+    max_request_lifetime: Duration,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
 }
@@ -659,7 +683,7 @@ impl Default for PostgresStoreOptions {
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
-            max_lifetime: DEFAULT_MAX_LIFETIME,
+            max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
         }
@@ -745,10 +769,31 @@ impl PostgresStoreOptions {
         self
     }
 
-    /// See [`PostgresStore::max_lifetime`].
-    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_lifetime = lifetime;
+    /// See [`PostgresStore::max_request_lifetime`] (a request's lifetime; a connection's
+    /// is [`max_connection_lifetime`](Self::max_connection_lifetime)).
+    ///
+    /// ```
+    /// let options = par_store::PostgresStoreOptions::new()
+    ///     .max_request_lifetime(std::time::Duration::from_secs(600));
+    /// ```
+    pub fn max_request_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_request_lifetime = lifetime;
         self
+    }
+
+    /// The former name of [`max_request_lifetime`](Self::max_request_lifetime).
+    ///
+    /// ```
+    /// #![allow(deprecated)]
+    /// let options = par_store::PostgresStoreOptions::new()
+    ///     .max_lifetime(std::time::Duration::from_secs(600));
+    /// ```
+    #[deprecated(
+        since = "0.3.0",
+        note = "renamed max_request_lifetime: sqlx's max_lifetime is a connection's"
+    )]
+    pub fn max_lifetime(self, lifetime: Duration) -> Self {
+        self.max_request_lifetime(lifetime)
     }
 
     /// See [`PostgresStore::migration_lock_timeout`].
@@ -823,7 +868,7 @@ impl PostgresStoreOptions {
             connections: Connections::owned(self.apply_to(options), settings)?,
             protocol: Arc::new(protocol),
             max_parameters_len: self.max_parameters_len,
-            max_lifetime: self.max_lifetime,
+            max_request_lifetime: self.max_request_lifetime,
             operation_timeout: self.operation_timeout,
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
