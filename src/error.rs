@@ -103,7 +103,7 @@ pub enum StoreError {
     },
 
     /// [`PostgresStore::migrate`](crate::PostgresStore::migrate) was called on a store in
-    /// [pooler mode](crate::PostgresStoreOptions::statement_cache), whose address is a
+    /// [pooler mode](crate::PostgresStoreOptions::pooler_mode), whose address is a
     /// transaction-mode pooler's: the migrations need a session of their own (an advisory
     /// lock held across statements, named statements), which such a pooler does not give.
     /// Nothing was sent. Use [`PostgresStore::migrate_with`](crate::PostgresStore::migrate_with)

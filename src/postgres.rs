@@ -29,7 +29,7 @@ pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
 /// Pushed authorization requests in PostgreSQL, table `pushed_authorization_requests`.
 ///
 /// Cheap to clone (clones share the connections). Every operation is one statement, run
-/// without an explicit transaction (except in [pooler mode](PostgresStoreOptions::statement_cache)).
+/// without an explicit transaction (except in [pooler mode](PostgresStoreOptions::pooler_mode)).
 ///
 /// Two ways to build one, which differ in who owns the connections (see
 /// `docs/connections.md`):
@@ -315,7 +315,7 @@ impl PostgresStore {
     /// `lock_timeout` of [`migration_lock_timeout`](Self::migration_lock_timeout), and the
     /// migrator's "already exists, skipping" notices switched off.
     ///
-    /// In [pooler mode](PostgresStoreOptions::statement_cache) it refuses with
+    /// In [pooler mode](PostgresStoreOptions::pooler_mode) it refuses with
     /// [`StoreError::MigrationNeedsDirectConnection`] and sends nothing: the migrations need a
     /// session of their own (an advisory lock, named statements), which a transaction-mode
     /// pooler does not give. Use [`migrate_with`](Self::migrate_with) and PostgreSQL's own
@@ -341,7 +341,7 @@ impl PostgresStore {
     }
 
     /// Like [`migrate`](Self::migrate), on a dedicated connection to `direct`, closed
-    /// afterwards: for a store in [pooler mode](PostgresStoreOptions::statement_cache), whose
+    /// afterwards: for a store in [pooler mode](PostgresStoreOptions::pooler_mode), whose
     /// own address is the pooler's, give PostgreSQL's own address (or any address that gives
     /// the connection a session of its own, such as a session-mode pool). `direct` is used as
     /// it is: none of the store's settings are added to it. Works in every mode.
@@ -355,7 +355,7 @@ impl PostgresStore {
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// // The application's traffic goes through PgBouncer in transaction mode...
     /// let store = PostgresStoreOptions::new()
-    ///     .statement_cache(false)
+    ///     .pooler_mode(true)
     ///     .connect("postgres://app@pgbouncer:6432/app")
     ///     .await?;
     /// // ...and the migrations straight to PostgreSQL.
@@ -637,7 +637,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
 /// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | connections are replaced regularly (credential rotation, failover, server-side memory) |
 /// | [`idle_timeout`](Self::idle_timeout) | 10 min | connections left over from a burst are closed |
-/// | [`statement_cache`](Self::statement_cache) | `true` | `false` for a transaction-mode pooler without prepared-statement support |
+/// | [`pooler_mode`](Self::pooler_mode) | `false` | `true` for a transaction-mode pooler without prepared-statement support |
 /// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
 /// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | see [`PostgresStore::max_request_lifetime`] |
 /// | [`consumed_markers`](Self::consumed_markers) | `true` | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
@@ -664,7 +664,7 @@ pub struct PostgresStoreOptions {
     ping_idle_after: Option<Duration>,
     max_connection_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
-    statement_cache: bool,
+    pooler_mode: bool,
     max_parameters_len: usize,
     max_request_lifetime: Duration,
     migration_lock_timeout: Option<Duration>,
@@ -681,7 +681,7 @@ impl Default for PostgresStoreOptions {
             ping_idle_after: Some(DEFAULT_PING_IDLE_AFTER),
             max_connection_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),
-            statement_cache: true,
+            pooler_mode: false,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
@@ -715,7 +715,7 @@ impl PostgresStoreOptions {
 
     /// The server-side `statement_timeout` of every statement (`None`: the server's own).
     /// Sent as a startup parameter, or with `SET LOCAL` in each transaction when
-    /// [`statement_cache`](Self::statement_cache) is off (poolers refuse the startup
+    /// in [`pooler_mode`](Self::pooler_mode) (poolers refuse the startup
     /// parameter).
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
@@ -752,15 +752,36 @@ impl PostgresStoreOptions {
         self
     }
 
-    /// `true` (default): statements are prepared once per connection under a name and
-    /// reused, one round trip each. `false`: **pooler mode**, for PgBouncer (before 1.21, or
+    /// `false` (default): statements are prepared once per connection under a name and
+    /// reused, one round trip each. `true`: **pooler mode**, for PgBouncer (before 1.21, or
     /// with `max_prepared_statements = 0`), Supavisor and other transaction-mode poolers
     /// without prepared-statement support. Each operation then runs unnamed inside its own
     /// `BEGIN ... COMMIT` (four round trips), so that no statement can land on another
     /// server connection, and the store sends no startup parameter a pooler refuses.
-    pub fn statement_cache(mut self, enabled: bool) -> Self {
-        self.statement_cache = enabled;
+    ///
+    /// ```
+    /// let options = par_store::PostgresStoreOptions::new().pooler_mode(true);
+    /// assert!(format!("{options:?}").contains("pooler_mode: true"));
+    /// ```
+    pub fn pooler_mode(mut self, enabled: bool) -> Self {
+        self.pooler_mode = enabled;
         self
+    }
+
+    /// The former, inverted name of [`pooler_mode`](Self::pooler_mode):
+    /// `statement_cache(false)` is `pooler_mode(true)`.
+    ///
+    /// ```
+    /// #![allow(deprecated)]
+    /// let options = par_store::PostgresStoreOptions::new().statement_cache(false);
+    /// assert!(format!("{options:?}").contains("pooler_mode: true"));
+    /// ```
+    #[deprecated(
+        since = "0.3.0",
+        note = "renamed pooler_mode, inverted: statement_cache(false) is pooler_mode(true)"
+    )]
+    pub fn statement_cache(self, enabled: bool) -> Self {
+        self.pooler_mode(!enabled)
     }
 
     /// See [`PostgresStore::max_parameters_len`].
@@ -812,7 +833,7 @@ impl PostgresStoreOptions {
     /// Adds the per-connection settings to `options`: the statement timeout as a startup
     /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
     pub fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
-        if !self.statement_cache {
+        if self.pooler_mode {
             return options.extra_float_digits(None).statement_cache_capacity(0);
         }
         match self.statement_timeout {
@@ -852,7 +873,7 @@ impl PostgresStoreOptions {
             max_lifetime: self.max_connection_lifetime,
             idle_timeout: self.idle_timeout,
         };
-        let protocol = if self.statement_cache {
+        let protocol = if !self.pooler_mode {
             Protocol::Prepared
         } else {
             let begin = match self.statement_timeout {

@@ -6,7 +6,7 @@
 //! | `memory` | `MemoryStore` |
 //! | `owned_pool` | `PostgresStoreOptions::connect_with` (the store's own pool, as the README recommends) |
 //! | `caller_pool` | `PostgresStore::new(PgPool)` |
-//! | `bouncer_pooler_mode` | pooler mode (`statement_cache(false)`) through PgBouncer 1.18 in transaction mode |
+//! | `bouncer_pooler_mode` | pooler mode (`pooler_mode(true)`) through PgBouncer 1.18 in transaction mode |
 //! | `bouncer_prepared` | the default mode (named prepared statements) through PgBouncer 1.25.2 in transaction mode, `max_prepared_statements = 100` |
 //! | `protected_memory` | `ProtectedStore` over `MemoryStore` |
 //! | `protected_owned_pool` | `ProtectedStore` over the store's own pool |
@@ -961,7 +961,7 @@ mod modes {
         Flavor::Stock.require(test)?;
         let port = PgBouncer::shared(Flavor::Stock);
         let db = TestDb::new().await;
-        let options = PostgresStoreOptions::new().statement_cache(false);
+        let options = PostgresStoreOptions::new().pooler_mode(true);
         let store = connect(options, route(port, &db.options)).await;
         Some((store, Some(db)))
     }

@@ -274,7 +274,7 @@ async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts
     })
     .await;
     let store = PostgresStoreOptions::new()
-        .statement_cache(false)
+        .pooler_mode(true)
         .max_connections(CONNECTIONS)
         .statement_timeout(Some(Duration::from_millis(50)))
         .connect_with(bouncer.route(&db.options))

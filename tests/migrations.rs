@@ -453,7 +453,7 @@ async fn in_pooler_mode_migrate_needs_a_direct_address() {
     let db = TestDb::empty().await;
     let bouncer = common::pgbouncer::PgBouncer::start().await;
     let store = PostgresStoreOptions::new()
-        .statement_cache(false)
+        .pooler_mode(true)
         .connect_lazy_with(bouncer.route(&db.options))
         .unwrap();
 
