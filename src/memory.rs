@@ -91,6 +91,7 @@ impl fmt::Debug for MemoryStore {
 
 impl MemoryStore {
     /// An empty store.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }

@@ -60,8 +60,26 @@ pub struct PostgresStore {
     consumed_markers: bool,
 }
 
-/// Default for [`PostgresStoreOptions::ping_idle_after`].
-const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// Default for [`PostgresStoreOptions::max_connections`]: 10, sqlx's default.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// Default for [`PostgresStoreOptions::acquire_timeout`]: 3 s (sqlx's is 30 s).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default for [`PostgresStoreOptions::statement_timeout`], the server-side bound on every
+/// statement: 5 s.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default for [`PostgresStoreOptions::ping_idle_after`]: a connection idle for 1 s is
+/// pinged before use.
+pub const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Default for [`PostgresStoreOptions::max_connection_lifetime`] (sqlx's `max_lifetime`):
+/// 30 min.
+pub const DEFAULT_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// Default for [`PostgresStoreOptions::idle_timeout`]: 10 min.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Default bound on one store operation, connection wait included: 10 s.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -627,20 +645,20 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// defaults chosen for an authorization server's PAR traffic (short statements, many
 /// instances).
 ///
-/// | setting | default | why |
-/// |---|---|---|
-/// | [`max_connections`](Self::max_connections) | 10 | sqlx's default; more callers than this wait their turn in FIFO order |
-/// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | fail fast with [`StoreError::Unavailable`] when no connection can be had, rather than sqlx's 30 s |
-/// | [`statement_timeout`](Self::statement_timeout) | 5 s | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
-/// | [`operation_timeout`](Self::operation_timeout) | 10 s | bounds a whole operation even when the network swallows packets |
-/// | [`migration_lock_timeout`](Self::migration_lock_timeout) | 60 s | [`migrate`](PostgresStore::migrate) has no statement timeout; this bounds its wait for another instance's run |
-/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
-/// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | connections are replaced regularly (credential rotation, failover, server-side memory) |
-/// | [`idle_timeout`](Self::idle_timeout) | 10 min | connections left over from a burst are closed |
-/// | [`pooler_mode`](Self::pooler_mode) | `false` | `true` for a transaction-mode pooler without prepared-statement support |
-/// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
-/// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | see [`PostgresStore::max_request_lifetime`] |
-/// | [`consumed_markers`](Self::consumed_markers) | `true` | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
+/// | setting | default | constant | why |
+/// |---|---|---|---|
+/// | [`max_connections`](Self::max_connections) | 10 | [`DEFAULT_MAX_CONNECTIONS`](crate::DEFAULT_MAX_CONNECTIONS) | sqlx's default; more callers than this wait their turn in FIFO order |
+/// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | [`DEFAULT_ACQUIRE_TIMEOUT`](crate::DEFAULT_ACQUIRE_TIMEOUT) | fail fast with [`StoreError::Unavailable`] when no connection can be had, rather than sqlx's 30 s |
+/// | [`statement_timeout`](Self::statement_timeout) | 5 s | [`DEFAULT_STATEMENT_TIMEOUT`](crate::DEFAULT_STATEMENT_TIMEOUT) | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
+/// | [`operation_timeout`](Self::operation_timeout) | 10 s | [`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT) | bounds a whole operation even when the network swallows packets |
+/// | [`migration_lock_timeout`](Self::migration_lock_timeout) | 60 s | [`DEFAULT_MIGRATION_LOCK_TIMEOUT`](crate::DEFAULT_MIGRATION_LOCK_TIMEOUT) | [`migrate`](PostgresStore::migrate) has no statement timeout; this bounds its wait for another instance's run |
+/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | [`DEFAULT_PING_IDLE_AFTER`](crate::DEFAULT_PING_IDLE_AFTER) | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
+/// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | [`DEFAULT_MAX_CONNECTION_LIFETIME`](crate::DEFAULT_MAX_CONNECTION_LIFETIME) | connections are replaced regularly (credential rotation, failover, server-side memory) |
+/// | [`idle_timeout`](Self::idle_timeout) | 10 min | [`DEFAULT_IDLE_TIMEOUT`](crate::DEFAULT_IDLE_TIMEOUT) | connections left over from a burst are closed |
+/// | [`pooler_mode`](Self::pooler_mode) | `false` | - | `true` for a transaction-mode pooler without prepared-statement support |
+/// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | [`DEFAULT_MAX_PARAMETERS_LEN`](crate::DEFAULT_MAX_PARAMETERS_LEN) | see [`PostgresStore::max_parameters_len`] |
+/// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | [`DEFAULT_MAX_REQUEST_LIFETIME`](crate::DEFAULT_MAX_REQUEST_LIFETIME) | see [`PostgresStore::max_request_lifetime`] |
+/// | [`consumed_markers`](Self::consumed_markers) | `true` | - | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -674,13 +692,13 @@ pub struct PostgresStoreOptions {
 impl Default for PostgresStoreOptions {
     fn default() -> Self {
         PostgresStoreOptions {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(3),
-            statement_timeout: Some(Duration::from_secs(5)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             ping_idle_after: Some(DEFAULT_PING_IDLE_AFTER),
-            max_connection_lifetime: Some(Duration::from_secs(30 * 60)),
-            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            max_connection_lifetime: Some(DEFAULT_MAX_CONNECTION_LIFETIME),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             pooler_mode: false,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
@@ -692,12 +710,14 @@ impl Default for PostgresStoreOptions {
 
 impl PostgresStoreOptions {
     /// The defaults (see the table above).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Largest number of connections the store opens. Callers beyond it wait in FIFO order,
     /// up to [`acquire_timeout`](Self::acquire_timeout).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections.max(1);
         self
@@ -708,6 +728,7 @@ impl PostgresStoreOptions {
     /// connection, opening a new one and pinging idle ones included. A ping that gets no
     /// answer within 1 s (or this timeout, if shorter) discards that connection, and the
     /// next one is tried within what is left.
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
@@ -717,12 +738,14 @@ impl PostgresStoreOptions {
     /// Sent as a startup parameter, or with `SET LOCAL` in each transaction when
     /// in [`pooler_mode`](Self::pooler_mode) (poolers refuse the startup
     /// parameter).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
         self
     }
 
     /// See [`PostgresStore::operation_timeout`].
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
         self
@@ -735,18 +758,21 @@ impl PostgresStoreOptions {
     /// `pg_terminate_backend`) is still not a failed request, except for `store_or_replace`,
     /// which never runs twice: when the server's goodbye is the answer to a statement, the
     /// statement cannot have run, and the store runs it on another connection.
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn ping_idle_after(mut self, idle: Option<Duration>) -> Self {
         self.ping_idle_after = idle;
         self
     }
 
     /// Connections older than this are closed and replaced (`None`: never).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_connection_lifetime(mut self, lifetime: Option<Duration>) -> Self {
         self.max_connection_lifetime = lifetime;
         self
     }
 
     /// Connections unused for this long are closed (`None`: never).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
@@ -763,6 +789,7 @@ impl PostgresStoreOptions {
     /// let options = par_store::PostgresStoreOptions::new().pooler_mode(true);
     /// assert!(format!("{options:?}").contains("pooler_mode: true"));
     /// ```
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn pooler_mode(mut self, enabled: bool) -> Self {
         self.pooler_mode = enabled;
         self
@@ -780,11 +807,13 @@ impl PostgresStoreOptions {
         since = "0.3.0",
         note = "renamed pooler_mode, inverted: statement_cache(false) is pooler_mode(true)"
     )]
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn statement_cache(self, enabled: bool) -> Self {
         self.pooler_mode(!enabled)
     }
 
     /// See [`PostgresStore::max_parameters_len`].
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_parameters_len(mut self, bytes: usize) -> Self {
         self.max_parameters_len = bytes;
         self
@@ -797,6 +826,7 @@ impl PostgresStoreOptions {
     /// let options = par_store::PostgresStoreOptions::new()
     ///     .max_request_lifetime(std::time::Duration::from_secs(600));
     /// ```
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_request_lifetime(mut self, lifetime: Duration) -> Self {
         self.max_request_lifetime = lifetime;
         self
@@ -813,11 +843,13 @@ impl PostgresStoreOptions {
         since = "0.3.0",
         note = "renamed max_request_lifetime: sqlx's max_lifetime is a connection's"
     )]
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_lifetime(self, lifetime: Duration) -> Self {
         self.max_request_lifetime(lifetime)
     }
 
     /// See [`PostgresStore::migration_lock_timeout`].
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn migration_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.migration_lock_timeout = timeout;
         self
@@ -825,6 +857,7 @@ impl PostgresStoreOptions {
 
     /// See [`PostgresStore::consumed_markers`] (default `true`; `false`: 0.2's delete on
     /// consume, `AlreadyConsumed` never reported).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn consumed_markers(mut self, enabled: bool) -> Self {
         self.consumed_markers = enabled;
         self
