@@ -865,7 +865,7 @@ impl PostgresStoreOptions {
 
     /// Adds the per-connection settings to `options`: the statement timeout as a startup
     /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
-    pub fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
+    pub(crate) fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
         if self.pooler_mode {
             return options.extra_float_digits(None).statement_cache_capacity(0);
         }
@@ -888,17 +888,27 @@ impl PostgresStoreOptions {
         &self,
         options: PgConnectOptions,
     ) -> Result<PostgresStore, StoreError> {
-        let store = self.connect_lazy_with(options)?;
+        let store = self.connect_lazy_with(options);
         // Open the first connection now, so that a wrong address fails here.
         store.run(Retry::Always, || sqlx::query("SELECT 1")).await?;
         Ok(store)
     }
 
-    /// Like [`connect_with`](Self::connect_with), but connects on first use.
-    pub fn connect_lazy_with(
-        &self,
-        options: PgConnectOptions,
-    ) -> Result<PostgresStore, StoreError> {
+    /// Like [`connect_with`](Self::connect_with), but connects on first use: nothing is
+    /// checked here, and an unreachable server or a wrong password shows as the first
+    /// operation's error. Needs no runtime; an operation run without one fails with
+    /// [`StoreError::NoRuntime`].
+    ///
+    /// ```
+    /// use par_store::{sqlx::postgres::PgConnectOptions, PostgresStoreOptions};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let options: PgConnectOptions = "postgres://postgres@127.0.0.1:5432/postgres".parse()?;
+    /// let store = PostgresStoreOptions::new().connect_lazy_with(options);
+    /// # drop(store);
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_lazy_with(&self, options: PgConnectOptions) -> PostgresStore {
         let settings = OwnedSettings {
             max_connections: self.max_connections,
             acquire_timeout: self.acquire_timeout,
@@ -918,14 +928,14 @@ impl PostgresStoreOptions {
             };
             Protocol::Pooler { begin }
         };
-        Ok(PostgresStore {
-            connections: Connections::owned(self.apply_to(options), settings)?,
+        PostgresStore {
+            connections: Connections::owned(self.apply_to(options), settings),
             protocol: Arc::new(protocol),
             max_parameters_len: self.max_parameters_len,
             max_request_lifetime: self.max_request_lifetime,
             operation_timeout: self.operation_timeout,
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
-        })
+        }
     }
 }

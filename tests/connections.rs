@@ -41,7 +41,6 @@ fn owned_store(db: &TestDb, connections: u32) -> PostgresStore {
     PostgresStoreOptions::new()
         .max_connections(connections)
         .connect_lazy_with(db.options.clone())
-        .expect("store options")
 }
 
 /// Backends connected to the test database, other than the asking one.
@@ -649,8 +648,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_by_close() {
     let store = PostgresStoreOptions::new()
         .max_connections(3)
         .idle_timeout(Some(Duration::from_millis(300)))
-        .connect_lazy_with(db.options.clone().application_name("idle-timeout-test"))
-        .unwrap();
+        .connect_lazy_with(db.options.clone().application_name("idle-timeout-test"));
     let open = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'idle-timeout-test'",
@@ -706,8 +704,7 @@ fn the_reaper_restarts_on_a_later_runtime() {
     let store = PostgresStoreOptions::new()
         .max_connections(3)
         .idle_timeout(Some(Duration::from_millis(300)))
-        .connect_lazy_with(db.options.clone().application_name("reaper-restart-test"))
-        .unwrap();
+        .connect_lazy_with(db.options.clone().application_name("reaper-restart-test"));
     // The first runtime starts the reaper and ends with it.
     in_runtime(lifecycle(&store, "reaper-first-runtime")).unwrap();
     in_runtime(async {
