@@ -19,6 +19,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgTypeInfo, PgValueFormat, P
 use sqlx::query::Query;
 use sqlx::{Decode, FromRow, PgPool, Postgres, Type};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ pub struct PostgresStore {
     operation_timeout: Option<Duration>,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
+    /// Set by [`close`](PostgresStore::close), shared by the clones.
+    closed: Arc<AtomicBool>,
 }
 
 /// Default for [`PostgresStoreOptions::max_connections`]: 10, sqlx's default.
@@ -102,6 +105,7 @@ impl fmt::Debug for PostgresStore {
             .field("operation_timeout", &self.operation_timeout)
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("consumed_markers", &self.consumed_markers)
+            .field("closed", &self.closed.load(Ordering::Acquire))
             .finish_non_exhaustive()
     }
 }
@@ -111,7 +115,7 @@ impl PostgresStore {
     /// [`migrate`](Self::migrate) (or sqlx-cli) once before use.
     ///
     /// The store takes a connection from the pool for each operation and gives it back
-    /// right after, so the pool's limits, fairness, lifetimes and `close()` apply as they
+    /// right after, so the pool's limits, fairness, lifetimes and `PgPool::close` apply as they
     /// do to your own queries. sqlx's pool pings every connection it takes back: one more
     /// round trip per operation than a store built by [`connect`](Self::connect).
     ///
@@ -133,6 +137,7 @@ impl PostgresStore {
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
+            closed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -223,6 +228,7 @@ impl PostgresStore {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(StoreError::NoRuntime);
         }
+        self.check_open()?;
         let attempt = self.connections.run(&self.protocol, retry, statement);
         match self.operation_timeout {
             None => attempt.await,
@@ -295,11 +301,43 @@ impl PostgresStore {
         self.connections.shared_pool()
     }
 
-    /// Closes the store's connections: operations waiting for one and every later one fail
-    /// with [`StoreError::Unavailable`]. On a store built by [`new`](Self::new) this closes
-    /// your pool (`PgPool::close`).
+    /// Stops the store and every clone of it: later operations (migrations included) fail
+    /// with [`StoreError::Unavailable`].
+    ///
+    /// - A store that owns its connections ([`connect`](Self::connect),
+    ///   [`PostgresStoreOptions`]) closes them; operations waiting for a connection fail too.
+    /// - A store built by [`new`](Self::new) does **not** close your pool (unlike par-store
+    ///   0.2): the pool is yours, and the rest of your application goes on using it.
+    ///   Operations already running finish. Close the pool with `PgPool::close` when you
+    ///   are done with it.
+    ///
+    /// ```no_run
+    /// use par_store::{sqlx::PgPool, PostgresStore, PushedAuthorizationRequestStore};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PgPool::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+    /// let store = PostgresStore::new(pool.clone());
+    /// store.close().await;
+    /// assert!(store.get_by_hash("h").await.is_err()); // the store is stopped...
+    /// assert!(!pool.is_closed()); // ...the pool is not
+    /// pool.close().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) {
-        self.connections.close().await;
+        self.closed.store(true, Ordering::Release);
+        if self.connections.shared_pool().is_none() {
+            self.connections.close().await;
+        }
+    }
+
+    /// Fails with [`StoreError::Unavailable`] once [`close`](Self::close) was called.
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable {
+                source: "the store was closed (PostgresStore::close)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The store's migrations (embedded from `migrations/`), recording their history in
@@ -350,6 +388,7 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.check_open()?;
         if matches!(*self.protocol, Protocol::Pooler { .. }) {
             return Err(StoreError::MigrationNeedsDirectConnection);
         }
@@ -382,6 +421,7 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub async fn migrate_with(&self, direct: PgConnectOptions) -> Result<(), StoreError> {
+        self.check_open()?;
         self.connections
             .migrate(Some(&direct), self.migration_lock_timeout)
             .await
@@ -936,6 +976,7 @@ impl PostgresStoreOptions {
             operation_timeout: self.operation_timeout,
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
+            closed: Arc::new(AtomicBool::new(false)),
         }
     }
 }
