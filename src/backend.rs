@@ -34,7 +34,7 @@ pub(crate) trait Backend: Send + Sync {
     fn max_parameters_len(&self) -> usize;
 
     /// Longest accepted lifetime (`expires_at` minus now).
-    fn max_lifetime(&self) -> Duration;
+    fn max_request_lifetime(&self) -> Duration;
 
     /// Inserts the request with `expires_at` (already checked against the application's
     /// clock and truncated), unless `expires_at` has passed by the backend's clock, in the
@@ -112,7 +112,7 @@ async fn write<B: Backend>(
         let expires_at = check_request(
             request,
             backend.max_parameters_len(),
-            backend.max_lifetime(),
+            backend.max_request_lifetime(),
             Utc::now(),
         )?;
         if let Operation::Replace = operation {

@@ -114,14 +114,16 @@ mod validate;
 
 pub use cleanup::{
     CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
-    DEFAULT_INTERVAL, DEFAULT_RETRY_DELAY,
+    DEFAULT_INTERVAL, DEFAULT_PAUSE_BETWEEN_BATCHES, DEFAULT_RETRY_DELAY,
 };
 pub use consumption::Consumption;
 pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{
-    PostgresStore, PostgresStoreOptions, DEFAULT_MIGRATION_LOCK_TIMEOUT, DEFAULT_OPERATION_TIMEOUT,
+    PostgresStore, PostgresStoreOptions, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTION_LIFETIME, DEFAULT_MIGRATION_LOCK_TIMEOUT,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_PING_IDLE_AFTER, DEFAULT_STATEMENT_TIMEOUT,
     MIGRATIONS_TABLE,
 };
 pub use protect::{
@@ -130,8 +132,10 @@ pub use protect::{
 };
 pub use reference::{InvalidRequestUri, ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
+#[allow(deprecated)]
+pub use validate::DEFAULT_MAX_LIFETIME;
 pub use validate::{
-    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN, MAX_CLIENT_ID_LEN,
+    DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME, MAX_CLIENT_ID_LEN,
     MAX_REFERENCE_VALUE_HASH_LEN,
 };
 

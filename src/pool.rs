@@ -279,10 +279,7 @@ async fn roll_back_and_return(mut object: Object<Manager>) {
 }
 
 impl Connections {
-    pub(crate) fn owned(
-        connect_options: PgConnectOptions,
-        settings: OwnedSettings,
-    ) -> Result<Self, StoreError> {
+    pub(crate) fn owned(connect_options: PgConnectOptions, settings: OwnedSettings) -> Self {
         // deadpool bounds the wait, each creation and each recycle separately, and moves on
         // to the next idle connection after a failed recycle: one checkout could take
         // wait + n x recycle. `lease` bounds the whole checkout by `acquire_timeout`
@@ -297,19 +294,26 @@ impl Connections {
             settings: settings.clone(),
             last_loss: Mutex::new(None),
         };
-        // `build` fails only without a runtime for the timeouts, and one is named here.
-        let pool = managed::Pool::builder(manager)
+        let builder = managed::Pool::builder(manager)
             .max_size(usize::try_from(settings.max_connections).unwrap_or(usize::MAX))
             .timeouts(timeouts)
             .runtime(deadpool::Runtime::Tokio1)
-            .queue_mode(managed::QueueMode::Lifo)
-            .build()
-            .map_err(|_| StoreError::NoRuntime)?;
-        Ok(Connections::Owned(Arc::new(OwnedPool {
+            .queue_mode(managed::QueueMode::Lifo);
+        let pool = match builder.build() {
+            Ok(pool) => pool,
+            // deadpool 0.13 refuses only a timeout without a runtime (`PoolBuilder::build`);
+            // every deadpool timeout is off here, and the runtime is named all the same.
+            // Building needs no running runtime: an operation without one fails with
+            // `StoreError::NoRuntime` (`PostgresStore::run`).
+            Err(managed::BuildError::NoRuntimeSpecified) => {
+                unreachable!("deadpool refused a pool without timeouts")
+            }
+        };
+        Connections::Owned(Arc::new(OwnedPool {
             pool,
             settings,
             reaper_running: Arc::new(AtomicBool::new(false)),
-        })))
+        }))
     }
 
     pub(crate) fn shared_pool(&self) -> Option<&PgPool> {

@@ -292,7 +292,7 @@ async fn keeps_its_connections_through_a_storm(test: &str, give_up: Option<Durat
     })
     .await;
     let store = PostgresStoreOptions::new()
-        .statement_cache(false)
+        .pooler_mode(true)
         .max_connections(CONNECTIONS)
         .statement_timeout(Some(Duration::from_millis(50)))
         .connect_with(bouncer.route(&db.options))
