@@ -99,6 +99,8 @@ mod consumption;
 mod error;
 mod execution;
 mod memory;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod migrations;
 mod model;
 #[cfg(feature = "oauth-as")]
