@@ -30,7 +30,7 @@
 //!   A [`ProtectedStore`](crate::ProtectedStore) records through the store it wraps.
 //! - **The request counters** count what the store did: `stored` for each successful `store`
 //!   and `store_or_replace`; the others for each outcome of a consumption
-//!   ([`Consumption`](crate::Consumption)) by `consume`, `consume_for_client`,
+//!   ([`Consumption`]) by `consume`, `consume_for_client`,
 //!   `consume_by_hash` (which sees the same outcomes, though it answers only the request) and
 //!   oauth-as's take. `already_consumed` is a reused `request_uri`: worth an alert.
 //! - **`par_store.requests.cleaned`** adds the rows removed by every cleanup pass:
