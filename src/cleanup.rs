@@ -95,6 +95,8 @@ async fn run_pass<C: ExpiredRequestCleaner + ?Sized>(
     span.record("rows", report.rows);
     span.record("batches", report.batches);
     span.record("duration_ms", duration_ms);
+    #[cfg(feature = "metrics")]
+    crate::metrics::record_cleaned(report.rows);
     report
 }
 

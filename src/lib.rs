@@ -33,6 +33,9 @@
 //! - With the cargo feature `oauth-as`, `oauth_as::OauthAsStorage` makes a [`PostgresStore`]
 //!   the pushed-request storage of the [oauth-as](https://docs.rs/oauth-as) authorization
 //!   server (see `docs/oauth-as.md`).
+//! - With the cargo feature `metrics`, every store operation records OpenTelemetry's
+//!   `db.client.operation.duration`, request counters and pool gauges through the `metrics`
+//!   facade; `par_store::metrics` lists them.
 //!
 //! ## Quick example
 //!
@@ -99,6 +102,8 @@ mod consumption;
 mod error;
 mod execution;
 mod memory;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod migrations;
 mod model;
 #[cfg(feature = "oauth-as")]

@@ -221,8 +221,17 @@ impl Lease {
         if let Some(Either::Right(object)) = &mut self.conn {
             object.idle_since = Instant::now();
         }
+        #[cfg(feature = "metrics")]
+        let pool = match &self.conn {
+            Some(Either::Right(object)) => Object::pool(object),
+            _ => None,
+        };
         // Dropping the handle gives the connection back to its pool.
         drop(self.conn.take());
+        #[cfg(feature = "metrics")]
+        if let Some(pool) = pool {
+            crate::metrics::record_pool(pool.status());
+        }
     }
 }
 
@@ -351,6 +360,8 @@ impl Connections {
                         Ok(got) => got.map_err(|err| owned.pool_error(err))?,
                         Err(_) => return Err(owned.checkout_timed_out()),
                     };
+                #[cfg(feature = "metrics")]
+                crate::metrics::record_pool(owned.pool.status());
                 let fresh = Object::metrics(&object).recycle_count == 0;
                 Ok(Lease {
                     conn: Some(Either::Right(object)),

@@ -666,6 +666,17 @@ async fn wait_for_stop(shared: &Shared) {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse()?;
+    // Built with the demo's feature `metrics` (its default), par-store's metrics go to a
+    // Prometheus recorder, as in a server that exports them: what BENCHMARKS.md's cost of
+    // the feature measures (build with --no-default-features for the run without).
+    #[cfg(feature = "metrics")]
+    {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            handle.run_upkeep();
+        });
+    }
     match args.command.as_str() {
         "migrate" => {
             PostgresStore::connect(&args.url()).await?.migrate().await?;
