@@ -35,8 +35,9 @@ pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
 /// - [`PostgresStore::connect`] / [`PostgresStoreOptions`]: the store's own pool, fair under
 ///   overload and one round trip per operation. Recommended.
 /// - [`PostgresStore::new`]: on your `PgPool`, shared with the rest of your application, with
-///   sqlx's pool behaviour (one more round trip per operation: sqlx pings every connection it
-///   takes back).
+///   sqlx's pool behaviour (two more round trips per operation with sqlx's defaults: a ping
+///   before use, `test_before_acquire`, and one when the connection comes back; one more
+///   with `test_before_acquire(false)`).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -91,8 +92,10 @@ impl PostgresStore {
     ///
     /// The store takes a connection from the pool for each operation and gives it back
     /// right after, so the pool's limits, fairness, lifetimes and `close()` apply as they
-    /// do to your own queries. sqlx's pool pings every connection it takes back: one more
-    /// round trip per operation than a store built by [`connect`](Self::connect).
+    /// do to your own queries. sqlx's pool pings every connection it takes back, and by
+    /// default (`test_before_acquire`) before handing it out: two more round trips per
+    /// operation than a store built by [`connect`](Self::connect), one more with
+    /// `test_before_acquire(false)`.
     ///
     /// ```no_run
     /// use par_store::{sqlx::PgPool, PostgresStore};
@@ -746,5 +749,92 @@ impl PostgresStoreOptions {
             operation_timeout: self.operation_timeout,
             migration_lock_timeout: self.migration_lock_timeout,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A duration as the options table writes it: `500 ms`, `3 s`, `60 s`, `30 min`, `1 hour`.
+    fn duration(value: Duration) -> String {
+        match value.as_secs() {
+            0 => format!("{} ms", value.as_millis()),
+            3600 => "1 hour".to_owned(),
+            s if s > 60 && s % 60 == 0 && s < 3600 => format!("{} min", s / 60),
+            s => format!("{s} s"),
+        }
+    }
+
+    fn optional(value: Option<Duration>) -> String {
+        value.map_or_else(|| "none".to_owned(), duration)
+    }
+
+    /// The `| setting | default | why |` table of `PostgresStoreOptions`' rustdoc, as
+    /// (setting, default) pairs.
+    fn documented_defaults() -> Vec<(String, String)> {
+        let source = include_str!("postgres.rs");
+        let table = source
+            .split("/// | setting | default | why |")
+            .nth(1)
+            .expect("the options table is in the rustdoc");
+        table
+            .lines()
+            .skip(2)
+            .map_while(|line| line.trim().strip_prefix("/// | "))
+            .map(|row| {
+                let cells: Vec<&str> = row.split(" | ").collect();
+                let setting = cells[0]
+                    .trim_start_matches("[`")
+                    .split('`')
+                    .next()
+                    .expect("a setting name")
+                    .to_owned();
+                (setting, cells[1].trim().to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        let d = PostgresStoreOptions::default();
+        let actual: Vec<(&str, String)> = vec![
+            ("max_connections", d.max_connections.to_string()),
+            ("acquire_timeout", duration(d.acquire_timeout)),
+            ("statement_timeout", optional(d.statement_timeout)),
+            ("operation_timeout", optional(d.operation_timeout)),
+            ("migration_lock_timeout", optional(d.migration_lock_timeout)),
+            ("ping_idle_after", optional(d.ping_idle_after)),
+            (
+                "max_connection_lifetime",
+                optional(d.max_connection_lifetime),
+            ),
+            ("idle_timeout", optional(d.idle_timeout)),
+            ("statement_cache", format!("`{}`", d.statement_cache)),
+            (
+                "max_parameters_len",
+                format!("{} KiB", d.max_parameters_len / 1024),
+            ),
+            ("max_lifetime", duration(d.max_lifetime)),
+        ];
+        let documented = documented_defaults();
+        let documented: Vec<(&str, String)> = documented
+            .iter()
+            .map(|(setting, default)| (setting.as_str(), default.clone()))
+            .collect();
+        assert_eq!(
+            documented, actual,
+            "the rustdoc table of PostgresStoreOptions"
+        );
+        // Every field of the options is in the table (the Debug output names them all).
+        let debug = format!("{d:?}");
+        let fields = debug.matches(": ").count();
+        assert_eq!(fields, documented.len(), "{debug}");
+        // The store built by `new` starts from the same bounds.
+        assert_eq!(d.operation_timeout, Some(DEFAULT_OPERATION_TIMEOUT));
+        assert_eq!(
+            d.migration_lock_timeout,
+            Some(DEFAULT_MIGRATION_LOCK_TIMEOUT)
+        );
     }
 }

@@ -422,7 +422,10 @@ async fn every_operation(store: &PostgresStore) {
             .consume_by_hash(&request.reference_value_hash)
             .await
             .expect("consume_by_hash");
-        store.store_or_replace(&request).await.expect("store_or_replace");
+        store
+            .store_or_replace(&request)
+            .await
+            .expect("store_or_replace");
         store
             .delete_by_client_id("client-a")
             .await
@@ -469,7 +472,10 @@ async fn over_every_operation_the_store_prepares_eight_named_statements_once_eac
             .filter(|line| line.contains("max_prepared_statements"))
             .collect();
         assert!(!said.is_empty(), "{path} names max_prepared_statements");
-        for line in text.split("\n\n").filter(|p| p.contains("max_prepared_statements")) {
+        for line in text
+            .split("\n\n")
+            .filter(|p| p.contains("max_prepared_statements"))
+        {
             assert!(
                 !line.contains("at least 3") && !line.contains(">= 3"),
                 "{path}: outdated guidance: {line}"
@@ -511,7 +517,10 @@ async fn messages_per_operation(
     // Warm-up: every statement once.
     let first = &requests[COUNT];
     store.store(first).await.expect("store");
-    store.get_by_hash(&first.reference_value_hash).await.expect("get");
+    store
+        .get_by_hash(&first.reference_value_hash)
+        .await
+        .expect("get");
     store
         .consume_by_hash(&first.reference_value_hash)
         .await
@@ -545,7 +554,11 @@ async fn messages_per_operation(
         let mut sent = proxy.seen().since(&before);
         let count = i64::try_from(COUNT).expect("small");
         for value in sent.0.values_mut() {
-            assert_eq!(*value % count, 0, "{tag} {op}: not the same per operation: {sent:?}");
+            assert_eq!(
+                *value % count,
+                0,
+                "{tag} {op}: not the same per operation: {sent:?}"
+            );
             *value /= count;
         }
         counted.push((op, sent));
@@ -648,8 +661,16 @@ async fn round_trips_per_operation_in_every_mode() {
     for (op, sent) in messages_per_operation(&store, &proxy, "pooler").await {
         eprintln!("pooler mode, {op}: {sent:?}");
         assert_eq!(round_trips(&sent), 4, "pooler mode, {op}: {sent:?}");
-        assert_eq!(sent.get('Q'), 2, "BEGIN and COMMIT, pooler mode, {op}: {sent:?}");
-        assert_eq!(sent.get('P'), 1, "an unnamed Parse each time, {op}: {sent:?}");
+        assert_eq!(
+            sent.get('Q'),
+            2,
+            "BEGIN and COMMIT, pooler mode, {op}: {sent:?}"
+        );
+        assert_eq!(
+            sent.get('P'),
+            1,
+            "an unnamed Parse each time, {op}: {sent:?}"
+        );
     }
     assert!(
         proxy.parse_names().iter().all(String::is_empty),
