@@ -279,7 +279,7 @@ def cmd_markdown(raw):
         for pair in sorted({(r["connections"], r["callers"]) for r in over}):
             recs = [r for r in over if (r["connections"], r["callers"]) == pair]
             base = {r.get("round", 1): r for r in recs if r["mode"] == "pgbench"}
-            for mode in ("pgbench", "store", "shared"):
+            for mode in ("pgbench", "store", "shared", "lite"):
                 mine = {r.get("round", 1): r for r in recs if r["mode"] == mode}
                 if not mine:
                     continue

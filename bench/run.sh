@@ -172,14 +172,16 @@ lifecycles() {
 
 # Overload: 4x more callers than connections. The store (own pool, and PostgresStore::new on
 # a sqlx PgPool) against pgbench with as many clients as the store has connections: the
-# database does the same work, the store's extra callers only wait their turn.
+# database does the same work, the store's extra callers only wait their turn. `lite` (a
+# bare tokio semaphore over connections, no timeouts, no tracing) shows what any waiting
+# queue costs the client, apart from the store.
 overload() {
   local url; url=$(url_for "$BENCH_DB")
   fresh_db "$BENCH_DB"
   for pair in ${OVERLOAD:-4:16 16:64}; do
     local connections=${pair%%:*} callers=${pair#*:}
     for round in $(seq 1 "$ROUNDS"); do
-      for mode in store pgbench shared; do
+      for mode in ${OVERLOAD_MODES:-store pgbench shared lite}; do
         settle "$url"
         note "overload $callers callers on $connections connections, round $round/$ROUNDS: $mode"
         if [ "$mode" = pgbench ]; then
