@@ -498,11 +498,14 @@ fn round_trips(sent: &Messages) -> i64 {
 
 /// `store`, `get_by_hash` and `consume_by_hash` of `count` fresh requests, each kind in a
 /// batch of its own, and the messages each batch sent. The connection is warmed up first
-/// (its statements prepared), so that only the steady state is counted.
+/// (its statements prepared), so that only the steady state is counted. `caller_pool`: the
+/// caller's `PgPool` under the store, whose ping on return runs on a task of its own after
+/// the operation returned; each count waits until the connection is back in it.
 async fn messages_per_operation(
     store: &PostgresStore,
     proxy: &CountingProxy,
     tag: &str,
+    caller_pool: Option<&PgPool>,
 ) -> [(&'static str, Messages); 3] {
     const COUNT: usize = 20;
     let requests: Vec<PushedAuthorizationRequest> = (0..=COUNT)
@@ -525,8 +528,20 @@ async fn messages_per_operation(
         .consume_by_hash(&first.reference_value_hash)
         .await
         .expect("consume");
-    // A pool's ping on release may still be on its way: let it arrive before counting.
-    let pause = || tokio::time::sleep(std::time::Duration::from_millis(200));
+    // sqlx's ping on return may still be on its way: wait until the connection is back.
+    let pause = || async {
+        if let Some(pool) = caller_pool {
+            let mut waited = 0;
+            while pool.num_idle() < 1 {
+                waited += 1;
+                assert!(
+                    waited < 2000,
+                    "the connection did not come back to the pool"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    };
     pause().await;
     let mut counted = Vec::new();
     for op in ["store", "get_by_hash", "consume_by_hash"] {
@@ -568,14 +583,17 @@ async fn messages_per_operation(
 
 #[tokio::test]
 async fn round_trips_per_operation_in_every_mode() {
-    // The store's own pool, default mode: one round trip (Bind, Execute, Sync).
+    // The store's own pool, default mode: one round trip (Bind, Execute, Sync). A connection
+    // idle for over `ping_idle_after` (1 s) is pinged first; the threshold is raised here so
+    // that a loaded machine's pause between two operations cannot add that ping.
     let (db, proxy, through_proxy) = behind_a_counting_proxy().await;
     let store = PostgresStoreOptions::new()
         .max_connections(1)
+        .ping_idle_after(Some(std::time::Duration::from_secs(60)))
         .connect_with(through_proxy.clone())
         .await
         .expect("connect the store's pool");
-    for (op, sent) in messages_per_operation(&store, &proxy, "owned").await {
+    for (op, sent) in messages_per_operation(&store, &proxy, "owned", None).await {
         eprintln!("owned pool, {op}: {sent:?}");
         assert_eq!(round_trips(&sent), 1, "owned pool, {op}: {sent:?}");
         assert_eq!((sent.get('B'), sent.get('E'), sent.get('P')), (1, 1, 0));
@@ -603,7 +621,7 @@ async fn round_trips_per_operation_in_every_mode() {
         .await
         .expect("connect the caller's pool");
     let store = PostgresStore::new(pool.clone());
-    for (op, sent) in messages_per_operation(&store, &proxy, "shared").await {
+    for (op, sent) in messages_per_operation(&store, &proxy, "shared", Some(&pool)).await {
         eprintln!("caller's PgPool (sqlx defaults), {op}: {sent:?}");
         assert_eq!(round_trips(&sent), 3, "caller's pool, {op}: {sent:?}");
         assert_eq!((sent.get('B'), sent.get('E'), sent.get('P')), (1, 1, 0));
@@ -631,7 +649,7 @@ async fn round_trips_per_operation_in_every_mode() {
         .await
         .expect("connect the caller's pool");
     let store = PostgresStore::new(pool.clone());
-    for (op, sent) in messages_per_operation(&store, &proxy, "shared-no-test").await {
+    for (op, sent) in messages_per_operation(&store, &proxy, "shared-no-test", Some(&pool)).await {
         eprintln!("caller's PgPool, test_before_acquire(false), {op}: {sent:?}");
         assert_eq!(round_trips(&sent), 2, "caller's pool, {op}: {sent:?}");
     }
@@ -650,6 +668,7 @@ async fn round_trips_per_operation_in_every_mode() {
     .await;
     let store = PostgresStoreOptions::new()
         .max_connections(1)
+        .ping_idle_after(Some(std::time::Duration::from_secs(60)))
         .statement_cache(false)
         .connect_with(
             through_proxy
@@ -658,7 +677,7 @@ async fn round_trips_per_operation_in_every_mode() {
         )
         .await
         .expect("connect the store in pooler mode");
-    for (op, sent) in messages_per_operation(&store, &proxy, "pooler").await {
+    for (op, sent) in messages_per_operation(&store, &proxy, "pooler", None).await {
         eprintln!("pooler mode, {op}: {sent:?}");
         assert_eq!(round_trips(&sent), 4, "pooler mode, {op}: {sent:?}");
         assert_eq!(
