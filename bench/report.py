@@ -302,8 +302,9 @@ def cmd_markdown(raw):
         out.append("")
         out.append("Each row: the store and pgbench through the same PgBouncer (N server connections), "
                    "ratio = store/pgbench of the same round. Round trips per operation: default mode 1 "
-                   "(pgbench -M prepared: 1); pooler mode 3 (`BEGIN; SET LOCAL`, the statement, "
-                   "`COMMIT`; pgbench -M extended: 1, autocommitted). Counted by tests/statements.rs.")
+                   "(pgbench -M prepared: 1); pooler mode 4 (`BEGIN; SET LOCAL`, Parse + Describe, "
+                   "Bind + Execute, `COMMIT`; pgbench -M extended: 1, autocommitted). Counted by "
+                   "tests/statements.rs.")
         out.append("")
         out.append("| PgBouncer | N | store mode | store /s | pgbench | pgbench /s | ratio | "
                    "lifecycle p50 / p99 µs store | same, pgbench | errors |")
