@@ -279,7 +279,7 @@ def cmd_markdown(raw):
         for pair in sorted({(r["connections"], r["callers"]) for r in over}):
             recs = [r for r in over if (r["connections"], r["callers"]) == pair]
             base = {r.get("round", 1): r for r in recs if r["mode"] == "pgbench"}
-            for mode in ("pgbench", "store", "shared"):
+            for mode in ("pgbench", "store", "shared", "lite"):
                 mine = {r.get("round", 1): r for r in recs if r["mode"] == mode}
                 if not mine:
                     continue
@@ -291,6 +291,48 @@ def cmd_markdown(raw):
                 out.append(f"| {pair[0]} | {pair[1] if mode != 'pgbench' else pair[0]} | {mode} "
                            f"| {fmt(med([r.get('per_s') for r in mine.values()]))} "
                            f"| {'–' if mode == 'pgbench' else '**' + fmt(ratio, 2) + '**'} | {p} | {errors} |")
+        out.append("")
+
+    pool = [r for r in records if r.get("section") == "pooler"]
+    if pool:
+        rounds = max(r.get("round", 1) for r in pool)
+        seconds = pool[0].get("run_seconds")
+        out.append(f"### Behind a pooler: PgBouncer in transaction mode ({rounds} interleaved rounds "
+                   f"of {seconds} s, medians)")
+        out.append("")
+        out.append("Each row: the store and pgbench through the same PgBouncer (N server connections), "
+                   "ratio = store/pgbench of the same round. Round trips per operation: default mode 1 "
+                   "(pgbench -M prepared: 1); pooler mode 4 (`BEGIN; SET LOCAL`, Parse + Describe, "
+                   "Bind + Execute, `COMMIT`; pgbench -M extended: 1, autocommitted). Counted by "
+                   "tests/statements.rs.")
+        out.append("")
+        out.append("| PgBouncer | N | store mode | store /s | pgbench | pgbench /s | ratio | "
+                   "lifecycle p50 / p99 µs store | same, pgbench | errors |")
+        out.append("|---|---:|---|---:|---|---:|---:|---|---|---:|")
+        for bouncer in sorted({str(r.get("bouncer")) for r in pool}, reverse=True):
+            for n in sorted({r["clients"] for r in pool if str(r.get("bouncer")) == bouncer}):
+                recs = [r for r in pool if str(r.get("bouncer")) == bouncer and r["clients"] == n]
+                base = {r.get("round", 1): r for r in recs if r["mode"] == "pgbench"}
+                mine = {r.get("round", 1): r for r in recs if r["mode"] != "pgbench"}
+                if not mine:
+                    continue
+                mode = next(iter(mine.values()))["mode"]
+                protocol = next(iter(recs)).get("protocol")
+                ratio = med([mine[k]["per_s"] / base[k]["per_s"] for k in mine
+                             if k in base and base[k].get("per_s") and mine[k].get("per_s")])
+                sp = " / ".join(fmt(med([lat(r, "lifecycle", q) for r in mine.values()]))
+                                for q in ("p50", "p99"))
+                bp = " / ".join(fmt(med([lat(r, "lifecycle", q) for r in base.values()]))
+                                for q in ("p50", "p99"))
+                errors = sum(max(r.get("errors") or 0, 0) for r in recs)
+                failed = sum(1 for r in recs if r.get("errors") == -1)
+                per_round = ", ".join(fmt(mine[k]["per_s"] / base[k]["per_s"], 2) for k in sorted(mine)
+                                      if k in base and base[k].get("per_s") and mine[k].get("per_s"))
+                out.append(f"| {bouncer} | {n} | {mode} "
+                           f"| {fmt(med([r.get('per_s') for r in mine.values()]))} "
+                           f"| -M {protocol} | {fmt(med([r.get('per_s') for r in base.values()]))} "
+                           f"| **{fmt(ratio, 2)}** ({per_round}) | {sp} | {bp} "
+                           f"| {errors}{f' ({failed} runs failed)' if failed else ''} |")
         out.append("")
 
     strace = [r for r in records if r.get("section") == "strace"]

@@ -15,14 +15,23 @@
 #                                connections (OVERLOAD="4:16 16:64", connections:callers),
 #                                store and shared against pgbench with as many clients as
 #                                connections
+#   bash bench/run.sh --pooler   only the lifecycle through PgBouncer in transaction mode
+#                                (POOLER_CLIENTS="4 16"): the store's default mode vs
+#                                pgbench -M prepared through PgBouncer 1.25.2
+#                                (max_prepared_statements = 100), and pooler mode
+#                                (pooler_mode(true)) vs pgbench -M extended through
+#                                PgBouncer 1.18; part of the full run when they are found
 #   bash bench/run.sh --scale    get_by_hash with 1,000 vs 10,000,000 live rows (loads ~9 GB
 #                                once into database par_store_bench_scale, kept for reruns)
 #
 # Needs PostgreSQL at DATABASE_URL (default: the docker-compose server), whose role may
 # create databases; psql, pgbench, python3 and cargo on PATH; strace for the syscall counts
 # (skipped without it). Writes bench/results/<UTC time>-<kind>/{raw.jsonl,report.md}.
+# PgBouncers: PGBOUNCER_1_25 (else .ci/build-pgbouncer's binary), PGBOUNCER_1_18 (else
+# /usr/sbin/pgbouncer); the script starts them on free ports (as user postgres when run as
+# root: PgBouncer refuses root) and stops them on exit.
 # Environment: DATABASE_URL, BENCH_DB (par_store_bench), ROUNDS, RUN_SECONDS, CLIENTS,
-# CLEANUP_ROWS, SOAK_SECONDS, SOAK_CLIENTS, SCALE_ROWS.
+# CLEANUP_ROWS, SOAK_SECONDS, SOAK_CLIENTS, SCALE_ROWS, POOLER_CLIENTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,9 +41,10 @@ for arg in "$@"; do
     --quick) kind=quick ;;
     --soak) kind=soak ;;
     --scale) kind=scale ;;
+    --pooler) kind=pooler ;;
     --lifecycles-only) kind=lifecycles ;;
     --overload-only) kind=overload ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -50,6 +60,7 @@ CLIENTS="${CLIENTS:-1 4 16 64}"
 SOAK_SECONDS="${SOAK_SECONDS:-600}"
 SOAK_CLIENTS="${SOAK_CLIENTS:-16}"
 SCALE_ROWS="${SCALE_ROWS:-10000000}"
+POOLER_CLIENTS="${POOLER_CLIENTS:-4 16}"
 
 for tool in psql pgbench python3 cargo; do
   command -v "$tool" >/dev/null || { echo "bench/run.sh needs $tool on PATH" >&2; exit 1; }
@@ -65,7 +76,15 @@ out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$kind"
 mkdir -p "$out"
 raw="$out/raw.jsonl"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# Stops the PgBouncers this script started (by the pids they wrote), then removes $tmp.
+finish() {
+  if [ -f "$tmp/bouncer.pids" ]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$tmp/bouncer.pids"
+    sleep 0.2
+  fi
+  rm -rf "$tmp"
+}
+trap finish EXIT
 append() { python3 bench/report.py append "$raw" "$@"; }
 note() { echo "==> $*" >&2; }
 
@@ -118,12 +137,12 @@ b = ("client_id=s6BhdRkqt3&response_type=code&scope=openid%20profile%20email"
      "&code_challenge_method=S256&nonce=n-0S6_WzA2Mj&")
 print((b * 10)[:600])')
 
-run_pgbench() { # url clients seconds|-t count  -> one JSON line
+run_pgbench() { # url clients seconds|-t count  -> one JSON line; -M $PGBENCH_PROTOCOL
   local url="$1" n="$2"; shift 2
   rm -rf "$tmp/pglog"; mkdir -p "$tmp/pglog"
   local expires
   expires=$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(seconds=600)).isoformat())')
-  (cd "$tmp/pglog" && pgbench -M prepared -n -c "$n" -j "$n" "$@" -r --log \
+  (cd "$tmp/pglog" && pgbench -M "${PGBENCH_PROTOCOL:-prepared}" -n -c "$n" -j "$n" "$@" -r --log \
      -f "$OLDPWD/bench/lifecycle.sql" -D params="$PARAMS" -D expires_at="$expires" "$url") \
      >"$tmp/pgbench.out" 2>&1 || { cat "$tmp/pgbench.out" >&2; echo '{"cmd":"lifecycle","mode":"pgbench","errors":-1}'; return 0; }
   python3 bench/report.py pgbench "$tmp/pglog" "$tmp/pgbench.out" "$n"
@@ -153,14 +172,16 @@ lifecycles() {
 
 # Overload: 4x more callers than connections. The store (own pool, and PostgresStore::new on
 # a sqlx PgPool) against pgbench with as many clients as the store has connections: the
-# database does the same work, the store's extra callers only wait their turn.
+# database does the same work, the store's extra callers only wait their turn. `lite` (a
+# bare tokio semaphore over connections, no timeouts, no tracing) shows what any waiting
+# queue costs the client, apart from the store.
 overload() {
   local url; url=$(url_for "$BENCH_DB")
   fresh_db "$BENCH_DB"
   for pair in ${OVERLOAD:-4:16 16:64}; do
     local connections=${pair%%:*} callers=${pair#*:}
     for round in $(seq 1 "$ROUNDS"); do
-      for mode in store pgbench shared; do
+      for mode in ${OVERLOAD_MODES:-store pgbench shared lite}; do
         settle "$url"
         note "overload $callers callers on $connections connections, round $round/$ROUNDS: $mode"
         if [ "$mode" = pgbench ]; then
@@ -171,6 +192,123 @@ overload() {
             || echo "{\"cmd\":\"lifecycle\",\"mode\":\"$mode\",\"errors\":-1}"
         fi | append section=overload round="$round" connections="$connections" \
                callers="$callers" run_seconds="$RUN_SECONDS"
+      done
+    done
+  done
+}
+
+# A PgBouncer in transaction mode in front of DATABASE_URL's server, on a free port, as user
+# postgres when run as root. Prints the port; the process is stopped on exit.
+#   start_bouncer BINARY POOL_SIZE EXTRA_SETTINGS
+start_bouncer() {
+  local binary="$1" pool_size="$2" extra="$3"
+  local dir port user password host server_port
+  dir=$(mktemp -d "$tmp/pgbouncer.XXXX")
+  read -r user password host server_port < <(python3 -c 'import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1]); print(p.username or "postgres", p.password or "postgres", p.hostname or "127.0.0.1", p.port or 5432)' "$DATABASE_URL")
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf '"%s" "%s"\n' "$user" "$password" >"$dir/userlist.txt"
+  cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+* = host=$host port=$server_port
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $pool_size
+max_client_conn = 400
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+$extra
+EOF
+  cp "$binary" "$dir/pgbouncer"
+  chmod 755 "$tmp" "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres: "$dir"
+    runuser -u postgres -- "$dir/pgbouncer" -d "$dir/pgbouncer.ini" >/dev/null 2>&1
+  else
+    "$dir/pgbouncer" -d "$dir/pgbouncer.ini" >/dev/null 2>&1
+  fi
+  local waited=0
+  until [ -s "$dir/pgbouncer.pid" ] \
+      && psql -At "postgres://$user:$password@127.0.0.1:$port/postgres" -c 'SELECT 1' >/dev/null 2>&1; do
+    waited=$((waited + 1))
+    if [ "$waited" -gt 100 ]; then
+      echo "PgBouncer ($binary) did not start; its log:" >&2
+      cat "$dir/pgbouncer.log" >&2 || true
+      return 1
+    fi
+    sleep 0.1
+  done
+  cat "$dir/pgbouncer.pid" >>"$tmp/bouncer.pids"
+  echo "$port"
+}
+
+bouncer_version() { "$1" --version 2>/dev/null | head -n 1 | awk '{print $2}'; }
+
+# PGBOUNCER_1_25, else what .ci/build-pgbouncer builds (or has built); PGBOUNCER_1_18, else
+# Debian's /usr/sbin/pgbouncer.
+find_bouncers() {
+  bouncer_125="${PGBOUNCER_1_25:-}"
+  if [ -z "$bouncer_125" ] && [ -x .ci/build-pgbouncer ]; then
+    bouncer_125=$(.ci/build-pgbouncer 2>/dev/null | tail -n 1) || bouncer_125=""
+  fi
+  bouncer_118="${PGBOUNCER_1_18:-/usr/sbin/pgbouncer}"
+  [ -n "$bouncer_125" ] && [ -x "$bouncer_125" ] || bouncer_125=""
+  [ -n "$bouncer_118" ] && [ -x "$bouncer_118" ] || bouncer_118=""
+}
+
+# The lifecycle through PgBouncer in transaction mode: the store's default mode (named
+# prepared statements) vs pgbench -M prepared through PgBouncer 1.25.2 with
+# max_prepared_statements; pooler mode (pooler_mode(true): BEGIN + SET LOCAL, the
+# statement, COMMIT) vs pgbench -M extended (unnamed statements, autocommit) through
+# PgBouncer 1.18. One PgBouncer per version and N, with N server connections, so that the
+# store's pool (N connections) and pgbench (N clients) each get N server connections.
+pooler() {
+  find_bouncers
+  if [ -z "$bouncer_125" ] && [ -z "$bouncer_118" ]; then
+    note "pooler: no PgBouncer found (PGBOUNCER_1_25, .ci/build-pgbouncer, /usr/sbin/pgbouncer): skipped"
+    return 0
+  fi
+  local db_url user password
+  db_url=$(url_for "$BENCH_DB")
+  fresh_db "$BENCH_DB"
+  read -r user password < <(python3 -c 'import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1]); print(p.username or "postgres", p.password or "postgres")' "$DATABASE_URL")
+  for n in $POOLER_CLIENTS; do
+    local port_125="" port_118=""
+    if [ -n "$bouncer_125" ]; then
+      port_125=$(start_bouncer "$bouncer_125" "$n" "max_prepared_statements = 100
+ignore_startup_parameters = extra_float_digits,options")
+    fi
+    if [ -n "$bouncer_118" ]; then
+      port_118=$(start_bouncer "$bouncer_118" "$n" "")
+    fi
+    for round in $(seq 1 "$ROUNDS"); do
+      for pair in 1.25:store 1.25:pgbench 1.18:pooler 1.18:pgbench; do
+        local version=${pair%%:*} mode=${pair#*:} port protocol binary
+        if [ "$version" = 1.25 ]; then
+          port=$port_125 protocol=prepared binary=$bouncer_125
+        else
+          port=$port_118 protocol=extended binary=$bouncer_118
+        fi
+        [ -n "$port" ] || continue
+        local url="postgres://$user:$password@127.0.0.1:$port/$BENCH_DB"
+        settle "$db_url"
+        note "pooler: PgBouncer $version N=$n round $round/$ROUNDS: $mode"
+        if [ "$mode" = pgbench ]; then
+          PGBENCH_PROTOCOL=$protocol run_pgbench "$url" "$n" -T "$RUN_SECONDS"
+        else
+          $loadgen lifecycle --url "$url" --mode "$mode" --clients "$n" --seconds "$RUN_SECONDS" \
+            || echo "{\"cmd\":\"lifecycle\",\"mode\":\"$mode\",\"errors\":-1}"
+        fi | append section=pooler round="$round" clients="$n" run_seconds="$RUN_SECONDS" \
+               bouncer="$(bouncer_version "$binary")" protocol="$protocol"
       done
     done
   done
@@ -255,7 +393,8 @@ scale() {
 
 env_record "$DATABASE_URL" | append
 case "$kind" in
-  full|quick) lifecycles; overload; syscalls; cleanup_bench ;;
+  full|quick) lifecycles; overload; pooler; syscalls; cleanup_bench ;;
+  pooler) pooler ;;
   soak) soak ;;
   scale) scale ;;
   lifecycles) lifecycles; overload ;;

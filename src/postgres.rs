@@ -37,8 +37,9 @@ pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
 /// - [`PostgresStore::connect`] / [`PostgresStoreOptions`]: the store's own pool, fair under
 ///   overload and one round trip per operation. Recommended.
 /// - [`PostgresStore::new`]: on your `PgPool`, shared with the rest of your application, with
-///   sqlx's pool behaviour (one more round trip per operation: sqlx pings every connection it
-///   takes back).
+///   sqlx's pool behaviour (two more round trips per operation with sqlx's defaults: a ping
+///   before use, `test_before_acquire`, and one when the connection comes back; one more
+///   with `test_before_acquire(false)`).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -116,8 +117,10 @@ impl PostgresStore {
     ///
     /// The store takes a connection from the pool for each operation and gives it back
     /// right after, so the pool's limits, fairness, lifetimes and `PgPool::close` apply as they
-    /// do to your own queries. sqlx's pool pings every connection it takes back: one more
-    /// round trip per operation than a store built by [`connect`](Self::connect).
+    /// do to your own queries. sqlx's pool pings every connection it takes back, and by
+    /// default (`test_before_acquire`) before handing it out: two more round trips per
+    /// operation than a store built by [`connect`](Self::connect), one more with
+    /// `test_before_acquire(false)`.
     ///
     /// ```no_run
     /// use par_store::{sqlx::PgPool, PostgresStore};

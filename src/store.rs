@@ -38,7 +38,9 @@ use crate::model::PushedAuthorizationRequest;
 ///   [`StoreError::InvalidInput`] naming the field, and nothing is written. A look-up with a
 ///   hash that could never have been stored (empty, over 128 bytes, control characters)
 ///   answers `Ok(None)`.
-/// - Each operation is one round trip to the database, with no explicit transaction.
+/// - [`PostgresStore`](crate::PostgresStore) runs each operation as one statement; the round
+///   trips around it depend on how it is connected (one on its own pool, more on a caller's
+///   `PgPool` and in pooler mode, which wraps it in a transaction: `docs/connections.md`).
 ///
 /// The trait is object safe, so a server can hold any store as
 /// `Arc<dyn PushedAuthorizationRequestStore>`:

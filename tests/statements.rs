@@ -19,7 +19,7 @@ mod common;
 
 use chrono::{Duration, Utc};
 use common::{admin_connection, TestDb};
-use par_store::sqlx::postgres::PgSslMode;
+use par_store::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use par_store::sqlx::{self, PgConnection, PgPool, Row};
 use par_store::{
     PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
@@ -102,6 +102,8 @@ impl Messages {
 struct CountingProxy {
     address: SocketAddr,
     seen: Arc<Mutex<Messages>>,
+    /// The statement name of every Parse message, in order (`""`: unnamed).
+    parse_names: Arc<Mutex<Vec<String>>>,
 }
 
 impl CountingProxy {
@@ -112,6 +114,8 @@ impl CountingProxy {
         let address = listener.local_addr().expect("proxy address");
         let seen = Arc::new(Mutex::new(Messages::default()));
         let counts = Arc::clone(&seen);
+        let parse_names = Arc::new(Mutex::new(Vec::new()));
+        let names = Arc::clone(&parse_names);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 // '^' counts accepted connections beside the message types.
@@ -124,10 +128,26 @@ impl CountingProxy {
                 let server = TcpStream::connect(upstream)
                     .await
                     .expect("connect upstream");
-                tokio::spawn(forward(client, server, Arc::clone(&counts)));
+                tokio::spawn(forward(
+                    client,
+                    server,
+                    Arc::clone(&counts),
+                    Arc::clone(&names),
+                ));
             }
         });
-        CountingProxy { address, seen }
+        CountingProxy {
+            address,
+            seen,
+            parse_names,
+        }
+    }
+
+    fn parse_names(&self) -> Vec<String> {
+        self.parse_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn connections(&self) -> i64 {
@@ -142,7 +162,12 @@ impl CountingProxy {
     }
 }
 
-async fn forward(client: TcpStream, server: TcpStream, seen: Arc<Mutex<Messages>>) {
+async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    seen: Arc<Mutex<Messages>>,
+    parse_names: Arc<Mutex<Vec<String>>>,
+) {
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
     let upstream = async {
@@ -183,6 +208,15 @@ async fn forward(client: TcpStream, server: TcpStream, seen: Arc<Mutex<Messages>
                         .0
                         .entry(kind)
                         .or_default() += 1;
+                    if kind == 'P' {
+                        // Parse: the statement name is the first NUL-terminated string.
+                        let body = &buffer[5..total];
+                        let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                        parse_names
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(String::from_utf8_lossy(&body[..end]).into_owned());
+                    }
                 }
                 startup_done = true;
                 buffer.drain(..total);
@@ -344,4 +378,332 @@ async fn each_operation_is_one_autocommitted_statement_prepared_once_per_connect
     assert_eq!(proxy.connections(), 1, "connections opened by the store");
     pool.close().await;
     store.close().await;
+}
+
+/// A test database with nothing connected to it but what the test opens through a
+/// [`CountingProxy`], and the connect options that go through that proxy.
+async fn behind_a_counting_proxy() -> (TestDb, CountingProxy, PgConnectOptions) {
+    let db = TestDb::new().await;
+    let upstream = tokio::net::lookup_host((db.options.get_host(), db.options.get_port()))
+        .await
+        .expect("resolve the PostgreSQL host")
+        .next()
+        .expect("the PostgreSQL host has an address");
+    let proxy = CountingProxy::start(upstream).await;
+    let through_proxy = db
+        .options
+        .clone()
+        .host(&proxy.address.ip().to_string())
+        .port(proxy.address.port())
+        // The proxy reads the protocol: keep it in clear text.
+        .ssl_mode(PgSslMode::Disable);
+    (db, proxy, through_proxy)
+}
+
+/// Named statements the store prepares over every operation it has, counted on the wire:
+/// the figure docs/connections.md and the README give for PgBouncer's
+/// `max_prepared_statements` ("at least 8").
+const PREPARED_STATEMENTS: usize = 8;
+
+/// Every operation of the store, twice each, on the store's single connection.
+async fn every_operation(store: &PostgresStore) {
+    for round in 0..2 {
+        let request = PushedAuthorizationRequest::new(
+            format!("every-operation-{round}"),
+            Utc::now() + Duration::seconds(600),
+            "p".repeat(600),
+        )
+        .with_client_id("client-a");
+        store.store(&request).await.expect("store");
+        store
+            .get_by_hash(&request.reference_value_hash)
+            .await
+            .expect("get_by_hash");
+        store
+            .consume_by_hash(&request.reference_value_hash)
+            .await
+            .expect("consume_by_hash");
+        // A consumed request's marker is not replaced: another key.
+        let replacing = PushedAuthorizationRequest::new(
+            format!("every-operation-{round}-replaced"),
+            Utc::now() + Duration::seconds(600),
+            "p".repeat(600),
+        )
+        .with_client_id("client-a");
+        store
+            .store_or_replace(&replacing)
+            .await
+            .expect("store_or_replace");
+        store
+            .delete_by_client_id("client-a")
+            .await
+            .expect("delete_by_client_id");
+        store
+            .delete_expired_as_of(Utc::now())
+            .await
+            .expect("delete_expired_as_of");
+        store.delete_expired().await.expect("delete_expired");
+    }
+}
+
+#[tokio::test]
+async fn over_every_operation_the_store_prepares_eight_named_statements_once_each() {
+    let (db, proxy, through_proxy) = behind_a_counting_proxy().await;
+    let store = PostgresStoreOptions::new()
+        .max_connections(1)
+        .connect_with(through_proxy)
+        .await
+        .expect("connect the store's pool");
+    every_operation(&store).await;
+    let names = proxy.parse_names();
+    let named: Vec<&String> = names.iter().filter(|name| !name.is_empty()).collect();
+    let distinct: std::collections::BTreeSet<&String> = named.iter().copied().collect();
+    eprintln!("Parse messages: {names:?}");
+    assert_eq!(
+        named.len(),
+        distinct.len(),
+        "each statement is prepared once on the connection: {names:?}"
+    );
+    assert_eq!(
+        distinct.len(),
+        PREPARED_STATEMENTS,
+        "distinct named statements over every operation (connect's check included): {names:?}"
+    );
+    assert_eq!(proxy.connections(), 1, "connections opened by the store");
+
+    // What the documentation tells PgBouncer users, from that count.
+    let guidance = format!("at least {PREPARED_STATEMENTS}");
+    for path in ["README.md", "docs/connections.md"] {
+        let text = std::fs::read_to_string(path).expect("read the documentation");
+        let said: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("max_prepared_statements"))
+            .collect();
+        assert!(!said.is_empty(), "{path} names max_prepared_statements");
+        for line in text
+            .split("\n\n")
+            .filter(|p| p.contains("max_prepared_statements"))
+        {
+            assert!(
+                !line.contains("at least 3") && !line.contains(">= 3"),
+                "{path}: outdated guidance: {line}"
+            );
+        }
+        assert!(
+            text.contains(&guidance),
+            "{path} gives max_prepared_statements as {guidance:?}"
+        );
+    }
+    store.close().await;
+    db.pool.close().await;
+}
+
+/// Round trips per operation, counted on the wire: a client waits for the server once per
+/// Sync (extended protocol) and once per simple Query.
+fn round_trips(sent: &Messages) -> i64 {
+    sent.get('S') + sent.get('Q')
+}
+
+/// `store`, `get_by_hash` and `consume_by_hash` of `count` fresh requests, each kind in a
+/// batch of its own, and the messages each batch sent. The connection is warmed up first
+/// (its statements prepared), so that only the steady state is counted. `caller_pool`: the
+/// caller's `PgPool` under the store, whose ping on return runs on a task of its own after
+/// the operation returned; each count waits until the connection is back in it.
+async fn messages_per_operation(
+    store: &PostgresStore,
+    proxy: &CountingProxy,
+    tag: &str,
+    caller_pool: Option<&PgPool>,
+) -> [(&'static str, Messages); 3] {
+    const COUNT: usize = 20;
+    let requests: Vec<PushedAuthorizationRequest> = (0..=COUNT)
+        .map(|i| {
+            PushedAuthorizationRequest::new(
+                format!("round-trips-{tag}-{i}"),
+                Utc::now() + Duration::seconds(600),
+                "p".repeat(600),
+            )
+        })
+        .collect();
+    // Warm-up: every statement once.
+    let first = &requests[COUNT];
+    store.store(first).await.expect("store");
+    store
+        .get_by_hash(&first.reference_value_hash)
+        .await
+        .expect("get");
+    store
+        .consume_by_hash(&first.reference_value_hash)
+        .await
+        .expect("consume");
+    // sqlx's ping on return may still be on its way: wait until the connection is back.
+    let pause = || async {
+        if let Some(pool) = caller_pool {
+            let mut waited = 0;
+            while pool.num_idle() < 1 {
+                waited += 1;
+                assert!(
+                    waited < 2000,
+                    "the connection did not come back to the pool"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    };
+    pause().await;
+    let mut counted = Vec::new();
+    for op in ["store", "get_by_hash", "consume_by_hash"] {
+        let before = proxy.seen();
+        for request in &requests[..COUNT] {
+            match op {
+                "store" => store.store(request).await.expect("store"),
+                "get_by_hash" => {
+                    assert!(store
+                        .get_by_hash(&request.reference_value_hash)
+                        .await
+                        .expect("get")
+                        .is_some());
+                }
+                _ => {
+                    assert!(store
+                        .consume_by_hash(&request.reference_value_hash)
+                        .await
+                        .expect("consume")
+                        .is_some());
+                }
+            }
+        }
+        pause().await;
+        let mut sent = proxy.seen().since(&before);
+        let count = i64::try_from(COUNT).expect("small");
+        for value in sent.0.values_mut() {
+            assert_eq!(
+                *value % count,
+                0,
+                "{tag} {op}: not the same per operation: {sent:?}"
+            );
+            *value /= count;
+        }
+        counted.push((op, sent));
+    }
+    counted.try_into().expect("three operations")
+}
+
+#[tokio::test]
+async fn round_trips_per_operation_in_every_mode() {
+    // The store's own pool, default mode: one round trip (Bind, Execute, Sync). A connection
+    // idle for over `ping_idle_after` (1 s) is pinged first; the threshold is raised here so
+    // that a loaded machine's pause between two operations cannot add that ping.
+    let (db, proxy, through_proxy) = behind_a_counting_proxy().await;
+    let store = PostgresStoreOptions::new()
+        .max_connections(1)
+        .ping_idle_after(Some(std::time::Duration::from_secs(60)))
+        .connect_with(through_proxy.clone())
+        .await
+        .expect("connect the store's pool");
+    for (op, sent) in messages_per_operation(&store, &proxy, "owned", None).await {
+        eprintln!("owned pool, {op}: {sent:?}");
+        assert_eq!(round_trips(&sent), 1, "owned pool, {op}: {sent:?}");
+        assert_eq!((sent.get('B'), sent.get('E'), sent.get('P')), (1, 1, 0));
+    }
+    store.close().await;
+
+    // The caller's PgPool with sqlx's defaults: its ping before use (test_before_acquire)
+    // and its ping when the connection comes back, around the statement.
+    let proxy = CountingProxy::start(
+        tokio::net::lookup_host((db.options.get_host(), db.options.get_port()))
+            .await
+            .expect("resolve")
+            .next()
+            .expect("an address"),
+    )
+    .await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            through_proxy
+                .clone()
+                .host(&proxy.address.ip().to_string())
+                .port(proxy.address.port()),
+        )
+        .await
+        .expect("connect the caller's pool");
+    let store = PostgresStore::new(pool.clone());
+    for (op, sent) in messages_per_operation(&store, &proxy, "shared", Some(&pool)).await {
+        eprintln!("caller's PgPool (sqlx defaults), {op}: {sent:?}");
+        assert_eq!(round_trips(&sent), 3, "caller's pool, {op}: {sent:?}");
+        assert_eq!((sent.get('B'), sent.get('E'), sent.get('P')), (1, 1, 0));
+    }
+    pool.close().await;
+
+    // The caller's PgPool without the ping before use: the ping on release stays.
+    let proxy = CountingProxy::start(
+        tokio::net::lookup_host((db.options.get_host(), db.options.get_port()))
+            .await
+            .expect("resolve")
+            .next()
+            .expect("an address"),
+    )
+    .await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(
+            through_proxy
+                .clone()
+                .host(&proxy.address.ip().to_string())
+                .port(proxy.address.port()),
+        )
+        .await
+        .expect("connect the caller's pool");
+    let store = PostgresStore::new(pool.clone());
+    for (op, sent) in messages_per_operation(&store, &proxy, "shared-no-test", Some(&pool)).await {
+        eprintln!("caller's PgPool, test_before_acquire(false), {op}: {sent:?}");
+        assert_eq!(round_trips(&sent), 2, "caller's pool, {op}: {sent:?}");
+    }
+    pool.close().await;
+
+    // Pooler mode: `BEGIN; SET LOCAL statement_timeout` (one simple Query); the statement
+    // unnamed, which sqlx sends in two round trips (Parse, Describe, Sync to learn its
+    // types, then Bind, Execute, Sync); `COMMIT` (one simple Query): four round trips.
+    let proxy = CountingProxy::start(
+        tokio::net::lookup_host((db.options.get_host(), db.options.get_port()))
+            .await
+            .expect("resolve")
+            .next()
+            .expect("an address"),
+    )
+    .await;
+    let store = PostgresStoreOptions::new()
+        .max_connections(1)
+        .ping_idle_after(Some(std::time::Duration::from_secs(60)))
+        .pooler_mode(true)
+        .connect_with(
+            through_proxy
+                .host(&proxy.address.ip().to_string())
+                .port(proxy.address.port()),
+        )
+        .await
+        .expect("connect the store in pooler mode");
+    for (op, sent) in messages_per_operation(&store, &proxy, "pooler", None).await {
+        eprintln!("pooler mode, {op}: {sent:?}");
+        assert_eq!(round_trips(&sent), 4, "pooler mode, {op}: {sent:?}");
+        assert_eq!(
+            sent.get('Q'),
+            2,
+            "BEGIN and COMMIT, pooler mode, {op}: {sent:?}"
+        );
+        assert_eq!(
+            sent.get('P'),
+            1,
+            "an unnamed Parse each time, {op}: {sent:?}"
+        );
+    }
+    assert!(
+        proxy.parse_names().iter().all(String::is_empty),
+        "pooler mode prepares no named statement: {:?}",
+        proxy.parse_names()
+    );
+    store.close().await;
+    db.pool.close().await;
 }

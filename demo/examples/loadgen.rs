@@ -13,8 +13,10 @@
 //!
 //! options (defaults in brackets)
 //!   --url URL            [$DATABASE_URL or postgres://postgres:postgres@127.0.0.1:5432/postgres]
-//!   --mode M             store | protected | shared | pool | conn | lite              [store]
+//!   --mode M             store | pooler | protected | shared | pool | conn | lite     [store]
 //!                          store:     PostgresStore with its own pool (PostgresStoreOptions)
+//!                          pooler:    the same in pooler mode (pooler_mode(true)), for
+//!                                     a transaction-mode pooler without prepared statements
 //!                          protected: ProtectedStore over that PostgresStore
 //!                          shared:    PostgresStore::new on a sqlx PgPool
 //!                          pool:      that sqlx PgPool and the same SQL, without the store layer
@@ -193,6 +195,7 @@ fn seed() -> u64 {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Store,
+    Pooler,
     Protected,
     Pool,
     Shared,
@@ -205,6 +208,7 @@ impl FromStr for Mode {
     fn from_str(text: &str) -> Result<Mode, String> {
         match text {
             "store" => Ok(Mode::Store),
+            "pooler" => Ok(Mode::Pooler),
             "protected" => Ok(Mode::Protected),
             "pool" => Ok(Mode::Pool),
             "shared" => Ok(Mode::Shared),
@@ -219,6 +223,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Store => "store",
+            Mode::Pooler => "pooler",
             Mode::Protected => "protected",
             Mode::Pool => "pool",
             Mode::Shared => "shared",
@@ -378,7 +383,9 @@ fn with_store_settings(url: &str) -> Result<PgConnectOptions, BoxError> {
 }
 
 async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxError> {
-    let options = PostgresStoreOptions::new().max_connections(connections);
+    let options = PostgresStoreOptions::new()
+        .max_connections(connections)
+        .pooler_mode(mode == Mode::Pooler);
     // The `shared` and `pool` modes: a sqlx pool with the same limits and no ping before use.
     let sqlx_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(connections)
@@ -392,14 +399,14 @@ async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxErro
     // modes open their own, and use the store only for the cleanup job).
     if matches!(
         mode,
-        Mode::Store | Mode::Protected | Mode::Shared | Mode::Pool
+        Mode::Store | Mode::Pooler | Mode::Protected | Mode::Shared | Mode::Pool
     ) {
         futures::future::try_join_all((0..connections).map(|_| store.get_by_hash("warm-up")))
             .await?;
     }
     let target = match mode {
         Mode::Shared => Target::Store(Arc::new(store.clone())),
-        Mode::Store => Target::Store(Arc::new(store.clone())),
+        Mode::Store | Mode::Pooler => Target::Store(Arc::new(store.clone())),
         Mode::Protected => {
             let keys = KeyRing::new(ProtectionKey::new("bench", [7u8; 32])?);
             Target::Store(Arc::new(ProtectedStore::new(store.clone(), keys)))
