@@ -28,7 +28,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// | [`Protection`](Self::Protection) with `UnknownKey`, `Tampered`, `MalformedEnvelope` | the stored request cannot be opened (see [`ProtectionErrorKind`]) | - | `400 invalid_request_uri` (the request is unusable), and alert: keys or data are wrong |
 /// | [`Protection`](Self::Protection) with `RandomUnavailable` | the OS random source failed | `500 server_error` | - |
 /// | [`Database`](Self::Database) | any other database error (permissions, schema missing, ...) | `500 server_error`, log it | `500 server_error` |
-/// | [`Migration`](Self::Migration), [`InvalidDatabaseUrl`](Self::InvalidDatabaseUrl) | at start-up: `migrate()` failed (e.g. the role may not create tables), or a bad URL | not a request error: fix the deployment, do not serve | - |
+/// | [`Migration`](Self::Migration), [`MigrationNeedsDirectConnection`](Self::MigrationNeedsDirectConnection), [`InvalidDatabaseUrl`](Self::InvalidDatabaseUrl) | at start-up: `migrate()` failed (e.g. the role may not create tables, or another instance's run held the lock past the migration lock timeout), was called in pooler mode without a direct address, or a bad URL | not a request error: fix the deployment, do not serve | - |
 ///
 /// ```
 /// use par_store::{InputField, ProtectionErrorKind, StoreError};
@@ -74,7 +74,8 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// The database could not be reached, or the connection was lost during the operation.
+    /// The database could not be reached, the connection was lost during the operation, or
+    /// the server is read-only (SQLSTATE 25006: a standby, or a primary demoted by a failover).
     ///
     /// For `consume_by_hash` this is ambiguous: the request may or may not have been
     /// consumed (see [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
@@ -100,6 +101,18 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+
+    /// [`PostgresStore::migrate`](crate::PostgresStore::migrate) was called on a store in
+    /// [pooler mode](crate::PostgresStoreOptions::statement_cache), whose address is a
+    /// transaction-mode pooler's: the migrations need a session of their own (an advisory
+    /// lock held across statements, named statements), which such a pooler does not give.
+    /// Nothing was sent. Use [`PostgresStore::migrate_with`](crate::PostgresStore::migrate_with)
+    /// with PostgreSQL's own address.
+    #[error(
+        "migrate() does not run through a transaction-mode pooler (this store is in pooler \
+         mode): call migrate_with() with PostgreSQL's own address"
+    )]
+    MigrationNeedsDirectConnection,
 
     /// The database URL given to [`PostgresStoreOptions::connect`](crate::PostgresStoreOptions::connect)
     /// is not a PostgreSQL URL: a configuration error, found before any connection is made.
@@ -346,6 +359,9 @@ fn is_unavailable_sqlstate(code: &str) -> bool {
         || code == "57P04" // database_dropped
         || code == "57P05" // idle_session_timeout
         || code == "53300" // too_many_connections
+        // read_only_sql_transaction: a standby or a demoted primary after a failover; the
+        // primary is elsewhere for now (the connection is discarded, see src/execution.rs)
+        || code == crate::execution::READ_ONLY
 }
 
 /// True for an error PostgreSQL reported at severity FATAL: it ended (or refused) the session.

@@ -93,6 +93,7 @@
 mod backend;
 mod cleanup;
 mod error;
+mod execution;
 mod memory;
 mod migrations;
 mod model;
@@ -115,7 +116,8 @@ pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, S
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{
-    PostgresStore, PostgresStoreOptions, DEFAULT_OPERATION_TIMEOUT, MIGRATIONS_TABLE,
+    PostgresStore, PostgresStoreOptions, DEFAULT_MIGRATION_LOCK_TIMEOUT, DEFAULT_OPERATION_TIMEOUT,
+    MIGRATIONS_TABLE,
 };
 pub use protect::{
     envelope_len, max_parameters_len_within, KeyRing, KeyRingError, ProtectedStore, ProtectionKey,

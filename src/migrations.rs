@@ -12,29 +12,78 @@
 //! history without par-store migrations is only read, never written. This works for every
 //! migration, present and future, since it compares versions and checksums only.
 //!
-//! Everything runs on one connection of its own, closed afterwards: the notices that sqlx
-//! would log at INFO on every start (`relation "_par_store_migrations" already exists,
-//! skipping`) are switched off there without touching the pool's other connections.
+//! Everything runs on one session of its own, closed afterwards, with settings of its own
+//! ([`MIGRATION_SESSION`]): no statement timeout, a `lock_timeout` instead, and the notices
+//! that sqlx would log at INFO on every start (`relation "_par_store_migrations" already
+//! exists, skipping`) switched off, without touching the store's other connections.
 
 use crate::error::StoreError;
 use crate::postgres::PostgresStore;
 use crate::sql::{
-    ADOPT_HOST_HISTORY, HOST_HISTORY_EXISTS, LOCK_MIGRATIONS, MIRROR_INTO_HOST_HISTORY,
-    QUIET_NOTICES, UNLOCK_MIGRATIONS,
+    ADOPT_HOST_HISTORY, HOST_HISTORY_EXISTS, LOCK_MIGRATIONS, MIGRATION_SESSION,
+    MIRROR_INTO_HOST_HISTORY, UNLOCK_MIGRATIONS,
 };
 use sqlx::migrate::Migrate;
 use sqlx::PgConnection;
+use std::time::Duration;
 
 /// Applies the store's migrations on `conn`, which the caller closes afterwards (the session
-/// settings and the advisory lock must not outlive the run in a pool).
-pub(crate) async fn run(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query(QUIET_NOTICES).execute(&mut *conn).await?;
-    sqlx::query(LOCK_MIGRATIONS).execute(&mut *conn).await?;
+/// settings and the advisory lock must not outlive the run in a pool). `lock_timeout` bounds
+/// each lock wait (`None`: no bound).
+pub(crate) async fn run(
+    conn: &mut PgConnection,
+    lock_timeout: Option<Duration>,
+) -> Result<(), StoreError> {
+    // PostgreSQL reads '0' as "no limit": a bound below a millisecond is rounded up.
+    let lock_timeout_setting = match lock_timeout {
+        Some(limit) => format!("{}ms", limit.as_millis().max(1)),
+        None => "0".to_owned(),
+    };
+    sqlx::query(MIGRATION_SESSION)
+        .bind(lock_timeout_setting)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(LOCK_MIGRATIONS)
+        .execute(&mut *conn)
+        .await
+        .map_err(|err| waiting_for_the_lock(err, lock_timeout))?;
     let outcome = run_locked(conn).await.map_err(StoreError::in_migration);
     let unlocked = sqlx::query(UNLOCK_MIGRATIONS).execute(&mut *conn).await;
     outcome?;
     unlocked?;
     Ok(())
+}
+
+/// PostgreSQL's `lock_not_available`, which `lock_timeout` raises.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == LOCK_NOT_AVAILABLE)
+}
+
+/// The wait for par-store's migration lock outlasted the migration lock timeout.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another migration run held par-store's migration lock \
+     (pg_advisory_lock(7236905154372315439)) for longer than the migration lock timeout \
+     ({limit:?}); nothing was applied"
+)]
+struct LockWaitTimedOut {
+    limit: Duration,
+    #[source]
+    source: sqlx::Error,
+}
+
+/// `err` from taking par-store's migration lock, saying so when the wait timed out.
+fn waiting_for_the_lock(err: sqlx::Error, lock_timeout: Option<Duration>) -> StoreError {
+    match lock_timeout {
+        Some(limit) if is_lock_timeout(&err) => StoreError::Migration {
+            source: Box::new(LockWaitTimedOut { limit, source: err }),
+        },
+        _ => StoreError::from(err),
+    }
 }
 
 async fn run_locked(conn: &mut PgConnection) -> Result<(), StoreError> {
@@ -56,7 +105,9 @@ async fn run_locked(conn: &mut PgConnection) -> Result<(), StoreError> {
             .execute(&mut *conn)
             .await?;
     }
-    migrator.run(&mut *conn).await?;
+    // `run_direct` is what `run` calls; called directly, the future of `migrate()` is `Send`
+    // (through `run`'s `Acquire` bound it is not: "not general enough"), so it can be spawned.
+    migrator.run_direct(None, &mut *conn, false).await?;
     if host_history {
         sqlx::query(MIRROR_INTO_HOST_HISTORY)
             .bind(&versions)

@@ -1,5 +1,5 @@
-//! The connections behind a [`PostgresStore`](crate::PostgresStore), and how one statement
-//! runs on them.
+//! The connections behind a [`PostgresStore`](crate::PostgresStore). How one statement runs
+//! on them, and when it runs again, is [`execution`](crate::execution)'s.
 //!
 //! Two owners, one discipline:
 //! - **The store's own pool** (built by `PostgresStore::connect` / `PostgresStoreOptions`): a
@@ -16,45 +16,17 @@
 //! never handed to the next caller with unread replies.
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, WeakPool};
-use futures_util::StreamExt;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgRow, PgSeverity};
-use sqlx::{Connection, Either, Executor, PgConnection, PgPool, Postgres};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, Either, PgConnection, PgPool, Postgres};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Id as RuntimeId};
 
 use crate::error::StoreError;
-
-/// What one statement returned: its first row and the number of rows it affected.
-#[derive(Default)]
-pub(crate) struct Outcome {
-    pub(crate) row: Option<PgRow>,
-    pub(crate) rows_affected: u64,
-}
-
-/// Whether a statement may run a second time after its connection failed.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Retry {
-    /// A read: running it again changes nothing.
-    Always,
-    /// A write: only when the server said, before the statement completed, that the
-    /// connection was gone (so it cannot have committed).
-    IfNotRun,
-}
-
-/// How statements are sent.
-#[derive(Clone, Debug)]
-pub(crate) enum Protocol {
-    /// Named prepared statements, cached per connection: one round trip per statement.
-    Prepared,
-    /// For transaction-mode poolers (PgBouncer, Supavisor) without prepared-statement support:
-    /// unnamed statements inside an explicit transaction, which pins one server connection
-    /// from parse to commit; `begin` opens it (and sets `statement_timeout` for it).
-    Pooler { begin: String },
-}
 
 /// Settings of the store's own pool.
 #[derive(Clone, Debug)]
@@ -74,10 +46,16 @@ pub(crate) enum Connections {
 }
 
 pub(crate) struct OwnedPool {
-    pool: managed::Pool<Manager>,
+    pub(crate) pool: managed::Pool<Manager>,
     settings: OwnedSettings,
-    reaper_started: AtomicBool,
+    /// True while a reaper task exists; its task clears it when it ends, or when its
+    /// runtime shuts down and drops it, so the next operation starts another.
+    reaper_running: Arc<AtomicBool>,
 }
+
+/// The longest a recycle ping may take before the connection is discarded and the next one
+/// tried (or a new one opened); shorter when `acquire_timeout` is.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A connection of the store's own pool, with what the pool needs to know about it.
 pub(crate) struct PooledConnection {
@@ -95,11 +73,11 @@ pub(crate) struct Manager {
     /// When a pooled connection was last found dead. Its siblings released before then
     /// probably died with it (a restart, a network cut): each is pinged before its next use,
     /// rather than failing a request of its own.
-    last_loss: std::sync::Mutex<Option<Instant>>,
+    last_loss: Mutex<Option<Instant>>,
 }
 
 impl Manager {
-    fn record_loss(&self) {
+    pub(crate) fn record_loss(&self) {
         *self
             .last_loss
             .lock()
@@ -144,7 +122,20 @@ impl managed::Manager for Manager {
             .ping_idle_after
             .is_some_and(|threshold| idle >= threshold);
         if idle_long || self.released_before_a_loss(pooled) {
-            pooled.conn.ping().await?;
+            // A ping that gets no answer (a network that swallows packets) is a dead
+            // connection too: it must not use up the caller's whole acquire_timeout.
+            let limit = PING_TIMEOUT.min(self.settings.acquire_timeout);
+            match tokio::time::timeout(limit, pooled.conn.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    self.record_loss();
+                    return Err(err.into());
+                }
+                Err(_) => {
+                    self.record_loss();
+                    return Err(RecycleError::message("no answer to a ping in time"));
+                }
+            }
         }
         Ok(())
     }
@@ -185,16 +176,17 @@ impl fmt::Debug for Connections {
 /// A connection checked out for one operation. Dropped before [`finish`](Lease::finish)
 /// (the operation's future was dropped, or it failed at the connection level), it is
 /// discarded: its replies may still be on the wire, or the connection may be dead.
-struct Lease {
+pub(crate) struct Lease {
     conn: Option<Either<PoolConnection<Postgres>, Object<Manager>>>,
     /// Freshly opened for this operation (a retry on it would meet the same fault).
-    fresh: bool,
-    /// The caller's pool keeps `min_connections` open.
-    refills: bool,
+    pub(crate) fresh: bool,
+    /// The runtime the lease was taken on: a caller's connection dropped outside any
+    /// runtime is closed by a task there.
+    runtime: Handle,
 }
 
 impl Lease {
-    fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+    pub(crate) fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         match &mut self.conn {
             Some(Either::Left(pooled)) => Ok(&mut **pooled),
             Some(Either::Right(object)) => Ok(&mut object.conn),
@@ -203,7 +195,7 @@ impl Lease {
     }
 
     /// The operation finished and the connection is fit for the next one.
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         if let Some(Either::Right(object)) = &mut self.conn {
             object.idle_since = Instant::now();
         }
@@ -218,24 +210,18 @@ impl Drop for Lease {
             None => {}
             // Taking it out of the pool frees its slot; dropping it closes the socket.
             Some(Either::Right(object)) => drop(Object::take(object)),
-            // `detach` frees the pool slot at once; it spawns a task (which needs a
-            // runtime) only to refill `min_connections`. Without either, the slot is given
-            // up for good rather than panic: sqlx's own drop handler would spawn too.
-            Some(Either::Left(pooled)) => {
-                if !self.refills || Handle::try_current().is_ok() {
-                    drop(pooled.detach());
-                } else {
-                    drop(pooled.leak());
-                }
+            // Closed, not given back: sqlx sends Terminate from a task, keeps the pool's
+            // permit until the connection is closed (so `max_connections` holds), then
+            // refills `min_connections`. Its drop spawns that task, which needs a runtime:
+            // outside any, the one the lease was taken on. If that runtime has shut down,
+            // the task is dropped at once, which closes the socket and frees the slot.
+            Some(Either::Left(mut pooled)) => {
+                pooled.close_on_drop();
+                let _entered = Handle::try_current().is_err().then(|| self.runtime.enter());
+                drop(pooled);
             }
         }
     }
-}
-
-/// A failed attempt, and whether its statement may have taken effect.
-struct Failure {
-    error: sqlx::Error,
-    may_have_run: bool,
 }
 
 impl Connections {
@@ -243,15 +229,19 @@ impl Connections {
         connect_options: PgConnectOptions,
         settings: OwnedSettings,
     ) -> Result<Self, StoreError> {
+        // deadpool bounds the wait, each creation and each recycle separately, and moves on
+        // to the next idle connection after a failed recycle: one checkout could take
+        // wait + n x recycle. `lease` bounds the whole checkout by `acquire_timeout`
+        // instead, and `recycle` its pings by `PING_TIMEOUT`.
         let timeouts = managed::Timeouts {
-            wait: Some(settings.acquire_timeout),
-            create: Some(settings.acquire_timeout),
-            recycle: Some(settings.acquire_timeout),
+            wait: None,
+            create: None,
+            recycle: None,
         };
         let manager = Manager {
             connect_options,
             settings: settings.clone(),
-            last_loss: std::sync::Mutex::new(None),
+            last_loss: Mutex::new(None),
         };
         // `build` fails only without a runtime for the timeouts, and one is named here.
         let pool = managed::Pool::builder(manager)
@@ -264,7 +254,7 @@ impl Connections {
         Ok(Connections::Owned(Arc::new(OwnedPool {
             pool,
             settings,
-            reaper_started: AtomicBool::new(false),
+            reaper_running: Arc::new(AtomicBool::new(false)),
         })))
     }
 
@@ -283,108 +273,137 @@ impl Connections {
     }
 
     /// Checks a connection out: from the caller's pool, or from the store's own (in FIFO
-    /// order of the waiters, pinged first when it sat idle a while).
-    async fn lease(&self) -> Result<Lease, StoreError> {
+    /// order of the waiters, pinged first when it sat idle a while), within
+    /// `acquire_timeout` all told: waiting, opening and pinging.
+    pub(crate) async fn lease(&self) -> Result<Lease, StoreError> {
+        let runtime = Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
         match self {
             Connections::Shared(pool) => Ok(Lease {
                 conn: Some(Either::Left(pool.acquire().await?)),
                 fresh: false,
-                refills: pool.options().get_min_connections() > 0,
+                runtime,
             }),
             Connections::Owned(owned) => {
                 owned.start_reaper();
-                let object = owned
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|err| owned.pool_error(err))?;
+                let object =
+                    match tokio::time::timeout(owned.settings.acquire_timeout, owned.pool.get())
+                        .await
+                    {
+                        Ok(got) => got.map_err(|err| owned.pool_error(err))?,
+                        Err(_) => return Err(owned.checkout_timed_out()),
+                    };
                 let fresh = Object::metrics(&object).recycle_count == 0;
                 Ok(Lease {
                     conn: Some(Either::Right(object)),
                     fresh,
-                    refills: false,
+                    runtime,
                 })
             }
         }
     }
 
-    /// Runs one statement on a connection of the store, once more on another connection
-    /// when the first was found dead and `retry` allows it.
-    pub(crate) async fn run<'q>(
+    /// Applies the migrations on a session of their own, closed afterwards (its settings and
+    /// the advisory lock of the run must not outlive it): a dedicated connection to `direct`
+    /// when given, else to the store's own address; on a caller's pool, one of its
+    /// connections (opened with the pool's options and hooks), closed instead of given back.
+    pub(crate) async fn migrate(
         &self,
-        protocol: &Protocol,
-        retry: Retry,
-        statement: impl Fn() -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<Outcome, StoreError> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let mut lease = self.lease().await?;
-            let conn = lease.conn()?;
-            let result = match protocol {
-                Protocol::Prepared => run_statement(conn, statement()).await,
-                Protocol::Pooler { begin } => in_transaction(conn, begin, statement()).await,
-            };
-            match result {
-                Ok(outcome) => {
-                    lease.finish();
-                    return Ok(outcome);
-                }
-                Err(failure) if !connection_lost(&failure.error) => {
-                    // The server refused the statement; the connection itself is fine,
-                    // except inside a pooler transaction, which is now aborted.
-                    if matches!(protocol, Protocol::Prepared) {
-                        lease.finish();
-                    }
-                    return Err(failure.error.into());
-                }
-                Err(failure) => {
-                    let fresh = lease.fresh;
-                    drop(lease); // discarded
-                    if let Connections::Owned(owned) = self {
-                        owned.pool.manager().record_loss();
-                    }
-                    let again = retry == Retry::Always
-                        || (retry == Retry::IfNotRun && !failure.may_have_run);
-                    if attempts > 1 || fresh || !again {
-                        return Err(failure.error.into());
-                    }
-                    tracing::debug!(
-                        error = %failure.error,
-                        "a pooled connection was found dead; running the statement on another"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Applies the migrations on a connection of its own, closed afterwards: the session
-    /// settings and the advisory lock of the run must not outlive it in the pool.
-    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        direct: Option<&PgConnectOptions>,
+        lock_timeout: Option<Duration>,
+    ) -> Result<(), StoreError> {
         if Handle::try_current().is_err() {
             return Err(StoreError::NoRuntime);
         }
-        let mut lease = self.lease().await?;
-        let result = crate::migrations::run(lease.conn()?).await;
-        drop(lease); // not finished: closed
+        let options = match (direct, self) {
+            (Some(options), _) => options,
+            (None, Connections::Owned(owned)) => &owned.pool.manager().connect_options,
+            (None, Connections::Shared(_)) => {
+                let mut lease = self.lease().await?;
+                let result = crate::migrations::run(lease.conn()?, lock_timeout).await;
+                drop(lease); // not finished: closed
+                return result;
+            }
+        };
+        let (host, port) = (options.get_host(), options.get_port());
+        let connect_timeout = self.acquire_timeout();
+        let mut conn = match tokio::time::timeout(
+            connect_timeout,
+            PgConnection::connect_with(options),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(err)) => return Err(StoreError::from(err).connecting_to(host, port)),
+            Err(_) => {
+                return Err(StoreError::Unavailable {
+                    source: format!(
+                        "connecting to {host}:{port} took longer than {connect_timeout:?}"
+                    )
+                    .into(),
+                })
+            }
+        };
+        let result = crate::migrations::run(&mut conn, lock_timeout).await;
+        // A polite goodbye; the session, its settings and its locks end with the socket anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
         result
+    }
+
+    /// How long a checkout may take: the store's `acquire_timeout`, or the caller's pool's.
+    fn acquire_timeout(&self) -> Duration {
+        match self {
+            Connections::Shared(pool) => pool.options().get_acquire_timeout(),
+            Connections::Owned(owned) => owned.settings.acquire_timeout,
+        }
     }
 }
 
 impl OwnedPool {
     /// Closes connections past their lifetime or idle timeout while nobody asks for them,
-    /// from a task on the runtime of the first operation; it ends with the pool.
+    /// from a task on the runtime of the operation that started it; it ends with the pool.
+    /// When that runtime shuts down the task goes with it, and the next operation (on
+    /// another runtime) starts a new one.
     fn start_reaper(&self) {
         let period = [self.settings.max_lifetime, self.settings.idle_timeout]
             .into_iter()
             .flatten()
             .min();
         let Some(period) = period else { return };
-        if self.reaper_started.swap(true, Ordering::Relaxed) {
+        if self.reaper_running.load(Ordering::Acquire)
+            || self.reaper_running.swap(true, Ordering::AcqRel)
+        {
             return;
         }
+        let running = ReaperRunning(Arc::clone(&self.reaper_running));
         let period = (period / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
-        tokio::spawn(reap(self.pool.weak(), period));
+        let pool = self.pool.weak();
+        tokio::spawn(async move {
+            let _running = running;
+            reap(pool, period).await;
+        });
+    }
+
+    /// The whole checkout took longer than `acquire_timeout`.
+    fn checkout_timed_out(&self) -> StoreError {
+        let status = self.pool.status();
+        let manager = self.pool.manager();
+        let message = if status.size >= status.max_size && status.available == 0 {
+            format!(
+                "no connection became free within {:?} (all {} in use)",
+                self.settings.acquire_timeout, self.settings.max_connections
+            )
+        } else {
+            format!(
+                "no working connection to {}:{} within {:?} (idle ones did not answer a ping \
+                 in time, or opening a new one took too long)",
+                manager.connect_options.get_host(),
+                manager.connect_options.get_port(),
+                self.settings.acquire_timeout
+            )
+        };
+        StoreError::Unavailable {
+            source: message.into(),
+        }
     }
 
     fn pool_error(&self, err: PoolError<sqlx::Error>) -> StoreError {
@@ -396,22 +415,22 @@ impl OwnedPool {
                     manager.connect_options.get_port(),
                 )
             }
-            PoolError::Timeout(managed::TimeoutType::Wait) => format!(
-                "no connection became free within {:?} (all {} in use)",
-                self.settings.acquire_timeout, self.settings.max_connections
-            ),
-            PoolError::Timeout(_) => format!(
-                "connecting to {}:{} took longer than {:?}",
-                manager.connect_options.get_host(),
-                manager.connect_options.get_port(),
-                self.settings.acquire_timeout
-            ),
+            // deadpool's own timeouts are off: `lease` bounds the whole checkout.
             PoolError::Closed => "the store was closed".to_owned(),
             other => other.to_string(),
         };
         StoreError::Unavailable {
             source: message.into(),
         }
+    }
+}
+
+/// Clears [`OwnedPool::reaper_running`] when the reaper's task ends or is dropped.
+struct ReaperRunning(Arc<AtomicBool>);
+
+impl Drop for ReaperRunning {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -428,83 +447,5 @@ async fn reap(pool: WeakPool<Manager>, period: Duration) {
                 let _ = tokio::time::timeout(Duration::from_secs(1), pooled.conn.close()).await;
             }
         }
-    }
-}
-
-/// Runs one statement, noting whether it completed before any failure.
-async fn run_statement(
-    conn: &mut PgConnection,
-    statement: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
-) -> Result<Outcome, Failure> {
-    let mut outcome = Outcome::default();
-    let mut completed = false;
-    let mut results = conn.fetch_many(statement);
-    while let Some(item) = results.next().await {
-        match item {
-            Ok(Either::Left(done)) => {
-                completed = true;
-                outcome.rows_affected += done.rows_affected();
-            }
-            Ok(Either::Right(row)) => {
-                if outcome.row.is_none() {
-                    outcome.row = Some(row);
-                }
-            }
-            Err(error) => {
-                // In the extended protocol the implicit transaction commits at Sync, after
-                // CommandComplete. An error the server reported before that means nothing
-                // committed; a broken connection after it, or at any point without a word
-                // from the server, leaves it open.
-                let server_said_so = matches!(error, sqlx::Error::Database(_));
-                return Err(Failure {
-                    may_have_run: completed || !server_said_so,
-                    error,
-                });
-            }
-        }
-    }
-    Ok(outcome)
-}
-
-/// Runs one statement inside `BEGIN ... COMMIT`, unnamed: behind a transaction-mode pooler
-/// this keeps parse, bind and execute on one server connection.
-async fn in_transaction(
-    conn: &mut PgConnection,
-    begin: &str,
-    statement: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
-) -> Result<Outcome, Failure> {
-    let not_run = |error| Failure {
-        error,
-        may_have_run: false,
-    };
-    // `begin` is built from a number by the options, never from input.
-    conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(begin.to_owned())))
-        .await
-        .map_err(not_run)?;
-    let outcome = run_statement(conn, statement.persistent(false))
-        .await
-        .map_err(|failure| Failure {
-            // Nothing commits before COMMIT.
-            may_have_run: false,
-            ..failure
-        })?;
-    conn.execute(sqlx::raw_sql("COMMIT"))
-        .await
-        .map_err(|error| Failure {
-            may_have_run: true,
-            error,
-        })?;
-    Ok(outcome)
-}
-
-/// True when the connection cannot serve another statement: an I/O or protocol failure, or
-/// a FATAL error from the server (it closes the session after one).
-pub(crate) fn connection_lost(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<PgDatabaseError>()
-            .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
-        _ => false,
     }
 }

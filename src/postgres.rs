@@ -3,12 +3,13 @@
 use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::error::{InvalidDatabaseUrl, StoreError};
+use crate::execution::{Outcome, Protocol, Retry};
 use crate::model::PushedAuthorizationRequest;
-use crate::pool::{Connections, Outcome, OwnedSettings, Protocol, Retry};
+use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
     CITUS_DELETE_EXPIRED_AS_OF_BATCH, CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE, CONSUME,
-    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT, SELECT_LIVE,
-    UPSERT,
+    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
+    MIGRATION_BLOCK_END, MIGRATION_BLOCK_START, SELECT_LIVE, UPSERT,
 };
 use crate::validate::{DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN};
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgTypeInfo, PgValueFormat, PgValueRef};
 use sqlx::query::Query;
-use sqlx::{Decode, FromRow, PgPool, Postgres, Type};
+use sqlx::{Decode, FromRow, PgPool, Postgres, SqlSafeStr, Type};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub struct PostgresStore {
     /// Set once Citus refused the plain cleanup batch: the table is distributed, and the
     /// cleanup runs per shard (`src/sql.rs`). Shared by clones.
     citus_cleanup: Arc<AtomicBool>,
+    migration_lock_timeout: Option<Duration>,
 }
 
 /// Default for [`PostgresStoreOptions::ping_idle_after`].
@@ -66,6 +68,10 @@ const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Default bound on one store operation, connection wait included: 10 s.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default bound on each lock wait of [`PostgresStore::migrate`], among them the wait for
+/// another instance's run: 60 s (see [`PostgresStore::migration_lock_timeout`]).
+pub const DEFAULT_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -79,6 +85,7 @@ impl fmt::Debug for PostgresStore {
             .field("max_parameters_len", &self.max_parameters_len)
             .field("max_lifetime", &self.max_lifetime)
             .field("operation_timeout", &self.operation_timeout)
+            .field("migration_lock_timeout", &self.migration_lock_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +116,7 @@ impl PostgresStore {
             max_lifetime: DEFAULT_MAX_LIFETIME,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             citus_cleanup: Arc::default(),
+            migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
         }
     }
 
@@ -138,6 +146,30 @@ impl PostgresStore {
     #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
+        self
+    }
+
+    /// Bounds each lock wait of [`migrate`](Self::migrate) to `timeout` (`None`: no bound).
+    /// Default: [`DEFAULT_MIGRATION_LOCK_TIMEOUT`] (60 s).
+    ///
+    /// `migrate()` runs without a statement timeout (a migration may rewrite a large table),
+    /// so this is what bounds its waits: for the advisory lock another instance holds while
+    /// it migrates (past the bound, [`StoreError::Migration`] naming that lock, nothing
+    /// applied), for sqlx's migration lock, and for the table locks the migrations take.
+    /// Instances that start together wait for the first one's run, however long it is within
+    /// this bound, then find nothing left to do.
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, PostgresStore};
+    /// # use std::time::Duration;
+    /// # async fn f(pool: PgPool) -> Result<(), par_store::StoreError> {
+    /// let store = PostgresStore::new(pool).migration_lock_timeout(Some(Duration::from_secs(300)));
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn migration_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.migration_lock_timeout = timeout;
         self
     }
 
@@ -210,30 +242,108 @@ impl PostgresStore {
     /// The store's migrations (embedded from `migrations/`), recording their history in
     /// [`MIGRATIONS_TABLE`] so that they coexist with the host application's own.
     ///
+    /// Each migration runs as one statement: its file's statements inside a PL/pgSQL
+    /// `DO` block, so that the server sees them one at a time. Citus propagates an `ALTER
+    /// TABLE` on a distributed table with the text of the whole query it came in, and
+    /// refuses one that came with other statements (sqlx sends a migration file as one
+    /// query). The recorded checksums are those of the files, as sqlx-cli records them.
+    ///
     /// ```
     /// let migrator = par_store::PostgresStore::migrator();
     /// assert!(migrator.iter().count() >= 1);
     /// ```
     pub fn migrator() -> Migrator {
         let mut migrator = sqlx::migrate!("./migrations");
+        let one_statement_each = migrator
+            .iter()
+            .map(|migration| {
+                let mut migration = migration.clone();
+                // Only our own embedded files go in here, never input.
+                let sql = [
+                    MIGRATION_BLOCK_START,
+                    migration.sql.as_str(),
+                    MIGRATION_BLOCK_END,
+                ]
+                .concat();
+                migration.sql = sqlx::AssertSqlSafe(sql).into_sql_str();
+                migration
+            })
+            .collect::<Vec<_>>();
+        migrator.migrations = one_statement_each.into();
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
         migrator
     }
 
     /// Applies the store's migrations. Idempotent, and safe to call from many instances at
-    /// once (it takes an advisory lock).
+    /// once (it takes an advisory lock; the others wait for it, up to
+    /// [`migration_lock_timeout`](Self::migration_lock_timeout)).
     ///
     /// Converges with sqlx-cli in any order: run with par-store's `sqlx.toml` it shares this
     /// history table; run without it, it records par-store's migrations in the host's
     /// `_sqlx_migrations`, which `migrate()` recognises (by version and checksum) instead of
     /// applying them twice, and which it then keeps up to date with the migrations it
-    /// applies itself. Runs on one connection of its own, with the migrator's
-    /// "already exists, skipping" notices switched off.
+    /// applies itself.
+    ///
+    /// Runs in a session of its own, closed afterwards: on a store that owns its
+    /// connections, a dedicated connection to the store's address (not one of the pool); on
+    /// a store built by [`new`](Self::new), a connection of your pool that is closed instead
+    /// of given back. That session has no statement timeout (the store's
+    /// [`statement_timeout`](PostgresStoreOptions::statement_timeout) does not apply), a
+    /// `lock_timeout` of [`migration_lock_timeout`](Self::migration_lock_timeout), and the
+    /// migrator's "already exists, skipping" notices switched off.
+    ///
+    /// In [pooler mode](PostgresStoreOptions::statement_cache) it refuses with
+    /// [`StoreError::MigrationNeedsDirectConnection`] and sends nothing: the migrations need a
+    /// session of their own (an advisory lock, named statements), which a transaction-mode
+    /// pooler does not give. Use [`migrate_with`](Self::migrate_with) and PostgreSQL's own
+    /// address there.
     ///
     /// Fails with [`StoreError::Migration`] when a migration cannot be applied (e.g. the role
-    /// may not create tables) or the history does not match these migrations.
+    /// may not create tables), the history does not match these migrations, or a lock wait
+    /// outlasted the migration lock timeout.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), par_store::StoreError> {
+    /// let store = par_store::PostgresStore::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.connections.migrate().await
+        if matches!(*self.protocol, Protocol::Pooler { .. }) {
+            return Err(StoreError::MigrationNeedsDirectConnection);
+        }
+        self.connections
+            .migrate(None, self.migration_lock_timeout)
+            .await
+    }
+
+    /// Like [`migrate`](Self::migrate), on a dedicated connection to `direct`, closed
+    /// afterwards: for a store in [pooler mode](PostgresStoreOptions::statement_cache), whose
+    /// own address is the pooler's, give PostgreSQL's own address (or any address that gives
+    /// the connection a session of its own, such as a session-mode pool). `direct` is used as
+    /// it is: none of the store's settings are added to it. Works in every mode.
+    ///
+    /// Opening the connection is bounded by the store's acquire timeout (that of your pool
+    /// for a store built by [`new`](Self::new)); past it, [`StoreError::Unavailable`].
+    ///
+    /// ```no_run
+    /// use par_store::{sqlx::postgres::PgConnectOptions, PostgresStoreOptions};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // The application's traffic goes through PgBouncer in transaction mode...
+    /// let store = PostgresStoreOptions::new()
+    ///     .statement_cache(false)
+    ///     .connect("postgres://app@pgbouncer:6432/app")
+    ///     .await?;
+    /// // ...and the migrations straight to PostgreSQL.
+    /// let direct: PgConnectOptions = "postgres://migrator@postgres:5432/app".parse()?;
+    /// store.migrate_with(direct).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn migrate_with(&self, direct: PgConnectOptions) -> Result<(), StoreError> {
+        self.connections
+            .migrate(Some(&direct), self.migration_lock_timeout)
+            .await
     }
 
     /// Sets the store up on a [Citus](https://www.citusdata.com/) cluster, through a
@@ -298,8 +408,8 @@ fn into_request(
 }
 
 /// `expires_at` as read from the table. sqlx's own `DateTime<Utc>` decoder panics on a
-/// timestamp beyond chrono's range (`infinity`, which migration 0003 forbids, or a year
-/// past 262143 written by hand); this one fails the operation with
+/// timestamp beyond chrono's range (`infinity` or a year past 262142, which migrations 0003
+/// and 0004 forbid, in a table not yet migrated); this one fails the operation with
 /// [`StoreError::Database`] instead.
 struct StoredExpiry(DateTime<Utc>);
 
@@ -455,10 +565,10 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
-        // Run again only when it cannot have run: a second run of a committed insert would
-        // report the caller's own request as a duplicate.
+        // Run again only when PostgreSQL proved it did not commit: a second run of a
+        // committed insert would report the caller's own request as a duplicate.
         let outcome = self
-            .run(Retry::IfNotRun, || {
+            .run(Retry::IfServerAborted, || {
                 bind_request(INSERT, request, expires_at)
             })
             .await;
@@ -489,7 +599,7 @@ impl Backend for PostgresStore {
         // A consume that may have run is never run again: the second run would find the
         // row gone and report "not found" for a request the first run consumed.
         let outcome = self
-            .run(Retry::IfNotRun, || {
+            .run(Retry::IfServerAborted, || {
                 sqlx::query(CONSUME).bind(reference_value_hash)
             })
             .await?;
@@ -504,15 +614,16 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // Replacing twice with the same record ends the same.
-        self.run(Retry::Always, || bind_request(UPSERT, request, expires_at))
+        // Never run twice: a request consumed between a committed first run and a second
+        // one would be put back.
+        self.run(Retry::Never, || bind_request(UPSERT, request, expires_at))
             .await?;
         Ok(())
     }
 
     async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
         // Not run twice: the second run would count nothing.
-        self.rows_deleted(Retry::IfNotRun, || {
+        self.rows_deleted(Retry::IfServerAborted, || {
             sqlx::query(DELETE_BY_CLIENT_ID).bind(client_id)
         })
         .await
@@ -565,6 +676,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | fail fast with [`StoreError::Unavailable`] when no connection can be had, rather than sqlx's 30 s |
 /// | [`statement_timeout`](Self::statement_timeout) | 5 s | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
 /// | [`operation_timeout`](Self::operation_timeout) | 10 s | bounds a whole operation even when the network swallows packets |
+/// | [`migration_lock_timeout`](Self::migration_lock_timeout) | 60 s | [`migrate`](PostgresStore::migrate) has no statement timeout; this bounds its wait for another instance's run |
 /// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
 /// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | connections are replaced regularly (credential rotation, failover, server-side memory) |
 /// | [`idle_timeout`](Self::idle_timeout) | 10 min | connections left over from a burst are closed |
@@ -597,6 +709,7 @@ pub struct PostgresStoreOptions {
     statement_cache: bool,
     max_parameters_len: usize,
     max_lifetime: Duration,
+    migration_lock_timeout: Option<Duration>,
 }
 
 impl Default for PostgresStoreOptions {
@@ -612,6 +725,7 @@ impl Default for PostgresStoreOptions {
             statement_cache: true,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_lifetime: DEFAULT_MAX_LIFETIME,
+            migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
         }
     }
 }
@@ -629,8 +743,11 @@ impl PostgresStoreOptions {
         self
     }
 
-    /// How long an operation waits for a connection (a free one, or a new one to open)
-    /// before failing with [`StoreError::Unavailable`].
+    /// How long an operation may take to get a connection before failing with
+    /// [`StoreError::Unavailable`]: one bound over the whole checkout, waiting for a free
+    /// connection, opening a new one and pinging idle ones included. A ping that gets no
+    /// answer within 1 s (or this timeout, if shorter) discards that connection, and the
+    /// next one is tried within what is left.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
@@ -655,9 +772,9 @@ impl PostgresStoreOptions {
     /// (`Some(Duration::ZERO)`: always, like sqlx's `test_before_acquire`; `None`: never).
     ///
     /// A connection the server closed sooner (an `idle_session_timeout`, a
-    /// `pg_terminate_backend`) is still not a failed request: when the server's goodbye is
-    /// the answer to a statement, the statement cannot have run, and the store runs it on
-    /// another connection.
+    /// `pg_terminate_backend`) is still not a failed request, except for `store_or_replace`,
+    /// which never runs twice: when the server's goodbye is the answer to a statement, the
+    /// statement cannot have run, and the store runs it on another connection.
     pub fn ping_idle_after(mut self, idle: Option<Duration>) -> Self {
         self.ping_idle_after = idle;
         self
@@ -695,6 +812,12 @@ impl PostgresStoreOptions {
     /// See [`PostgresStore::max_lifetime`].
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
         self.max_lifetime = lifetime;
+        self
+    }
+
+    /// See [`PostgresStore::migration_lock_timeout`].
+    pub fn migration_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.migration_lock_timeout = timeout;
         self
     }
 
@@ -760,6 +883,7 @@ impl PostgresStoreOptions {
             max_lifetime: self.max_lifetime,
             operation_timeout: self.operation_timeout,
             citus_cleanup: Arc::default(),
+            migration_lock_timeout: self.migration_lock_timeout,
         })
     }
 }

@@ -137,13 +137,30 @@ pub(crate) const CITUS_DISTRIBUTE: &str = "SELECT count(create_distributed_table
      WHERE NOT EXISTS (SELECT FROM pg_dist_partition \
          WHERE logicalrelid = 'pushed_authorization_requests'::regclass)";
 
+/// Opens the PL/pgSQL block that each migration file runs in ([`PostgresStore::migrator`](crate::PostgresStore::migrator)):
+/// one statement for the server, whose parts run one at a time. A migration's statements
+/// must therefore be valid in PL/pgSQL (DDL and DML; `PERFORM` rather than a bare `SELECT`).
+pub(crate) const MIGRATION_BLOCK_START: &str = "DO $par_store_migration$ BEGIN\n";
+
+/// Closes [`MIGRATION_BLOCK_START`]'s block.
+pub(crate) const MIGRATION_BLOCK_END: &str = "\nEND $par_store_migration$";
+
 // Migrations (src/migrations.rs). The two history tables are named in full: this file holds
 // static strings only. `MIGRATIONS_TABLE` and sqlx's default `_sqlx_migrations` are checked
 // against these strings by a unit test in src/migrations.rs.
 
-/// Keeps the migrator's `... already exists, skipping` notices (server severity NOTICE, which
-/// sqlx logs at INFO) off the connection that runs the migrations. Warnings still come through.
-pub(crate) const QUIET_NOTICES: &str = "SET client_min_messages = warning";
+/// The settings of the session that runs the migrations, for that session only:
+/// - `client_min_messages = warning` keeps the migrator's `... already exists, skipping`
+///   notices (server severity NOTICE, which sqlx logs at INFO) off it. Warnings still come
+///   through.
+/// - `statement_timeout = 0`: a migration (an `ALTER TABLE` on a large table) and the wait for
+///   another instance's run are not bounded by the store's short statement timeout.
+/// - `lock_timeout = $1` (e.g. `'60000ms'`, `'0'` for none) bounds every lock wait of the run
+///   instead: the advisory lock below, sqlx's own, and the table locks the migrations take.
+pub(crate) const MIGRATION_SESSION: &str = "SELECT \
+     set_config('client_min_messages', 'warning', false), \
+     set_config('statement_timeout', '0', false), \
+     set_config('lock_timeout', $1, false)";
 
 /// Serialises par-store's migration runs (history adoption, migrator, mirroring) across
 /// instances; session-level, released explicitly or when the connection closes. The key is
@@ -181,3 +198,13 @@ pub(crate) const MIRROR_INTO_HOST_HISTORY: &str = "INSERT INTO _sqlx_migrations 
                      AND (host.version, host.checksum) IN \
                          (SELECT * FROM unnest($1::bigint[], $2::bytea[]))) \
      ON CONFLICT (version) DO NOTHING";
+
+// Pooler mode (src/execution.rs): each operation runs inside an explicit transaction, opened
+// by a `BEGIN; SET LOCAL statement_timeout = ...` the options build from a number.
+
+/// Ends a pooler-mode operation's transaction.
+pub(crate) const COMMIT: &str = "COMMIT";
+
+/// Ends a pooler-mode transaction whose statement failed, so that its connection (and the
+/// pooler's server connection behind it) can serve the next operation.
+pub(crate) const ROLLBACK: &str = "ROLLBACK";

@@ -36,6 +36,7 @@ pub(crate) fn error_kind(err: &StoreError) -> &'static str {
         StoreError::Unavailable { .. } => "unavailable",
         StoreError::Timeout { .. } => "timeout",
         StoreError::Migration { .. } => "migration_failed",
+        StoreError::MigrationNeedsDirectConnection => "migration_needs_direct_connection",
         StoreError::InvalidDatabaseUrl(_) => "invalid_database_url",
         StoreError::Database { .. } => "database_error",
         StoreError::NoRuntime => "no_runtime",

@@ -154,6 +154,15 @@ async fn later_migrations_apply_to_a_distributed_table_both_ways() {
     let table = format!("{}.pushed_authorization_requests", schema.name);
     assert_eq!(distribution(&mut conn, &table).await, Some((32, 2)));
     assert!(store.get_by_hash("before").await.unwrap().is_some());
+    // 0004's check reached the shards.
+    let refused = sqlx::query(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         VALUES ('far', '262143-06-01 00:00:00+00', 'p')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("expires_at_readable"), "{refused}");
     println!(
         "migrations after 0003 applied, reverted and re-applied on a distributed table: {:?}",
         all_versions()

@@ -8,7 +8,7 @@ mod common;
 use chrono::Utc;
 use common::TestDb;
 use par_store::sqlx::postgres::PgPoolOptions;
-use par_store::sqlx::{self, PgPool};
+use par_store::sqlx::{self, Connection, PgPool};
 use par_store::{
     PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore, StoreError,
@@ -425,6 +425,83 @@ fn stores_dropped_outside_any_runtime_do_not_panic() {
     drop(db);
 }
 
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
+
+/// A consume that waits on the server for a row lock held by `blocker`: it holds a lease.
+async fn in_flight(store: &PostgresStore, blocker: &mut sqlx::PgConnection, hash: &str) -> Pending {
+    store.store(&request(hash)).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *blocker).await.unwrap();
+    sqlx::query(
+        "SELECT 1 FROM pushed_authorization_requests WHERE reference_value_hash = $1 FOR UPDATE",
+    )
+    .bind(hash)
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    let (store, hash) = (store.clone(), hash.to_owned());
+    let mut pending: Pending =
+        Box::pin(async move { store.consume_by_hash(&hash).await.map(drop) });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut pending)
+            .await
+            .is_err(),
+        "the consume did not wait for the row lock"
+    );
+    pending
+}
+
+/// An operation in flight on a caller's pool with `min_connections > 0`, its future dropped
+/// on a thread without a runtime: no panic (sqlx's `PoolConnection` drop spawns a task), the
+/// connection is closed rather than given back with its reply unread, and the pool's slot is
+/// free again. Then the same after the operation's runtime has shut down.
+#[test]
+fn an_operation_dropped_mid_statement_outside_any_runtime_does_not_panic() {
+    let db = in_runtime(TestDb::new());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let drop_without_runtime = |pending: Pending| {
+        std::thread::spawn(move || drop(pending))
+            .join()
+            .expect("dropping an operation outside a runtime panicked");
+    };
+
+    let (store, mut blocker, pending) = runtime.block_on(async {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(db.options.clone())
+            .await
+            .unwrap();
+        let store = PostgresStore::new(pool);
+        let mut blocker = sqlx::PgConnection::connect_with(&db.options).await.unwrap();
+        let pending = in_flight(&store, &mut blocker, "dropped-1").await;
+        (store, blocker, pending)
+    });
+    drop_without_runtime(pending);
+    runtime.block_on(async {
+        sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+        // The pool's only slot is free again. (The dropped consume itself may still have
+        // run on the server once the lock was released: the documented ambiguity.)
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            lifecycle(&store, "after-the-dropped-one"),
+        )
+        .await
+        .expect("the pool's slot was not given back")
+        .unwrap();
+    });
+
+    // Dropped after its runtime has shut down.
+    let pending = runtime.block_on(in_flight(&store, &mut blocker, "dropped-2"));
+    drop(runtime);
+    drop_without_runtime(pending);
+    drop(blocker);
+    drop(store);
+    drop(db);
+}
+
 #[test]
 fn an_operation_outside_any_runtime_fails_with_a_clear_error() {
     let db = in_runtime(TestDb::new());
@@ -614,6 +691,56 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_by_close() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The reaper runs on the runtime of an operation: when that runtime ends, the next
+/// operation, on another runtime, starts it again, and idle connections past `idle_timeout`
+/// are still closed without any further operation.
+#[test]
+fn the_reaper_restarts_on_a_later_runtime() {
+    let db = in_runtime(TestDb::new());
+    let store = PostgresStoreOptions::new()
+        .max_connections(3)
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .connect_lazy_with(db.options.clone().application_name("reaper-restart-test"))
+        .unwrap();
+    // The first runtime starts the reaper and ends with it.
+    in_runtime(lifecycle(&store, "reaper-first-runtime")).unwrap();
+    in_runtime(async {
+        let mut admin = sqlx::PgConnection::connect_with(&db.options).await.unwrap();
+        async fn open(admin: &mut sqlx::PgConnection) -> i64 {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'reaper-restart-test'",
+            )
+            .fetch_one(admin)
+            .await
+            .unwrap()
+        }
+        futures::future::try_join_all((0..3).map(|n| {
+            let store = store.clone();
+            async move { lifecycle(&store, &format!("reaper-second-runtime-{n}")).await }
+        }))
+        .await
+        .unwrap();
+        assert!(open(&mut admin).await > 0, "the store opened no connection");
+        let waited = Instant::now();
+        while open(&mut admin).await > 0 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(5),
+                "idle connections still open after {:?}: no reaper on this runtime",
+                waited.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "on the second runtime, idle connections closed {:?} after the last use \
+             (idle_timeout 300 ms)",
+            waited.elapsed()
+        );
+    });
+    drop(store);
+    drop(db);
 }
 
 /// The error and its sources, as one line.

@@ -228,6 +228,57 @@ async fn during_a_stall_every_operation_times_out_within_the_operation_timeout()
     );
 }
 
+/// After a network black hole, the idle connections (idle past `ping_idle_after`) are pinged
+/// before use and never answer: the operation fails with `Unavailable` within one
+/// `acquire_timeout` (every ping, wait and connection attempt together), not after one
+/// `acquire_timeout` per idle connection and then the operation timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_black_hole_a_checkout_fails_unavailable_within_the_acquire_timeout() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let proxy = FaultProxy::in_front_of(&db.options).await;
+    let acquire_timeout = Duration::from_secs(3);
+    let store = PostgresStoreOptions::new()
+        .max_connections(8)
+        .acquire_timeout(acquire_timeout)
+        .ping_idle_after(Some(Duration::from_millis(100)))
+        .connect_with(proxy.route(&db.options).ssl_mode(PgSslMode::Disable))
+        .await
+        .unwrap();
+    warm_up(&store, "black-hole").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    proxy.stall();
+    let started = Instant::now();
+    let result = tokio::time::timeout(HANG * 2, store.get_by_hash("black-hole-warm-0")).await;
+    let elapsed = started.elapsed();
+    let err = result
+        .expect("the operation hung")
+        .expect_err("succeeded through a black hole");
+    println!(
+        "through a black hole: {} after {} ms (acquire_timeout {} ms): {err}",
+        kind(&err),
+        elapsed.as_millis(),
+        acquire_timeout.as_millis()
+    );
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }),
+        "expected Unavailable, got {err:?} after {elapsed:?}"
+    );
+    // Generous slack for a loaded machine; without the bound it took about 10 s.
+    assert!(
+        elapsed < acquire_timeout + Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    proxy.restore();
+    let (_, recovery, _) = retry_until_ok(Duration::from_secs(10), || {
+        let store = store.clone();
+        async move { round(&store, "after-black-hole").await }
+    })
+    .await;
+    println!("works again {} ms after the restore", recovery.as_millis());
+}
+
 /// Calls `attempt` every 10 ms until it succeeds; returns its value, the time it took and the
 /// number of failed attempts. Fails the test after `limit`, and on errors that are not
 /// transient.

@@ -6,9 +6,14 @@ mod common;
 
 use chrono::{Duration, Utc};
 use common::{Captured, TestDb};
+use par_store::sqlx::postgres::PgPoolOptions;
 use par_store::sqlx::{self, migrate::Migrator, Connection, PgConnection, PgPool};
-use par_store::{PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
+use par_store::{
+    PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
+    PushedAuthorizationRequestStore, StoreError,
+};
 use std::path::Path;
+use std::time::Duration as StdDuration;
 
 /// The log test sets a thread-default `tracing` subscriber; tests running beside it would
 /// register sqlx's notice callsite without one, and tracing-core could cache it as
@@ -303,4 +308,181 @@ async fn migrate_logs_no_notice_on_a_routine_start() {
         text.contains("already exists, skipping"),
         "the capture sees sqlx's notices: {text}"
     );
+}
+
+/// par-store's migration lock (src/sql.rs), as another instance's `migrate()` holds it.
+const LOCK_MIGRATIONS: &str = "SELECT pg_advisory_lock(7236905154372315439)";
+
+/// A session that holds par-store's migration lock until `release`.
+async fn hold_the_migration_lock(db: &TestDb) -> PgConnection {
+    let mut holder = PgConnection::connect_with(&db.options).await.unwrap();
+    sqlx::query(LOCK_MIGRATIONS)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
+async fn release(mut holder: PgConnection) {
+    sqlx::query("SELECT pg_advisory_unlock(7236905154372315439)")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder.close().await.unwrap();
+}
+
+/// The tables of the public schema.
+async fn tables(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// The error and its sources, as one line.
+fn error_chain(err: &StoreError) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(" <- ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Two instances start while a third holds the migration lock for longer than their
+/// `statement_timeout`: both wait (the migration session has no statement timeout) and both
+/// succeed once the lock is released. One owns its connections, the other is on a pool whose
+/// connections carry the same short `statement_timeout`.
+#[tokio::test]
+async fn migrations_wait_for_the_lock_longer_than_the_statement_timeout() {
+    let _shared = LOG_CAPTURE.read().await;
+    let db = TestDb::empty().await;
+    let statement_timeout = StdDuration::from_millis(300);
+    let owned = PostgresStoreOptions::new()
+        .statement_timeout(Some(statement_timeout))
+        .connect_lazy_with(db.options.clone())
+        .unwrap();
+    let shared = PostgresStore::new(
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(db.options.clone().options([("statement_timeout", "300")]))
+            .await
+            .unwrap(),
+    );
+    let holder = hold_the_migration_lock(&db).await;
+
+    let waiters: Vec<_> = [owned.clone(), shared.clone()]
+        .into_iter()
+        .map(|store| tokio::spawn(async move { store.migrate().await }))
+        .collect();
+    tokio::time::sleep(statement_timeout * 3).await;
+    for waiter in &waiters {
+        assert!(
+            !waiter.is_finished(),
+            "a migrate() gave up while the lock was held"
+        );
+    }
+    release(holder).await;
+    for waiter in waiters {
+        tokio::time::timeout(StdDuration::from_secs(30), waiter)
+            .await
+            .expect("migrate() finished once the lock was free")
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        history(&db.pool, "_par_store_migrations").await,
+        up_versions()
+    );
+    // The stores' own statements keep their short timeout.
+    let err = sqlx::query("SELECT pg_sleep(1)")
+        .execute(shared.shared_pool().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("57014")
+    );
+    owned.store(&request("after")).await.unwrap();
+}
+
+/// Past `migration_lock_timeout`, a waiting `migrate()` fails with an error that names the
+/// lock and applies nothing; on an owned pool and on a caller's pool.
+#[tokio::test]
+async fn a_migration_waiting_past_its_lock_timeout_names_the_lock() {
+    let _shared = LOG_CAPTURE.read().await;
+    let db = TestDb::empty().await;
+    let limit = StdDuration::from_millis(300);
+    let owned = PostgresStoreOptions::new()
+        .migration_lock_timeout(Some(limit))
+        .connect_lazy_with(db.options.clone())
+        .unwrap();
+    let shared = PostgresStore::new(db.pool.clone()).migration_lock_timeout(Some(limit));
+    let holder = hold_the_migration_lock(&db).await;
+    for store in [&owned, &shared] {
+        let err = tokio::time::timeout(StdDuration::from_secs(20), store.migrate())
+            .await
+            .expect("migrate() gave up at its lock timeout")
+            .unwrap_err();
+        let chain = error_chain(&err);
+        assert!(matches!(err, StoreError::Migration { .. }), "{chain}");
+        assert!(!err.is_transient(), "{chain}");
+        assert!(
+            chain.contains("migration lock") && chain.contains("7236905154372315439"),
+            "{chain}"
+        );
+        println!("past the lock timeout: {chain}");
+    }
+    assert_eq!(
+        tables(&db.pool).await,
+        Vec::<String>::new(),
+        "nothing applied"
+    );
+    release(holder).await;
+    owned.migrate().await.unwrap();
+    shared.migrate().await.unwrap();
+}
+
+/// In pooler mode, `migrate()` refuses (nothing reaches PgBouncer), and `migrate_with` applies
+/// the migrations over a direct connection; the store then works through PgBouncer.
+#[tokio::test]
+async fn in_pooler_mode_migrate_needs_a_direct_address() {
+    let _shared = LOG_CAPTURE.read().await;
+    let db = TestDb::empty().await;
+    let bouncer = common::pgbouncer::PgBouncer::start().await;
+    let store = PostgresStoreOptions::new()
+        .statement_cache(false)
+        .connect_lazy_with(bouncer.route(&db.options))
+        .unwrap();
+
+    let err = store.migrate().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::MigrationNeedsDirectConnection),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("migrate_with"), "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(
+        tables(&db.pool).await,
+        Vec::<String>::new(),
+        "nothing applied"
+    );
+
+    store.migrate_with(db.options.clone()).await.unwrap();
+    assert_eq!(
+        history(&db.pool, "_par_store_migrations").await,
+        up_versions()
+    );
+    assert_eq!(schema(&db.pool).await, reference_schema().await);
+    store.store(&request("through-pgbouncer")).await.unwrap();
+    assert!(store
+        .consume_by_hash("through-pgbouncer")
+        .await
+        .unwrap()
+        .is_some());
+    // Idempotent, like migrate().
+    store.migrate_with(db.options.clone()).await.unwrap();
+    store.close().await;
 }

@@ -482,9 +482,11 @@ fn assert_database_error<T: std::fmt::Debug>(result: Result<T, StoreError>) {
 
 #[tokio::test]
 async fn an_expiry_beyond_what_the_store_can_represent_is_an_error_not_a_panic() {
-    // A finite timestamp past chrono's range (year 262143), written by hand: the CHECK lets it
-    // through (PostgreSQL goes to year 294276), the store's decoder must not panic on it.
-    let db = TestDb::new().await;
+    // A finite timestamp past chrono's range (year 262143), written by hand into the schema
+    // before 0004 (0003's CHECK lets it through; PostgreSQL goes to year 294276): the store's
+    // decoder must not panic on it.
+    let db = TestDb::empty().await;
+    PostgresStore::migrator().run_to(3, &db.pool).await.unwrap();
     db.store().store(&request("h")).await.unwrap();
     sqlx::query("UPDATE pushed_authorization_requests SET expires_at = '290000-01-01 00:00:00+00'")
         .execute(&db.pool)
@@ -496,6 +498,97 @@ async fn an_expiry_beyond_what_the_store_can_represent_is_an_error_not_a_panic()
     // The store keeps working.
     store.store(&request("h2")).await.unwrap();
     assert!(store.consume_by_hash("h2").await.unwrap().is_some());
+}
+
+/// The constraint migration 0004 adds.
+const READABLE_EXPIRY: &str = "pushed_authorization_requests_expires_at_readable";
+
+#[tokio::test]
+async fn the_schema_refuses_an_expiry_beyond_what_the_store_can_read() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.store(&request("h")).await.unwrap();
+    let set_expiry = |expiry: &'static str| {
+        sqlx::query(
+            "UPDATE pushed_authorization_requests SET expires_at = $1::timestamptz \
+             WHERE reference_value_hash = 'h'",
+        )
+        .bind(expiry)
+        .execute(&db.pool)
+    };
+    for beyond in ["290000-01-01 00:00:00+00", "262143-01-01 00:00:00+00"] {
+        let err = set_expiry(beyond).await.unwrap_err();
+        assert_eq!(
+            constraint_of(&err).as_deref(),
+            Some(READABLE_EXPIRY),
+            "{beyond}: {err}"
+        );
+    }
+    // The bound is the decoder's own: chrono's last instant is accepted and read back.
+    let last = chrono::DateTime::from_timestamp_micros(
+        chrono::DateTime::<Utc>::MAX_UTC.timestamp_micros(),
+    )
+    .unwrap();
+    assert_eq!(last.to_rfc3339(), "+262142-12-31T23:59:59.999999+00:00");
+    sqlx::query("UPDATE pushed_authorization_requests SET expires_at = $1")
+        .bind(last)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let read = store.get_by_hash("h").await.unwrap().expect("live");
+    assert_eq!(read.expires_at, last);
+    assert!(store.consume_by_hash("h").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn migration_0004_expires_rows_beyond_the_range_and_reverts() {
+    let db = TestDb::empty().await;
+    let migrator = PostgresStore::migrator();
+    migrator.run_to(3, &db.pool).await.unwrap();
+    for (hash, expiry) in [
+        ("live", "now() + interval '10 minutes'"),
+        ("far", "'290000-01-01 00:00:00+00'"),
+    ] {
+        let insert = format!(
+            "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+             VALUES ($1, {expiry}, 'p')"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(hash)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+
+    db.store().migrate().await.unwrap();
+    let rows = rows_of(&db).await;
+    assert_eq!(
+        rows,
+        [
+            ("far".to_owned(), "p".to_owned(), true, false),
+            ("live".to_owned(), "p".to_owned(), true, true),
+        ],
+        "every row kept; the one beyond the range made expired"
+    );
+    let store = db.store();
+    assert_eq!(store.get_by_hash("far").await.unwrap(), None);
+    assert_eq!(store.delete_expired().await.unwrap(), 1);
+    assert!(store.get_by_hash("live").await.unwrap().is_some());
+
+    // Down: the constraint is gone, rows kept; up again.
+    migrator.undo(&db.pool, 3).await.unwrap();
+    sqlx::query(
+        "UPDATE pushed_authorization_requests SET expires_at = '290000-01-01 00:00:00+00' \
+         WHERE reference_value_hash = 'live'",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("0.2's schema has no upper bound");
+    db.store().migrate().await.unwrap();
+    assert_eq!(
+        rows_of(&db).await,
+        [("live".to_owned(), "p".to_owned(), true, false)]
+    );
 }
 
 #[tokio::test]

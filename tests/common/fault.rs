@@ -7,6 +7,9 @@
 //!   fails during the startup handshake.
 //! - [`FaultProxy::stall`] keeps every connection open but stops moving bytes, as a network
 //!   that swallows packets does: what is sent during a stall arrives when it ends.
+//! - [`FaultProxy::hold_replies`] lets the client's messages through but holds the server's
+//!   replies, and [`FaultProxy::sever`] then closes the connections with the replies unsent:
+//!   a statement commits and its answer is lost.
 //! - [`FaultProxy::restore`] ends a cut or a stall: bytes and new connections flow again.
 //! - [`FaultProxy::redirect`] sends new connections to another server from then on, as a
 //!   virtual IP or a load balancer does when a standby is promoted after a failover.
@@ -31,6 +34,8 @@ struct Link {
     epoch: u64,
     /// Bytes are held, not forwarded.
     stalled: bool,
+    /// Bytes from the server to the client are held, not forwarded; the other way flows.
+    replies_held: bool,
 }
 
 #[derive(Default)]
@@ -124,6 +129,22 @@ impl FaultProxy {
         self.link.send_modify(|link| link.stalled = true);
     }
 
+    /// Holds every reply of the server (on open and new connections) until
+    /// [`sever`](Self::sever) or [`restore`](Self::restore); what clients send still reaches
+    /// the server. A statement then runs and commits, and its client never hears of it.
+    pub fn hold_replies(&self) {
+        self.link.send_modify(|link| link.replies_held = true);
+    }
+
+    /// Closes every proxied connection (held replies are lost) and goes on accepting new
+    /// ones, which flow normally.
+    pub fn sever(&self) {
+        self.link.send_modify(|link| {
+            link.epoch += 1;
+            link.replies_held = false;
+        });
+    }
+
     /// Connections accepted from now on go to `upstream`; open ones stay where they are.
     pub fn redirect(&self, upstream: SocketAddr) {
         *self.upstream.lock().expect("proxy upstream lock") = upstream;
@@ -134,6 +155,7 @@ impl FaultProxy {
         self.link.send_modify(|link| {
             link.cut = false;
             link.stalled = false;
+            link.replies_held = false;
         });
     }
 
@@ -213,24 +235,39 @@ async fn pipe(
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
             tokio::join!(
-                forward(client_read, server_write, stalls.clone()),
-                forward(server_read, client_write, stalls),
+                forward(client_read, server_write, stalls.clone(), epoch, false),
+                forward(server_read, client_write, stalls, epoch, true),
             );
         } => {}
     }
 }
 
-/// Copies one direction until its reader closes; bytes read during a stall are written when
-/// it ends. Closing the reader shuts the writer down, so the other side sees the end too.
-async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut link: watch::Receiver<Link>) {
+/// Copies one direction until its reader closes; bytes read during a stall (or, for
+/// `replies`, while replies are held) are written when it ends. Closing the reader shuts the
+/// writer down, so the other side sees the end too.
+async fn forward(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut link: watch::Receiver<Link>,
+    epoch: u64,
+    replies: bool,
+) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         let read = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };
-        if link.wait_for(|link| !link.stalled).await.is_err() {
-            break;
+        // A cut or sever while bytes are held drops them: never written after it.
+        match link
+            .wait_for(|link| {
+                let held = link.stalled || (replies && link.replies_held);
+                link.epoch != epoch || !held
+            })
+            .await
+        {
+            Ok(link) if link.epoch == epoch => {}
+            _ => break,
         }
         if to.write_all(&buffer[..read]).await.is_err() {
             break;

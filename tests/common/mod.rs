@@ -4,6 +4,7 @@
 pub mod citus;
 #[path = "../../examples/support/cluster.rs"]
 pub mod cluster;
+pub mod fake_backend;
 pub mod fault;
 pub mod pgbouncer;
 

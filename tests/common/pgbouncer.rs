@@ -1,4 +1,4 @@
-//! A PgBouncer of the test's own, in transaction mode, in front of the PostgreSQL server at
+//! A PgBouncer of the test's own, in transaction mode (or as [`Settings`] say), in front of the PostgreSQL server at
 //! `DATABASE_URL`: written into a temporary directory, started on a free port on 127.0.0.1,
 //! killed (and the directory removed) when dropped.
 //!
@@ -26,6 +26,29 @@ use std::time::{Duration, Instant};
 /// The OS user PgBouncer runs as when the tests run as root.
 const BOUNCER_USER: &str = "postgres";
 
+/// What a test may change in PgBouncer's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// `pool_mode`: "transaction" (default) or "session".
+    pub pool_mode: &'static str,
+    /// `query_timeout` in seconds (0, the default: none). PgBouncer answers a query that
+    /// runs longer with its own `FATAL 08P01 query timeout` and closes both connections.
+    pub query_timeout_secs: u32,
+    /// `log_connections` and `log_disconnections` (default off): every server connection
+    /// PgBouncer opens is then logged ("new connection to server").
+    pub log_connections: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            pool_mode: "transaction",
+            query_timeout_secs: 0,
+            log_connections: false,
+        }
+    }
+}
+
 /// See the module documentation.
 pub struct PgBouncer {
     child: Option<Child>,
@@ -39,6 +62,11 @@ impl PgBouncer {
 
     /// Writes the configuration, starts PgBouncer and waits until it accepts connections.
     pub async fn start() -> PgBouncer {
+        PgBouncer::start_with(Settings::default()).await
+    }
+
+    /// Like [`start`](Self::start), with other [`Settings`].
+    pub async fn start_with(settings: Settings) -> PgBouncer {
         let binary = binary();
         let server = PgConnectOptions::from_str(&database_url()).expect("valid DATABASE_URL");
         let dir = std::env::temp_dir().join(format!(
@@ -74,12 +102,16 @@ impl PgBouncer {
                  unix_socket_dir =\n\
                  auth_type = trust\n\
                  auth_file = {auth_file}\n\
-                 pool_mode = transaction\n\
+                 pool_mode = {pool_mode}\n\
                  default_pool_size = {pool_size}\n\
                  max_client_conn = 200\n\
                  logfile = {log}\n\
-                 log_connections = 0\n\
-                 log_disconnections = 0\n",
+                 log_connections = {log_connections}\n\
+                 log_disconnections = {log_connections}\n\
+                 query_timeout = {query_timeout}\n",
+                pool_mode = settings.pool_mode,
+                log_connections = u8::from(settings.log_connections),
+                query_timeout = settings.query_timeout_secs,
                 host = server.get_host(),
                 server_port = server.get_port(),
                 auth_file = auth_file.display(),
