@@ -162,7 +162,10 @@ async fn later_migrations_apply_to_a_distributed_table_both_ways() {
     .execute(&mut conn)
     .await
     .unwrap_err();
-    assert!(refused.to_string().contains("expires_at_readable"), "{refused}");
+    assert!(
+        refused.to_string().contains("expires_at_readable"),
+        "{refused}"
+    );
     println!(
         "migrations after 0003 applied, reverted and re-applied on a distributed table: {:?}",
         all_versions()

@@ -1,5 +1,6 @@
-//! The store contract, run against every store: PostgreSQL (a fresh database per test) and
-//! memory. Each test checks one behaviour of `PushedAuthorizationRequestStore`.
+//! The store contract, run against every store: PostgreSQL (a fresh database per test),
+//! memory, and PostgreSQL distributed by Citus (a fresh schema per test). Each test checks
+//! one behaviour of `PushedAuthorizationRequestStore`.
 
 mod common;
 
@@ -536,6 +537,21 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name(par_store::MemoryStore::new()).await;
+                }
+            )*
+        }
+        /// On a Citus cluster (tests/common/citus.rs): a schema per test, the table
+        /// distributed by `distribute_on_citus`. Skipped with one line where Citus is not
+        /// installed, outside CI.
+        mod citus {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(cluster) = crate::common::citus::citus() else { return };
+                    let schema = crate::common::citus::CitusSchema::new(cluster).await;
+                    let store = par_store::PostgresStore::new(schema.pool(32).await);
+                    assert!(store.distribute_on_citus().await.unwrap());
+                    super::$name(store).await;
                 }
             )*
         }
