@@ -300,6 +300,45 @@ async fn a_request_expired_by_the_database_clock_is_refused_and_not_stored() {
     store.store(&live("late")).await.unwrap();
 }
 
+#[tokio::test]
+async fn the_store_refuses_a_request_that_reaches_citus_expired() {
+    // As in tests/postgres.rs: the request passes the application's clock check, then its
+    // bytes are held for a second, so it reaches the coordinator 700 ms after it expired.
+    let Some(schema) = schema().await else { return };
+    distributed_store(&schema, 1).await;
+    let proxy = common::fault::FaultProxy::in_front_of(&schema.options).await;
+    let store = PostgresStoreOptions::new()
+        .max_connections(1)
+        .connect_with(proxy.route(&schema.options))
+        .await
+        .unwrap();
+    store.store(&live("warm")).await.unwrap();
+    let late =
+        PushedAuthorizationRequest::new("late", Utc::now() + Duration::milliseconds(300), "p");
+    proxy.stall();
+    let pending = tokio::spawn({
+        let store = store.clone();
+        async move { store.store(&late).await }
+    });
+    tokio::time::sleep(StdDuration::from_secs(1)).await;
+    proxy.restore();
+    match pending.await.unwrap() {
+        Err(par_store::StoreError::InvalidInput { field, .. }) => {
+            assert_eq!(field, par_store::InputField::ExpiresAt)
+        }
+        other => panic!("expected InvalidInput for expires_at, got {other:?}"),
+    }
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pushed_authorization_requests WHERE reference_value_hash = 'late'",
+    )
+    .fetch_one(&mut schema.connection().await)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "nothing stored");
+    // The connection is still good.
+    store.store(&live("after")).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_one_of_64_racers_through_two_stores_wins_each_round() {
     const ROUNDS: usize = 500;
