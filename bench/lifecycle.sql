@@ -14,6 +14,6 @@
 -- A fresh random key per lifecycle. The store's keys are 44-character Base64 hashes; a
 -- random 63-bit number (up to 19 digits) is as unique, and pgbench cannot build strings.
 \set key random(1, 9000000000000000000)
-WITH inserted AS (INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters, client_id) SELECT :key, :expires_at::timestamptz, :params, NULL::text WHERE :expires_at::timestamptz > now() ON CONFLICT (reference_value_hash) DO NOTHING RETURNING 1) SELECT EXISTS (SELECT FROM inserted) AS inserted, :expires_at::timestamptz > now() AS live;
+INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters, client_id) VALUES (:key, CASE WHEN :expires_at::timestamptz > now() THEN :expires_at::timestamptz END, :params, NULL::text) ON CONFLICT (reference_value_hash) DO NOTHING RETURNING 1;
 SELECT expires_at, parameters, client_id FROM pushed_authorization_requests WHERE reference_value_hash = :key AND expires_at > now();
-DELETE FROM pushed_authorization_requests WHERE reference_value_hash = :key RETURNING expires_at, parameters, expires_at > now() AS live, client_id;
+WITH consumed AS (DELETE FROM pushed_authorization_requests WHERE reference_value_hash = :key RETURNING expires_at, parameters, client_id) SELECT expires_at, parameters, expires_at > now() AS live, client_id FROM consumed;
