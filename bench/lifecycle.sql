@@ -1,5 +1,7 @@
 -- One PAR lifecycle per pgbench transaction: the three statements of src/sql.rs
 -- (store, get_by_hash, consume_by_hash), each autocommitted like the store's (no BEGIN).
+-- The consume is 0.3's CONSUME with the store's binds for consume_by_hash (any client,
+-- consumed markers on, not reopenable) written in as literals; pgbench cannot bind NULL.
 --
 --   pgbench -M prepared -n -c N -j N -T T -f bench/lifecycle.sql \
 --       -D params="<600 bytes>" -D expires_at="<timestamptz>" <database>
@@ -15,5 +17,5 @@
 -- random 63-bit number (up to 19 digits) is as unique, and pgbench cannot build strings.
 \set key random(1, 9000000000000000000)
 INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters, client_id) VALUES (:key, CASE WHEN :expires_at::timestamptz > now() THEN :expires_at::timestamptz END, :params, NULL::text) ON CONFLICT (reference_value_hash) DO NOTHING RETURNING 1;
-SELECT expires_at, parameters, client_id FROM pushed_authorization_requests WHERE reference_value_hash = :key AND expires_at > now();
-WITH consumed AS (DELETE FROM pushed_authorization_requests WHERE reference_value_hash = :key RETURNING expires_at, parameters, client_id) SELECT expires_at, parameters, expires_at > now() AS live, client_id FROM consumed;
+SELECT expires_at, parameters, client_id FROM pushed_authorization_requests WHERE reference_value_hash = :key AND expires_at > now() AND consumed_at IS NULL;
+WITH target AS (SELECT reference_value_hash, expires_at, parameters, client_id, consumed_at, expires_at > now() AS live FROM pushed_authorization_requests WHERE reference_value_hash = :key FOR UPDATE), marked AS (UPDATE pushed_authorization_requests AS r SET consumed_at = now(), parameters = NULL, reopenable = false FROM target AS t WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = :key AND true AND r.consumed_at IS NULL AND t.live AND (r.client_id IS NULL OR NULL::text IS NULL OR r.client_id = NULL::text) RETURNING 1), deleted AS (DELETE FROM pushed_authorization_requests AS r USING target AS t WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = :key AND (NOT true OR NOT t.live) AND (r.client_id IS NULL OR NULL::text IS NULL OR r.client_id = NULL::text) RETURNING 1) SELECT expires_at, parameters, client_id, consumed_at, live, (client_id IS NULL OR NULL::text IS NULL OR client_id = NULL::text) AS right_client, EXISTS (SELECT FROM marked) OR EXISTS (SELECT FROM deleted) AS taken FROM target;

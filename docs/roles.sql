@@ -1,8 +1,8 @@
 -- par-store: least-privilege roles for PostgreSQL.
 --
 -- Two roles: an owner that applies the migrations and owns the table, and the runtime role
--- the authorization server connects as, which can read, insert and delete requests and
--- nothing else. Replace the role names and passwords; run each step as stated.
+-- the authorization server connects as, which can read, insert, consume and delete requests
+-- and nothing else. Replace the role names and passwords; run each step as stated.
 -- tests/security.rs runs this very file (with unique names) and checks both roles.
 
 -- Step 1, once, as a superuser (or a role with CREATEROLE that owns the schema), connected
@@ -24,13 +24,16 @@ ALTER ROLE par_store_runtime SET log_parameter_max_length = 0;
 
 -- Step 3, as par_store_owner, after the migrations:
 GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runtime;
+-- Consuming a request turns it into a consumed marker (migration 0005): it sets consumed_at
+-- and reopenable and clears the parameters, after locking the row with SELECT ... FOR UPDATE.
 -- Cleanup (delete_expired, CleanupJob) locks the rows it removes with
 -- SELECT ... FOR UPDATE SKIP LOCKED, so that many cleaners and consumers never wait for one
 -- another; PostgreSQL allows row locks only to roles with UPDATE on at least one column.
--- created_at is informational (nothing reads it), so this grant changes nothing that matters.
--- Leave it out if cleanup runs under another role: then delete_expired fails with
--- StoreError::Database (permission denied) for the runtime role.
-GRANT UPDATE (created_at) ON pushed_authorization_requests TO par_store_runtime;
+-- Without this grant every consume fails with StoreError::Database (permission denied).
+-- It lets the runtime role write a request's parameters in place, which it could already do
+-- by deleting and inserting the row; the key, the expiry and the binding stay out of reach.
+GRANT UPDATE (created_at, consumed_at, reopenable, parameters) ON pushed_authorization_requests
+    TO par_store_runtime;
 
 -- Step 4, only where the server calls store_or_replace (par_store::oauth_as does, for
 -- oauth-as's "insert or replace"), as par_store_owner: INSERT ... ON CONFLICT DO UPDATE needs

@@ -2,10 +2,13 @@
 //! here; each backend only provides its three round trips.
 
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
+use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
-use crate::telemetry::{found_or_not, removed, stored, traced, Operation};
-use crate::validate::{already_expired, check_request, is_storable_client_id, is_storable_hash};
+use crate::telemetry::{consumption, found_or_not, removed, stored, traced, Operation};
+use crate::validate::{
+    already_expired, check_client_id, check_request, is_storable_client_id, is_storable_hash,
+};
 use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::time::Duration;
@@ -48,19 +51,25 @@ pub(crate) trait Backend: Send + Sync {
         reference_value_hash: &str,
     ) -> impl Future<Output = Result<Option<PushedAuthorizationRequest>, StoreError>> + Send;
 
-    /// Atomically removes the request, live or expired, and returns it only if it was live.
-    fn delete_returning_live(
+    /// Consumes the request in one atomic step, as [`Consumption`] describes: only when it is
+    /// bound to `client_id` or to no client (`client_id` `None`: any binding). With consumed
+    /// markers on, a live request becomes a marker (`reopenable` as given); with them off it
+    /// is removed. An expired request of the right client is removed either way.
+    fn consume(
         &self,
         reference_value_hash: &str,
-    ) -> impl Future<Output = Result<Option<PushedAuthorizationRequest>, StoreError>> + Send;
+        client_id: Option<&str>,
+        reopenable: bool,
+    ) -> impl Future<Output = Result<Consumption, StoreError>> + Send;
 
     /// Inserts the request with `expires_at` (already checked and truncated), replacing any
-    /// request with the same hash, in one atomic step.
+    /// request with the same hash, in one atomic step; a consumed request's marker is replaced
+    /// only when it is reopenable. `false` when nothing was written (a marker refused it).
     fn upsert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Removes every request bound to `client_id` (a storable one), live or expired.
     fn delete_bound_to(
@@ -107,7 +116,11 @@ async fn write<B: Backend>(
             Utc::now(),
         )?;
         if let Operation::Replace = operation {
-            return backend.upsert(request, expires_at).await;
+            // A consumed request is never brought back: its hash is taken, as for `store`.
+            return match backend.upsert(request, expires_at).await? {
+                true => Ok(()),
+                false => Err(StoreError::Duplicate),
+            };
         }
         match backend.insert(request, expires_at).await? {
             Inserted::Stored => Ok(()),
@@ -164,7 +177,7 @@ pub(crate) async fn delete_expired_as_of<B: Backend>(
     delete_expired_in_batches(&AsOf { backend, cutoff }, DEFAULT_BATCH_SIZE).await
 }
 
-/// `get_by_hash` and `consume_by_hash` for any backend: a hash that could never have been
+/// `get_by_hash` for any backend: a hash that could never have been
 /// stored is not found, without a round trip.
 async fn look_up<B: Backend>(
     operation: Operation,
@@ -209,6 +222,21 @@ macro_rules! impl_store_for_backend {
                 $crate::backend::consume_by_hash(self, reference_value_hash).await
             }
 
+            async fn consume(
+                &self,
+                reference_value_hash: &str,
+            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
+                $crate::backend::consume(self, reference_value_hash).await
+            }
+
+            async fn consume_for_client(
+                &self,
+                reference_value_hash: &str,
+                client_id: &str,
+            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
+                $crate::backend::consume_for_client(self, reference_value_hash, client_id).await
+            }
+
             async fn get_by_hash(
                 &self,
                 reference_value_hash: &str,
@@ -228,6 +256,11 @@ macro_rules! impl_client_binding_for_backend {
         impl $backend {
             /// Stores the request, or replaces the one stored under the same hash (live or
             /// expired: its parameters, expiry and client binding), in one atomic step.
+            ///
+            /// A consumed request is never brought back: over its consumed marker this fails
+            /// with [`StoreError::Duplicate`](crate::StoreError::Duplicate) and changes
+            /// nothing. (The one exception is the marker left by the oauth-as adapter's
+            /// take, which oauth-as's put-back replaces: see `par_store::oauth_as`.)
             ///
             /// For servers whose storage contract is "insert or replace", such as oauth-as
             /// putting a request back after a client presented someone else's
@@ -275,6 +308,19 @@ macro_rules! impl_client_binding_for_backend {
             ) -> Result<u64, $crate::error::StoreError> {
                 $crate::backend::delete_expired_as_of(self, cutoff).await
             }
+
+            /// oauth-as's take: `consume`, leaving a marker that `store_or_replace` may
+            /// replace (oauth-as puts a request back after a stranger presented it).
+            // The adapter takes through `PostgresStore` (sealed or not); the memory twins exist
+            // so that the macro stays one.
+            #[cfg(feature = "oauth-as")]
+            #[allow(dead_code)]
+            pub(crate) async fn take(
+                &self,
+                reference_value_hash: &str,
+            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
+                $crate::backend::take(self, reference_value_hash).await
+            }
         }
     };
 }
@@ -289,11 +335,99 @@ pub(crate) async fn get_by_hash<B: Backend>(
     look_up::<B>(Operation::Get, reference_value_hash, round_trip).await
 }
 
-/// `PushedAuthorizationRequestStore::consume_by_hash` for any backend.
+/// `PushedAuthorizationRequestStore::consume_by_hash` for any backend: `consume`, seen as an
+/// `Option`.
 pub(crate) async fn consume_by_hash<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-    let round_trip = backend.delete_returning_live(reference_value_hash);
-    look_up::<B>(Operation::Consume, reference_value_hash, round_trip).await
+    let run = async {
+        if !is_storable_hash(reference_value_hash) {
+            return Ok(None);
+        }
+        Ok(backend
+            .consume(reference_value_hash, None, false)
+            .await?
+            .into_consumed())
+    };
+    traced(
+        Operation::Consume,
+        B::NAME,
+        Some(reference_value_hash),
+        found_or_not,
+        run,
+    )
+    .await
+}
+
+/// `consume`, `consume_for_client` and oauth-as's take for any backend: a hash that could
+/// never have been stored is not found, without a round trip; a client id that no request
+/// could be bound to is refused, and nothing is consumed.
+async fn consume_traced<B: Backend>(
+    backend: &B,
+    operation: Operation,
+    reference_value_hash: &str,
+    client_id: Option<&str>,
+    reopenable: bool,
+) -> Result<Consumption, StoreError> {
+    let run = async {
+        if let Some(client_id) = client_id {
+            check_client_id(client_id)?;
+        }
+        if !is_storable_hash(reference_value_hash) {
+            return Ok(Consumption::NotFound);
+        }
+        backend
+            .consume(reference_value_hash, client_id, reopenable)
+            .await
+    };
+    traced(
+        operation,
+        B::NAME,
+        Some(reference_value_hash),
+        consumption,
+        run,
+    )
+    .await
+}
+
+/// `PushedAuthorizationRequestStore::consume` for any backend.
+pub(crate) async fn consume<B: Backend>(
+    backend: &B,
+    reference_value_hash: &str,
+) -> Result<Consumption, StoreError> {
+    consume_traced(
+        backend,
+        Operation::ConsumeOutcome,
+        reference_value_hash,
+        None,
+        false,
+    )
+    .await
+}
+
+/// `PushedAuthorizationRequestStore::consume_for_client` for any backend.
+pub(crate) async fn consume_for_client<B: Backend>(
+    backend: &B,
+    reference_value_hash: &str,
+    client_id: &str,
+) -> Result<Consumption, StoreError> {
+    consume_traced(
+        backend,
+        Operation::ConsumeForClient,
+        reference_value_hash,
+        Some(client_id),
+        false,
+    )
+    .await
+}
+
+/// oauth-as's take: `consume`, leaving a marker that its put-back (`store_or_replace`) may
+/// replace.
+#[cfg(feature = "oauth-as")]
+pub(crate) async fn take<B: Backend>(
+    backend: &B,
+    reference_value_hash: &str,
+) -> Result<Consumption, StoreError> {
+    consume_traced(backend, Operation::Take, reference_value_hash, None, true).await
 }

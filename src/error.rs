@@ -141,9 +141,10 @@ pub enum StoreError {
     Protection {
         /// What went wrong.
         kind: ProtectionErrorKind,
-        /// True when the request was removed all the same: `consume_by_hash` deletes the row
-        /// before it can decrypt it, so a request that fails to open there is gone (its
-        /// `request_uri` is spent). Always false for `store` and `get_by_hash`.
+        /// True when the request was consumed all the same: a consume (`consume_by_hash`,
+        /// `consume`, `consume_for_client`) consumes the row before it can decrypt it, so a
+        /// request that fails to open there is gone (its `request_uri` is spent). Always
+        /// false for `store` and `get_by_hash`.
         consumed: bool,
     },
 }

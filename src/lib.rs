@@ -11,14 +11,17 @@
 //! `request_uri = urn:ietf:params:oauth:request_uri:<reference value>`. At the authorize
 //! endpoint the server hashes the reference from the `request_uri`, reads the request with
 //! [`get_by_hash`](PushedAuthorizationRequestStore::get_by_hash) (as often as login and
-//! consent need) and finally [`consume_by_hash`](PushedAuthorizationRequestStore::consume_by_hash)es
-//! it, so that the `request_uri` is single use.
+//! consent need) and finally consumes it with
+//! [`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client), so that the
+//! `request_uri` is single use and bound to the client that pushed it. The [`Consumption`]
+//! it answers tells a reused `request_uri` (a security event) from an unknown one.
 //!
 //! - [`PushedAuthorizationRequestStore`] is the contract (modelled on Duende IdentityServer's
 //!   `IPushedAuthorizationRequestStore`); it is object safe, for
 //!   `Arc<dyn PushedAuthorizationRequestStore>`.
 //! - [`PostgresStore`] keeps requests in PostgreSQL through `sqlx`: one static statement per
-//!   operation, expiry checked in SQL, consumption as one atomic `DELETE ... RETURNING`.
+//!   operation, expiry checked in SQL, consumption as one atomic statement that leaves a
+//!   consumed marker until the request expires.
 //! - [`MemoryStore`] has exactly the same semantics, in process memory.
 //! - [`CleanupJob`] removes expired requests in the background, in batches that many
 //!   instances can run at once; `delete_expired` does one pass, e.g. from cron.
@@ -92,6 +95,7 @@
 
 mod backend;
 mod cleanup;
+mod consumption;
 mod error;
 mod execution;
 mod memory;
@@ -112,6 +116,7 @@ pub use cleanup::{
     CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
     DEFAULT_INTERVAL, DEFAULT_RETRY_DELAY,
 };
+pub use consumption::Consumption;
 pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;

@@ -2,6 +2,7 @@
 
 use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
+use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
 use crate::validate::{DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN};
@@ -15,9 +16,9 @@ use std::time::Duration;
 /// Pushed authorization requests in process memory.
 ///
 /// Same semantics as [`PostgresStore`](crate::PostgresStore), checked by the same contract
-/// tests. Clones share the same data. Expired requests stay in memory (invisible) until
-/// consumed or removed by [`delete_expired`](Self::delete_expired) or a
-/// [`CleanupJob`](crate::CleanupJob).
+/// tests. Clones share the same data. Expired requests, and the markers consumed requests
+/// leave, stay in memory (invisible to reads) until consumed or removed by
+/// [`delete_expired`](Self::delete_expired) or a [`CleanupJob`](crate::CleanupJob).
 ///
 /// ```
 /// use par_store::chrono::{Duration, Utc};
@@ -35,9 +36,35 @@ use std::time::Duration;
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    requests: Arc<Mutex<HashMap<String, PushedAuthorizationRequest>>>,
+    requests: Arc<Mutex<HashMap<String, Held>>>,
     max_parameters_len: usize,
     max_lifetime: Duration,
+    consumed_markers: bool,
+}
+
+/// One request as the store holds it: the request (its parameters emptied once consumed)
+/// and, once consumed, its marker.
+#[derive(Clone, Debug)]
+struct Held {
+    request: PushedAuthorizationRequest,
+    consumed: Option<Marker>,
+}
+
+/// What a consumed request leaves until it expires.
+#[derive(Clone, Copy, Debug)]
+struct Marker {
+    consumed_at: DateTime<Utc>,
+    /// oauth-as's put-back may replace it (see `src/sql.rs`, `UPSERT`).
+    reopenable: bool,
+}
+
+impl Held {
+    fn live(request: PushedAuthorizationRequest) -> Self {
+        Held {
+            request,
+            consumed: None,
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -46,6 +73,7 @@ impl Default for MemoryStore {
             requests: Arc::default(),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_lifetime: DEFAULT_MAX_LIFETIME,
+            consumed_markers: true,
         }
     }
 }
@@ -56,6 +84,7 @@ impl fmt::Debug for MemoryStore {
             .field("len", &self.len())
             .field("max_parameters_len", &self.max_parameters_len)
             .field("max_lifetime", &self.max_lifetime)
+            .field("consumed_markers", &self.consumed_markers)
             .finish()
     }
 }
@@ -89,7 +118,21 @@ impl MemoryStore {
         self
     }
 
-    /// How many requests are held, expired ones included.
+    /// Whether a consumed request leaves a marker until it expires (`true`, the default), as
+    /// [`PostgresStore::consumed_markers`](crate::PostgresStore::consumed_markers) describes.
+    /// `false` is par-store 0.2's behaviour: a consumed request is removed, and
+    /// [`Consumption::AlreadyConsumed`] is never reported.
+    ///
+    /// ```
+    /// let store = par_store::MemoryStore::new().consumed_markers(false);
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn consumed_markers(mut self, enabled: bool) -> Self {
+        self.consumed_markers = enabled;
+        self
+    }
+
+    /// How many requests are held, expired ones and consumed markers included.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -106,7 +149,7 @@ impl MemoryStore {
 
     // No code path panics while holding the lock, so a poisoned lock still guards
     // consistent data.
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, PushedAuthorizationRequest>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Held>> {
         self.requests.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -135,10 +178,10 @@ impl Backend for MemoryStore {
         match requests.entry(request.reference_value_hash.clone()) {
             Entry::Occupied(_) => Ok(Inserted::Duplicate),
             Entry::Vacant(slot) => {
-                slot.insert(PushedAuthorizationRequest {
+                slot.insert(Held::live(PushedAuthorizationRequest {
                     expires_at,
                     ..request.clone()
-                });
+                }));
                 Ok(Inserted::Stored)
             }
         }
@@ -152,38 +195,87 @@ impl Backend for MemoryStore {
         Ok(self
             .lock()
             .get(reference_value_hash)
-            .filter(|request| request.expires_at > now)
-            .cloned())
+            .filter(|held| held.consumed.is_none() && held.request.expires_at > now)
+            .map(|held| held.request.clone()))
     }
 
-    async fn delete_returning_live(
+    async fn consume(
         &self,
         reference_value_hash: &str,
-    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        let removed = self.lock().remove(reference_value_hash);
+        client_id: Option<&str>,
+        reopenable: bool,
+    ) -> Result<Consumption, StoreError> {
+        // The same decisions, in the same order, as PostgreSQL's `CONSUME`.
+        let mut requests = self.lock();
         let now = Utc::now();
-        Ok(removed.filter(|request| request.expires_at > now))
+        let Entry::Occupied(mut slot) = requests.entry(reference_value_hash.to_owned()) else {
+            return Ok(Consumption::NotFound);
+        };
+        let held = slot.get_mut();
+        let right_client = match (client_id, held.request.client_id.as_deref()) {
+            (Some(caller), Some(bound)) => caller == bound,
+            _ => true,
+        };
+        if !right_client {
+            return Ok(Consumption::WrongClient);
+        }
+        let live = held.request.expires_at > now;
+        if !live || !self.consumed_markers {
+            // Expired (garbage), or consumed without a marker: removed.
+            let removed = slot.remove();
+            return Ok(match (removed.consumed, live) {
+                (Some(marker), _) => Consumption::AlreadyConsumed {
+                    consumed_at: marker.consumed_at,
+                },
+                (None, false) => Consumption::Expired,
+                (None, true) => Consumption::Consumed(removed.request),
+            });
+        }
+        if let Some(marker) = held.consumed {
+            return Ok(Consumption::AlreadyConsumed {
+                consumed_at: marker.consumed_at,
+            });
+        }
+        held.consumed = Some(Marker {
+            consumed_at: now,
+            reopenable,
+        });
+        let parameters = std::mem::take(&mut held.request.parameters);
+        Ok(Consumption::Consumed(PushedAuthorizationRequest {
+            parameters,
+            ..held.request.clone()
+        }))
     }
 
     async fn upsert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.lock().insert(
+    ) -> Result<bool, StoreError> {
+        let mut requests = self.lock();
+        if let Some(Held {
+            consumed: Some(marker),
+            ..
+        }) = requests.get(&request.reference_value_hash)
+        {
+            if !marker.reopenable {
+                return Ok(false);
+            }
+        }
+        requests.insert(
             request.reference_value_hash.clone(),
-            PushedAuthorizationRequest {
+            Held::live(PushedAuthorizationRequest {
                 expires_at,
                 ..request.clone()
-            },
+            }),
         );
-        Ok(())
+        Ok(true)
     }
 
     async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
         let mut requests = self.lock();
         let before = requests.len();
-        requests.retain(|_, request| request.client_id.as_deref() != Some(client_id));
+        requests.retain(|_, held| held.request.client_id.as_deref() != Some(client_id));
         Ok((before - requests.len()) as u64)
     }
 
@@ -195,9 +287,9 @@ impl Backend for MemoryStore {
         let mut requests = self.lock();
         let expired: Vec<String> = requests
             .values()
-            .filter(|request| request.expires_at <= cutoff)
+            .filter(|held| held.request.expires_at <= cutoff)
             .take(usize::try_from(batch_size).unwrap_or(usize::MAX))
-            .map(|request| request.reference_value_hash.clone())
+            .map(|held| held.request.reference_value_hash.clone())
             .collect();
         for hash in &expired {
             requests.remove(hash);

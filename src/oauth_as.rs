@@ -23,7 +23,7 @@
 //! | `Storage` method | what happens in par-store |
 //! |---|---|
 //! | `put_pushed_authorization_request` | the record, serialized as JSON without its `request_uri`, becomes the request's `parameters`; it is stored under the SHA-256 of its `request_uri` (Base64, as [`ReferenceValue::hash`](crate::ReferenceValue::hash) computes it) with its `expires_at` and bound to its `client_id`, replacing any request stored under the same `request_uri` ([`PostgresStore::store_or_replace`]). The `request_uri` itself, a bearer secret, is never stored. A record that has already expired is not stored (the put answers `Applied`; a take would not return it anyway) |
-//! | `take_pushed_authorization_request` | [`consume_by_hash`](crate::PushedAuthorizationRequestStore::consume_by_hash): one atomic `DELETE ... RETURNING`, so exactly one of any number of concurrent takers gets the record, on any number of server instances; an expired request is never returned |
+//! | `take_pushed_authorization_request` | a [`consume`](crate::PushedAuthorizationRequestStore::consume): one atomic statement, so exactly one of any number of concurrent takers gets the record, on any number of server instances; an expired request is never returned. The request leaves a consumed marker until it expires; a second take finds it and logs the reuse (below). Unlike a marker left by `consume`, `consume_for_client` or `consume_by_hash`, this one may be replaced by the next `put_pushed_authorization_request`: oauth-as puts a request back after a stranger presented its `request_uri`, and that put-back must succeed |
 //! | `delete_client` | the inner store deletes the client, cascades and records its revocation barrier; then [`PostgresStore::delete_by_client_id`] removes the client's pushed requests |
 //! | `sweep_expired(now)` | the inner store's sweep, plus [`PostgresStore::delete_expired_as_of`]`(now)`; the count returned is the sum |
 //!
@@ -53,6 +53,17 @@
 //! four round trips for them; keep that store's `put/take_pushed_authorization_request`
 //! cheap, and never store pushed requests there otherwise.
 //!
+//! # A reused `request_uri`
+//!
+//! oauth-as's `take_pushed_authorization_request` returns `Option`: it cannot tell oauth-as
+//! that a `request_uri` was presented again after it was consumed (oauth-as answers
+//! `invalid_request_uri`, as for an unknown one). The adapter records such a reuse itself, as a
+//! `tracing` warning with the first characters of the row's hash and `consumed_at` (never the
+//! `request_uri`): route those warnings to your security monitoring, and see `docs/security.md`
+//! ("A reused request_uri") for what to do about one. A reuse is recorded until the request's
+//! `expires_at`, and not at all on a store with
+//! [`consumed_markers(false)`](PostgresStore::consumed_markers).
+//!
 //! # What the host still owes
 //!
 //! - Run [`PostgresStore::migrate`] (or sqlx-cli) once: the client binding needs migration
@@ -74,12 +85,12 @@
 //!   [`OauthAsStorage::with_protection`]: then they are sealed like
 //!   [`ProtectedStore`]'s parameters, and the table holds envelopes.
 
+use crate::consumption::Consumption;
 use crate::error::StoreError;
-use crate::model::PushedAuthorizationRequest as StoredRequest;
+use crate::model::{HashPrefix, PushedAuthorizationRequest as StoredRequest};
 use crate::postgres::PostgresStore;
 use crate::protect::{KeyRing, ProtectedStore};
 use crate::reference::hash_secret;
-use crate::store::PushedAuthorizationRequestStore;
 use chrono::{DateTime, Utc};
 use oauth_as::client::ClientId;
 use oauth_as::par::PushedAuthorizationRequest;
@@ -123,10 +134,10 @@ impl Pushed {
         }
     }
 
-    async fn consume_by_hash(&self, hash: &str) -> Result<Option<StoredRequest>, StoreError> {
+    async fn take(&self, hash: &str) -> Result<Consumption, StoreError> {
         match self {
-            Pushed::Clear(store) => store.consume_by_hash(hash).await,
-            Pushed::Sealed(protected) => protected.consume_by_hash(hash).await,
+            Pushed::Clear(store) => store.take(hash).await,
+            Pushed::Sealed(protected) => protected.take(hash).await,
         }
     }
 }
@@ -285,10 +296,11 @@ impl<S: Storage> Storage for OauthAsStorage<S> {
             .map_err(storage_error)?;
         // Asked again after the write; see the module docs for why this closes the window.
         if self.barrier_refuses(&record).await? {
-            // Removed unread: nothing to open.
+            // Removed unread: nothing to open. Taken like oauth-as's own take, so that the
+            // marker does not outlive what oauth-as's put-back may undo.
             self.pushed
                 .postgres()
-                .consume_by_hash(&stored.reference_value_hash)
+                .take(&stored.reference_value_hash)
                 .await
                 .map_err(storage_error)?;
             return Ok(WriteOutcome::RefusedRevoked);
@@ -301,14 +313,20 @@ impl<S: Storage> Storage for OauthAsStorage<S> {
         request_uri: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StorageError> {
         let key = key_of(request_uri);
-        let taken = self
-            .pushed
-            .consume_by_hash(&key)
-            .await
-            .map_err(storage_error)?;
-        taken
-            .map(|stored| from_stored(&stored, request_uri))
-            .transpose()
+        match self.pushed.take(&key).await.map_err(storage_error)? {
+            Consumption::Consumed(stored) => from_stored(&stored, request_uri).map(Some),
+            Consumption::AlreadyConsumed { consumed_at } => {
+                // A security event oauth-as's trait has no way to report: recorded here.
+                tracing::warn!(
+                    hash = %HashPrefix(&key),
+                    %consumed_at,
+                    "par-store: a pushed authorization request was presented again after it \
+                     was consumed"
+                );
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn delete_client(

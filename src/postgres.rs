@@ -2,6 +2,7 @@
 
 use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
+use crate::consumption::Consumption;
 use crate::error::{InvalidDatabaseUrl, StoreError};
 use crate::execution::{Outcome, Protocol, Retry};
 use crate::model::PushedAuthorizationRequest;
@@ -61,6 +62,7 @@ pub struct PostgresStore {
     /// cleanup runs per shard (`src/sql.rs`). Shared by clones.
     citus_cleanup: Arc<AtomicBool>,
     migration_lock_timeout: Option<Duration>,
+    consumed_markers: bool,
 }
 
 /// Default for [`PostgresStoreOptions::ping_idle_after`].
@@ -86,6 +88,7 @@ impl fmt::Debug for PostgresStore {
             .field("max_lifetime", &self.max_lifetime)
             .field("operation_timeout", &self.operation_timeout)
             .field("migration_lock_timeout", &self.migration_lock_timeout)
+            .field("consumed_markers", &self.consumed_markers)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +120,7 @@ impl PostgresStore {
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             citus_cleanup: Arc::default(),
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
+            consumed_markers: true,
         }
     }
 
@@ -170,6 +174,29 @@ impl PostgresStore {
     #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn migration_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.migration_lock_timeout = timeout;
+        self
+    }
+
+    /// Whether a consumed request leaves a marker until it expires (`true`, the default), so
+    /// that [`consume`](crate::PushedAuthorizationRequestStore::consume) and
+    /// [`consume_for_client`](crate::PushedAuthorizationRequestStore::consume_for_client) can
+    /// answer [`Consumption::AlreadyConsumed`] to a reused `request_uri`.
+    ///
+    /// `false` is par-store 0.2's behaviour: a consumed request's row is deleted, a second
+    /// consumption answers [`Consumption::NotFound`], and `AlreadyConsumed` is never
+    /// reported; the table then holds only unconsumed requests (a marker costs a row until
+    /// `expires_at`). Every store on the same table should use the same setting: a store with
+    /// markers off consumes (deletes) a marker's row as it would an expired one.
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, PostgresStore};
+    /// # fn f(pool: PgPool) {
+    /// let store = PostgresStore::new(pool).consumed_markers(false); // 0.2: delete on consume
+    /// # }
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn consumed_markers(mut self, enabled: bool) -> Self {
+        self.consumed_markers = enabled;
         self
     }
 
@@ -392,8 +419,48 @@ impl PostgresStore {
 /// A row as the reads return it: the key is the caller's (see `src/sql.rs`).
 type Row = (StoredExpiry, String, Option<String>);
 
-/// What `CONSUME` returns: the row, whether it was live, and its client binding.
-type ConsumedRow = (StoredExpiry, String, bool, Option<String>);
+/// What `CONSUME` returns: the row as it was (`expires_at`, `parameters`, `client_id`,
+/// `consumed_at`), whether it was live, whether it is bound to the caller's client (or to
+/// none), and whether this statement consumed it.
+type ConsumedRow = (
+    StoredExpiry,
+    Option<String>,
+    Option<String>,
+    Option<StoredExpiry>,
+    bool,
+    bool,
+    bool,
+);
+
+/// What a consumption found, from the row `CONSUME` returned (`None`: no row).
+fn into_consumption(
+    reference_value_hash: &str,
+    row: Option<ConsumedRow>,
+) -> Result<Consumption, StoreError> {
+    let Some((expires_at, parameters, client_id, consumed_at, live, right_client, taken)) = row
+    else {
+        return Ok(Consumption::NotFound);
+    };
+    if !right_client {
+        return Ok(Consumption::WrongClient);
+    }
+    if let Some(StoredExpiry(consumed_at)) = consumed_at {
+        return Ok(Consumption::AlreadyConsumed { consumed_at });
+    }
+    if !live {
+        return Ok(Consumption::Expired);
+    }
+    match (taken, parameters) {
+        (true, Some(parameters)) => Ok(Consumption::Consumed(into_request(
+            reference_value_hash,
+            (expires_at, parameters, client_id),
+        ))),
+        // The row lock makes both impossible; never report a consumption that did not happen.
+        _ => Err(StoreError::from(sqlx::Error::Protocol(
+            "the consume statement returned an inconsistent row".into(),
+        ))),
+    }
+}
 
 fn into_request(
     reference_value_hash: &str,
@@ -592,33 +659,37 @@ impl Backend for PostgresStore {
         Ok(decode::<Row>(&outcome)?.map(|row| into_request(reference_value_hash, row)))
     }
 
-    async fn delete_returning_live(
+    async fn consume(
         &self,
         reference_value_hash: &str,
-    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        client_id: Option<&str>,
+        reopenable: bool,
+    ) -> Result<Consumption, StoreError> {
         // A consume that may have run is never run again: the second run would find the
-        // row gone and report "not found" for a request the first run consumed.
+        // request consumed and report `AlreadyConsumed` for the caller's own consumption.
         let outcome = self
             .run(Retry::IfServerAborted, || {
-                sqlx::query(CONSUME).bind(reference_value_hash)
+                sqlx::query(CONSUME)
+                    .bind(reference_value_hash)
+                    .bind(client_id)
+                    .bind(self.consumed_markers)
+                    .bind(reopenable)
             })
             .await?;
-        let row = decode::<ConsumedRow>(&outcome)?;
-        Ok(row.and_then(|(expires_at, parameters, live, client_id)| {
-            live.then(|| into_request(reference_value_hash, (expires_at, parameters, client_id)))
-        }))
+        into_consumption(reference_value_hash, decode::<ConsumedRow>(&outcome)?)
     }
 
     async fn upsert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         // Never run twice: a request consumed between a committed first run and a second
         // one would be put back.
-        self.run(Retry::Never, || bind_request(UPSERT, request, expires_at))
+        let outcome = self
+            .run(Retry::Never, || bind_request(UPSERT, request, expires_at))
             .await?;
-        Ok(())
+        Ok(outcome.row.is_some())
     }
 
     async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
@@ -683,6 +754,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`statement_cache`](Self::statement_cache) | `true` | `false` for a transaction-mode pooler without prepared-statement support |
 /// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
 /// | [`max_lifetime`](Self::max_lifetime) | 1 hour | see [`PostgresStore::max_lifetime`] |
+/// | [`consumed_markers`](Self::consumed_markers) | `true` | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -710,6 +782,7 @@ pub struct PostgresStoreOptions {
     max_parameters_len: usize,
     max_lifetime: Duration,
     migration_lock_timeout: Option<Duration>,
+    consumed_markers: bool,
 }
 
 impl Default for PostgresStoreOptions {
@@ -726,6 +799,7 @@ impl Default for PostgresStoreOptions {
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_lifetime: DEFAULT_MAX_LIFETIME,
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
+            consumed_markers: true,
         }
     }
 }
@@ -821,6 +895,13 @@ impl PostgresStoreOptions {
         self
     }
 
+    /// See [`PostgresStore::consumed_markers`] (default `true`; `false`: 0.2's delete on
+    /// consume, `AlreadyConsumed` never reported).
+    pub fn consumed_markers(mut self, enabled: bool) -> Self {
+        self.consumed_markers = enabled;
+        self
+    }
+
     /// Adds the per-connection settings to `options`: the statement timeout as a startup
     /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
     pub fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
@@ -884,6 +965,7 @@ impl PostgresStoreOptions {
             operation_timeout: self.operation_timeout,
             citus_cleanup: Arc::default(),
             migration_lock_timeout: self.migration_lock_timeout,
+            consumed_markers: self.consumed_markers,
         })
     }
 }

@@ -22,6 +22,7 @@
 //! `= 37 + key_id_len + ceil(4 * (parameters_len + 16) / 3)` bytes.
 
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
+use crate::consumption::Consumption;
 use crate::error::{InputField, ProtectionErrorKind, StoreError};
 use crate::memory::MemoryStore;
 use crate::model::{HashPrefix, PushedAuthorizationRequest};
@@ -594,6 +595,11 @@ impl fmt::Debug for KeyRing {
 ///   not open (unknown key, tampered or copied from another row, malformed). A
 ///   `consume_by_hash` that fails this way has still removed the request, and says so
 ///   (`consumed: true`).
+/// - [`consume`](PushedAuthorizationRequestStore::consume) and
+///   [`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client) are the
+///   inner store's, with the same outcomes; only a
+///   [`Consumed`](Consumption::Consumed) request is opened (with the same error when it does
+///   not open, `consumed: true`).
 ///
 /// Expiry and the hash are stored in clear, as before: someone who can write to the
 /// database can still delete a request or change when it expires, but can neither read
@@ -697,6 +703,21 @@ impl<S> ProtectedStore<S> {
         Ok((sealed, explain))
     }
 
+    /// Opens the envelope of a request the inner store consumed; every other outcome passes
+    /// through as it is (a marker holds no envelope).
+    fn open_consumed(
+        &self,
+        reference_value_hash: &str,
+        consumption: Consumption,
+    ) -> Result<Consumption, StoreError> {
+        match consumption {
+            Consumption::Consumed(request) => Ok(self
+                .open(reference_value_hash, Some(request), true)?
+                .map_or(Consumption::NotFound, Consumption::Consumed)),
+            other => Ok(other),
+        }
+    }
+
     /// Opens the envelope of a request read from the inner store; on failure, logs it (no
     /// secret, no envelope) and says whether the request was consumed.
     fn open(
@@ -778,6 +799,20 @@ macro_rules! impl_client_binding_for_protected {
             ) -> Result<u64, StoreError> {
                 self.inner.delete_expired_as_of(cutoff).await
             }
+
+            /// oauth-as's take on the inner store, the envelope opened: see the inner store's
+            /// `take`.
+            // The adapter takes through `PostgresStore` (sealed or not); the memory twins exist
+            // so that the macro stays one.
+            #[cfg(feature = "oauth-as")]
+            #[allow(dead_code)]
+            pub(crate) async fn take(
+                &self,
+                reference_value_hash: &str,
+            ) -> Result<Consumption, StoreError> {
+                let taken = self.inner.take(reference_value_hash).await?;
+                self.open_consumed(reference_value_hash, taken)
+            }
         }
     };
 }
@@ -805,6 +840,25 @@ impl<S: PushedAuthorizationRequestStore> PushedAuthorizationRequestStore for Pro
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
         let found = self.inner.get_by_hash(reference_value_hash).await?;
         self.open(reference_value_hash, found, false)
+    }
+
+    async fn consume(&self, reference_value_hash: &str) -> Result<Consumption, StoreError> {
+        let consumed = self.inner.consume(reference_value_hash).await?;
+        self.open_consumed(reference_value_hash, consumed)
+    }
+
+    async fn consume_for_client(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+    ) -> Result<Consumption, StoreError> {
+        // The client binding is stored in clear: the inner store checks it in its own
+        // single atomic step, and nothing is decrypted unless it consumed the request.
+        let consumed = self
+            .inner
+            .consume_for_client(reference_value_hash, client_id)
+            .await?;
+        self.open_consumed(reference_value_hash, consumed)
     }
 }
 

@@ -33,27 +33,68 @@ pub(crate) const INSERT: &str = "INSERT INTO pushed_authorization_requests \
 
 /// Inserts a request or replaces the one stored under the same hash, live or expired, in one
 /// atomic statement (for servers whose storage contract is "insert or replace", such as
-/// oauth-as putting a request back after a refused presentation).
-pub(crate) const UPSERT: &str = "INSERT INTO pushed_authorization_requests \
+/// oauth-as putting a request back after a refused presentation). A consumed request's
+/// marker is replaced only when it is `reopenable` (left by oauth-as's take, which oauth-as
+/// undoes this way); otherwise the statement returns no row and nothing changes.
+pub(crate) const UPSERT: &str = "INSERT INTO pushed_authorization_requests AS r \
      (reference_value_hash, expires_at, parameters, client_id) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (reference_value_hash) DO UPDATE SET \
      expires_at = EXCLUDED.expires_at, parameters = EXCLUDED.parameters, \
-     client_id = EXCLUDED.client_id, created_at = EXCLUDED.created_at";
+     client_id = EXCLUDED.client_id, created_at = EXCLUDED.created_at, \
+     consumed_at = NULL, reopenable = false \
+     WHERE r.consumed_at IS NULL OR r.reopenable \
+     RETURNING 1";
 
-/// Reads a live request.
+/// Reads a live request: not expired, not consumed.
 pub(crate) const SELECT_LIVE: &str = "SELECT expires_at, parameters, client_id \
      FROM pushed_authorization_requests \
-     WHERE reference_value_hash = $1 AND expires_at > now()";
+     WHERE reference_value_hash = $1 AND expires_at > now() AND consumed_at IS NULL";
 
-/// Consumes a request in one atomic statement. An expired row is deleted too (it is garbage),
-/// but reported as not live so that it is never handed out. Concurrent callers serialise on
-/// the row lock: exactly one sees the row in RETURNING. Liveness is computed outside the
-/// `RETURNING` clause, where Citus accepts `now()` (and evaluates it on the shard's worker).
-pub(crate) const CONSUME: &str = "WITH consumed AS ( \
-         DELETE FROM pushed_authorization_requests \
+/// Consumes a request in one atomic statement and returns the row as it was before, with
+/// what the statement decided. $1 = hash; $2 = the client that must be bound (NULL: any);
+/// $3 = leave a consumed marker (true) or delete the row (false: 0.2's behaviour);
+/// $4 = whether the marker is `reopenable` (oauth-as's take).
+///
+/// `target` locks the row first (`FOR UPDATE`): concurrent consumers queue on that lock, and
+/// each one after the first reads the row as the previous one left it (READ COMMITTED
+/// re-reads a row that changed while it waited), so exactly one of them sees it live. The
+/// `UPDATE` and `DELETE` join `target` so that they run after the lock is taken; their own
+/// conditions are re-checked on the newest row version too. They are disjoint: a live
+/// request of the right client is marked (or deleted with markers off); an expired row of
+/// the right client is deleted (garbage); another client's row is never touched.
+///
+/// Liveness is decided once, in `target` (on the newest row version, after the lock), and
+/// the `UPDATE`, the `DELETE` and the answer all use that decision. On one PostgreSQL every
+/// `now()` of a statement is the same instant anyway; on Citus the `now()` of a modifying
+/// part is evaluated on the coordinator and that of a read on the worker, whose clocks may
+/// differ, so separate comparisons could mark a request that the answer then calls expired.
+/// No `now()` in a RETURNING clause (which Citus refuses for non-immutable functions). Citus
+/// routes the whole statement to the one shard that holds `$1`.
+pub(crate) const CONSUME: &str = "WITH target AS ( \
+         SELECT reference_value_hash, expires_at, parameters, client_id, consumed_at, \
+             expires_at > now() AS live \
+         FROM pushed_authorization_requests \
          WHERE reference_value_hash = $1 \
-         RETURNING expires_at, parameters, client_id) \
-     SELECT expires_at, parameters, expires_at > now() AS live, client_id FROM consumed";
+         FOR UPDATE), \
+     marked AS ( \
+         UPDATE pushed_authorization_requests AS r \
+         SET consumed_at = now(), parameters = NULL, reopenable = $4 \
+         FROM target AS t \
+         WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = $1 \
+           AND $3 AND r.consumed_at IS NULL AND t.live \
+           AND (r.client_id IS NULL OR $2::text IS NULL OR r.client_id = $2::text) \
+         RETURNING 1), \
+     deleted AS ( \
+         DELETE FROM pushed_authorization_requests AS r \
+         USING target AS t \
+         WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = $1 \
+           AND (NOT $3 OR NOT t.live) \
+           AND (r.client_id IS NULL OR $2::text IS NULL OR r.client_id = $2::text) \
+         RETURNING 1) \
+     SELECT expires_at, parameters, client_id, consumed_at, live, \
+         (client_id IS NULL OR $2::text IS NULL OR client_id = $2::text) AS right_client, \
+         EXISTS (SELECT FROM marked) OR EXISTS (SELECT FROM deleted) AS taken \
+     FROM target";
 
 /// Removes every request bound to one client, live or expired, through the partial
 /// `client_id` index.

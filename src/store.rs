@@ -1,5 +1,6 @@
 //! The store contract every backend implements.
 
+use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
 
@@ -18,10 +19,21 @@ use crate::model::PushedAuthorizationRequest;
 /// - [`get_by_hash`](Self::get_by_hash) returns the request while it is live
 ///   (`expires_at` in the future) and never an expired one, whether or not cleanup has run.
 ///   It does not consume: call it as often as login and consent need.
-/// - [`consume_by_hash`](Self::consume_by_hash) atomically removes the request and returns it
-///   if it was live. It returns `None` if the request never existed, was already consumed or
-///   had expired (an expired request it finds is removed too). Of any number of concurrent
-///   callers, exactly one gets `Some`.
+/// - [`consume`](Self::consume) atomically consumes the request and says what it found
+///   ([`Consumption`]): of any number of concurrent callers exactly one gets
+///   [`Consumed`](Consumption::Consumed); the others get
+///   [`AlreadyConsumed`](Consumption::AlreadyConsumed) with the instant it was consumed. The
+///   consumed request leaves a marker (its hash, expiry, client binding and `consumed_at`, no
+///   parameters) until its `expires_at`, when cleanup removes it like any expired request.
+///   An expired request is answered [`Expired`](Consumption::Expired) and removed.
+/// - [`consume_for_client`](Self::consume_for_client) does the same in the same single step,
+///   but only for a request bound to that client (or to none): a request bound to another
+///   client is left untouched and answered [`WrongClient`](Consumption::WrongClient).
+/// - [`consume_by_hash`](Self::consume_by_hash) is [`consume`](Self::consume) seen as an
+///   `Option`: `Some` only for [`Consumed`](Consumption::Consumed), `None` otherwise.
+/// - A consumed request is never returned again: `get_by_hash` does not see it, `store` of
+///   its hash fails with [`StoreError::Duplicate`], and `store_or_replace` (an inherent
+///   method of both stores) refuses to bring it back, with [`StoreError::Duplicate`] too.
 /// - Input is checked before anything is stored: a bad request fails with
 ///   [`StoreError::InvalidInput`] naming the field, and nothing is written. A look-up with a
 ///   hash that could never have been stored (empty, over 128 bytes, control characters)
@@ -55,7 +67,9 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
     /// [`StoreError::InvalidInput`] if the hash, the parameters or the expiry are refused.
     async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError>;
 
-    /// Removes the request and returns it if it was live; `None` otherwise.
+    /// Consumes the request and returns it if it was live; `None` otherwise (unknown, already
+    /// consumed, expired). [`consume`](Self::consume) says which; this is its `Option` view,
+    /// the contract of Duende IdentityServer's store and of par-store 0.2.
     ///
     /// This is what makes a `request_uri` single use: call it when the authorization
     /// response is produced.
@@ -69,4 +83,82 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError>;
+
+    /// Consumes the request and says what was found, in one atomic step: see [`Consumption`].
+    ///
+    /// The stores of this crate answer every outcome. The default implementation, for other
+    /// stores, is [`consume_by_hash`](Self::consume_by_hash): it answers only
+    /// [`Consumed`](Consumption::Consumed) and [`NotFound`](Consumption::NotFound).
+    ///
+    /// ```
+    /// # use par_store::chrono::{Duration, Utc};
+    /// # use par_store::{Consumption, MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), par_store::StoreError> {
+    /// let store = MemoryStore::new();
+    /// store.store(&PushedAuthorizationRequest::new("h", Utc::now() + Duration::seconds(60), "p")).await?;
+    /// assert!(matches!(store.consume("h").await?, Consumption::Consumed(_)));
+    /// assert!(matches!(store.consume("h").await?, Consumption::AlreadyConsumed { .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn consume(&self, reference_value_hash: &str) -> Result<Consumption, StoreError> {
+        Ok(match self.consume_by_hash(reference_value_hash).await? {
+            Some(request) => Consumption::Consumed(request),
+            None => Consumption::NotFound,
+        })
+    }
+
+    /// Consumes the request only if it is bound to `client_id` (or to no client), in one
+    /// atomic step; a request bound to another client is left untouched and answered
+    /// [`WrongClient`](Consumption::WrongClient). This is RFC 9126 section 4's check that the
+    /// `request_uri` was pushed by the client named in the authorization request, done
+    /// before anything is consumed.
+    ///
+    /// The stores of this crate do it in one statement, and refuse a `client_id` no request
+    /// could be bound to (empty, over [`MAX_CLIENT_ID_LEN`](crate::MAX_CLIENT_ID_LEN) bytes,
+    /// control characters) with [`StoreError::InvalidInput`], consuming nothing. The default implementation, for
+    /// other stores, is only best effort: it reads the request
+    /// ([`get_by_hash`](Self::get_by_hash)), answers `WrongClient` if it is bound to another
+    /// client, and otherwise calls [`consume_by_hash`](Self::consume_by_hash): two steps, so a
+    /// request replaced in between by one bound to another client is consumed all the same
+    /// (and then answered `WrongClient`), and it never answers
+    /// [`AlreadyConsumed`](Consumption::AlreadyConsumed) or [`Expired`](Consumption::Expired).
+    ///
+    /// ```
+    /// # use par_store::chrono::{Duration, Utc};
+    /// # use par_store::{Consumption, MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), par_store::StoreError> {
+    /// let store = MemoryStore::new();
+    /// let request = PushedAuthorizationRequest::new("h", Utc::now() + Duration::seconds(60), "p")
+    ///     .with_client_id("a");
+    /// store.store(&request).await?;
+    /// assert_eq!(store.consume_for_client("h", "b").await?, Consumption::WrongClient);
+    /// assert_eq!(store.consume_for_client("h", "a").await?, Consumption::Consumed(request));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn consume_for_client(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+    ) -> Result<Consumption, StoreError> {
+        let bound_elsewhere = |request: &PushedAuthorizationRequest| {
+            request
+                .client_id
+                .as_deref()
+                .is_some_and(|bound| bound != client_id)
+        };
+        if let Some(request) = self.get_by_hash(reference_value_hash).await? {
+            if bound_elsewhere(&request) {
+                return Ok(Consumption::WrongClient);
+            }
+        }
+        Ok(match self.consume_by_hash(reference_value_hash).await? {
+            Some(request) if bound_elsewhere(&request) => Consumption::WrongClient,
+            Some(request) => Consumption::Consumed(request),
+            None => Consumption::NotFound,
+        })
+    }
 }

@@ -13,6 +13,10 @@ pub(crate) enum Operation {
     Replace,
     Get,
     Consume,
+    ConsumeOutcome,
+    ConsumeForClient,
+    #[cfg(feature = "oauth-as")]
+    Take,
     DeleteByClientId,
 }
 
@@ -24,6 +28,10 @@ impl Operation {
             Operation::DeleteByClientId => "delete_by_client_id",
             Operation::Get => "get_by_hash",
             Operation::Consume => "consume_by_hash",
+            Operation::ConsumeOutcome => "consume",
+            Operation::ConsumeForClient => "consume_for_client",
+            #[cfg(feature = "oauth-as")]
+            Operation::Take => "take_pushed_authorization_request",
         }
     }
 }
@@ -117,4 +125,9 @@ pub(crate) fn found_or_not<T>(value: &Option<T>) -> &'static str {
     } else {
         "not_found"
     }
+}
+
+/// Outcome of `consume` and `consume_for_client` on success.
+pub(crate) fn consumption(value: &crate::consumption::Consumption) -> &'static str {
+    value.as_str()
 }

@@ -241,10 +241,10 @@ async fn every_hot_statement_is_routed_to_one_shard() {
             "'routed'",
         ),
         (
-            "consume_by_hash (CONSUME)",
+            "consume, consume_for_client, consume_by_hash (CONSUME)",
             sql::CONSUME,
-            "text",
-            "'routed'",
+            "text, text, bool, bool",
+            "'routed', 'client-a', true, false",
         ),
         (
             "store_or_replace (UPSERT)",

@@ -67,6 +67,9 @@ async fn overload(store: &PostgresStore, callers: usize, length: Duration) -> Ov
     let errors = Arc::new(AtomicU64::new(0));
     let worst = Arc::new(Mutex::new(Duration::ZERO));
     let started = Instant::now();
+    // A label per run: a consumed request's hash stays taken until it expires.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let tasks: Vec<_> = (0..callers)
         .map(|caller| {
             let (store, errors, worst) = (store.clone(), errors.clone(), worst.clone());
@@ -74,7 +77,7 @@ async fn overload(store: &PostgresStore, callers: usize, length: Duration) -> Ov
                 let mut done = 0u64;
                 while started.elapsed() < length {
                     let began = Instant::now();
-                    let hash = format!("overload-{caller}-{done}");
+                    let hash = format!("overload-{run}-{caller}-{done}");
                     if let Err(err) = lifecycle(&store, &hash).await {
                         eprintln!("caller {caller}: {err}");
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -410,8 +413,9 @@ fn stores_dropped_outside_any_runtime_do_not_panic() {
                 .await
                 .unwrap(),
         );
-        for store in [&owned, &shared] {
-            lifecycle(store, "drop-1").await.unwrap();
+        // One hash each: a consumed request's hash stays taken until it expires.
+        for (n, store) in [&owned, &shared].into_iter().enumerate() {
+            lifecycle(store, &format!("drop-{n}")).await.unwrap();
         }
         (owned, shared)
     });
@@ -788,8 +792,10 @@ async fn a_database_closed_to_new_connections_is_unavailable_and_then_works_agai
         );
     }
     db.allow_connections(true).await;
-    for store in [&owned, &shared] {
-        lifecycle(store, "after-maintenance").await.unwrap();
+    for (n, store) in [&owned, &shared].into_iter().enumerate() {
+        lifecycle(store, &format!("after-maintenance-{n}"))
+            .await
+            .unwrap();
     }
     owned.close().await;
 }

@@ -1,29 +1,51 @@
-//! The store contract, run against every store: PostgreSQL (a fresh database per test),
-//! memory, and PostgreSQL distributed by Citus (a fresh schema per test). Each test checks
-//! one behaviour of `PushedAuthorizationRequestStore`.
+//! The store contract, run against every way the store runs (one module per mode, each with
+//! the same tests; `cargo test --test contract MODE::` runs one):
+//!
+//! | mode | store |
+//! |---|---|
+//! | `memory` | `MemoryStore` |
+//! | `owned_pool` | `PostgresStoreOptions::connect_with` (the store's own pool, as the README recommends) |
+//! | `caller_pool` | `PostgresStore::new(PgPool)` |
+//! | `bouncer_pooler_mode` | pooler mode (`statement_cache(false)`) through PgBouncer 1.18 in transaction mode |
+//! | `bouncer_prepared` | the default mode (named prepared statements) through PgBouncer 1.25.2 in transaction mode, `max_prepared_statements = 100` |
+//! | `protected_memory` | `ProtectedStore` over `MemoryStore` |
+//! | `protected_owned_pool` | `ProtectedStore` over the store's own pool |
+//! | `citus` | the store's own pool to a Citus coordinator (tests/common/citus.rs), the table distributed by `distribute_on_citus`, a schema per test |
+//!
+//! Every PostgreSQL mode gets a fresh database per test, migrated directly (never through a
+//! pooler). The PgBouncer modes share one PgBouncer per flavour per test binary
+//! (tests/common/pgbouncer.rs); without its binary they are skipped outside CI, each with a
+//! line saying so, and fail under `CI=true`; so does the `citus` mode without Citus. Each
+//! test checks one behaviour of `PushedAuthorizationRequestStore` and the operations of
+//! `Backend` below.
 
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
 use par_store::{
-    MemoryStore, PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
-    StoreError,
+    Consumption, KeyRing, MemoryStore, PostgresStore, ProtectedStore, ProtectionKey,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError,
 };
 use std::sync::Arc;
 
-/// What the contract needs beyond the trait: one cleanup pass, the lifetime bound, and the
-/// operations on client-bound and replaceable requests, which both stores have as inherent
-/// methods.
+/// What the contract needs beyond the trait: one cleanup pass, the lifetime bound, the
+/// longest parameters the store takes, and the operations on client-bound and replaceable
+/// requests, which the stores have as inherent methods.
 #[async_trait::async_trait]
 trait Backend: PushedAuthorizationRequestStore + Clone + 'static {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
     fn max_lifetime(self, lifetime: std::time::Duration) -> Self;
+    /// The longest `parameters` the store accepts as it is set up.
+    fn parameters_limit(&self) -> usize {
+        par_store::DEFAULT_MAX_PARAMETERS_LEN
+    }
     async fn store_or_replace(
         &self,
         request: &PushedAuthorizationRequest,
     ) -> Result<(), StoreError>;
     async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError>;
     async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+    fn consumed_markers(self, enabled: bool) -> Self;
 }
 
 macro_rules! backend {
@@ -48,11 +70,68 @@ macro_rules! backend {
             async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
                 <$store>::delete_expired_as_of(self, cutoff).await
             }
+            fn consumed_markers(self, enabled: bool) -> Self {
+                <$store>::consumed_markers(self, enabled)
+            }
         }
     };
 }
 backend!(PostgresStore);
 backend!(MemoryStore);
+
+/// The protected stores' key id; the key is fixed, so that a store rebuilt with another
+/// lifetime bound opens what it sealed before.
+const KEY_ID: &str = "contract";
+
+fn keys() -> KeyRing {
+    KeyRing::new(ProtectionKey::new(KEY_ID, [7; 32]).unwrap())
+}
+
+macro_rules! protected_backend {
+    ($inner:ty) => {
+        #[async_trait::async_trait]
+        impl Backend for ProtectedStore<$inner> {
+            async fn delete_expired(&self) -> Result<u64, StoreError> {
+                ProtectedStore::<$inner>::delete_expired(self).await
+            }
+            fn max_lifetime(self, lifetime: std::time::Duration) -> Self {
+                ProtectedStore::new(
+                    self.inner().clone().max_lifetime(lifetime),
+                    self.keys().clone(),
+                )
+            }
+            /// The inner store's default limit applies to the envelope: the parameters may
+            /// be as long as fits in it.
+            fn parameters_limit(&self) -> usize {
+                par_store::max_parameters_len_within(
+                    par_store::DEFAULT_MAX_PARAMETERS_LEN,
+                    KEY_ID.len(),
+                )
+                .unwrap()
+            }
+            async fn store_or_replace(
+                &self,
+                request: &PushedAuthorizationRequest,
+            ) -> Result<(), StoreError> {
+                ProtectedStore::<$inner>::store_or_replace(self, request).await
+            }
+            async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
+                ProtectedStore::<$inner>::delete_by_client_id(self, client_id).await
+            }
+            async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+                ProtectedStore::<$inner>::delete_expired_as_of(self, cutoff).await
+            }
+            fn consumed_markers(self, enabled: bool) -> Self {
+                ProtectedStore::new(
+                    self.inner().clone().consumed_markers(enabled),
+                    self.keys().clone(),
+                )
+            }
+        }
+    };
+}
+protected_backend!(PostgresStore);
+protected_backend!(MemoryStore);
 
 use common::hash;
 
@@ -207,8 +286,8 @@ async fn parameters_with_nul_are_refused<S: Backend>(store: S) {
 }
 
 async fn oversized_parameters_are_refused<S: Backend>(store: S) {
-    let at_limit = "p".repeat(par_store::DEFAULT_MAX_PARAMETERS_LEN);
-    let over = "p".repeat(par_store::DEFAULT_MAX_PARAMETERS_LEN + 1);
+    let at_limit = "p".repeat(store.parameters_limit());
+    let over = "p".repeat(store.parameters_limit() + 1);
     let future = Utc::now() + Duration::seconds(60);
     let refused = store
         .store(&PushedAuthorizationRequest::new(hash(1), future, over))
@@ -518,43 +597,445 @@ async fn delete_expired_as_of_uses_the_given_cutoff<S: Backend>(store: S) {
     assert!(store.get_by_hash(&hash(3)).await.unwrap().is_some());
 }
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = crate::common::TestDb::with_pool(
-                        par_store::sqlx::postgres::PgPoolOptions::new().max_connections(32),
-                    )
-                    .await;
-                    super::$name(db.store()).await;
-                }
-            )*
+// Consumed markers and consumption outcomes (issue 18).
+
+/// The instant of an `AlreadyConsumed`, or a panic naming what came instead.
+fn consumed_at(outcome: Consumption) -> DateTime<Utc> {
+    match outcome {
+        Consumption::AlreadyConsumed { consumed_at } => consumed_at,
+        other => panic!("expected AlreadyConsumed, got {other:?}"),
+    }
+}
+
+async fn a_second_consume_is_told_apart_from_an_unknown_request<S: Backend>(store: S) {
+    let request = live(1);
+    store.store(&request).await.unwrap();
+    let before = Utc::now() - Duration::seconds(5);
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::Consumed(request)
+    );
+    let after = Utc::now() + Duration::seconds(5);
+    // The database's clock, within a generous margin of the test's.
+    let first = consumed_at(store.consume(&hash(1)).await.unwrap());
+    assert!(before <= first && first <= after, "{first}");
+    // The same instant every time: when it was consumed, not when it was asked.
+    assert_eq!(consumed_at(store.consume(&hash(1)).await.unwrap()), first);
+    assert_eq!(
+        consumed_at(store.consume_for_client(&hash(1), "anyone").await.unwrap()),
+        first
+    );
+    assert_eq!(
+        store.consume(&hash(2)).await.unwrap(),
+        Consumption::NotFound
+    );
+    assert_eq!(store.consume("").await.unwrap(), Consumption::NotFound);
+}
+
+async fn consume_by_hash_leaves_a_marker_too<S: Backend>(store: S) {
+    let request = live(1);
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store.consume_by_hash(&hash(1)).await.unwrap(),
+        Some(request)
+    );
+    consumed_at(store.consume(&hash(1)).await.unwrap());
+    assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), None);
+}
+
+async fn a_consumed_request_is_never_returned_or_brought_back<S: Backend>(store: S) {
+    for (n, by_client) in [(1, false), (2, true)] {
+        let request = bound(n, "client-a");
+        store.store(&request).await.unwrap();
+        let outcome = if by_client {
+            store.consume_for_client(&hash(n), "client-a").await
+        } else {
+            store.consume(&hash(n)).await
+        };
+        assert_eq!(outcome.unwrap(), Consumption::Consumed(request.clone()));
+        assert_eq!(store.get_by_hash(&hash(n)).await.unwrap(), None);
+        assert!(matches!(
+            store.store(&request).await,
+            Err(StoreError::Duplicate)
+        ));
+        // Not by insert-or-replace either, whatever it carries.
+        assert!(matches!(
+            store.store_or_replace(&request).await,
+            Err(StoreError::Duplicate)
+        ));
+        let other = PushedAuthorizationRequest::new(
+            hash(n),
+            Utc::now() + Duration::seconds(900),
+            "other parameters",
+        );
+        assert!(matches!(
+            store.store_or_replace(&other).await,
+            Err(StoreError::Duplicate)
+        ));
+        assert_eq!(store.get_by_hash(&hash(n)).await.unwrap(), None);
+        consumed_at(store.consume(&hash(n)).await.unwrap());
+    }
+}
+
+async fn consume_for_client_leaves_another_clients_request_untouched<S: Backend>(store: S) {
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    for wrong in ["client-b", "client-", "CLIENT-A", "client-a "] {
+        assert_eq!(
+            store.consume_for_client(&hash(1), wrong).await.unwrap(),
+            Consumption::WrongClient,
+            "{wrong:?}"
+        );
+    }
+    assert_eq!(
+        store.get_by_hash(&hash(1)).await.unwrap(),
+        Some(request.clone())
+    );
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    // Once consumed, another client is still told WrongClient (it learns nothing new).
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    consumed_at(
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
+    );
+}
+
+async fn consume_for_client_consumes_a_request_stored_without_a_client<S: Backend>(store: S) {
+    let request = live(1);
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    consumed_at(
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
+    );
+}
+
+async fn consume_for_client_refuses_a_client_id_no_request_could_be_bound_to<S: Backend>(store: S) {
+    store.store(&live(1)).await.unwrap();
+    let too_long = "c".repeat(par_store::MAX_CLIENT_ID_LEN + 1);
+    for client_id in ["", "client-a\0", too_long.as_str()] {
+        assert!(matches!(
+            store.consume_for_client(&hash(1), client_id).await,
+            Err(StoreError::InvalidInput { .. })
+        ));
+    }
+    assert!(store.get_by_hash(&hash(1)).await.unwrap().is_some());
+}
+
+async fn an_expired_request_is_reported_expired_and_removed<S: Backend>(store: S) {
+    store.store(&short_lived(1)).await.unwrap();
+    store
+        .store(&short_lived(2).with_client_id("client-a"))
+        .await
+        .unwrap();
+    wait_until_expired().await;
+    assert_eq!(store.consume(&hash(1)).await.unwrap(), Consumption::Expired);
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::NotFound
+    );
+    // Another client's expired request is left to cleanup.
+    assert_eq!(
+        store
+            .consume_for_client(&hash(2), "client-b")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    assert_eq!(
+        store
+            .consume_for_client(&hash(2), "client-a")
+            .await
+            .unwrap(),
+        Consumption::Expired
+    );
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+}
+
+async fn a_consumed_marker_lasts_until_expiry_and_cleanup_removes_it<S: Backend>(store: S) {
+    store.store(&short_lived(1)).await.unwrap();
+    store.store(&short_lived(2)).await.unwrap();
+    store.store(&live(3)).await.unwrap();
+    for n in 1..=3 {
+        assert!(matches!(
+            store.consume(&hash(n)).await.unwrap(),
+            Consumption::Consumed(_)
+        ));
+    }
+    // Cleanup leaves a marker alone until it expires.
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+    wait_until_expired().await;
+    assert_eq!(store.delete_expired().await.unwrap(), 2);
+    for n in 1..=2 {
+        assert_eq!(
+            store.consume(&hash(n)).await.unwrap(),
+            Consumption::NotFound
+        );
+    }
+    consumed_at(store.consume(&hash(3)).await.unwrap());
+    // delete_by_client_id removes a client's markers as well.
+    store.store(&bound(4, "client-a")).await.unwrap();
+    store.consume(&hash(4)).await.unwrap();
+    assert_eq!(store.delete_by_client_id("client-a").await.unwrap(), 1);
+    assert_eq!(
+        store.consume(&hash(4)).await.unwrap(),
+        Consumption::NotFound
+    );
+}
+
+async fn an_expired_marker_is_still_reported_until_cleanup<S: Backend>(store: S) {
+    store.store(&short_lived(1)).await.unwrap();
+    store.consume(&hash(1)).await.unwrap();
+    wait_until_expired().await;
+    // Consumed, then expired: the reuse is what matters; the marker goes with this look.
+    consumed_at(store.consume(&hash(1)).await.unwrap());
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::NotFound
+    );
+}
+
+async fn with_markers_off_a_consumed_request_is_removed<S: Backend>(store: S) {
+    let store = store.consumed_markers(false);
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::Consumed(request.clone())
+    );
+    // 0.2's behaviour: gone, so a second consumption finds nothing, and the hash is free.
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::NotFound
+    );
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store.consume_by_hash(&hash(1)).await.unwrap(),
+        Some(request)
+    );
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+}
+
+async fn of_32_concurrent_consumers_one_consumes_and_31_find_it_consumed<S: Backend>(store: S) {
+    for round in 0..50 {
+        store.store(&bound(round, "client-a")).await.unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(32));
+        let consumers: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    if i % 2 == 0 {
+                        store.consume(&hash(round)).await.unwrap()
+                    } else {
+                        store
+                            .consume_for_client(&hash(round), "client-a")
+                            .await
+                            .unwrap()
+                    }
+                })
+            })
+            .collect();
+        let (mut consumed, mut already) = (0, 0);
+        for consumer in consumers {
+            match consumer.await.unwrap() {
+                Consumption::Consumed(_) => consumed += 1,
+                Consumption::AlreadyConsumed { .. } => already += 1,
+                other => panic!("round {round}: {other:?}"),
+            }
         }
-        mod memory {
+        assert_eq!((consumed, already), (1, 31), "round {round}");
+    }
+}
+
+/// A store of another crate that implements only the three required methods: `consume` and
+/// `consume_for_client` have default implementations over them (best effort: `Consumed` /
+/// `NotFound` / `WrongClient` only).
+struct ThreeMethods(MemoryStore);
+
+#[async_trait::async_trait]
+impl PushedAuthorizationRequestStore for ThreeMethods {
+    async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
+        self.0.store(request).await
+    }
+    async fn consume_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        self.0.consume_by_hash(hash).await
+    }
+    async fn get_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        self.0.get_by_hash(hash).await
+    }
+}
+
+#[tokio::test]
+async fn the_default_consumptions_work_over_the_three_required_methods() {
+    let store = ThreeMethods(MemoryStore::new());
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    // The defaults cannot tell a reuse from an unknown request.
+    assert_eq!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::NotFound
+    );
+    let unbound = live(2);
+    store.store(&unbound).await.unwrap();
+    assert_eq!(
+        store.consume(&hash(2)).await.unwrap(),
+        Consumption::Consumed(unbound)
+    );
+}
+
+/// How each mode's store is made: `None` when the test is skipped (an optional binary is
+/// missing; a line says so). The database, if any, lives as long as the test.
+mod modes {
+    use crate::common::citus::CitusSchema;
+    use crate::common::pgbouncer::{route, Flavor, PgBouncer};
+    use crate::common::TestDb;
+    use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use par_store::{MemoryStore, PostgresStore, PostgresStoreOptions, ProtectedStore};
+
+    /// The store, and what must live as long as the test (its database or schema).
+    pub type Running<S> = Option<(S, Option<Box<dyn Send>>)>;
+
+    pub async fn memory(_test: &str) -> Running<MemoryStore> {
+        Some((MemoryStore::new(), None))
+    }
+
+    pub async fn owned_pool(_test: &str) -> Running<PostgresStore> {
+        let db = TestDb::new().await;
+        let store = connect(PostgresStoreOptions::new(), db.options.clone()).await;
+        Some((store, Some(Box::new(db))))
+    }
+
+    pub async fn caller_pool(_test: &str) -> Running<PostgresStore> {
+        let db = TestDb::with_pool(PgPoolOptions::new().max_connections(32)).await;
+        Some((db.store(), Some(Box::new(db))))
+    }
+
+    pub async fn bouncer_pooler_mode(test: &str) -> Running<PostgresStore> {
+        Flavor::Stock.require(test)?;
+        let port = PgBouncer::shared(Flavor::Stock);
+        let db = TestDb::new().await;
+        let options = PostgresStoreOptions::new().statement_cache(false);
+        let store = connect(options, route(port, &db.options)).await;
+        Some((store, Some(Box::new(db))))
+    }
+
+    pub async fn bouncer_prepared(test: &str) -> Running<PostgresStore> {
+        Flavor::Prepared.require(test)?;
+        let port = PgBouncer::shared(Flavor::Prepared);
+        let db = TestDb::new().await;
+        let store = connect(PostgresStoreOptions::new(), route(port, &db.options)).await;
+        Some((store, Some(Box::new(db))))
+    }
+
+    pub async fn protected_memory(test: &str) -> Running<ProtectedStore<MemoryStore>> {
+        let (inner, db) = memory(test).await?;
+        Some((ProtectedStore::new(inner, super::keys()), db))
+    }
+
+    pub async fn protected_owned_pool(test: &str) -> Running<ProtectedStore<PostgresStore>> {
+        let (inner, db) = owned_pool(test).await?;
+        Some((ProtectedStore::new(inner, super::keys()), db))
+    }
+
+    /// On the throwaway Citus cluster (tests/common/citus.rs): a schema per test, the table
+    /// distributed by `distribute_on_citus`, the store's own pool to the coordinator.
+    /// Without Citus, skipped outside CI with one line; fails under `CI=true`.
+    pub async fn citus(_test: &str) -> Running<PostgresStore> {
+        let schema = CitusSchema::new(crate::common::citus::citus()?).await;
+        let store = connect(PostgresStoreOptions::new(), schema.options.clone()).await;
+        assert!(store.distribute_on_citus().await.unwrap());
+        Some((store, Some(Box::new(schema))))
+    }
+
+    async fn connect(options: PostgresStoreOptions, to: PgConnectOptions) -> PostgresStore {
+        let at = format!("{}:{}", to.get_host(), to.get_port());
+        options
+            .connect_with(to)
+            .await
+            .unwrap_or_else(|err| panic!("connect to {at}: {err}"))
+    }
+}
+
+/// One module of tests for one mode: each test makes the mode's store and runs the contract
+/// test of the same name on it.
+macro_rules! contract_for {
+    ($mode:ident: $($name:ident),*) => {
+        mod $mode {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    super::$name(par_store::MemoryStore::new()).await;
-                }
-            )*
-        }
-        /// On a Citus cluster (tests/common/citus.rs): a schema per test, the table
-        /// distributed by `distribute_on_citus`. Skipped with one line where Citus is not
-        /// installed, outside CI.
-        mod citus {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(cluster) = crate::common::citus::citus() else { return };
-                    let schema = crate::common::citus::CitusSchema::new(cluster).await;
-                    let store = par_store::PostgresStore::new(schema.pool(32).await);
-                    assert!(store.distribute_on_citus().await.unwrap());
+                    let test = concat!("contract::", stringify!($mode), "::", stringify!($name));
+                    let Some((store, _db)) = crate::modes::$mode(test).await else {
+                        return;
+                    };
                     super::$name(store).await;
                 }
             )*
         }
+    };
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        contract_for!(memory: $($name),*);
+        contract_for!(owned_pool: $($name),*);
+        contract_for!(caller_pool: $($name),*);
+        contract_for!(bouncer_pooler_mode: $($name),*);
+        contract_for!(bouncer_prepared: $($name),*);
+        contract_for!(protected_memory: $($name),*);
+        contract_for!(protected_owned_pool: $($name),*);
+        contract_for!(citus: $($name),*);
     };
 }
 
@@ -586,4 +1067,15 @@ contract!(
     delete_by_client_id_removes_that_clients_requests_only,
     delete_by_unstorable_client_id_removes_nothing,
     delete_expired_as_of_uses_the_given_cutoff,
+    a_second_consume_is_told_apart_from_an_unknown_request,
+    consume_by_hash_leaves_a_marker_too,
+    a_consumed_request_is_never_returned_or_brought_back,
+    consume_for_client_leaves_another_clients_request_untouched,
+    consume_for_client_consumes_a_request_stored_without_a_client,
+    consume_for_client_refuses_a_client_id_no_request_could_be_bound_to,
+    an_expired_request_is_reported_expired_and_removed,
+    a_consumed_marker_lasts_until_expiry_and_cleanup_removes_it,
+    an_expired_marker_is_still_reported_until_cleanup,
+    with_markers_off_a_consumed_request_is_removed,
+    of_32_concurrent_consumers_one_consumes_and_31_find_it_consumed,
 );

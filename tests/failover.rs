@@ -171,7 +171,8 @@ async fn start_pair(replication: Replication) -> Pair {
             &[
                 "CREATE ROLE par_store_runtime LOGIN",
                 "GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runtime",
-                "GRANT UPDATE (created_at) ON pushed_authorization_requests TO par_store_runtime",
+                "GRANT UPDATE (created_at, consumed_at, reopenable, parameters) \
+                 ON pushed_authorization_requests TO par_store_runtime",
                 "ALTER ROLE par_store_runtime SET synchronous_commit = remote_apply",
                 "ALTER SYSTEM SET synchronous_commit = local",
                 "SELECT pg_reload_conf()",
@@ -530,8 +531,10 @@ async fn failover_run(scenario: Scenario) -> Outcome {
         .await
         .unwrap();
     assert!(!in_recovery, "the standby was promoted");
+    // Requests not consumed: a consumed request's marker is not a request.
     let rows: HashMap<String, chrono::DateTime<Utc>> = sqlx::query_as(
-        "SELECT reference_value_hash, expires_at FROM pushed_authorization_requests",
+        "SELECT reference_value_hash, expires_at FROM pushed_authorization_requests \
+         WHERE consumed_at IS NULL",
     )
     .fetch_all(&mut new_primary)
     .await
@@ -700,6 +703,14 @@ fn assert_nothing_lost_or_resurrected(replication: Replication, outcome: &Outcom
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_replication_figures() {
+    if common::require_server_tools(
+        "failover::asynchronous_replication_figures",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::Async)).await;
     // Reported, not asserted: what a crash costs depends on how far behind the standby is.
@@ -712,6 +723,14 @@ async fn asynchronous_replication_figures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_replication_with_a_lagging_standby_loses_and_resurrects() {
+    if common::require_server_tools(
+        "failover::asynchronous_replication_with_a_lagging_standby_loses_and_resurrects",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::Async).partition(PARTITION)).await;
     assert_eq!(outcome.sync_state, "async");
@@ -726,6 +745,14 @@ async fn asynchronous_replication_with_a_lagging_standby_loses_and_resurrects() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_replication_loses_nothing_and_resurrects_nothing() {
+    if common::require_server_tools(
+        "failover::synchronous_replication_loses_nothing_and_resurrects_nothing",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::Sync)).await;
     assert_nothing_lost_or_resurrected(Replication::Sync, &outcome);
@@ -733,6 +760,14 @@ async fn synchronous_replication_loses_nothing_and_resurrects_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks() {
+    if common::require_server_tools(
+        "failover::synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::Sync).partition(PARTITION)).await;
     // Commits wait for the standby: while it is cut off, nothing is acknowledged (but what it
@@ -743,6 +778,14 @@ async fn synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects_nothing() {
+    if common::require_server_tools(
+        "failover::synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects_nothing",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let outcome = failover_run(Scenario::new(Replication::SyncForStoreRole)).await;
     assert_nothing_lost_or_resurrected(Replication::SyncForStoreRole, &outcome);
@@ -750,6 +793,14 @@ async fn synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifetime_shorter_than_the_failover_leaves_nothing_resurrected_to_read() {
+    if common::require_server_tools(
+        "failover::a_lifetime_shorter_than_the_failover_leaves_nothing_resurrected_to_read",
+        &["pg_basebackup"],
+    )
+    .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     // Asynchronous replication and a standby that fell behind, as above; but requests live
     // 1 s, and the new primary takes traffic 1 s after the crash.

@@ -13,7 +13,7 @@ mod common;
 
 use chrono::Utc;
 use common::fault::FaultProxy;
-use common::pgbouncer::{PgBouncer, Settings};
+use common::pgbouncer::{Flavor, PgBouncer, Settings};
 use common::{error_kind, hash, TestDb};
 use par_store::sqlx;
 use par_store::{
@@ -123,7 +123,7 @@ async fn session_bouncer(db: &TestDb) -> (PgBouncer, sqlx::postgres::PgConnectOp
     let bouncer = PgBouncer::start_with(Settings {
         pool_mode: "session",
         query_timeout_secs: 1,
-        log_connections: false,
+        ..Settings::default()
     })
     .await;
     let options = bouncer.route(&db.options).extra_float_digits(None);
@@ -137,6 +137,12 @@ const HOLD_FOR: Duration = Duration::from_millis(1_600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consume_that_pgbouncer_times_out_after_it_ran_is_an_error_never_not_found() {
+    if Flavor::Stock
+        .require("a_consume_that_pgbouncer_times_out_after_it_ran_is_an_error_never_not_found")
+        .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let db = TestDb::new().await;
     let (bouncer, through) = session_bouncer(&db).await;
@@ -188,6 +194,12 @@ async fn a_consume_that_pgbouncer_times_out_after_it_ran_is_an_error_never_not_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_pgbouncer_times_out_after_it_ran_is_never_a_duplicate_of_itself() {
+    if Flavor::Stock
+        .require("a_store_that_pgbouncer_times_out_after_it_ran_is_never_a_duplicate_of_itself")
+        .is_none()
+    {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let db = TestDb::new().await;
     let (bouncer, through) = session_bouncer(&db).await;
@@ -246,6 +258,12 @@ fn log_lines(bouncer: &PgBouncer, what: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts() {
+    if Flavor::Stock
+        .require("pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts")
+        .is_none()
+    {
+        return;
+    }
     const CONNECTIONS: u32 = 4;
     const OPERATIONS: u32 = 200;
     let _serial = SERIAL.lock().await;

@@ -2,9 +2,12 @@
 //! `MemoryStore` and a reference model (a `HashMap` with the documented semantics); every
 //! step must give the same result on all three.
 //!
-//! The sequences mix valid requests on a small pool of colliding hashes, bad input (bad
-//! hashes, NUL or oversize parameters, expiry not in the future), look-ups with hashes that
-//! could never have been stored, cleanup passes, short sleeps, and expiries close to now.
+//! The sequences mix valid requests on a small pool of colliding hashes (bound to one of two
+//! clients or to none), bad input (bad hashes, NUL or oversize parameters, expiry not in the
+//! future), look-ups with hashes that could never have been stored, the three consumptions
+//! (`consume_by_hash`, `consume`, `consume_for_client` with the right, a wrong or an
+//! unstorable client), `store_or_replace` over live, expired and consumed requests, cleanup
+//! passes, short sleeps, and expiries close to now.
 //!
 //! Expiry and determinism: a request expires either in the far future or `MARGIN` + 0..200 ms
 //! after it is stored. Before each step the runner waits until no request expires within
@@ -14,7 +17,7 @@
 //! outcome either way for the requests whose expiry passed during the step, and settles the
 //! state (waits until they are clearly expired and cleans them up everywhere) before going on.
 //!
-//! `PROPTEST_CASES` sets the number of sequences (default 24 here); a failure prints the
+//! `PROPTEST_CASES` sets the number of sequences (default 48 here); a failure prints the
 //! shrunk sequence and the seed to rerun it (`PROPTEST_RNG_SEED`).
 
 mod common;
@@ -23,8 +26,8 @@ use chrono::{DateTime, Utc};
 use common::TestDb;
 use par_store::sqlx;
 use par_store::{
-    MemoryStore, PostgresStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
-    StoreError, MAX_REFERENCE_VALUE_HASH_LEN,
+    Consumption, MemoryStore, PostgresStore, PushedAuthorizationRequest,
+    PushedAuthorizationRequestStore, StoreError, MAX_REFERENCE_VALUE_HASH_LEN,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{
@@ -40,7 +43,7 @@ const MARGIN: Duration = Duration::from_millis(150);
 const SKEW: Duration = Duration::from_millis(5);
 /// A small limit, so that oversize parameters are cheap to generate.
 const MAX_PARAMETERS_LEN: usize = 64;
-const DEFAULT_CASES: u32 = 24;
+const DEFAULT_CASES: u32 = 48;
 
 /// The colliding hashes: short, Duende-shaped, the longest allowed, and awkward text.
 fn pool_hash(key: usize) -> String {
@@ -109,12 +112,24 @@ enum Bad {
     ExpiryPast(u64),
 }
 
+/// The clients a request may be bound to, and a client id no request could be bound to.
+fn client_id(client: usize) -> &'static str {
+    match client {
+        0 => "client-a",
+        1 => "client-b",
+        _ => "",
+    }
+}
+
 #[derive(Clone)]
 enum Step {
     Store {
         key: usize,
         expiry: Expiry,
         parameters: String,
+        client: Option<usize>,
+        /// `store_or_replace` instead of `store`.
+        replace: bool,
     },
     StoreBad {
         key: usize,
@@ -122,6 +137,10 @@ enum Step {
     },
     Get(Key),
     Consume(Key),
+    /// `consume`, with its outcome.
+    ConsumeOutcome(Key),
+    /// `consume_for_client` with `client_id(client)`.
+    ConsumeForClient(Key, usize),
     DeleteExpired,
     Sleep(u64),
 }
@@ -134,14 +153,25 @@ impl fmt::Debug for Step {
                 key,
                 expiry,
                 parameters,
+                client,
+                replace,
             } => write!(
                 f,
-                "Store({:?}, {expiry:?}, {parameters:?})",
-                pool_hash(*key)
+                "{}({:?}, {expiry:?}, {parameters:?}, {:?})",
+                if *replace { "StoreOrReplace" } else { "Store" },
+                pool_hash(*key),
+                client.map(client_id)
             ),
             Step::StoreBad { key, bad } => write!(f, "StoreBad({:?}, {bad:?})", pool_hash(*key)),
             Step::Get(key) => write!(f, "Get({:?})", key.hash()),
-            Step::Consume(key) => write!(f, "Consume({:?})", key.hash()),
+            Step::Consume(key) => write!(f, "ConsumeByHash({:?})", key.hash()),
+            Step::ConsumeOutcome(key) => write!(f, "Consume({:?})", key.hash()),
+            Step::ConsumeForClient(key, client) => write!(
+                f,
+                "ConsumeForClient({:?}, {:?})",
+                key.hash(),
+                client_id(*client)
+            ),
             Step::DeleteExpired => write!(f, "DeleteExpired"),
             Step::Sleep(ms) => write!(f, "Sleep({ms} ms)"),
         }
@@ -175,15 +205,19 @@ fn parameters() -> impl Strategy<Value = String> {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (
+        5 => (
             0..4usize,
             prop_oneof![(0..=200u64).prop_map(Expiry::Soon), Just(Expiry::Later)],
-            parameters()
+            parameters(),
+            prop_oneof![1 => Just(None), 3 => (0..2usize).prop_map(Some)],
+            prop_oneof![Just(false), Just(true)],
         )
-            .prop_map(|(key, expiry, parameters)| Step::Store {
+            .prop_map(|(key, expiry, parameters, client, replace)| Step::Store {
                 key,
                 expiry,
-                parameters
+                parameters,
+                client,
+                replace,
             }),
         1 => (
             0..4usize,
@@ -196,7 +230,10 @@ fn step() -> impl Strategy<Value = Step> {
         )
             .prop_map(|(key, bad)| Step::StoreBad { key, bad }),
         3 => key().prop_map(Step::Get),
-        3 => key().prop_map(Step::Consume),
+        2 => key().prop_map(Step::Consume),
+        2 => key().prop_map(Step::ConsumeOutcome),
+        5 => (key(), prop_oneof![4 => 0..2usize, 1 => Just(2usize)])
+            .prop_map(|(key, client)| Step::ConsumeForClient(key, client)),
         1 => Just(Step::DeleteExpired),
         2 => (0..=200u64).prop_map(Step::Sleep),
     ]
@@ -212,9 +249,14 @@ enum Outcome {
     Stored,
     Duplicate,
     Invalid(&'static str),
-    /// Hash, expiry and parameters in full (the request's own `Debug` hides them).
-    Found(String, DateTime<Utc>, String),
+    /// Hash, expiry, parameters and client in full (the request's own `Debug` hides them).
+    Found(String, DateTime<Utc>, String, Option<String>),
     NotFound,
+    /// `consume` / `consume_for_client`: `Consumed` is `Found`, `NotFound` is `NotFound`.
+    /// The instant of `AlreadyConsumed` is each store's own clock: not compared.
+    AlreadyConsumed,
+    Expired,
+    WrongClient,
     Deleted(u64),
     Slept,
     /// Any other error: never expected.
@@ -235,7 +277,21 @@ fn found(request: PushedAuthorizationRequest) -> Outcome {
         request.reference_value_hash,
         request.expires_at,
         request.parameters,
+        request.client_id,
     )
+}
+
+fn consumed(result: Result<Consumption, StoreError>) -> Outcome {
+    match result {
+        Ok(Consumption::Consumed(request)) => found(request),
+        Ok(Consumption::AlreadyConsumed { .. }) => Outcome::AlreadyConsumed,
+        Ok(Consumption::Expired) => Outcome::Expired,
+        Ok(Consumption::NotFound) => Outcome::NotFound,
+        Ok(Consumption::WrongClient) => Outcome::WrongClient,
+        Ok(other) => Outcome::Failed(format!("{other:?}")),
+        Err(StoreError::InvalidInput { field, .. }) => Outcome::Invalid(field.as_str()),
+        Err(other) => Outcome::Failed(format!("{other:?}")),
+    }
 }
 
 fn looked_up(result: Result<Option<PushedAuthorizationRequest>, StoreError>) -> Outcome {
@@ -262,16 +318,19 @@ fn request_of(step: &Step, start: DateTime<Utc>) -> Option<PushedAuthorizationRe
             key,
             expiry,
             parameters,
+            client,
+            ..
         } => {
             let expires_at = match expiry {
                 Expiry::Soon(extra) => start + margin + ms(*extra),
                 Expiry::Later => start + chrono::Duration::hours(1),
             };
-            Some(PushedAuthorizationRequest::new(
-                pool_hash(*key),
-                expires_at,
-                parameters.clone(),
-            ))
+            let request =
+                PushedAuthorizationRequest::new(pool_hash(*key), expires_at, parameters.clone());
+            Some(match client {
+                Some(client) => request.with_client_id(client_id(*client)),
+                None => request,
+            })
         }
         Step::StoreBad { key, bad } => {
             let later = start + chrono::Duration::hours(1);
@@ -296,7 +355,8 @@ fn request_of(step: &Step, start: DateTime<Utc>) -> Option<PushedAuthorizationRe
 /// The reference model: the documented contract, written as plainly as possible.
 #[derive(Clone, Debug, Default)]
 struct Model {
-    requests: HashMap<String, PushedAuthorizationRequest>,
+    /// Each request, and whether it has been consumed (then it is a marker until it expires).
+    requests: HashMap<String, (PushedAuthorizationRequest, bool)>,
 }
 
 fn storable(hash: &str) -> bool {
@@ -323,27 +383,44 @@ impl Model {
                     Outcome::Invalid("parameters")
                 } else if request.expires_at <= now {
                     Outcome::Invalid("expires_at")
-                } else if self.requests.contains_key(&request.reference_value_hash) {
-                    // Expired or not: a stored request is never overwritten.
-                    Outcome::Duplicate
                 } else {
-                    self.requests
-                        .insert(request.reference_value_hash.clone(), request.clone());
-                    Outcome::Stored
+                    let replace = matches!(step, Step::Store { replace: true, .. });
+                    match self.requests.get(&request.reference_value_hash) {
+                        // A consumed request is never brought back.
+                        Some((_, true)) => Outcome::Duplicate,
+                        // Expired or not: `store` never overwrites; `store_or_replace` does.
+                        Some((_, false)) if !replace => Outcome::Duplicate,
+                        _ => {
+                            self.requests.insert(
+                                request.reference_value_hash.clone(),
+                                (request.clone(), false),
+                            );
+                            Outcome::Stored
+                        }
+                    }
                 }
             }
             (Step::Get(key), _) => match self.requests.get(&key.hash()) {
-                Some(request) if request.expires_at > now => found(request.clone()),
+                Some((request, false)) if request.expires_at > now => found(request.clone()),
                 _ => Outcome::NotFound,
             },
-            (Step::Consume(key), _) => match self.requests.remove(&key.hash()) {
-                // An expired request is removed too, but not handed out.
-                Some(request) if request.expires_at > now => found(request),
+            (Step::Consume(key), _) => match self.consume(&key.hash(), None, now) {
+                found @ Outcome::Found(..) => found,
                 _ => Outcome::NotFound,
             },
+            (Step::ConsumeOutcome(key), _) => self.consume(&key.hash(), None, now),
+            (Step::ConsumeForClient(key, client), _) => {
+                let client = client_id(*client);
+                if client.is_empty() {
+                    Outcome::Invalid("client_id")
+                } else {
+                    self.consume(&key.hash(), Some(client), now)
+                }
+            }
             (Step::DeleteExpired, _) => {
                 let before = self.requests.len();
-                self.requests.retain(|_, request| request.expires_at > now);
+                self.requests
+                    .retain(|_, (request, _)| request.expires_at > now);
                 Outcome::Deleted((before - self.requests.len()) as u64)
             }
             (Step::Sleep(_), _) => Outcome::Slept,
@@ -351,14 +428,47 @@ impl Model {
         }
     }
 
+    /// `consume` (`client` `None`) or `consume_for_client`, as `Consumption` describes it.
+    fn consume(&mut self, hash: &str, client: Option<&str>, now: DateTime<Utc>) -> Outcome {
+        let Some((request, was_consumed)) = self.requests.get_mut(hash) else {
+            return Outcome::NotFound;
+        };
+        if let (Some(caller), Some(bound)) = (client, request.client_id.as_deref()) {
+            if caller != bound {
+                // Left untouched, whatever its state.
+                return Outcome::WrongClient;
+            }
+        }
+        if request.expires_at <= now {
+            // Expired: removed; a consumed one is still reported as such.
+            let (_, was_consumed) = self.requests.remove(hash).expect("present");
+            return if was_consumed {
+                Outcome::AlreadyConsumed
+            } else {
+                Outcome::Expired
+            };
+        }
+        if *was_consumed {
+            return Outcome::AlreadyConsumed;
+        }
+        *was_consumed = true;
+        found(request.clone())
+    }
+
     fn expiries(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        self.requests.values().map(|request| request.expires_at)
+        self.requests
+            .values()
+            .map(|(request, _)| request.expires_at)
     }
 }
 
 #[async_trait::async_trait]
 trait Subject: PushedAuthorizationRequestStore {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
+    async fn store_or_replace(
+        &self,
+        request: &PushedAuthorizationRequest,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -366,12 +476,24 @@ impl Subject for PostgresStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         PostgresStore::delete_expired(self).await
     }
+    async fn store_or_replace(
+        &self,
+        request: &PushedAuthorizationRequest,
+    ) -> Result<(), StoreError> {
+        PostgresStore::store_or_replace(self, request).await
+    }
 }
 
 #[async_trait::async_trait]
 impl Subject for MemoryStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         MemoryStore::delete_expired(self).await
+    }
+    async fn store_or_replace(
+        &self,
+        request: &PushedAuthorizationRequest,
+    ) -> Result<(), StoreError> {
+        MemoryStore::store_or_replace(self, request).await
     }
 }
 
@@ -381,9 +503,18 @@ async fn execute(
     request: Option<&PushedAuthorizationRequest>,
 ) -> Outcome {
     match (step, request) {
+        (Step::Store { replace: true, .. }, Some(request)) => {
+            stored(store.store_or_replace(request).await)
+        }
         (_, Some(request)) => stored(store.store(request).await),
         (Step::Get(key), None) => looked_up(store.get_by_hash(&key.hash()).await),
         (Step::Consume(key), None) => looked_up(store.consume_by_hash(&key.hash()).await),
+        (Step::ConsumeOutcome(key), None) => consumed(store.consume(&key.hash()).await),
+        (Step::ConsumeForClient(key, client), None) => consumed(
+            store
+                .consume_for_client(&key.hash(), client_id(*client))
+                .await,
+        ),
         (Step::DeleteExpired, None) => deleted(store.delete_expired().await),
         (Step::Sleep(ms), None) => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
@@ -495,7 +626,7 @@ async fn run_sequence(db: &TestDb, steps: &[Step]) -> Result<(), String> {
         model = at_end;
         wait_for_clear_expiries(&model).await;
         let now = Utc::now();
-        model.requests.retain(|_, r| r.expires_at > now);
+        model.requests.retain(|_, (r, _)| r.expires_at > now);
         for (name, subject) in subjects {
             if let Err(err) = subject.delete_expired().await {
                 return Err(format!("settling after step {index}: {name}: {err:?}"));

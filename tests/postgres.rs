@@ -151,6 +151,77 @@ async fn migrations_revert_and_apply_again() {
     db.store().store(&request("h")).await.unwrap();
 }
 
+/// Migration 0005 both ways over rows of every kind: applied over 0.2's rows it keeps them
+/// live; the schema refuses a live request without parameters; reverted, it removes the
+/// consumed markers, keeps every other row and restores `parameters NOT NULL`; and applied
+/// again, the store works.
+#[tokio::test]
+async fn consumed_markers_migrate_both_ways() {
+    let db = TestDb::new().await;
+    let migrator = PostgresStore::migrator();
+    let version = |name: &str| {
+        migrator
+            .iter()
+            .find(|m| m.description.contains(name) && m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .expect("migration 0005")
+    };
+    let markers = version("consumed markers");
+    let before = migrator
+        .iter()
+        .filter(|m| m.version < markers && m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .max()
+        .unwrap();
+    // 0.2's rows, written before 0005.
+    migrator.undo(&db.pool, before).await.unwrap();
+    let store_02 = "INSERT INTO pushed_authorization_requests \
+         (reference_value_hash, expires_at, parameters) VALUES ($1, now() + interval '1 hour', 'p')";
+    for hash in ["old-1", "old-2"] {
+        sqlx::query(store_02)
+            .bind(hash)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    db.store().migrate().await.unwrap();
+    let store = db.store();
+    assert!(store.get_by_hash("old-1").await.unwrap().is_some());
+    assert!(matches!(
+        store.consume("old-1").await.unwrap(),
+        par_store::Consumption::Consumed(_)
+    ));
+    let refused = sqlx::query(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         VALUES ('no-parameters', now() + interval '1 minute', NULL)",
+    )
+    .execute(&db.pool)
+    .await;
+    assert!(refused.is_err(), "a live request without parameters");
+
+    migrator.undo(&db.pool, before).await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT reference_value_hash FROM pushed_authorization_requests ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, ["old-2"], "the marker is gone, the live request kept");
+    let nullable: String = sqlx::query_scalar(
+        "SELECT is_nullable FROM information_schema.columns \
+         WHERE table_name = 'pushed_authorization_requests' AND column_name = 'parameters'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(nullable, "NO");
+
+    db.store().migrate().await.unwrap();
+    assert!(store.get_by_hash("old-2").await.unwrap().is_some());
+    store.store(&request("new")).await.unwrap();
+    assert!(store.consume_by_hash("new").await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn schema_rejects_what_the_store_would_refuse() {
     let db = TestDb::new().await;
@@ -593,9 +664,14 @@ async fn migration_0004_expires_rows_beyond_the_range_and_reverts() {
 
 #[tokio::test]
 async fn an_infinite_expiry_in_a_table_without_the_check_is_an_error_not_a_panic() {
-    // The schema before 0003 (no CHECK yet) holding what 0.1 let operators write.
+    // The schema before 0003 (no CHECK yet) holding what 0.1 let operators write, with the
+    // consumed markers of 0005 that the store's statements need.
     let db = TestDb::empty().await;
     PostgresStore::migrator().run_to(2, &db.pool).await.unwrap();
+    sqlx::raw_sql(include_str!("../migrations/0005_consumed_markers.up.sql"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
     for (hash, expiry) in [("inf", "infinity"), ("neg", "-infinity")] {
         sqlx::query(
             "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
@@ -735,11 +811,11 @@ async fn the_stores_prepared_statements_survive_the_collation_change() {
         .await
         .unwrap()
     };
-    for hash in ["a", "b", "c"] {
+    // Only the insert runs on a schema before 0005: the store's reads and its consume need
+    // the consumed markers.
+    for hash in ["a", "b", "c", "d"] {
         running.store(&request(hash)).await.unwrap();
     }
-    assert!(running.get_by_hash("a").await.unwrap().is_some());
-    assert!(running.consume_by_hash("a").await.unwrap().is_some());
     let before = backend().await;
     assert_eq!(before.len(), 1);
 
@@ -747,11 +823,10 @@ async fn the_stores_prepared_statements_survive_the_collation_change() {
     assert_eq!(key_collation(&db).await.as_deref(), Some("C"));
     assert!(running.get_by_hash("b").await.unwrap().is_some());
     assert!(running.consume_by_hash("b").await.unwrap().is_some());
-    running.store(&request("d")).await.unwrap();
+    running.store(&request("e")).await.unwrap();
 
     migrator.undo(&db.pool, 2).await.unwrap();
-    assert!(running.get_by_hash("c").await.unwrap().is_some());
-    assert!(running.consume_by_hash("d").await.unwrap().is_some());
+    running.store(&request("f")).await.unwrap();
     assert_eq!(backend().await, before, "the same connection throughout");
     running.close().await;
 }

@@ -7,8 +7,8 @@ mod common;
 use chrono::{Duration, Utc};
 use common::TestDb;
 use par_store::{
-    envelope_len, CleanupJob, CleanupOptions, KeyRing, KeyRingError, MemoryStore, ProtectedStore,
-    ProtectionErrorKind, ProtectionKey, PushedAuthorizationRequest,
+    envelope_len, CleanupJob, CleanupOptions, Consumption, KeyRing, KeyRingError, MemoryStore,
+    ProtectedStore, ProtectionErrorKind, ProtectionKey, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore, StoreError,
 };
 
@@ -91,14 +91,25 @@ async fn round_trip<S: PushedAuthorizationRequestStore>(
 async fn round_trip_over_memory_store() {
     let inner = MemoryStore::new();
     round_trip(inner.clone()).await;
-    assert!(inner.is_empty());
+    // Consumed: only its marker is left, and the marker holds no envelope.
+    assert_eq!(inner.len(), 1);
+    assert!(matches!(
+        inner.consume(&hash(1)).await.unwrap(),
+        Consumption::AlreadyConsumed { .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_over_postgres_store() {
     let db = TestDb::new().await;
     round_trip(db.store()).await;
-    assert_eq!(db.row_count().await, 0);
+    assert_eq!(db.unconsumed_row_count().await, 0);
+    let parameters: Option<String> =
+        sqlx::query_scalar("SELECT parameters FROM pushed_authorization_requests")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(parameters, None, "the marker holds no envelope");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +222,7 @@ async fn consume_that_fails_to_open_has_consumed_the_row_and_says_so() {
         protection_error(Err::<(), _>(err)),
         (ProtectionErrorKind::Tampered, true)
     );
-    assert_eq!(db.row_count().await, 1);
+    assert_eq!(db.unconsumed_row_count().await, 1);
     assert_eq!(store.get_by_hash(&hash(2)).await.unwrap(), None);
     assert_eq!(store.consume_by_hash(&hash(2)).await.unwrap(), None);
 }
@@ -287,7 +298,11 @@ async fn every_single_bit_flip_of_an_envelope_fails_with_a_typed_error() {
                     ),
                 };
                 assert_eq!(consumed, consume, "byte {position} bit {bit}");
-                assert_eq!(inner.is_empty(), consume, "byte {position} bit {bit}");
+                assert_eq!(
+                    inner.get_by_hash(&hash(1)).await.unwrap().is_none(),
+                    consume,
+                    "byte {position} bit {bit}"
+                );
                 if !consume {
                     match kind {
                         ProtectionErrorKind::MalformedEnvelope => malformed += 1,
@@ -321,7 +336,8 @@ async fn plaintext_written_before_protection_is_malformed() {
 
 #[tokio::test]
 async fn unsupported_envelope_version_is_malformed() {
-    let inner = MemoryStore::new();
+    // Without markers, so that the hash can be stored again after its consumption.
+    let inner = MemoryStore::new().consumed_markers(false);
     let store = ProtectedStore::new(inner.clone(), ring_a());
     store.store(&live(1)).await.unwrap();
     let envelope = stored_envelope(&inner, &hash(1)).await;
@@ -371,7 +387,7 @@ async fn envelope_under_a_key_not_in_the_ring_fails_with_unknown_key() {
             true
         )
     );
-    assert!(inner.is_empty());
+    assert_eq!(inner.get_by_hash(&hash(1)).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -907,4 +923,83 @@ async fn store_or_replace_names_the_envelope_when_the_inner_limit_refuses_it() {
     assert_eq!(field, "parameters");
     assert!(reason.contains("101 bytes of parameters"), "{reason}");
     assert!(inner.is_empty());
+}
+
+// ---- consumption outcomes (issue 18) -------------------------------------------------------
+
+/// consume and consume_for_client through the decorator: the inner store's outcomes, with
+/// the consumed request opened, on both stores.
+async fn consumption_outcomes_pass_through<S>(inner: S)
+where
+    S: PushedAuthorizationRequestStore + Clone,
+{
+    let store = ProtectedStore::new(inner.clone(), ring_a());
+    let request = live(1).with_client_id("client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-b")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    assert_eq!(
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    assert!(matches!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::AlreadyConsumed { .. }
+    ));
+    assert_eq!(
+        store.consume(&hash(2)).await.unwrap(),
+        Consumption::NotFound
+    );
+    let unbound = live(3);
+    store.store(&unbound).await.unwrap();
+    assert_eq!(
+        store.consume(&hash(3)).await.unwrap(),
+        Consumption::Consumed(unbound)
+    );
+}
+
+#[tokio::test]
+async fn consumption_outcomes_pass_through_over_memory_store() {
+    consumption_outcomes_pass_through(MemoryStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumption_outcomes_pass_through_over_postgres_store() {
+    let db = TestDb::new().await;
+    consumption_outcomes_pass_through(db.store()).await;
+}
+
+#[tokio::test]
+async fn consume_for_client_that_fails_to_open_has_consumed_it_and_says_so() {
+    let inner = MemoryStore::new();
+    let store = ProtectedStore::new(inner.clone(), ring_a());
+    store
+        .store(&live(1).with_client_id("client-a"))
+        .await
+        .unwrap();
+    let other = ProtectedStore::new(inner.clone(), KeyRing::new(key("b", SECRET_B)));
+    assert_eq!(
+        protection_error(other.consume_for_client(&hash(1), "client-a").await),
+        (
+            ProtectionErrorKind::UnknownKey {
+                key_id: "a".to_owned()
+            },
+            true
+        )
+    );
+    assert!(matches!(
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
+        Consumption::AlreadyConsumed { .. }
+    ));
 }

@@ -21,8 +21,10 @@ async fn a_test_database_stores_and_reads_a_request() {
 
 #[test]
 fn without_a_server_the_binary_runs_on_a_throwaway_cluster_and_removes_it() {
-    if common::cluster::find_server_bindir().is_none() {
-        panic!("this test needs PostgreSQL's server binaries (see tests/common/cluster.rs)");
+    let test =
+        "test_support::without_a_server_the_binary_runs_on_a_throwaway_cluster_and_removes_it";
+    if common::require_server_bindir(test).is_none() {
+        return;
     }
     // A port where nothing listens: bound a moment ago, then released.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

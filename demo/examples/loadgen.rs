@@ -333,7 +333,21 @@ impl Client {
     }
 
     async fn consume(&mut self, hash: &str) -> Result<bool, BoxError> {
-        let query = sqlx::query_as::<_, (chrono::DateTime<Utc>, String, bool)>(CONSUME).bind(hash);
+        // The store's CONSUME with the store's own binds: any client, markers on.
+        type Consumed = (
+            chrono::DateTime<Utc>,
+            Option<String>,
+            Option<String>,
+            Option<chrono::DateTime<Utc>>,
+            bool,
+            bool,
+            bool,
+        );
+        let query = sqlx::query_as::<_, Consumed>(CONSUME)
+            .bind(hash)
+            .bind(None::<&str>)
+            .bind(true)
+            .bind(false);
         let row = match self {
             Client::Store(store) => return Ok(store.consume_by_hash(hash).await?.is_some()),
             Client::Pool(pool) => query.fetch_optional(&*pool).await?,
@@ -345,7 +359,9 @@ impl Client {
                 row
             }
         };
-        Ok(row.is_some_and(|(_, _, live)| live))
+        Ok(row.is_some_and(|(_, _, _, consumed_at, live, _, taken)| {
+            consumed_at.is_none() && live && taken
+        }))
     }
 }
 

@@ -21,14 +21,19 @@
 //!   demo clients in [`CLIENTS`]), validates `response_type` and `redirect_uri`, stores the
 //!   request under the hash of a fresh [`ReferenceValue`] and answers `201 Created` with
 //!   `{"request_uri": "...", "expires_in": N}` (RFC 9126, section 2.2); errors as in section 2.3.
-//! - `GET /authorize?client_id=...&request_uri=...` resolves the pushed request, checks that it
-//!   was pushed by the same client, consumes it, and answers as an authorization server would
-//!   after a successful login: `302 Found` to the pushed `redirect_uri` with `code` (a random
+//! - `GET /authorize?client_id=...&request_uri=...` consumes the pushed request only if it was
+//!   pushed by the same client, in one atomic step
+//!   ([`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client)), and answers
+//!   as an authorization server would after a successful login: `302 Found` to the pushed `redirect_uri` with `code` (a random
 //!   stand-in: this example issues no real codes) and the pushed `state`. An unknown, expired,
 //!   already used or malformed `request_uri`, and one pushed by another client, all get the
 //!   same `400` with `invalid_request_uri` as JSON (RFC 9126, sections 2.2 and 7: whoever
 //!   holds a leaked `request_uri` must not learn that it is live): the redirect URI is only
-//!   trusted once the request is resolved, so errors are not redirected.
+//!   trusted once the request is resolved, so errors are not redirected. A `request_uri`
+//!   presented again after it was used is logged as a security event (`warn`, with the first
+//!   characters of its hash and when it was consumed, never the `request_uri`); a server that
+//!   issues real codes would also revoke what it issued from that request (see
+//!   `docs/security.md`, "A reused request_uri").
 //!
 //! Errors follow the table in `StoreError`'s documentation.
 //!
@@ -43,8 +48,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{TimeDelta, Utc};
 use par_store::{
-    CleanupJob, CleanupOptions, InputField, ProtectionErrorKind, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, ReferenceValue, StoreError,
+    CleanupJob, CleanupOptions, Consumption, InputField, ProtectionErrorKind,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStore, ReferenceValue, StoreError,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -384,11 +389,14 @@ async fn push(
     let parameters = params.encode(&["client_secret"])?;
     for _ in 0..STORE_ATTEMPTS {
         let reference_value = ReferenceValue::generate();
+        // Bound to the client (RFC 9126, section 2.2), so that the authorization endpoint
+        // consumes it only for that client.
         let request = PushedAuthorizationRequest::new(
             reference_value.hash(),
             Utc::now() + app.lifetime,
             parameters.as_str(),
-        );
+        )
+        .with_client_id(client.client_id);
         match app.store.store(&request).await {
             Ok(()) => {
                 tracing::info!(
@@ -431,29 +439,35 @@ async fn authorize(
     let hash = reference_value.hash();
     let unusable = OAuthError::unusable_request_uri;
 
-    let pushed = app
+    // A real server authenticates the user and asks for consent before this, reading the
+    // request with get_by_hash at every step. The response is produced now, so the request is
+    // consumed now, and only for the client it was pushed by: a mismatch leaves it in place
+    // (whoever learnt someone else's request_uri must not be able to burn it). Every refusal
+    // gets the answer an unknown request_uri gets (no oracle).
+    let consumed = match app
         .store
-        .get_by_hash(&hash)
+        .consume_for_client(&hash, client_id)
         .await
         .map_err(OAuthError::from_store)?
-        .ok_or_else(unusable)?;
-    // The request_uri is bound to the client that pushed it. A mismatch leaves the request
-    // in place (whoever learnt someone else's request_uri must not be able to burn it) and
-    // gets the answer an unknown request_uri gets (nor learn that it is live).
-    if Params::decode(&pushed.parameters)?.get("client_id") != Some(client_id) {
-        tracing::info!(client_id, "request_uri presented by another client");
-        return Err(unusable());
-    }
-
-    // A real server authenticates the user and asks for consent here, reading the request
-    // with get_by_hash at every step. The response is produced now, so the request is
-    // consumed now: None means another browser tab won the race or the request just expired.
-    let consumed = app
-        .store
-        .consume_by_hash(&hash)
-        .await
-        .map_err(OAuthError::from_store)?
-        .ok_or_else(unusable)?;
+    {
+        Consumption::Consumed(request) => request,
+        Consumption::AlreadyConsumed { consumed_at } => {
+            // A security event: a replayed or leaked request_uri, or a form sent twice.
+            tracing::warn!(
+                hash = hash.get(..6).unwrap_or_default(),
+                %consumed_at,
+                client_id,
+                "request_uri presented again after it was used"
+            );
+            return Err(unusable());
+        }
+        Consumption::WrongClient => {
+            tracing::info!(client_id, "request_uri presented by another client");
+            return Err(unusable());
+        }
+        // Unknown, expired (another browser tab may have won the race meanwhile).
+        _ => return Err(unusable()),
+    };
     let pushed = Params::decode(&consumed.parameters)?;
     let redirect_uri = pushed.get("redirect_uri").ok_or_else(|| {
         tracing::error!("stored PAR parameters have no redirect_uri");

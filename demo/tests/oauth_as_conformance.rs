@@ -5,20 +5,25 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::TestDb;
 use oauth_as::client::{Client, ClientAuth, ClientId};
 use oauth_as::grant::GrantType;
 use oauth_as::par::PushedAuthorizationRequest;
 use oauth_as::scope::ScopeSet;
-use oauth_as::storage_conformance::{StorageConformance, CHECKS};
+use oauth_as::storage_conformance::{StorageConformance, Task, CHECKS};
 use oauth_as::store::{RevocationWindow, Storage, WriteOutcome};
 use oauth_as::MemoryStorage;
 use par_store::oauth_as::OauthAsStorage;
 use par_store::sqlx::postgres::PgPoolOptions;
-use par_store::{KeyRing, PostgresStore, ProtectionKey};
+use par_store::{
+    Consumption, KeyRing, PostgresStore, ProtectionKey, PushedAuthorizationRequestStore,
+};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 /// A fresh, migrated schema of `db` for one store: the harness asks for a new, empty store
@@ -88,6 +93,54 @@ fn oauth_as_storage_conformance_passes_with_sealed_pushed_requests_in_postgres()
     on_a_big_stack(|| conformance_suite_against_postgres(Some(keys("k1", [7; 32]))));
 }
 
+/// The harness's spawner, made deterministic on a loaded machine.
+///
+/// The harness hands its racers (8 per race) to the spawner one after another, in one
+/// synchronous loop, and each racer's first step is a rendezvous gate that counts its own
+/// re-polls: after 10,000 of them without all racers having arrived it gives up and the run
+/// reports `harness/race_setup`. With a plain `tokio::spawn`, the first racer spins on another
+/// worker while the harness's thread is still spawning the rest, and on two loaded cores an
+/// OS preemption of that thread is enough to spend the budget (1 run in 10 beside two
+/// CPU-burning loops).
+///
+/// Here the spawner polls each racer once on the harness's own task, where it arrives at the
+/// gate (the gate is the racer's first await), and holds it; [`run`](Self::run) spawns the
+/// held racers onto the runtime each time the harness's future returns from a poll, that is
+/// after its spawning loop. So every racer has arrived, and the gate is open, before any of
+/// them runs on its own: the gate's count no longer depends on scheduling. The takes past the
+/// gate still run as separate tasks on the multi-threaded runtime, a parallel race.
+#[derive(Clone, Default)]
+struct RacersStartTogether {
+    held: Arc<std::sync::Mutex<Vec<Task>>>,
+}
+
+impl RacersStartTogether {
+    fn spawner(&self) -> impl Fn(Task) + Send + Sync + 'static {
+        let held = Arc::clone(&self.held);
+        move |mut task: Task| {
+            // A no-op waker: the task is spawned (and so polled again) right after this poll
+            // of the harness, which is what wakes it for real.
+            let mut context = Context::from_waker(Waker::noop());
+            if task.as_mut().poll(&mut context).is_pending() {
+                held.lock().unwrap().push(task);
+            }
+        }
+    }
+
+    /// Runs `harness`, spawning the racers it handed over after each of its polls.
+    async fn run<T>(&self, harness: impl Future<Output = T>) -> T {
+        let mut harness = std::pin::pin!(harness);
+        std::future::poll_fn(|context| {
+            let polled = harness.as_mut().poll(context);
+            for task in self.held.lock().unwrap().drain(..) {
+                tokio::spawn(task);
+            }
+            polled
+        })
+        .await
+    }
+}
+
 fn keys(id: &str, secret: [u8; 32]) -> KeyRing {
     KeyRing::new(ProtectionKey::new(id, secret).unwrap())
 }
@@ -111,11 +164,13 @@ async fn conformance_suite_against_postgres(protection: Option<KeyRing>) {
             }
         }
     };
-    let violations = StorageConformance::new(factory)
-        .with_spawn(|task| {
-            tokio::spawn(task);
-        })
-        .run()
+    let racers = RacersStartTogether::default();
+    let violations = racers
+        .run(
+            StorageConformance::new(factory)
+                .with_spawn(racers.spawner())
+                .run(),
+        )
         .await;
     let stores = stores.load(Ordering::SeqCst);
     println!(
@@ -144,7 +199,8 @@ async fn conformance_suite_against_postgres(protection: Option<KeyRing>) {
     for n in 0..stores {
         let parameters: Vec<String> =
             par_store::sqlx::query_scalar(par_store::sqlx::AssertSqlSafe(format!(
-                "SELECT parameters FROM conformance_{n}.pushed_authorization_requests"
+                "SELECT parameters FROM conformance_{n}.pushed_authorization_requests \
+                 WHERE parameters IS NOT NULL"
             )))
             .fetch_all(&db.pool)
             .await
@@ -234,7 +290,8 @@ async fn a_put_back_racing_a_client_deletion_never_leaves_the_request_behind() {
         }
         assert!(delete.await.unwrap().unwrap());
         let left: i64 = par_store::sqlx::query_scalar(
-            "SELECT count(*) FROM pushed_authorization_requests WHERE client_id = $1",
+            "SELECT count(*) FROM pushed_authorization_requests \
+             WHERE client_id = $1 AND consumed_at IS NULL",
         )
         .bind(&id)
         .fetch_one(&db.pool)
@@ -336,7 +393,139 @@ async fn sealed_records_are_envelopes_at_rest_and_open_only_with_their_keys() {
         .await
         .expect_err("a key ring without k1 cannot open the record");
     assert!(err.to_string().contains("par-store"), "{err}");
-    assert_eq!(db.row_count().await, 0);
+    assert_eq!(db.unconsumed_row_count().await, 0);
     assert!(format!("{stranger:?}").contains("k2"));
     assert!(!format!("{stranger:?}").contains("[9,"));
+}
+
+/// The key the adapter stores a record under: the SHA-256 of its `request_uri`, Base64.
+fn key_of(request_uri: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(request_uri.as_bytes()))
+}
+
+fn record(uri: &str, client_id: &str) -> PushedAuthorizationRequest {
+    PushedAuthorizationRequest::new(
+        uri,
+        ClientId::new(client_id),
+        SystemTime::now() + Duration::from_secs(60),
+    )
+}
+
+/// oauth-as's trait cannot report a reuse: the adapter records it, as a warning that names the
+/// start of the row's hash and when it was consumed, never the `request_uri`.
+#[tokio::test]
+async fn a_second_take_is_recorded_as_a_reuse() {
+    let (logs, _logging) = support::capture_logs();
+    let db = TestDb::new().await;
+    let storage = OauthAsStorage::new(db.store(), MemoryStorage::new());
+    storage.put_client(client("client-a")).await.unwrap();
+    let uri = "urn:ietf:params:oauth:request_uri:taken-twice";
+    let put = storage
+        .put_pushed_authorization_request(record(uri, "client-a"))
+        .await
+        .unwrap();
+    assert_eq!(put, WriteOutcome::Applied);
+    assert!(storage
+        .take_pushed_authorization_request(uri)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(!logs.text().contains("presented again"), "{}", logs.text());
+    assert!(storage
+        .take_pushed_authorization_request(uri)
+        .await
+        .unwrap()
+        .is_none());
+    // An unknown one is not a reuse.
+    assert!(storage
+        .take_pushed_authorization_request("urn:ietf:params:oauth:request_uri:unknown")
+        .await
+        .unwrap()
+        .is_none());
+    let logs = logs.text();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("presented again after it was consumed"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    let key = key_of(uri);
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains(&key[..6]), "{}", warnings[0]);
+    assert!(warnings[0].contains("consumed_at="), "{}", warnings[0]);
+    assert!(!logs.contains("taken-twice"), "the request_uri is logged");
+    assert!(!logs.contains(&key), "the whole hash is logged");
+}
+
+/// oauth-as puts a request back after a stranger presented it: the put replaces the marker
+/// the take left, and the request is live again for its client.
+#[tokio::test]
+async fn a_put_back_after_a_take_makes_the_request_usable_again() {
+    let db = TestDb::new().await;
+    let storage = OauthAsStorage::new(db.store(), MemoryStorage::new());
+    storage.put_client(client("client-a")).await.unwrap();
+    let uri = "urn:ietf:params:oauth:request_uri:put-back";
+    let pushed = record(uri, "client-a");
+    let put = storage
+        .put_pushed_authorization_request(pushed.clone())
+        .await
+        .unwrap();
+    assert_eq!(put, WriteOutcome::Applied);
+    let taken = storage
+        .take_pushed_authorization_request(uri)
+        .await
+        .unwrap()
+        .expect("taken");
+    assert_eq!(
+        storage
+            .put_pushed_authorization_request(taken)
+            .await
+            .unwrap(),
+        WriteOutcome::Applied
+    );
+    let again = storage
+        .take_pushed_authorization_request(uri)
+        .await
+        .unwrap()
+        .expect("live again after the put-back");
+    assert!(again == pushed, "{again:?}");
+}
+
+/// A request consumed through `consume` or `consume_for_client` by its client is final: a put
+/// of the same record fails (oauth-as answers `server_error`) and nothing is brought back.
+#[tokio::test]
+async fn a_request_consumed_by_its_client_is_never_brought_back_by_a_put() {
+    let db = TestDb::new().await;
+    let storage = OauthAsStorage::new(db.store(), MemoryStorage::new());
+    storage.put_client(client("client-a")).await.unwrap();
+    for (n, for_client) in [(1, true), (2, false)] {
+        let uri = format!("urn:ietf:params:oauth:request_uri:final-{n}");
+        let pushed = record(&uri, "client-a");
+        let put = storage
+            .put_pushed_authorization_request(pushed.clone())
+            .await
+            .unwrap();
+        assert_eq!(put, WriteOutcome::Applied);
+        let outcome = if for_client {
+            storage
+                .pushed()
+                .consume_for_client(&key_of(&uri), "client-a")
+                .await
+        } else {
+            storage.pushed().consume(&key_of(&uri)).await
+        };
+        assert!(matches!(outcome.unwrap(), Consumption::Consumed(_)));
+        let err = storage
+            .put_pushed_authorization_request(pushed)
+            .await
+            .expect_err("a consumed request cannot be put back");
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert!(storage
+            .take_pushed_authorization_request(&uri)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(db.unconsumed_row_count().await, 0);
+    }
 }

@@ -109,10 +109,12 @@ impl Server {
             .unwrap()
     }
 
-    /// Rows in `pushed_authorization_requests`, read through the test's own pool.
+    /// Rows of requests not consumed in `pushed_authorization_requests` (consumed markers
+    /// left out), read through the test's own pool.
     async fn rows(&self) -> Vec<(String, Option<String>)> {
         par_store::sqlx::query_as(
-            "SELECT reference_value_hash, client_id FROM pushed_authorization_requests",
+            "SELECT reference_value_hash, client_id FROM pushed_authorization_requests \
+             WHERE consumed_at IS NULL",
         )
         .fetch_all(&self.db.pool)
         .await
@@ -169,7 +171,7 @@ async fn push_authorize_and_exchange_the_code_with_the_pkce_verifier() {
 
     let response = server.authorize("demo-client", &request_uri).await;
     let code = code_from(&response);
-    // Consumed: the row is gone from PostgreSQL.
+    // Consumed: only its marker is left in PostgreSQL (no parameters).
     assert!(server.rows().await.is_empty());
 
     let response = server.token(&code, VERIFIER).await;

@@ -172,7 +172,11 @@ async fn authorize_once_redirects_with_a_code_and_the_pushed_state() {
     assert_eq!(params[0].0, "code");
     assert!(!params[0].1.is_empty());
     assert_eq!(params[1], ("state".into(), "af0ifjsldkj".into()));
-    assert_eq!(server.db.row_count().await, 0, "the request is consumed");
+    assert_eq!(
+        server.db.unconsumed_row_count().await,
+        0,
+        "the request is consumed"
+    );
 }
 
 #[tokio::test]
@@ -185,6 +189,39 @@ async fn authorize_again_with_the_same_request_uri_is_refused() {
     let second = server.authorize(CLIENT_ID, &request_uri).await;
 
     assert_oauth_error(second, StatusCode::BAD_REQUEST, "invalid_request_uri").await;
+}
+
+#[tokio::test]
+async fn a_reused_request_uri_gets_the_answer_of_an_unknown_one_and_is_logged_as_a_warning() {
+    let (logs, _logging) = support::capture_logs();
+    let server = Server::start().await;
+    let request_uri = server.push().await;
+    assert_eq!(
+        server.authorize(CLIENT_ID, &request_uri).await.status(),
+        StatusCode::FOUND
+    );
+    let never_pushed = ReferenceValue::generate().request_uri();
+
+    let reused = answer(server.authorize(CLIENT_ID, &request_uri).await).await;
+    let unknown = answer(server.authorize(CLIENT_ID, &never_pushed).await).await;
+
+    assert_eq!(reused.2["error"], "invalid_request_uri");
+    assert_eq!(reused, unknown, "no oracle");
+    let logs = logs.text();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("presented again after it was used"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    let hash = ReferenceValue::from_request_uri(&request_uri)
+        .unwrap()
+        .hash();
+    let value = request_uri.rsplit(':').next().unwrap();
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains(&hash[..6]), "{}", warnings[0]);
+    assert!(warnings[0].contains("consumed_at="), "{}", warnings[0]);
+    assert!(!logs.contains(value), "the reference value is logged");
+    assert!(!logs.contains(&hash), "the whole hash is logged");
 }
 
 #[tokio::test]

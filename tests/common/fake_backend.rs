@@ -26,13 +26,13 @@ use tokio::task::JoinHandle;
 pub enum Kind {
     /// `SELECT 1` (the first connection of `connect_with`).
     Select1,
-    /// `store`: the `WITH inserted AS (INSERT ...)` statement.
+    /// `store`: `INSERT ... ON CONFLICT DO NOTHING RETURNING 1`.
     Insert,
     /// `store_or_replace`: `INSERT ... ON CONFLICT DO UPDATE`.
     Upsert,
     /// `get_by_hash`.
     SelectLive,
-    /// `consume_by_hash`: `DELETE ... RETURNING`.
+    /// `consume_by_hash` and the other consumes: `WITH target AS (SELECT ... FOR UPDATE) ...`.
     Consume,
     /// `delete_by_client_id`.
     DeleteByClient,
@@ -56,7 +56,7 @@ impl Kind {
             Kind::Upsert
         } else if sql.starts_with("SELECT expires_at") {
             Kind::SelectLive
-        } else if sql.starts_with("WITH consumed") {
+        } else if sql.starts_with("WITH target") {
             Kind::Consume
         } else if sql.starts_with("DELETE") && sql.contains("client_id = $1") {
             Kind::DeleteByClient
@@ -194,12 +194,14 @@ fn columns(kind: Kind) -> &'static [(&'static str, i32)] {
         Kind::Consume => &[
             ("expires_at", TIMESTAMPTZ),
             ("parameters", TEXT),
-            ("live", BOOL),
             ("client_id", TEXT),
+            ("consumed_at", TIMESTAMPTZ),
+            ("live", BOOL),
+            ("right_client", BOOL),
+            ("taken", BOOL),
         ],
-        Kind::Upsert | Kind::DeleteByClient | Kind::DeleteExpired | Kind::Commit | Kind::Other => {
-            &[]
-        }
+        Kind::Upsert => &[("?column?", INT4)],
+        Kind::DeleteByClient | Kind::DeleteExpired | Kind::Commit | Kind::Other => &[],
     }
 }
 
@@ -223,16 +225,20 @@ fn result(kind: Kind) -> (Option<Vec<Option<Vec<u8>>>>, &'static str) {
             ]),
             "SELECT 1",
         ),
+        // A live request of no client, consumed by this statement.
         Kind::Consume => (
             Some(vec![
                 Some(an_hour_ahead()),
                 Some(b"scope=openid".to_vec()),
-                Some(vec![1]),
                 None,
+                None,
+                Some(vec![1]),
+                Some(vec![1]),
+                Some(vec![1]),
             ]),
-            "DELETE 1",
+            "SELECT 1",
         ),
-        Kind::Upsert => (None, "INSERT 0 1"),
+        Kind::Upsert => (Some(vec![Some(1i32.to_be_bytes().to_vec())]), "INSERT 0 1"),
         Kind::DeleteByClient => (None, "DELETE 1"),
         Kind::DeleteExpired => (None, "DELETE 0"),
         Kind::Commit | Kind::Other => (None, "SELECT 0"),

@@ -11,6 +11,7 @@ pub mod pgbouncer;
 use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use par_store::sqlx::{Connection, PgConnection, PgPool};
 use par_store::{PostgresStore, StoreError};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -121,6 +122,23 @@ pub async fn admin_connection() -> PgConnection {
     }
 }
 
+/// What a test does when an optional binary (PgBouncer, ...) it needs is `missing` (`Err`
+/// says which and how to get it): outside CI, prints one line saying the test is skipped and
+/// why, and returns `None` (the test then returns and cargo counts it as passed, hence the
+/// explicit line); with `CI=true`, fails the test, since CI installs every optional binary.
+pub fn require_optional<T>(found: Result<T, String>, test: &str) -> Option<T> {
+    match found {
+        Ok(found) => Some(found),
+        Err(missing) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: {missing} (CI=true: CI must install it)")
+        }
+        Err(missing) => {
+            print_once(&format!("SKIPPED {test}: {missing}"));
+            None
+        }
+    }
+}
+
 /// Writes one line to the real stderr: the test harness captures `eprintln!`, and its
 /// capture is lost when the process exits.
 fn print_once(message: &str) {
@@ -215,6 +233,16 @@ impl TestDb {
             .await
             .expect("count rows")
     }
+
+    /// Rows of requests not consumed (consumed markers left out), expired or not.
+    pub async fn unconsumed_row_count(&self) -> i64 {
+        par_store::sqlx::query_scalar(
+            "SELECT count(*) FROM pushed_authorization_requests WHERE consumed_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .expect("count rows")
+    }
 }
 
 impl Drop for TestDb {
@@ -265,4 +293,34 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+}
+
+/// The server binaries' directory, or `None` when the test is to be skipped for want of
+/// them (see [`require_optional`]: outside CI a line says so; under
+/// `CI=true` the test fails). `test` names the test in that line.
+pub fn require_server_bindir(test: &str) -> Option<PathBuf> {
+    require_server_tools(test, &[])
+}
+
+/// Like [`require_server_bindir`], for a test that also runs `tools` (e.g. `pg_basebackup`,
+/// which some builds of the server binaries lack) from the same directory.
+pub fn require_server_tools(test: &str, tools: &[&str]) -> Option<PathBuf> {
+    let found = match cluster::find_server_bindir() {
+        None => Err(
+            "starts its own PostgreSQL cluster and needs the server binaries (initdb, \
+             pg_ctl), which are not in $PG_BINDIR, /usr/lib/postgresql/*/bin, `pg_config \
+             --bindir` or PATH: install the PostgreSQL server package (`.ci/run` does: apt-get \
+             install postgresql) or set PG_BINDIR"
+                .to_owned(),
+        ),
+        Some(dir) => match tools.iter().find(|tool| !dir.join(tool).is_file()) {
+            Some(tool) => Err(format!(
+                "needs {tool} beside initdb in {}, which lacks it: install the PostgreSQL \
+                 server package (`.ci/run` does: apt-get install postgresql) or set PG_BINDIR",
+                dir.display()
+            )),
+            None => Ok(dir),
+        },
+    };
+    require_optional(found, test)
 }
