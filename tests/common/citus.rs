@@ -8,7 +8,8 @@
 //!
 //! Citus is built by `.ci/install-citus` into the system PostgreSQL 15. Where it is missing,
 //! [`citus`] returns `None` after one line saying so ("skipped: Citus not installed"), unless
-//! `CI=true`, where a missing Citus fails the test.
+//! `CI=true`, where a missing Citus fails the test (but for servers chosen by `PG_BINDIR`, as
+//! `.ci/pg-matrix` does: Citus is built for the system PostgreSQL 15 only).
 
 use super::cluster::{server_bindir, TempCluster};
 use par_store::sqlx::postgres::{PgConnectOptions, PgSslMode};
@@ -59,7 +60,10 @@ pub fn citus() -> Option<&'static Citus> {
     CLUSTER
         .get_or_init(|| {
             if let Some(why) = missing() {
-                if std::env::var("CI").as_deref() == Ok("true") {
+                // .ci/pg-matrix points PG_BINDIR at other PostgreSQL builds, for which Citus
+                // is not built: the Citus tests run in .ci/run's own test step instead.
+                let other_server = std::env::var_os("PG_BINDIR").is_some();
+                if std::env::var("CI").as_deref() == Ok("true") && !other_server {
                     panic!(
                         "Citus is not installed ({why}); CI=true: .ci/install-citus must run first"
                     );
@@ -67,7 +71,8 @@ pub fn citus() -> Option<&'static Citus> {
                 use std::io::Write;
                 let _ = writeln!(
                     std::io::stderr(),
-                    "par-store tests: skipped: Citus not installed ({why}; run .ci/install-citus)"
+                    "par-store tests: SKIPPED every Citus test of this binary: skipped: Citus not \
+                     installed ({why}; run .ci/install-citus)"
                 );
                 return None;
             }
