@@ -5,7 +5,9 @@ use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_B
 use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
-use crate::telemetry::{consumption, found_or_not, removed, stored, traced, Operation};
+use crate::telemetry::{
+    consumption, count_consumption, count_stored, found_or_not, removed, stored, traced, Operation,
+};
 use crate::validate::{
     already_expired, check_client_id, check_request, is_storable_client_id, is_storable_hash,
 };
@@ -34,7 +36,7 @@ pub(crate) trait Backend: Send + Sync {
     fn max_parameters_len(&self) -> usize;
 
     /// Longest accepted lifetime (`expires_at` minus now).
-    fn max_lifetime(&self) -> Duration;
+    fn max_request_lifetime(&self) -> Duration;
 
     /// Inserts the request with `expires_at` (already checked against the application's
     /// clock and truncated), unless `expires_at` has passed by the backend's clock, in the
@@ -112,18 +114,24 @@ async fn write<B: Backend>(
         let expires_at = check_request(
             request,
             backend.max_parameters_len(),
-            backend.max_lifetime(),
+            backend.max_request_lifetime(),
             Utc::now(),
         )?;
         if let Operation::Replace = operation {
             // A consumed request is never brought back: its hash is taken, as for `store`.
             return match backend.upsert(request, expires_at).await? {
-                true => Ok(()),
+                true => {
+                    count_stored(B::NAME);
+                    Ok(())
+                }
                 false => Err(StoreError::Duplicate),
             };
         }
         match backend.insert(request, expires_at).await? {
-            Inserted::Stored => Ok(()),
+            Inserted::Stored => {
+                count_stored(B::NAME);
+                Ok(())
+            }
             Inserted::Duplicate => Err(StoreError::Duplicate),
             Inserted::Expired => Err(already_expired()),
         }
@@ -342,13 +350,13 @@ pub(crate) async fn consume_by_hash<B: Backend>(
     reference_value_hash: &str,
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
     let run = async {
-        if !is_storable_hash(reference_value_hash) {
-            return Ok(None);
-        }
-        Ok(backend
-            .consume(reference_value_hash, None, false)
-            .await?
-            .into_consumed())
+        let outcome = if is_storable_hash(reference_value_hash) {
+            backend.consume(reference_value_hash, None, false).await?
+        } else {
+            Consumption::NotFound
+        };
+        count_consumption(B::NAME, &outcome);
+        Ok(outcome.into_consumed())
     };
     traced(
         Operation::Consume,
@@ -374,12 +382,15 @@ async fn consume_traced<B: Backend>(
         if let Some(client_id) = client_id {
             check_client_id(client_id)?;
         }
-        if !is_storable_hash(reference_value_hash) {
-            return Ok(Consumption::NotFound);
-        }
-        backend
-            .consume(reference_value_hash, client_id, reopenable)
-            .await
+        let outcome = if is_storable_hash(reference_value_hash) {
+            backend
+                .consume(reference_value_hash, client_id, reopenable)
+                .await?
+        } else {
+            Consumption::NotFound
+        };
+        count_consumption(B::NAME, &outcome);
+        Ok(outcome)
     };
     traced(
         operation,

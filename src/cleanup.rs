@@ -29,6 +29,9 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// exceeds the interval.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// Pause between two batches of one pass unless configured otherwise: none.
+pub const DEFAULT_PAUSE_BETWEEN_BATCHES: Duration = Duration::ZERO;
+
 /// A store whose expired requests can be deleted in batches. Implemented by
 /// [`PostgresStore`](crate::PostgresStore) and [`MemoryStore`](crate::MemoryStore); implement it
 /// for your own store to run a [`CleanupJob`] on it.
@@ -92,6 +95,8 @@ async fn run_pass<C: ExpiredRequestCleaner + ?Sized>(
     span.record("rows", report.rows);
     span.record("batches", report.batches);
     span.record("duration_ms", duration_ms);
+    #[cfg(feature = "metrics")]
+    crate::metrics::record_cleaned(report.rows);
     report
 }
 
@@ -155,13 +160,13 @@ pub(crate) async fn delete_expired_in_batches<C: ExpiredRequestCleaner + ?Sized>
 
 /// Configuration of a [`CleanupJob`], in the style of sqlx's `PgPoolOptions`.
 ///
-/// | setting | default | why |
-/// |---|---|---|
-/// | [`interval`](Self::interval) | 60 s | PAR lifetimes are 60-600 s; a minute keeps the table small at the cost of one cheap query per instance |
-/// | [`batch_size`](Self::batch_size) | 1,000 rows | see [`DEFAULT_BATCH_SIZE`] |
-/// | [`first_run_jitter`](Self::first_run_jitter) | on | instances restarted together do not clean in lock-step |
-/// | [`pause_between_batches`](Self::pause_between_batches) | 0 | batches skip locked rows and are short; raise it to leave more room to live traffic |
-/// | [`retry_delay`](Self::retry_delay) | 1 s | first retry after a failed pass; doubles, capped at the interval |
+/// | setting | default | constant | why |
+/// |---|---|---|---|
+/// | [`interval`](Self::interval) | 60 s | [`DEFAULT_INTERVAL`](crate::DEFAULT_INTERVAL) | PAR lifetimes are 60-600 s; a minute keeps the table small at the cost of one cheap query per instance |
+/// | [`batch_size`](Self::batch_size) | 1,000 rows | [`DEFAULT_BATCH_SIZE`](crate::DEFAULT_BATCH_SIZE) | large enough that a big backlog is not dominated by round trips, small enough to hold row locks briefly |
+/// | [`first_run_jitter`](Self::first_run_jitter) | `true` | - | instances restarted together do not clean in lock-step |
+/// | [`pause_between_batches`](Self::pause_between_batches) | 0 s | [`DEFAULT_PAUSE_BETWEEN_BATCHES`](crate::DEFAULT_PAUSE_BETWEEN_BATCHES) | batches skip locked rows and are short; raise it to leave more room to live traffic |
+/// | [`retry_delay`](Self::retry_delay) | 1 s | [`DEFAULT_RETRY_DELAY`](crate::DEFAULT_RETRY_DELAY) | first retry after a failed pass; doubles, capped at the interval |
 ///
 /// ```
 /// use std::time::Duration;
@@ -188,7 +193,7 @@ impl Default for CleanupOptions {
             interval: DEFAULT_INTERVAL,
             batch_size: DEFAULT_BATCH_SIZE,
             first_run_jitter: true,
-            pause_between_batches: Duration::ZERO,
+            pause_between_batches: DEFAULT_PAUSE_BETWEEN_BATCHES,
             retry_delay: DEFAULT_RETRY_DELAY,
         }
     }
@@ -196,18 +201,21 @@ impl Default for CleanupOptions {
 
 impl CleanupOptions {
     /// The defaults (see the table above).
+    #[must_use = "options do nothing until they are passed to CleanupJob::spawn"]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Time between the end of one pass and the start of the next (default 60 s).
     /// A zero interval is treated as one millisecond.
+    #[must_use = "options do nothing until they are passed to CleanupJob::spawn"]
     pub fn interval(mut self, every: Duration) -> Self {
         self.interval = every.max(Duration::from_millis(1));
         self
     }
 
     /// Rows deleted per statement (default 1,000; 0 is treated as 1).
+    #[must_use = "options do nothing until they are passed to CleanupJob::spawn"]
     pub fn batch_size(mut self, rows: u32) -> Self {
         self.batch_size = rows.max(1);
         self
@@ -215,12 +223,14 @@ impl CleanupOptions {
 
     /// Whether the first pass waits a random delay within the interval (default `true`).
     /// Off, the first pass starts at once.
+    #[must_use = "options do nothing until they are passed to CleanupJob::spawn"]
     pub fn first_run_jitter(mut self, on: bool) -> Self {
         self.first_run_jitter = on;
         self
     }
 
     /// Pause between two batches of one pass (default none).
+    #[must_use = "options do nothing until they are passed to CleanupJob::spawn"]
     pub fn pause_between_batches(mut self, pause: Duration) -> Self {
         self.pause_between_batches = pause;
         self
@@ -228,6 +238,7 @@ impl CleanupOptions {
 
     /// First retry delay after a failed pass (default 1 s). It doubles with each consecutive
     /// failure and is capped at the interval.
+    #[must_use = "options do nothing until they are passed to CleanupJob::spawn"]
     pub fn retry_delay(mut self, delay: Duration) -> Self {
         self.retry_delay = delay.max(Duration::from_millis(1));
         self

@@ -103,7 +103,7 @@ pub enum StoreError {
     },
 
     /// [`PostgresStore::migrate`](crate::PostgresStore::migrate) was called on a store in
-    /// [pooler mode](crate::PostgresStoreOptions::statement_cache), whose address is a
+    /// [pooler mode](crate::PostgresStoreOptions::pooler_mode), whose address is a
     /// transaction-mode pooler's: the migrations need a session of their own (an advisory
     /// lock held across statements, named statements), which such a pooler does not give.
     /// Nothing was sent. Use [`PostgresStore::migrate_with`](crate::PostgresStore::migrate_with)
@@ -169,7 +169,7 @@ pub enum InputField {
     /// `reference_value_hash`: empty, too long, or with control characters.
     ReferenceValueHash,
     /// `expires_at`: not in the future when stored (by the application's clock or the
-    /// database's), or further ahead than the store's `max_lifetime`.
+    /// database's), or further ahead than the store's `max_request_lifetime`.
     ExpiresAt,
     /// `parameters`: larger than the store accepts, or with NUL characters.
     Parameters,

@@ -125,6 +125,9 @@ impl Connections {
         loop {
             attempts += 1;
             let mut lease = self.lease().await?;
+            if matches!(protocol, Protocol::Pooler { .. }) {
+                lease.roll_back_if_dropped();
+            }
             let conn = lease.conn()?;
             let result = match protocol {
                 Protocol::Prepared => run_statement(conn, statement()).await,
@@ -140,9 +143,9 @@ impl Connections {
                     // unless the server is read-only (the next connection may reach the
                     // new primary). A pooler transaction is rolled back first.
                     if read_only(&failure.error) {
-                        drop(lease); // discarded
-                                     // Its idle siblings reach the same server: replaced before their
-                                     // next use rather than each failing a request of its own.
+                        lease.discard();
+                        // Its idle siblings reach the same server: replaced before their
+                        // next use rather than each failing a request of its own.
                         if let Connections::Owned(owned) = self {
                             drop(owned.pool.retain(|_, _| false));
                         }
@@ -151,13 +154,15 @@ impl Connections {
                     } else if let Ok(conn) = lease.conn() {
                         if conn.execute(sqlx::raw_sql(ROLLBACK)).await.is_ok() {
                             lease.finish();
+                        } else {
+                            lease.discard();
                         }
                     }
                     return Err(failure.error.into());
                 }
                 Err(failure) => {
                     let fresh = lease.fresh;
-                    drop(lease); // discarded
+                    lease.discard();
                     if let Connections::Owned(owned) = self {
                         owned.pool.manager().record_loss();
                     }

@@ -33,6 +33,9 @@
 //! - With the cargo feature `oauth-as`, `oauth_as::OauthAsStorage` makes a [`PostgresStore`]
 //!   the pushed-request storage of the [oauth-as](https://docs.rs/oauth-as) authorization
 //!   server (see `docs/oauth-as.md`).
+//! - With the cargo feature `metrics`, every store operation records OpenTelemetry's
+//!   `db.client.operation.duration`, request counters and pool gauges through the `metrics`
+//!   facade; `par_store::metrics` lists them.
 //!
 //! ## Quick example
 //!
@@ -99,6 +102,8 @@ mod consumption;
 mod error;
 mod execution;
 mod memory;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod migrations;
 mod model;
 #[cfg(feature = "oauth-as")]
@@ -114,14 +119,16 @@ mod validate;
 
 pub use cleanup::{
     CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
-    DEFAULT_INTERVAL, DEFAULT_RETRY_DELAY,
+    DEFAULT_INTERVAL, DEFAULT_PAUSE_BETWEEN_BATCHES, DEFAULT_RETRY_DELAY,
 };
 pub use consumption::Consumption;
 pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{
-    PostgresStore, PostgresStoreOptions, DEFAULT_MIGRATION_LOCK_TIMEOUT, DEFAULT_OPERATION_TIMEOUT,
+    PostgresStore, PostgresStoreOptions, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTION_LIFETIME, DEFAULT_MIGRATION_LOCK_TIMEOUT,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_PING_IDLE_AFTER, DEFAULT_STATEMENT_TIMEOUT,
     MIGRATIONS_TABLE,
 };
 pub use protect::{
@@ -130,8 +137,10 @@ pub use protect::{
 };
 pub use reference::{InvalidRequestUri, ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
+#[allow(deprecated)]
+pub use validate::DEFAULT_MAX_LIFETIME;
 pub use validate::{
-    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN, MAX_CLIENT_ID_LEN,
+    DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME, MAX_CLIENT_ID_LEN,
     MAX_REFERENCE_VALUE_HASH_LEN,
 };
 

@@ -5,7 +5,7 @@ use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_B
 use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
-use crate::validate::{DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN};
+use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
 use chrono::{DateTime, Utc};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -38,7 +38,7 @@ use std::time::Duration;
 pub struct MemoryStore {
     requests: Arc<Mutex<HashMap<String, Held>>>,
     max_parameters_len: usize,
-    max_lifetime: Duration,
+    max_request_lifetime: Duration,
     consumed_markers: bool,
 }
 
@@ -72,7 +72,7 @@ impl Default for MemoryStore {
         MemoryStore {
             requests: Arc::default(),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
-            max_lifetime: DEFAULT_MAX_LIFETIME,
+            max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             consumed_markers: true,
         }
     }
@@ -83,7 +83,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("len", &self.len())
             .field("max_parameters_len", &self.max_parameters_len)
-            .field("max_lifetime", &self.max_lifetime)
+            .field("max_request_lifetime", &self.max_request_lifetime)
             .field("consumed_markers", &self.consumed_markers)
             .finish()
     }
@@ -91,6 +91,7 @@ impl fmt::Debug for MemoryStore {
 
 impl MemoryStore {
     /// An empty store.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
@@ -107,15 +108,33 @@ impl MemoryStore {
     }
 
     /// Sets the longest lifetime accepted by `store` (`expires_at` minus now; default
-    /// [`DEFAULT_MAX_LIFETIME`](crate::DEFAULT_MAX_LIFETIME), 1 hour), as
-    /// [`PostgresStore::max_lifetime`](crate::PostgresStore::max_lifetime) does.
+    /// [`DEFAULT_MAX_REQUEST_LIFETIME`](crate::DEFAULT_MAX_REQUEST_LIFETIME), 1 hour), as
+    /// [`PostgresStore::max_request_lifetime`](crate::PostgresStore::max_request_lifetime)
+    /// does.
     ///
     /// ```
+    /// let store = par_store::MemoryStore::new()
+    ///     .max_request_lifetime(std::time::Duration::from_secs(600));
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn max_request_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_request_lifetime = lifetime;
+        self
+    }
+
+    /// The former name of [`max_request_lifetime`](Self::max_request_lifetime).
+    ///
+    /// ```
+    /// #![allow(deprecated)]
     /// let store = par_store::MemoryStore::new().max_lifetime(std::time::Duration::from_secs(600));
     /// ```
-    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_lifetime = lifetime;
-        self
+    #[deprecated(
+        since = "0.3.0",
+        note = "renamed max_request_lifetime: sqlx's max_lifetime is a connection's"
+    )]
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn max_lifetime(self, lifetime: Duration) -> Self {
+        self.max_request_lifetime(lifetime)
     }
 
     /// Whether a consumed request leaves a marker until it expires (`true`, the default), as
@@ -161,8 +180,8 @@ impl Backend for MemoryStore {
         self.max_parameters_len
     }
 
-    fn max_lifetime(&self) -> Duration {
-        self.max_lifetime
+    fn max_request_lifetime(&self) -> Duration {
+        self.max_request_lifetime
     }
 
     async fn insert(

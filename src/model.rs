@@ -81,6 +81,7 @@ impl PushedAuthorizationRequest {
     ///     .with_client_id("s6BhdRkqt3");
     /// assert_eq!(request.client_id.as_deref(), Some("s6BhdRkqt3"));
     /// ```
+    #[must_use = "this returns the changed request and leaves the original as it was"]
     pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = Some(client_id.into());
         self

@@ -18,7 +18,7 @@
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, WeakPool};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, Either, PgConnection, PgPool, Postgres};
+use sqlx::{Connection, Either, Executor, PgConnection, PgPool, Postgres};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Id as RuntimeId};
 
 use crate::error::StoreError;
+use crate::sql::ROLLBACK;
 
 /// Settings of the store's own pool.
 #[derive(Clone, Debug)]
@@ -175,7 +176,9 @@ impl fmt::Debug for Connections {
 
 /// A connection checked out for one operation. Dropped before [`finish`](Lease::finish)
 /// (the operation's future was dropped, or it failed at the connection level), it is
-/// discarded: its replies may still be on the wire, or the connection may be dead.
+/// discarded: its replies may still be on the wire, or the connection may be dead; except
+/// a pooler-mode lease of the store's own pool that was merely dropped (a caller that gave
+/// up, an operation timeout): see [`roll_back_if_dropped`](Lease::roll_back_if_dropped).
 pub(crate) struct Lease {
     conn: Option<Either<PoolConnection<Postgres>, Object<Manager>>>,
     /// Freshly opened for this operation (a retry on it would meet the same fault).
@@ -183,6 +186,8 @@ pub(crate) struct Lease {
     /// The runtime the lease was taken on: a caller's connection dropped outside any
     /// runtime is closed by a task there.
     runtime: Handle,
+    /// Dropped unfinished, the connection is rolled back and kept rather than closed.
+    roll_back_if_dropped: bool,
 }
 
 impl Lease {
@@ -194,13 +199,39 @@ impl Lease {
         }
     }
 
+    /// Marks a lease whose operation runs inside an explicit transaction (pooler mode): if
+    /// it is dropped before it finished, its connection is not closed (behind a transaction
+    /// pooler, closing a client connection in a transaction closes the pooler's server
+    /// connection too) but rolled back by a task, which first reads whatever replies are
+    /// still due, and given back to the pool; discarded when that does not succeed within
+    /// the ping timeout. Nothing of the operation commits: the transaction had not reached
+    /// `COMMIT`, or its outcome was already unknown to the caller who gave up.
+    pub(crate) fn roll_back_if_dropped(&mut self) {
+        self.roll_back_if_dropped = matches!(self.conn, Some(Either::Right(_)));
+    }
+
+    /// Discards the connection (lost, or not fit for another operation).
+    pub(crate) fn discard(mut self) {
+        self.roll_back_if_dropped = false;
+        drop(self);
+    }
+
     /// The operation finished and the connection is fit for the next one.
     pub(crate) fn finish(mut self) {
         if let Some(Either::Right(object)) = &mut self.conn {
             object.idle_since = Instant::now();
         }
+        #[cfg(feature = "metrics")]
+        let pool = match &self.conn {
+            Some(Either::Right(object)) => Object::pool(object),
+            _ => None,
+        };
         // Dropping the handle gives the connection back to its pool.
         drop(self.conn.take());
+        #[cfg(feature = "metrics")]
+        if let Some(pool) = pool {
+            crate::metrics::record_pool(pool.status());
+        }
     }
 }
 
@@ -208,6 +239,13 @@ impl Drop for Lease {
     fn drop(&mut self) {
         match self.conn.take() {
             None => {}
+            Some(Either::Right(object)) if self.roll_back_if_dropped => {
+                let runtime = Handle::try_current().unwrap_or_else(|_| self.runtime.clone());
+                // The slot stays taken until the task gives the connection back or closes
+                // it; if the runtime has shut down, the task is dropped and so is the
+                // connection.
+                drop(runtime.spawn(roll_back_and_return(object)));
+            }
             // Taking it out of the pool frees its slot; dropping it closes the socket.
             Some(Either::Right(object)) => drop(Object::take(object)),
             // Closed, not given back: sqlx sends Terminate from a task, keeps the pool's
@@ -224,11 +262,33 @@ impl Drop for Lease {
     }
 }
 
+/// Rolls back the transaction a dropped pooler-mode lease left open and gives its connection
+/// back to the pool; closes it when that fails or takes longer than the ping timeout.
+async fn roll_back_and_return(mut object: Object<Manager>) {
+    let rolled_back = tokio::time::timeout(PING_TIMEOUT, async {
+        // Before the ROLLBACK, sqlx reads the replies still due; an error among them (the
+        // interrupted statement's, e.g. its statement timeout) is reported in its place and
+        // the ROLLBACK is sent again. A lost connection fails every attempt.
+        for _ in 0..3 {
+            match object.conn.execute(sqlx::raw_sql(ROLLBACK)).await {
+                Ok(_) => return true,
+                Err(sqlx::Error::Database(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    })
+    .await;
+    if rolled_back == Ok(true) {
+        object.idle_since = Instant::now();
+        drop(object); // back to the pool
+    } else {
+        drop(Object::take(object));
+    }
+}
+
 impl Connections {
-    pub(crate) fn owned(
-        connect_options: PgConnectOptions,
-        settings: OwnedSettings,
-    ) -> Result<Self, StoreError> {
+    pub(crate) fn owned(connect_options: PgConnectOptions, settings: OwnedSettings) -> Self {
         // deadpool bounds the wait, each creation and each recycle separately, and moves on
         // to the next idle connection after a failed recycle: one checkout could take
         // wait + n x recycle. `lease` bounds the whole checkout by `acquire_timeout`
@@ -243,19 +303,26 @@ impl Connections {
             settings: settings.clone(),
             last_loss: Mutex::new(None),
         };
-        // `build` fails only without a runtime for the timeouts, and one is named here.
-        let pool = managed::Pool::builder(manager)
+        let builder = managed::Pool::builder(manager)
             .max_size(usize::try_from(settings.max_connections).unwrap_or(usize::MAX))
             .timeouts(timeouts)
             .runtime(deadpool::Runtime::Tokio1)
-            .queue_mode(managed::QueueMode::Lifo)
-            .build()
-            .map_err(|_| StoreError::NoRuntime)?;
-        Ok(Connections::Owned(Arc::new(OwnedPool {
+            .queue_mode(managed::QueueMode::Lifo);
+        let pool = match builder.build() {
+            Ok(pool) => pool,
+            // deadpool 0.13 refuses only a timeout without a runtime (`PoolBuilder::build`);
+            // every deadpool timeout is off here, and the runtime is named all the same.
+            // Building needs no running runtime: an operation without one fails with
+            // `StoreError::NoRuntime` (`PostgresStore::run`).
+            Err(managed::BuildError::NoRuntimeSpecified) => {
+                unreachable!("deadpool refused a pool without timeouts")
+            }
+        };
+        Connections::Owned(Arc::new(OwnedPool {
             pool,
             settings,
             reaper_running: Arc::new(AtomicBool::new(false)),
-        })))
+        }))
     }
 
     pub(crate) fn shared_pool(&self) -> Option<&PgPool> {
@@ -282,6 +349,7 @@ impl Connections {
                 conn: Some(Either::Left(pool.acquire().await?)),
                 fresh: false,
                 runtime,
+                roll_back_if_dropped: false,
             }),
             Connections::Owned(owned) => {
                 owned.start_reaper();
@@ -292,11 +360,14 @@ impl Connections {
                         Ok(got) => got.map_err(|err| owned.pool_error(err))?,
                         Err(_) => return Err(owned.checkout_timed_out()),
                     };
+                #[cfg(feature = "metrics")]
+                crate::metrics::record_pool(owned.pool.status());
                 let fresh = Object::metrics(&object).recycle_count == 0;
                 Ok(Lease {
                     conn: Some(Either::Right(object)),
                     fresh,
                     runtime,
+                    roll_back_if_dropped: false,
                 })
             }
         }

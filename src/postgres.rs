@@ -12,7 +12,7 @@ use crate::sql::{
     DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
     MIGRATION_BLOCK_END, MIGRATION_BLOCK_START, SELECT_LIVE, UPSERT,
 };
-use crate::validate::{DEFAULT_MAX_LIFETIME, DEFAULT_MAX_PARAMETERS_LEN};
+use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
 use chrono::{DateTime, Utc};
 use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
@@ -31,7 +31,7 @@ pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
 /// Pushed authorization requests in PostgreSQL, table `pushed_authorization_requests`.
 ///
 /// Cheap to clone (clones share the connections). Every operation is one statement, run
-/// without an explicit transaction (except in [pooler mode](PostgresStoreOptions::statement_cache)).
+/// without an explicit transaction (except in [pooler mode](PostgresStoreOptions::pooler_mode)).
 ///
 /// Two ways to build one, which differ in who owns the connections (see
 /// `docs/connections.md`):
@@ -56,17 +56,37 @@ pub struct PostgresStore {
     connections: Connections,
     protocol: Arc<Protocol>,
     max_parameters_len: usize,
-    max_lifetime: Duration,
+    max_request_lifetime: Duration,
     operation_timeout: Option<Duration>,
     /// Set once Citus refused the plain cleanup batch: the table is distributed, and the
     /// cleanup runs per shard (`src/sql.rs`). Shared by clones.
     citus_cleanup: Arc<AtomicBool>,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
+    /// Set by [`close`](PostgresStore::close), shared by the clones.
+    closed: Arc<AtomicBool>,
 }
 
-/// Default for [`PostgresStoreOptions::ping_idle_after`].
-const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// Default for [`PostgresStoreOptions::max_connections`]: 10, sqlx's default.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// Default for [`PostgresStoreOptions::acquire_timeout`]: 3 s (sqlx's is 30 s).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default for [`PostgresStoreOptions::statement_timeout`], the server-side bound on every
+/// statement: 5 s.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default for [`PostgresStoreOptions::ping_idle_after`]: a connection idle for 1 s is
+/// pinged before use.
+pub const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Default for [`PostgresStoreOptions::max_connection_lifetime`] (sqlx's `max_lifetime`):
+/// 30 min.
+pub const DEFAULT_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// Default for [`PostgresStoreOptions::idle_timeout`]: 10 min.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Default bound on one store operation, connection wait included: 10 s.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,10 +105,11 @@ impl fmt::Debug for PostgresStore {
                 &matches!(*self.protocol, Protocol::Pooler { .. }),
             )
             .field("max_parameters_len", &self.max_parameters_len)
-            .field("max_lifetime", &self.max_lifetime)
+            .field("max_request_lifetime", &self.max_request_lifetime)
             .field("operation_timeout", &self.operation_timeout)
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("consumed_markers", &self.consumed_markers)
+            .field("closed", &self.closed.load(Ordering::Acquire))
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +119,7 @@ impl PostgresStore {
     /// [`migrate`](Self::migrate) (or sqlx-cli) once before use.
     ///
     /// The store takes a connection from the pool for each operation and gives it back
-    /// right after, so the pool's limits, fairness, lifetimes and `close()` apply as they
+    /// right after, so the pool's limits, fairness, lifetimes and `PgPool::close` apply as they
     /// do to your own queries. sqlx's pool pings every connection it takes back: one more
     /// round trip per operation than a store built by [`connect`](Self::connect).
     ///
@@ -116,11 +137,12 @@ impl PostgresStore {
             connections: Connections::Shared(pool),
             protocol: Arc::new(Protocol::Prepared),
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
-            max_lifetime: DEFAULT_MAX_LIFETIME,
+            max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             citus_cleanup: Arc::default(),
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
+            closed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -145,7 +167,9 @@ impl PostgresStore {
     /// already sent cannot be taken back, so a timed-out `consume_by_hash` may still consume
     /// the request on the server (see
     /// [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
-    /// The connection of an operation that timed out is closed, never reused. Keep it above
+    /// The connection of an operation that timed out is closed, never reused (in pooler mode
+    /// it is rolled back, its pending replies read, and kept when that succeeds within 1 s:
+    /// closing it would close the pooler's server connection too). Keep it above
     /// the server's `statement_timeout`, which cancels the statement itself.
     #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
@@ -211,6 +235,7 @@ impl PostgresStore {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(StoreError::NoRuntime);
         }
+        self.check_open()?;
         let attempt = self.connections.run(&self.protocol, retry, statement);
         match self.operation_timeout {
             None => attempt.await,
@@ -239,18 +264,42 @@ impl PostgresStore {
     }
 
     /// Sets the longest lifetime accepted by [`store`](crate::PushedAuthorizationRequestStore::store)
-    /// (`expires_at` minus the application's current time; default [`DEFAULT_MAX_LIFETIME`],
-    /// 1 hour). Requests that expire later fail with [`StoreError::InvalidInput`].
+    /// (`expires_at` minus the application's current time; default
+    /// [`DEFAULT_MAX_REQUEST_LIFETIME`], 1 hour). Requests that expire later fail with
+    /// [`StoreError::InvalidInput`]. This is the lifetime of a pushed *request*; the lifetime
+    /// of a *connection* (sqlx's `max_lifetime`) is
+    /// [`PostgresStoreOptions::max_connection_lifetime`].
     ///
     /// ```no_run
+    /// # use par_store::PostgresStore;
+    /// # async fn f(url: &str) -> Result<(), par_store::StoreError> {
+    /// let store = PostgresStore::connect(url)
+    ///     .await?
+    ///     .max_request_lifetime(std::time::Duration::from_secs(600));
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn max_request_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_request_lifetime = lifetime;
+        self
+    }
+
+    /// The former name of [`max_request_lifetime`](Self::max_request_lifetime).
+    ///
+    /// ```no_run
+    /// # #![allow(deprecated)]
     /// # use par_store::PostgresStore;
     /// # async fn f(url: &str) -> Result<(), par_store::StoreError> {
     /// let store = PostgresStore::connect(url).await?.max_lifetime(std::time::Duration::from_secs(600));
     /// # Ok(()) }
     /// ```
-    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_lifetime = lifetime;
-        self
+    #[deprecated(
+        since = "0.3.0",
+        note = "renamed max_request_lifetime: sqlx's max_lifetime is a connection's"
+    )]
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn max_lifetime(self, lifetime: Duration) -> Self {
+        self.max_request_lifetime(lifetime)
     }
 
     /// The caller's pool for a store built by [`new`](Self::new); `None` for a store that
@@ -259,11 +308,43 @@ impl PostgresStore {
         self.connections.shared_pool()
     }
 
-    /// Closes the store's connections: operations waiting for one and every later one fail
-    /// with [`StoreError::Unavailable`]. On a store built by [`new`](Self::new) this closes
-    /// your pool (`PgPool::close`).
+    /// Stops the store and every clone of it: later operations (migrations included) fail
+    /// with [`StoreError::Unavailable`].
+    ///
+    /// - A store that owns its connections ([`connect`](Self::connect),
+    ///   [`PostgresStoreOptions`]) closes them; operations waiting for a connection fail too.
+    /// - A store built by [`new`](Self::new) does **not** close your pool (unlike par-store
+    ///   0.2): the pool is yours, and the rest of your application goes on using it.
+    ///   Operations already running finish. Close the pool with `PgPool::close` when you
+    ///   are done with it.
+    ///
+    /// ```no_run
+    /// use par_store::{sqlx::PgPool, PostgresStore, PushedAuthorizationRequestStore};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PgPool::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+    /// let store = PostgresStore::new(pool.clone());
+    /// store.close().await;
+    /// assert!(store.get_by_hash("h").await.is_err()); // the store is stopped...
+    /// assert!(!pool.is_closed()); // ...the pool is not
+    /// pool.close().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) {
-        self.connections.close().await;
+        self.closed.store(true, Ordering::Release);
+        if self.connections.shared_pool().is_none() {
+            self.connections.close().await;
+        }
+    }
+
+    /// Fails with [`StoreError::Unavailable`] once [`close`](Self::close) was called.
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable {
+                source: "the store was closed (PostgresStore::close)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The store's migrations (embedded from `migrations/`), recording their history in
@@ -319,7 +400,7 @@ impl PostgresStore {
     /// `lock_timeout` of [`migration_lock_timeout`](Self::migration_lock_timeout), and the
     /// migrator's "already exists, skipping" notices switched off.
     ///
-    /// In [pooler mode](PostgresStoreOptions::statement_cache) it refuses with
+    /// In [pooler mode](PostgresStoreOptions::pooler_mode) it refuses with
     /// [`StoreError::MigrationNeedsDirectConnection`] and sends nothing: the migrations need a
     /// session of their own (an advisory lock, named statements), which a transaction-mode
     /// pooler does not give. Use [`migrate_with`](Self::migrate_with) and PostgreSQL's own
@@ -336,6 +417,7 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.check_open()?;
         if matches!(*self.protocol, Protocol::Pooler { .. }) {
             return Err(StoreError::MigrationNeedsDirectConnection);
         }
@@ -345,7 +427,7 @@ impl PostgresStore {
     }
 
     /// Like [`migrate`](Self::migrate), on a dedicated connection to `direct`, closed
-    /// afterwards: for a store in [pooler mode](PostgresStoreOptions::statement_cache), whose
+    /// afterwards: for a store in [pooler mode](PostgresStoreOptions::pooler_mode), whose
     /// own address is the pooler's, give PostgreSQL's own address (or any address that gives
     /// the connection a session of its own, such as a session-mode pool). `direct` is used as
     /// it is: none of the store's settings are added to it. Works in every mode.
@@ -359,7 +441,7 @@ impl PostgresStore {
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// // The application's traffic goes through PgBouncer in transaction mode...
     /// let store = PostgresStoreOptions::new()
-    ///     .statement_cache(false)
+    ///     .pooler_mode(true)
     ///     .connect("postgres://app@pgbouncer:6432/app")
     ///     .await?;
     /// // ...and the migrations straight to PostgreSQL.
@@ -368,6 +450,7 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub async fn migrate_with(&self, direct: PgConnectOptions) -> Result<(), StoreError> {
+        self.check_open()?;
         self.connections
             .migrate(Some(&direct), self.migration_lock_timeout)
             .await
@@ -623,8 +706,8 @@ impl Backend for PostgresStore {
         self.max_parameters_len
     }
 
-    fn max_lifetime(&self) -> Duration {
-        self.max_lifetime
+    fn max_request_lifetime(&self) -> Duration {
+        self.max_request_lifetime
     }
 
     async fn insert(
@@ -741,20 +824,20 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// defaults chosen for an authorization server's PAR traffic (short statements, many
 /// instances).
 ///
-/// | setting | default | why |
-/// |---|---|---|
-/// | [`max_connections`](Self::max_connections) | 10 | sqlx's default; more callers than this wait their turn in FIFO order |
-/// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | fail fast with [`StoreError::Unavailable`] when no connection can be had, rather than sqlx's 30 s |
-/// | [`statement_timeout`](Self::statement_timeout) | 5 s | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
-/// | [`operation_timeout`](Self::operation_timeout) | 10 s | bounds a whole operation even when the network swallows packets |
-/// | [`migration_lock_timeout`](Self::migration_lock_timeout) | 60 s | [`migrate`](PostgresStore::migrate) has no statement timeout; this bounds its wait for another instance's run |
-/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
-/// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | connections are replaced regularly (credential rotation, failover, server-side memory) |
-/// | [`idle_timeout`](Self::idle_timeout) | 10 min | connections left over from a burst are closed |
-/// | [`statement_cache`](Self::statement_cache) | `true` | `false` for a transaction-mode pooler without prepared-statement support |
-/// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | see [`PostgresStore::max_parameters_len`] |
-/// | [`max_lifetime`](Self::max_lifetime) | 1 hour | see [`PostgresStore::max_lifetime`] |
-/// | [`consumed_markers`](Self::consumed_markers) | `true` | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
+/// | setting | default | constant | why |
+/// |---|---|---|---|
+/// | [`max_connections`](Self::max_connections) | 10 | [`DEFAULT_MAX_CONNECTIONS`](crate::DEFAULT_MAX_CONNECTIONS) | sqlx's default; more callers than this wait their turn in FIFO order |
+/// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | [`DEFAULT_ACQUIRE_TIMEOUT`](crate::DEFAULT_ACQUIRE_TIMEOUT) | fail fast with [`StoreError::Unavailable`] when no connection can be had, rather than sqlx's 30 s |
+/// | [`statement_timeout`](Self::statement_timeout) | 5 s | [`DEFAULT_STATEMENT_TIMEOUT`](crate::DEFAULT_STATEMENT_TIMEOUT) | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
+/// | [`operation_timeout`](Self::operation_timeout) | 10 s | [`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT) | bounds a whole operation even when the network swallows packets |
+/// | [`migration_lock_timeout`](Self::migration_lock_timeout) | 60 s | [`DEFAULT_MIGRATION_LOCK_TIMEOUT`](crate::DEFAULT_MIGRATION_LOCK_TIMEOUT) | [`migrate`](PostgresStore::migrate) has no statement timeout; this bounds its wait for another instance's run |
+/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | [`DEFAULT_PING_IDLE_AFTER`](crate::DEFAULT_PING_IDLE_AFTER) | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
+/// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | [`DEFAULT_MAX_CONNECTION_LIFETIME`](crate::DEFAULT_MAX_CONNECTION_LIFETIME) | connections are replaced regularly (credential rotation, failover, server-side memory) |
+/// | [`idle_timeout`](Self::idle_timeout) | 10 min | [`DEFAULT_IDLE_TIMEOUT`](crate::DEFAULT_IDLE_TIMEOUT) | connections left over from a burst are closed |
+/// | [`pooler_mode`](Self::pooler_mode) | `false` | - | `true` for a transaction-mode pooler without prepared-statement support |
+/// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | [`DEFAULT_MAX_PARAMETERS_LEN`](crate::DEFAULT_MAX_PARAMETERS_LEN) | see [`PostgresStore::max_parameters_len`] |
+/// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | [`DEFAULT_MAX_REQUEST_LIFETIME`](crate::DEFAULT_MAX_REQUEST_LIFETIME) | see [`PostgresStore::max_request_lifetime`] |
+/// | [`consumed_markers`](Self::consumed_markers) | `true` | - | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -778,9 +861,9 @@ pub struct PostgresStoreOptions {
     ping_idle_after: Option<Duration>,
     max_connection_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
-    statement_cache: bool,
+    pooler_mode: bool,
     max_parameters_len: usize,
-    max_lifetime: Duration,
+    max_request_lifetime: Duration,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
 }
@@ -788,16 +871,16 @@ pub struct PostgresStoreOptions {
 impl Default for PostgresStoreOptions {
     fn default() -> Self {
         PostgresStoreOptions {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(3),
-            statement_timeout: Some(Duration::from_secs(5)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
             ping_idle_after: Some(DEFAULT_PING_IDLE_AFTER),
-            max_connection_lifetime: Some(Duration::from_secs(30 * 60)),
-            idle_timeout: Some(Duration::from_secs(10 * 60)),
-            statement_cache: true,
+            max_connection_lifetime: Some(DEFAULT_MAX_CONNECTION_LIFETIME),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            pooler_mode: false,
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
-            max_lifetime: DEFAULT_MAX_LIFETIME,
+            max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
         }
@@ -806,12 +889,14 @@ impl Default for PostgresStoreOptions {
 
 impl PostgresStoreOptions {
     /// The defaults (see the table above).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Largest number of connections the store opens. Callers beyond it wait in FIFO order,
     /// up to [`acquire_timeout`](Self::acquire_timeout).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections.max(1);
         self
@@ -822,6 +907,7 @@ impl PostgresStoreOptions {
     /// connection, opening a new one and pinging idle ones included. A ping that gets no
     /// answer within 1 s (or this timeout, if shorter) discards that connection, and the
     /// next one is tried within what is left.
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
@@ -829,14 +915,16 @@ impl PostgresStoreOptions {
 
     /// The server-side `statement_timeout` of every statement (`None`: the server's own).
     /// Sent as a startup parameter, or with `SET LOCAL` in each transaction when
-    /// [`statement_cache`](Self::statement_cache) is off (poolers refuse the startup
+    /// in [`pooler_mode`](Self::pooler_mode) (poolers refuse the startup
     /// parameter).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
         self
     }
 
     /// See [`PostgresStore::operation_timeout`].
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
         self
@@ -849,47 +937,98 @@ impl PostgresStoreOptions {
     /// `pg_terminate_backend`) is still not a failed request, except for `store_or_replace`,
     /// which never runs twice: when the server's goodbye is the answer to a statement, the
     /// statement cannot have run, and the store runs it on another connection.
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn ping_idle_after(mut self, idle: Option<Duration>) -> Self {
         self.ping_idle_after = idle;
         self
     }
 
     /// Connections older than this are closed and replaced (`None`: never).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_connection_lifetime(mut self, lifetime: Option<Duration>) -> Self {
         self.max_connection_lifetime = lifetime;
         self
     }
 
     /// Connections unused for this long are closed (`None`: never).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
     }
 
-    /// `true` (default): statements are prepared once per connection under a name and
-    /// reused, one round trip each. `false`: **pooler mode**, for PgBouncer (before 1.21, or
+    /// `false` (default): statements are prepared once per connection under a name and
+    /// reused, one round trip each. `true`: **pooler mode**, for PgBouncer (before 1.21, or
     /// with `max_prepared_statements = 0`), Supavisor and other transaction-mode poolers
     /// without prepared-statement support. Each operation then runs unnamed inside its own
     /// `BEGIN ... COMMIT` (four round trips), so that no statement can land on another
     /// server connection, and the store sends no startup parameter a pooler refuses.
-    pub fn statement_cache(mut self, enabled: bool) -> Self {
-        self.statement_cache = enabled;
+    ///
+    /// ```
+    /// let options = par_store::PostgresStoreOptions::new().pooler_mode(true);
+    /// assert!(format!("{options:?}").contains("pooler_mode: true"));
+    /// ```
+    #[must_use = "options do nothing until connect() is called on them"]
+    pub fn pooler_mode(mut self, enabled: bool) -> Self {
+        self.pooler_mode = enabled;
         self
     }
 
+    /// The former, inverted name of [`pooler_mode`](Self::pooler_mode):
+    /// `statement_cache(false)` is `pooler_mode(true)`.
+    ///
+    /// ```
+    /// #![allow(deprecated)]
+    /// let options = par_store::PostgresStoreOptions::new().statement_cache(false);
+    /// assert!(format!("{options:?}").contains("pooler_mode: true"));
+    /// ```
+    #[deprecated(
+        since = "0.3.0",
+        note = "renamed pooler_mode, inverted: statement_cache(false) is pooler_mode(true)"
+    )]
+    #[must_use = "options do nothing until connect() is called on them"]
+    pub fn statement_cache(self, enabled: bool) -> Self {
+        self.pooler_mode(!enabled)
+    }
+
     /// See [`PostgresStore::max_parameters_len`].
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_parameters_len(mut self, bytes: usize) -> Self {
         self.max_parameters_len = bytes;
         self
     }
 
-    /// See [`PostgresStore::max_lifetime`].
-    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_lifetime = lifetime;
+    /// See [`PostgresStore::max_request_lifetime`] (a request's lifetime; a connection's
+    /// is [`max_connection_lifetime`](Self::max_connection_lifetime)).
+    ///
+    /// ```
+    /// let options = par_store::PostgresStoreOptions::new()
+    ///     .max_request_lifetime(std::time::Duration::from_secs(600));
+    /// ```
+    #[must_use = "options do nothing until connect() is called on them"]
+    pub fn max_request_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_request_lifetime = lifetime;
         self
     }
 
+    /// The former name of [`max_request_lifetime`](Self::max_request_lifetime).
+    ///
+    /// ```
+    /// #![allow(deprecated)]
+    /// let options = par_store::PostgresStoreOptions::new()
+    ///     .max_lifetime(std::time::Duration::from_secs(600));
+    /// ```
+    #[deprecated(
+        since = "0.3.0",
+        note = "renamed max_request_lifetime: sqlx's max_lifetime is a connection's"
+    )]
+    #[must_use = "options do nothing until connect() is called on them"]
+    pub fn max_lifetime(self, lifetime: Duration) -> Self {
+        self.max_request_lifetime(lifetime)
+    }
+
     /// See [`PostgresStore::migration_lock_timeout`].
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn migration_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.migration_lock_timeout = timeout;
         self
@@ -897,6 +1036,7 @@ impl PostgresStoreOptions {
 
     /// See [`PostgresStore::consumed_markers`] (default `true`; `false`: 0.2's delete on
     /// consume, `AlreadyConsumed` never reported).
+    #[must_use = "options do nothing until connect() is called on them"]
     pub fn consumed_markers(mut self, enabled: bool) -> Self {
         self.consumed_markers = enabled;
         self
@@ -904,8 +1044,8 @@ impl PostgresStoreOptions {
 
     /// Adds the per-connection settings to `options`: the statement timeout as a startup
     /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
-    pub fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
-        if !self.statement_cache {
+    pub(crate) fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
+        if self.pooler_mode {
             return options.extra_float_digits(None).statement_cache_capacity(0);
         }
         match self.statement_timeout {
@@ -927,17 +1067,27 @@ impl PostgresStoreOptions {
         &self,
         options: PgConnectOptions,
     ) -> Result<PostgresStore, StoreError> {
-        let store = self.connect_lazy_with(options)?;
+        let store = self.connect_lazy_with(options);
         // Open the first connection now, so that a wrong address fails here.
         store.run(Retry::Always, || sqlx::query("SELECT 1")).await?;
         Ok(store)
     }
 
-    /// Like [`connect_with`](Self::connect_with), but connects on first use.
-    pub fn connect_lazy_with(
-        &self,
-        options: PgConnectOptions,
-    ) -> Result<PostgresStore, StoreError> {
+    /// Like [`connect_with`](Self::connect_with), but connects on first use: nothing is
+    /// checked here, and an unreachable server or a wrong password shows as the first
+    /// operation's error. Needs no runtime; an operation run without one fails with
+    /// [`StoreError::NoRuntime`].
+    ///
+    /// ```
+    /// use par_store::{sqlx::postgres::PgConnectOptions, PostgresStoreOptions};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let options: PgConnectOptions = "postgres://postgres@127.0.0.1:5432/postgres".parse()?;
+    /// let store = PostgresStoreOptions::new().connect_lazy_with(options);
+    /// # drop(store);
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_lazy_with(&self, options: PgConnectOptions) -> PostgresStore {
         let settings = OwnedSettings {
             max_connections: self.max_connections,
             acquire_timeout: self.acquire_timeout,
@@ -945,7 +1095,7 @@ impl PostgresStoreOptions {
             max_lifetime: self.max_connection_lifetime,
             idle_timeout: self.idle_timeout,
         };
-        let protocol = if self.statement_cache {
+        let protocol = if !self.pooler_mode {
             Protocol::Prepared
         } else {
             let begin = match self.statement_timeout {
@@ -957,15 +1107,16 @@ impl PostgresStoreOptions {
             };
             Protocol::Pooler { begin }
         };
-        Ok(PostgresStore {
-            connections: Connections::owned(self.apply_to(options), settings)?,
+        PostgresStore {
+            connections: Connections::owned(self.apply_to(options), settings),
             protocol: Arc::new(protocol),
             max_parameters_len: self.max_parameters_len,
-            max_lifetime: self.max_lifetime,
+            max_request_lifetime: self.max_request_lifetime,
             operation_timeout: self.operation_timeout,
             citus_cleanup: Arc::default(),
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
-        })
+            closed: Arc::new(AtomicBool::new(false)),
+        }
     }
 }

@@ -85,11 +85,19 @@ where
     }
     let started = Instant::now();
     let result = run.instrument(span.clone()).await;
-    let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let outcome = match &result {
         Ok(value) => outcome(value),
         Err(err) => error_kind(err),
     };
+    #[cfg(feature = "metrics")]
+    crate::metrics::record_operation(
+        operation.as_str(),
+        backend,
+        elapsed,
+        result.as_ref().err().map(error_kind),
+    );
     span.record("outcome", outcome);
     span.record("duration_us", duration_us);
     match &result {
@@ -102,6 +110,20 @@ where
         Ok(_) => tracing::trace!(parent: &span, outcome, duration_us, "done"),
     }
     result
+}
+
+/// Counts a stored request (the `metrics` feature's `par_store.requests.stored`).
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn count_stored(backend: &'static str) {
+    #[cfg(feature = "metrics")]
+    crate::metrics::record_stored(backend);
+}
+
+/// Counts the outcome of a consumption (the `metrics` feature's `par_store.requests.*`).
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn count_consumption(backend: &'static str, outcome: &crate::consumption::Consumption) {
+    #[cfg(feature = "metrics")]
+    crate::metrics::record_consumption(backend, outcome);
 }
 
 /// Outcome of `store` on success.

@@ -20,7 +20,19 @@ pub const MAX_CLIENT_ID_LEN: usize = 1024;
 /// stored): 1 hour. PAR lifetimes are short (Duende IdentityServer's default is 600 s,
 /// Keycloak's 60 s); a longer one is a bug (e.g. seconds taken for milliseconds), and the
 /// bound also keeps `expires_at` within what every store can represent.
-pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_MAX_REQUEST_LIFETIME: Duration = Duration::from_secs(60 * 60);
+
+/// The former name of [`DEFAULT_MAX_REQUEST_LIFETIME`].
+///
+/// ```
+/// #![allow(deprecated)]
+/// assert_eq!(par_store::DEFAULT_MAX_LIFETIME, par_store::DEFAULT_MAX_REQUEST_LIFETIME);
+/// ```
+#[deprecated(
+    since = "0.3.0",
+    note = "renamed DEFAULT_MAX_REQUEST_LIFETIME: sqlx's max_lifetime is a connection's"
+)]
+pub const DEFAULT_MAX_LIFETIME: Duration = DEFAULT_MAX_REQUEST_LIFETIME;
 
 /// The error for an `expires_at` that is not in the future when the request is stored, by
 /// the store's clock (the application's, or the database's for `PostgresStore`).
@@ -85,12 +97,12 @@ pub(crate) fn is_storable_hash(hash: &str) -> bool {
 /// `expires_at` truncated to whole microseconds (PostgreSQL's precision), so that both
 /// stores return exactly the same value.
 ///
-/// `now` is the application's clock. `expires_at` must lie in `(now, now + max_lifetime]`;
+/// `now` is the application's clock. `expires_at` must lie in `(now, now + max_request_lifetime]`;
 /// a backend with a clock of its own checks the lower bound again against that clock.
 pub(crate) fn check_request(
     request: &PushedAuthorizationRequest,
     max_parameters_len: usize,
-    max_lifetime: Duration,
+    max_request_lifetime: Duration,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, StoreError> {
     check_hash(&request.reference_value_hash)?;
@@ -118,15 +130,15 @@ pub(crate) fn check_request(
         return Err(already_expired());
     }
     // A bound beyond chrono's range (about 262,000 years) bounds nothing.
-    let latest = TimeDelta::from_std(max_lifetime)
+    let latest = TimeDelta::from_std(max_request_lifetime)
         .ok()
         .and_then(|lifetime| now.checked_add_signed(lifetime));
     if latest.is_some_and(|latest| expires_at > latest) {
         return Err(StoreError::invalid(
             InputField::ExpiresAt,
             format!(
-                "is more than the store's max_lifetime ({} s) ahead",
-                max_lifetime.as_secs()
+                "is more than the store's max_request_lifetime ({} s) ahead",
+                max_request_lifetime.as_secs()
             ),
         ));
     }
@@ -152,7 +164,7 @@ mod tests {
     #[test]
     fn accepts_a_normal_request() {
         let r = request("abc", "client_id=x", Duration::seconds(60));
-        assert!(check_request(&r, 100, DEFAULT_MAX_LIFETIME, Utc::now()).is_ok());
+        assert!(check_request(&r, 100, DEFAULT_MAX_REQUEST_LIFETIME, Utc::now()).is_ok());
     }
 
     #[test]
@@ -160,18 +172,28 @@ mod tests {
         let now = Utc::now();
         let ttl = Duration::seconds(60);
         for hash in ["", "a\0b", "tab\there", "\u{85}", &"h".repeat(129)] {
-            let err = check_request(&request(hash, "p", ttl), 100, DEFAULT_MAX_LIFETIME, now)
-                .unwrap_err();
+            let err = check_request(
+                &request(hash, "p", ttl),
+                100,
+                DEFAULT_MAX_REQUEST_LIFETIME,
+                now,
+            )
+            .unwrap_err();
             assert_eq!(field_of(err), "reference_value_hash", "{hash:?}");
         }
         assert!(check_hash(&"h".repeat(128)).is_ok());
-        let err =
-            check_request(&request("h", "a\0", ttl), 100, DEFAULT_MAX_LIFETIME, now).unwrap_err();
+        let err = check_request(
+            &request("h", "a\0", ttl),
+            100,
+            DEFAULT_MAX_REQUEST_LIFETIME,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(field_of(err), "parameters");
         let err = check_request(
             &request("h", &"p".repeat(101), ttl),
             100,
-            DEFAULT_MAX_LIFETIME,
+            DEFAULT_MAX_REQUEST_LIFETIME,
             now,
         )
         .unwrap_err();
@@ -179,13 +201,13 @@ mod tests {
         assert!(check_request(
             &request("h", &"p".repeat(100), ttl),
             100,
-            DEFAULT_MAX_LIFETIME,
+            DEFAULT_MAX_REQUEST_LIFETIME,
             now
         )
         .is_ok());
         let past = PushedAuthorizationRequest::new("h", now, "p");
         assert_eq!(
-            field_of(check_request(&past, 100, DEFAULT_MAX_LIFETIME, now).unwrap_err()),
+            field_of(check_request(&past, 100, DEFAULT_MAX_REQUEST_LIFETIME, now).unwrap_err()),
             "expires_at"
         );
     }
@@ -201,7 +223,7 @@ mod tests {
             &"c".repeat(MAX_CLIENT_ID_LEN + 1),
         ] {
             let bound = request("h", "p", ttl).with_client_id(client_id);
-            let err = check_request(&bound, 100, DEFAULT_MAX_LIFETIME, now).unwrap_err();
+            let err = check_request(&bound, 100, DEFAULT_MAX_REQUEST_LIFETIME, now).unwrap_err();
             assert_eq!(field_of(err), "client_id", "{client_id:?}");
             assert!(!is_storable_client_id(client_id));
         }
@@ -212,12 +234,18 @@ mod tests {
         ] {
             let bound = request("h", "p", ttl).with_client_id(client_id);
             assert!(
-                check_request(&bound, 100, DEFAULT_MAX_LIFETIME, now).is_ok(),
+                check_request(&bound, 100, DEFAULT_MAX_REQUEST_LIFETIME, now).is_ok(),
                 "{client_id:?}"
             );
             assert!(is_storable_client_id(client_id));
         }
-        assert!(check_request(&request("h", "p", ttl), 100, DEFAULT_MAX_LIFETIME, now).is_ok());
+        assert!(check_request(
+            &request("h", "p", ttl),
+            100,
+            DEFAULT_MAX_REQUEST_LIFETIME,
+            now
+        )
+        .is_ok());
     }
 
     #[test]
@@ -232,7 +260,7 @@ mod tests {
             "expires_at"
         );
         let far = at(DateTime::<Utc>::MAX_UTC);
-        let refused = check_request(&far, 100, DEFAULT_MAX_LIFETIME, now).unwrap_err();
+        let refused = check_request(&far, 100, DEFAULT_MAX_REQUEST_LIFETIME, now).unwrap_err();
         assert_eq!(field_of(refused), "expires_at");
         // A bound too large to add to `now` is no bound.
         let unbounded = std::time::Duration::MAX;
@@ -242,7 +270,7 @@ mod tests {
     #[test]
     fn truncates_expiry_to_microseconds() -> Result<(), StoreError> {
         let r = request("h", "p", Duration::nanoseconds(60_000_000_123));
-        let kept = check_request(&r, 100, DEFAULT_MAX_LIFETIME, Utc::now())?;
+        let kept = check_request(&r, 100, DEFAULT_MAX_REQUEST_LIFETIME, Utc::now())?;
         assert_eq!(kept.timestamp_subsec_nanos() % 1_000, 0);
         Ok(())
     }

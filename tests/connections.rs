@@ -41,7 +41,6 @@ fn owned_store(db: &TestDb, connections: u32) -> PostgresStore {
     PostgresStoreOptions::new()
         .max_connections(connections)
         .connect_lazy_with(db.options.clone())
-        .expect("store options")
 }
 
 /// Backends connected to the test database, other than the asking one.
@@ -649,8 +648,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_by_close() {
     let store = PostgresStoreOptions::new()
         .max_connections(3)
         .idle_timeout(Some(Duration::from_millis(300)))
-        .connect_lazy_with(db.options.clone().application_name("idle-timeout-test"))
-        .unwrap();
+        .connect_lazy_with(db.options.clone().application_name("idle-timeout-test"));
     let open = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'idle-timeout-test'",
@@ -706,8 +704,7 @@ fn the_reaper_restarts_on_a_later_runtime() {
     let store = PostgresStoreOptions::new()
         .max_connections(3)
         .idle_timeout(Some(Duration::from_millis(300)))
-        .connect_lazy_with(db.options.clone().application_name("reaper-restart-test"))
-        .unwrap();
+        .connect_lazy_with(db.options.clone().application_name("reaper-restart-test"));
     // The first runtime starts the reaper and ends with it.
     in_runtime(lifecycle(&store, "reaper-first-runtime")).unwrap();
     in_runtime(async {
@@ -798,4 +795,77 @@ async fn a_database_closed_to_new_connections_is_unavailable_and_then_works_agai
             .unwrap();
     }
     owned.close().await;
+}
+
+/// `close()` on both owners: the store and its clones stop (operations and migrations fail
+/// with `Unavailable`); a store that owns its connections closes them, a store on the
+/// caller's pool leaves that pool open and usable.
+#[tokio::test]
+async fn close_stops_the_store_and_closes_only_the_connections_it_owns() {
+    let db = TestDb::new().await;
+    let count = |name: &'static str| {
+        let admin = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(name)
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+        }
+    };
+    let assert_stopped = |label: &'static str, store: PostgresStore| async move {
+        let err = store.get_by_hash("after-close").await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }),
+            "{label}: {err:?}"
+        );
+        let err = store.migrate().await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }),
+            "{label}, migrate: {err:?}"
+        );
+        println!("{label} after close(): {err}");
+    };
+
+    // The caller's pool: the store stops, the pool stays open.
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(db.options.clone().application_name("close-callers-pool"))
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool.clone());
+    let clone = store.clone();
+    lifecycle(&store, "close-shared").await.unwrap();
+    store.close().await;
+    assert!(!pool.is_closed(), "close() closed the caller's pool");
+    assert_stopped("store on the caller's pool", store).await;
+    assert_stopped("its clone", clone).await;
+    let answer: i32 = sqlx::query_scalar("SELECT 7")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(answer, 7, "the caller's pool no longer works");
+    assert!(count("close-callers-pool").await > 0);
+    pool.close().await;
+
+    // The store's own connections: closed.
+    let store = PostgresStoreOptions::new()
+        .max_connections(2)
+        .connect_lazy_with(db.options.clone().application_name("close-owned"));
+    let clone = store.clone();
+    lifecycle(&store, "close-owned").await.unwrap();
+    assert!(count("close-owned").await > 0);
+    store.close().await;
+    assert_stopped("store with its own connections", store).await;
+    assert_stopped("its clone", clone).await;
+    let waited = Instant::now();
+    while count("close-owned").await > 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "close() left the store's own connections open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -6,7 +6,7 @@
 //! | `memory` | `MemoryStore` |
 //! | `owned_pool` | `PostgresStoreOptions::connect_with` (the store's own pool, as the README recommends) |
 //! | `caller_pool` | `PostgresStore::new(PgPool)` |
-//! | `bouncer_pooler_mode` | pooler mode (`statement_cache(false)`) through PgBouncer 1.18 in transaction mode |
+//! | `bouncer_pooler_mode` | pooler mode (`pooler_mode(true)`) through PgBouncer 1.18 in transaction mode |
 //! | `bouncer_prepared` | the default mode (named prepared statements) through PgBouncer 1.25.2 in transaction mode, `max_prepared_statements = 100` |
 //! | `protected_memory` | `ProtectedStore` over `MemoryStore` |
 //! | `protected_owned_pool` | `ProtectedStore` over the store's own pool |
@@ -34,7 +34,7 @@ use std::sync::Arc;
 #[async_trait::async_trait]
 trait Backend: PushedAuthorizationRequestStore + Clone + 'static {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
-    fn max_lifetime(self, lifetime: std::time::Duration) -> Self;
+    fn max_request_lifetime(self, lifetime: std::time::Duration) -> Self;
     /// The longest `parameters` the store accepts as it is set up.
     fn parameters_limit(&self) -> usize {
         par_store::DEFAULT_MAX_PARAMETERS_LEN
@@ -55,8 +55,8 @@ macro_rules! backend {
             async fn delete_expired(&self) -> Result<u64, StoreError> {
                 <$store>::delete_expired(self).await
             }
-            fn max_lifetime(self, lifetime: std::time::Duration) -> Self {
-                <$store>::max_lifetime(self, lifetime)
+            fn max_request_lifetime(self, lifetime: std::time::Duration) -> Self {
+                <$store>::max_request_lifetime(self, lifetime)
             }
             async fn store_or_replace(
                 &self,
@@ -94,9 +94,9 @@ macro_rules! protected_backend {
             async fn delete_expired(&self) -> Result<u64, StoreError> {
                 ProtectedStore::<$inner>::delete_expired(self).await
             }
-            fn max_lifetime(self, lifetime: std::time::Duration) -> Self {
+            fn max_request_lifetime(self, lifetime: std::time::Duration) -> Self {
                 ProtectedStore::new(
-                    self.inner().clone().max_lifetime(lifetime),
+                    self.inner().clone().max_request_lifetime(lifetime),
                     self.keys().clone(),
                 )
             }
@@ -325,9 +325,9 @@ async fn expiry_not_in_the_future_is_refused<S: Backend>(store: S) {
     assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
 }
 
-async fn lifetime_beyond_max_lifetime_is_refused<S: Backend>(store: S) {
+async fn lifetime_beyond_max_request_lifetime_is_refused<S: Backend>(store: S) {
     // The default bound, 1 hour.
-    assert_eq!(par_store::DEFAULT_MAX_LIFETIME.as_secs(), 3600);
+    assert_eq!(par_store::DEFAULT_MAX_REQUEST_LIFETIME.as_secs(), 3600);
     for expires_at in [
         Utc::now() + Duration::seconds(3601),
         Utc::now() + Duration::days(365),
@@ -343,7 +343,7 @@ async fn lifetime_beyond_max_lifetime_is_refused<S: Backend>(store: S) {
         .await
         .unwrap();
     // A store's own bound.
-    let store = store.max_lifetime(std::time::Duration::from_secs(30));
+    let store = store.max_request_lifetime(std::time::Duration::from_secs(30));
     let minute = PushedAuthorizationRequest::new(hash(2), Utc::now() + Duration::seconds(60), "p");
     assert_eq!(invalid_field(store.store(&minute).await), "expires_at");
     let seconds = PushedAuthorizationRequest::new(hash(2), Utc::now() + Duration::seconds(20), "p");
@@ -970,7 +970,7 @@ mod modes {
         Flavor::Stock.require(test)?;
         let port = PgBouncer::shared(Flavor::Stock);
         let db = TestDb::new().await;
-        let options = PostgresStoreOptions::new().statement_cache(false);
+        let options = PostgresStoreOptions::new().pooler_mode(true);
         let store = connect(options, route(port, &db.options)).await;
         Some((store, Some(Box::new(db))))
     }
@@ -1074,7 +1074,7 @@ contract!(
     parameters_with_nul_are_refused,
     oversized_parameters_are_refused,
     expiry_not_in_the_future_is_refused,
-    lifetime_beyond_max_lifetime_is_refused,
+    lifetime_beyond_max_request_lifetime_is_refused,
     store_works_after_bad_input,
     expired_request_is_never_returned_by_get,
     expired_request_is_not_consumed_but_removed,

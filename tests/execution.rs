@@ -185,22 +185,22 @@ async fn cleanup_batches_run_again_after_any_connection_loss() {
 
 #[tokio::test]
 async fn a_read_only_server_is_unavailable_and_its_connection_is_not_reused() {
-    for statement_cache in [true, false] {
+    for pooler_mode in [false, true] {
         let fake = FakeBackend::start().await;
-        let store = store_on(&fake, options().statement_cache(statement_cache)).await;
+        let store = store_on(&fake, options().pooler_mode(pooler_mode)).await;
         assert_eq!(fake.connections(), 1);
         fake.fail_next(Kind::Insert, Fault::Error("25006"));
         let error = store.store(&request(1)).await.unwrap_err();
         assert!(
             matches!(error, StoreError::Unavailable { .. }),
-            "cache {statement_cache}: {error:?}"
+            "pooler mode {pooler_mode}: {error:?}"
         );
         assert_eq!(fake.executions(Kind::Insert), 1, "not run again");
         store.get_by_hash(&hash(1)).await.expect("a read after");
         assert_eq!(
             fake.connections(),
             2,
-            "cache {statement_cache}: the read-only server's connection was reused"
+            "pooler mode {pooler_mode}: the read-only server's connection was reused"
         );
     }
 }
@@ -208,7 +208,7 @@ async fn a_read_only_server_is_unavailable_and_its_connection_is_not_reused() {
 #[tokio::test]
 async fn pooler_mode_rolls_back_a_failed_statement_and_keeps_its_connection() {
     let fake = FakeBackend::start().await;
-    let store = store_on(&fake, options().statement_cache(false)).await;
+    let store = store_on(&fake, options().pooler_mode(true)).await;
     fake.fail_next(Kind::Consume, Fault::Error("57014"));
     let error = store.consume_by_hash(&hash(1)).await.unwrap_err();
     assert!(matches!(error, StoreError::Timeout { .. }), "{error:?}");
@@ -231,7 +231,7 @@ async fn pooler_mode_runs_writes_again_after_any_loss_before_commit() {
     ] {
         for kind in [Kind::Insert, Kind::Consume, Kind::DeleteByClient] {
             let fake = FakeBackend::start().await;
-            let store = store_on(&fake, options().statement_cache(false)).await;
+            let store = store_on(&fake, options().pooler_mode(true)).await;
             fake.fail_next(kind, fault);
             let ok = match kind {
                 Kind::Insert => store.store(&request(1)).await.is_ok(),
@@ -247,7 +247,7 @@ async fn pooler_mode_runs_writes_again_after_any_loss_before_commit() {
 #[tokio::test]
 async fn pooler_mode_never_runs_store_or_replace_again() {
     let fake = FakeBackend::start().await;
-    let store = store_on(&fake, options().statement_cache(false)).await;
+    let store = store_on(&fake, options().pooler_mode(true)).await;
     fake.fail_next(Kind::Upsert, Fault::EofAfterSync);
     let error = store.store_or_replace(&request(1)).await.unwrap_err();
     assert!(error.is_transient(), "{error:?}");
@@ -258,7 +258,7 @@ async fn pooler_mode_never_runs_store_or_replace_again() {
 async fn pooler_mode_does_not_run_a_write_again_when_commit_fails() {
     for fault in [Fault::FatalBeforeComplete("57P01"), Fault::EofAfterSync] {
         let fake = FakeBackend::start().await;
-        let store = store_on(&fake, options().statement_cache(false)).await;
+        let store = store_on(&fake, options().pooler_mode(true)).await;
         // The first COMMIT is `connect_with`'s `SELECT 1`.
         assert_eq!(fake.executions(Kind::Commit), 1);
         fake.fail_next(Kind::Commit, fault);

@@ -113,7 +113,7 @@ async fn a_committed_store_or_replace_whose_reply_is_lost_does_not_resurrect_a_c
     let err = replaced.expect_err("the replacement's outcome is unknown: an error, not Ok");
     assert!(err.is_transient(), "a transient error: {err:?}");
     assert_eq!(after, None, "the consumed request was put back");
-    assert_eq!(db.row_count().await, 0);
+    assert_eq!(db.unconsumed_row_count().await, 0);
 }
 
 /// PgBouncer in session mode with `query_timeout = 1` (as docs/connections.md says, the
@@ -155,7 +155,8 @@ async fn a_consume_that_pgbouncer_times_out_after_it_ran_is_an_error_never_not_f
     store.store(&pushed).await.expect("store");
 
     // A direct transaction holds the row's lock past PgBouncer's query_timeout: PgBouncer
-    // gives up on the consume, which then deletes the row and commits once the lock is freed.
+    // gives up on the consume, which then marks the row consumed and commits once the lock is
+    // freed.
     let mut holder = db.pool.begin().await.expect("begin");
     sqlx::query(
         "SELECT 1 FROM pushed_authorization_requests WHERE reference_value_hash = $1 FOR UPDATE",
@@ -170,11 +171,11 @@ async fn a_consume_that_pgbouncer_times_out_after_it_ran_is_an_error_never_not_f
     });
     let consumed = store.consume_by_hash(&hash(2)).await;
     release.await.expect("the lock holder");
-    // The first attempt's DELETE, freed from the lock, commits.
+    // The first attempt's consume, freed from the lock, commits (it leaves a consumed marker).
     wait_until(
         &db,
-        "SELECT NOT EXISTS (SELECT FROM pushed_authorization_requests \
-         WHERE reference_value_hash = $1)",
+        "SELECT EXISTS (SELECT FROM pushed_authorization_requests \
+         WHERE reference_value_hash = $1 AND consumed_at IS NOT NULL)",
         &hash(2),
     )
     .await;
@@ -185,7 +186,7 @@ async fn a_consume_that_pgbouncer_times_out_after_it_ran_is_an_error_never_not_f
     match consumed {
         Ok(Some(found)) => assert_eq!(found, pushed),
         Ok(None) => panic!(
-            "Ok(None) for a request the consume itself deleted\n{}",
+            "Ok(None) for a request the consume itself consumed\n{}",
             bouncer.log()
         ),
         Err(err) => assert!(err.is_transient(), "a transient error: {err:?}"),
@@ -258,10 +259,28 @@ fn log_lines(bouncer: &PgBouncer, what: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts() {
-    if Flavor::Stock
-        .require("pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts")
-        .is_none()
-    {
+    keeps_its_connections_through_a_storm(
+        "pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooler_mode_keeps_its_connections_when_callers_give_up_mid_statement() {
+    keeps_its_connections_through_a_storm(
+        "pooler_mode_keeps_its_connections_when_callers_give_up_mid_statement",
+        Some(Duration::from_millis(10)),
+    )
+    .await;
+}
+
+/// 200 consumes through PgBouncer (transaction mode) in pooler mode, each waiting on a row
+/// lock until the server's 50 ms `statement_timeout` cancels it, or, with `give_up`, dropped
+/// by its caller after that long (mid-statement): the store's connections and PgBouncer's
+/// server connections are kept, not reopened per operation, and nothing is consumed.
+async fn keeps_its_connections_through_a_storm(test: &str, give_up: Option<Duration>) {
+    if Flavor::Stock.require(test).is_none() {
         return;
     }
     const CONNECTIONS: u32 = 4;
@@ -274,7 +293,7 @@ async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts
     })
     .await;
     let store = PostgresStoreOptions::new()
-        .statement_cache(false)
+        .pooler_mode(true)
         .max_connections(CONNECTIONS)
         .statement_timeout(Some(Duration::from_millis(50)))
         .connect_with(bouncer.route(&db.options))
@@ -283,7 +302,8 @@ async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts
     let pushed = request(4, "locked");
     store.store(&pushed).await.expect("store");
 
-    // Every consume waits on the row's lock until the server cancels it.
+    // Every consume waits on the row's lock until the server cancels it (or its caller
+    // gives up first).
     let mut holder = db.pool.begin().await.expect("begin");
     sqlx::query(
         "SELECT 1 FROM pushed_authorization_requests WHERE reference_value_hash = $1 FOR UPDATE",
@@ -296,35 +316,53 @@ async fn pooler_mode_keeps_its_connections_through_a_storm_of_statement_timeouts
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
-                let mut timeouts = 0u32;
+                let mut interrupted = 0u32;
+                let locked = hash(4);
                 for _ in 0..OPERATIONS / CONNECTIONS {
-                    match store.consume_by_hash(&hash(4)).await {
-                        Err(StoreError::Timeout { .. }) => timeouts += 1,
-                        other => panic!("a statement timeout, got {other:?}"),
+                    let consume = store.consume_by_hash(&locked);
+                    let outcome = match give_up {
+                        None => consume.await,
+                        Some(limit) => match tokio::time::timeout(limit, consume).await {
+                            Err(_gave_up) => {
+                                interrupted += 1;
+                                continue;
+                            }
+                            Ok(outcome) => outcome,
+                        },
+                    };
+                    match outcome {
+                        Err(StoreError::Timeout { .. }) if give_up.is_none() => interrupted += 1,
+                        other => panic!("an interrupted consume, got {other:?}"),
                     }
                 }
-                timeouts
+                interrupted
             })
         })
         .collect();
-    let mut timeouts = 0;
+    let mut interrupted = 0;
     for task in tasks {
-        timeouts += task.await.expect("a consumer");
+        interrupted += task.await.expect("a consumer");
     }
     holder.rollback().await.expect("release the lock");
     assert_eq!(
         store.consume_by_hash(&hash(4)).await.expect("consume"),
         Some(pushed),
-        "the cancelled consumes took nothing"
+        "the interrupted consumes took nothing"
     );
 
     let client_logins = log_lines(&bouncer, "login attempt");
     let server_connections = log_lines(&bouncer, "new connection to server");
     println!(
-        "middlebox: pooler mode, {timeouts} statement timeouts through PgBouncer (transaction \
-         mode): {client_logins} client connections, {server_connections} server connections opened"
+        "middlebox: pooler mode, {interrupted} consumes interrupted ({}) through PgBouncer \
+         (transaction mode): {client_logins} client connections, {server_connections} server \
+         connections opened",
+        if give_up.is_some() {
+            "callers gave up mid-statement"
+        } else {
+            "statement timeouts"
+        }
     );
-    assert_eq!(timeouts, OPERATIONS);
+    assert_eq!(interrupted, OPERATIONS);
     assert!(
         client_logins <= CONNECTIONS as usize,
         "the store reopened its connections: {client_logins} logins"

@@ -362,8 +362,7 @@ async fn migrations_wait_for_the_lock_longer_than_the_statement_timeout() {
     let statement_timeout = StdDuration::from_millis(300);
     let owned = PostgresStoreOptions::new()
         .statement_timeout(Some(statement_timeout))
-        .connect_lazy_with(db.options.clone())
-        .unwrap();
+        .connect_lazy_with(db.options.clone());
     let shared = PostgresStore::new(
         PgPoolOptions::new()
             .max_connections(2)
@@ -417,8 +416,7 @@ async fn a_migration_waiting_past_its_lock_timeout_names_the_lock() {
     let limit = StdDuration::from_millis(300);
     let owned = PostgresStoreOptions::new()
         .migration_lock_timeout(Some(limit))
-        .connect_lazy_with(db.options.clone())
-        .unwrap();
+        .connect_lazy_with(db.options.clone());
     let shared = PostgresStore::new(db.pool.clone()).migration_lock_timeout(Some(limit));
     let holder = hold_the_migration_lock(&db).await;
     for store in [&owned, &shared] {
@@ -453,9 +451,8 @@ async fn in_pooler_mode_migrate_needs_a_direct_address() {
     let db = TestDb::empty().await;
     let bouncer = common::pgbouncer::PgBouncer::start().await;
     let store = PostgresStoreOptions::new()
-        .statement_cache(false)
-        .connect_lazy_with(bouncer.route(&db.options))
-        .unwrap();
+        .pooler_mode(true)
+        .connect_lazy_with(bouncer.route(&db.options));
 
     let err = store.migrate().await.unwrap_err();
     assert!(

@@ -3,7 +3,7 @@
 //! by the store's 8 client connections).
 //!
 //! What they show:
-//! - pooler mode (`PostgresStoreOptions::statement_cache(false)`) connects without any
+//! - pooler mode (`PostgresStoreOptions::pooler_mode(true)`) connects without any
 //!   startup parameter PgBouncer refuses, and concurrent lifecycles through it give 0 wrong
 //!   results, 0 errors, 0 panics and 0 rows deleted by a read;
 //! - its `statement_timeout` survives the pooler: a statement stuck on a row lock is cancelled
@@ -365,7 +365,7 @@ async fn set_up(test: &str) -> Option<(tokio::sync::MutexGuard<'static, ()>, Tes
 /// Pooler mode, as a user behind PgBouncer sets it up.
 fn pooler_mode() -> PostgresStoreOptions {
     PostgresStoreOptions::new()
-        .statement_cache(false)
+        .pooler_mode(true)
         .max_connections(STORE_CONNECTIONS)
         .operation_timeout(Some(Duration::from_secs(5)))
 }

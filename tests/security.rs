@@ -652,8 +652,7 @@ async fn nothing_secret_reaches_the_logs_or_debug_output() {
             "postgres://postgres:PASSWORD-NOT-TO-BE-LOGGED@127.0.0.1:9/postgres"
                 .parse()
                 .unwrap(),
-        )
-        .unwrap();
+        );
     let live = secrets.request(chrono::Duration::seconds(600));
     let results = [
         format!("{:?}", unreachable.store(&live).await),

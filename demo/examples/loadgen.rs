@@ -371,13 +371,20 @@ struct Setup {
     store: PostgresStore,
 }
 
+/// The connect options of `url` with the per-connection settings a store with the default
+/// options sends: the statement timeout as a startup parameter.
+fn with_store_settings(url: &str) -> Result<PgConnectOptions, BoxError> {
+    let timeout = par_store::DEFAULT_STATEMENT_TIMEOUT.as_millis();
+    Ok(PgConnectOptions::from_str(url)?.options([("statement_timeout", timeout)]))
+}
+
 async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxError> {
     let options = PostgresStoreOptions::new().max_connections(connections);
     // The `shared` and `pool` modes: a sqlx pool with the same limits and no ping before use.
     let sqlx_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(connections)
         .test_before_acquire(false)
-        .connect_lazy_with(options.apply_to(PgConnectOptions::from_str(url)?));
+        .connect_lazy_with(with_store_settings(url)?);
     let store = match mode {
         Mode::Shared | Mode::Pool => PostgresStore::new(sqlx_pool.clone()),
         _ => options.connect(url).await?,
@@ -399,13 +406,9 @@ async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxErro
             Target::Store(Arc::new(ProtectedStore::new(store.clone(), keys)))
         }
         Mode::Pool => Target::Pool(sqlx_pool),
-        Mode::Conn => Target::Conn(Box::new(options.apply_to(PgConnectOptions::from_str(url)?))),
+        Mode::Conn => Target::Conn(Box::new(with_store_settings(url)?)),
         Mode::Lite => Target::Lite(Arc::new(
-            LitePool::new(
-                options.apply_to(PgConnectOptions::from_str(url)?),
-                connections,
-            )
-            .await?,
+            LitePool::new(with_store_settings(url)?, connections).await?,
         )),
     };
     Ok(Setup { target, store })
@@ -664,6 +667,17 @@ async fn wait_for_stop(shared: &Shared) {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse()?;
+    // Built with the demo's feature `metrics` (its default), par-store's metrics go to a
+    // Prometheus recorder, as in a server that exports them: what BENCHMARKS.md's cost of
+    // the feature measures (build with --no-default-features for the run without).
+    #[cfg(feature = "metrics")]
+    {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            handle.run_upkeep();
+        });
+    }
     match args.command.as_str() {
         "migrate" => {
             PostgresStore::connect(&args.url()).await?.migrate().await?;

@@ -34,12 +34,17 @@
 //! - `GET /authorize?client_id=...&request_uri=...`: resolves (and consumes) the pushed
 //!   request, and with the demo login redirects to the client with a `code`; any request not
 //!   pushed first is refused;
-//! - `POST /token`: exchanges the code, with the PKCE `code_verifier`, for tokens.
+//! - `POST /token`: exchanges the code, with the PKCE `code_verifier`, for tokens;
+//!
+//! and the server's own `GET /metrics`: par-store's metrics (`par_store::metrics`: operation
+//! durations as a histogram, request counters, pool gauges) in Prometheus text format,
+//! through `metrics-exporter-prometheus` (built with the demo's default feature `metrics`).
 //!
 //! docs/oauth-as.md drives all of it with curl. Expired pushed requests are removed by a
 //! par-store [`CleanupJob`] and by oauth-as's `sweep_expired` (once a minute each); Ctrl-C or
 //! SIGTERM stops the server after the requests in flight, then both.
 
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use oauth_as::client::{Client, ClientAuth, ClientId, SecretHash};
 use oauth_as::grant::GrantType;
 use oauth_as::http::{ApprovalDecision, ServiceBuilder};
@@ -50,7 +55,7 @@ use oauth_as::store::Storage;
 use oauth_as::MemoryStorage;
 use par_store::oauth_as::OauthAsStorage;
 use par_store::{CleanupJob, CleanupOptions, KeyRing, KeyRingError, PostgresStore};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 #[path = "shared/server.rs"]
@@ -110,6 +115,8 @@ pub async fn build(
     config: &DemoConfig,
     pushed: PostgresStore,
 ) -> Result<(Arc<AuthorizationServer<DemoStorage>>, axum::Router), Box<dyn std::error::Error>> {
+    // The recorder, before the store records anything.
+    let _ = prometheus();
     let issuer = config.issuer.trim_end_matches('/').to_owned();
     let mut server_config = ServerConfig::new(issuer.clone(), format!("{issuer}/device"));
     let mut par = ParConfig::new();
@@ -144,7 +151,54 @@ pub async fn build(
         .with_subject_resolver(|_headers| Some(DEMO_SUBJECT.to_owned()))
         .with_approval_resolver(|_request| ApprovalDecision::Approve)
         .build()?;
-    Ok((server, axum::Router::from(service)))
+    let router =
+        axum::Router::from(service).route("/metrics", axum::routing::get(prometheus_metrics));
+    Ok((server, router))
+}
+
+/// OpenTelemetry's recommended bucket boundaries for `db.client.operation.duration`, in
+/// seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process's Prometheus recorder, installed as the `metrics` facade's global recorder
+/// on first use (there is one per process); `None` if another recorder was installed first.
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let installed = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("db.client.operation.duration".to_owned()),
+                    &DURATION_BUCKETS,
+                )
+                .and_then(PrometheusBuilder::install_recorder);
+            match installed {
+                Ok(handle) => Some(handle),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no Prometheus recorder: /metrics stays empty");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// `GET /metrics`: everything recorded so far, in Prometheus text format.
+async fn prometheus_metrics() -> impl axum::response::IntoResponse {
+    let body = prometheus().map_or_else(String::new, |handle| {
+        // Drains the histograms' buffers; nothing else runs it in this server.
+        handle.run_upkeep();
+        handle.render()
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 /// oauth-as's `sweep_expired` once a minute: it runs nothing on a timer itself. It removes
@@ -195,6 +249,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => println!("  records       in clear at rest (set {KEYS_VAR} to seal them)"),
     }
+    println!("  metrics       {}/metrics", config.issuer);
     println!("  DEMO login    every request is approved for `{DEMO_SUBJECT}`");
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())

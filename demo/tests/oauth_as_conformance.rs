@@ -52,7 +52,8 @@ async fn fresh_store(db: &TestDb, n: usize) -> PostgresStore {
         .unwrap();
     // The harness's records are dated a year or more ahead (a fixed synthetic clock); a real
     // PAR lifetime is far below the store's default one-hour cap, which stays on elsewhere.
-    let store = PostgresStore::new(pool).max_lifetime(Duration::from_secs(10 * 366 * 24 * 3600));
+    let store =
+        PostgresStore::new(pool).max_request_lifetime(Duration::from_secs(10 * 366 * 24 * 3600));
     store.migrate().await.unwrap();
     store
 }

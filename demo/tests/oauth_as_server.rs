@@ -332,3 +332,42 @@ async fn metadata_names_the_par_endpoint_and_requires_it() {
     );
     assert_eq!(metadata["code_challenge_methods_supported"][0], "S256");
 }
+
+/// `GET /metrics` shows par-store's metrics in Prometheus format once a request was pushed:
+/// the operation duration histogram of the push's write, and the stored counter.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_store_operations_in_prometheus_format() {
+    let server = Server::start().await;
+    server.pushed_request_uri().await;
+    let response = server
+        .web
+        .http
+        .get(format!("{}/metrics", server.web.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let body = response.text().await.unwrap();
+    let line = body
+        .lines()
+        .find(|line| {
+            line.starts_with("db_client_operation_duration_count{")
+                && line.contains(r#"db_system_name="postgresql""#)
+                && line.contains(r#"db_operation_name="store_or_replace""#)
+        })
+        .unwrap_or_else(|| panic!("no store_or_replace duration in:\n{body}"));
+    let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1, "{line}");
+    assert!(
+        body.lines()
+            .any(|line| line
+                .starts_with(r#"par_store_requests_stored{db_system_name="postgresql"}"#)),
+        "{body}"
+    );
+}
