@@ -775,24 +775,31 @@ async fn an_expired_request_is_reported_expired_and_removed<S: Backend>(store: S
 }
 
 async fn a_consumed_marker_lasts_until_expiry_and_cleanup_removes_it<S: Backend>(store: S) {
-    let before_any_expiry = Utc::now();
-    store.store(&short_lived(1)).await.unwrap();
-    store.store(&short_lived(2)).await.unwrap();
-    store.store(&live(3)).await.unwrap();
+    // Cleanup against a cutoff given by the test, so that no clock or load decides it.
+    let expires_at = Utc::now() + Duration::seconds(600);
+    for n in 1..=2 {
+        let request = PushedAuthorizationRequest::new(hash(n), expires_at, "p=1");
+        store.store(&request).await.unwrap();
+    }
+    store
+        .store(&PushedAuthorizationRequest::new(
+            hash(3),
+            expires_at + Duration::seconds(600),
+            "p=3",
+        ))
+        .await
+        .unwrap();
     for n in 1..=3 {
         assert!(matches!(
             store.consume(&hash(n)).await.unwrap(),
             Consumption::Consumed(_)
         ));
     }
-    // Cleanup leaves a marker alone until it expires (judged at an instant before any
-    // expiry: the 300 ms may be over already on a loaded machine).
-    assert_eq!(
-        store.delete_expired_as_of(before_any_expiry).await.unwrap(),
-        0
-    );
-    wait_until_expired().await;
-    assert_eq!(store.delete_expired().await.unwrap(), 2);
+    // Cleanup leaves a marker alone until it expires.
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+    let just_before = expires_at - Duration::milliseconds(1);
+    assert_eq!(store.delete_expired_as_of(just_before).await.unwrap(), 0);
+    assert_eq!(store.delete_expired_as_of(expires_at).await.unwrap(), 2);
     for n in 1..=2 {
         assert_eq!(
             store.consume(&hash(n)).await.unwrap(),
@@ -811,9 +818,16 @@ async fn a_consumed_marker_lasts_until_expiry_and_cleanup_removes_it<S: Backend>
 }
 
 async fn an_expired_marker_is_still_reported_until_cleanup<S: Backend>(store: S) {
-    store.store(&short_lived(1)).await.unwrap();
-    store.consume(&hash(1)).await.unwrap();
-    wait_until_expired().await;
+    // Long enough to be consumed while live on a loaded machine; then waited out.
+    let expires_at = Utc::now() + Duration::seconds(2);
+    let request = PushedAuthorizationRequest::new(hash(1), expires_at, "p=1");
+    store.store(&request).await.unwrap();
+    assert!(matches!(
+        store.consume(&hash(1)).await.unwrap(),
+        Consumption::Consumed(_)
+    ));
+    let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
     // Consumed, then expired: the reuse is what matters; the marker goes with this look.
     consumed_at(store.consume(&hash(1)).await.unwrap());
     assert_eq!(

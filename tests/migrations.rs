@@ -297,6 +297,8 @@ async fn migrate_logs_no_notice_on_a_routine_start() {
         .with_writer(move || writer.clone())
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
+    // Callsites first hit on another test's thread may have cached "never": ask again.
+    tracing::callsite::rebuild_interest_cache();
 
     db.store().migrate().await.unwrap();
     let text = captured.text();

@@ -88,5 +88,8 @@ pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
             .with_ansi(false)
             .finish(),
     );
+    // Callsites first hit on another test's thread, with no subscriber there, may have
+    // cached "never": make them ask again, this subscriber included.
+    tracing::callsite::rebuild_interest_cache();
     (logs, guard)
 }
