@@ -8,8 +8,9 @@ use crate::execution::{Outcome, Protocol, Retry};
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
-    CONSUME, DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
-    SELECT_LIVE, UPSERT,
+    CITUS_DELETE_EXPIRED_AS_OF_BATCH, CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE, CONSUME,
+    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
+    MIGRATION_BLOCK_END, MIGRATION_BLOCK_START, SELECT_LIVE, UPSERT,
 };
 use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
 use chrono::{DateTime, Utc};
@@ -17,7 +18,7 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgTypeInfo, PgValueFormat, PgValueRef};
 use sqlx::query::Query;
-use sqlx::{Decode, FromRow, PgPool, Postgres, Type};
+use sqlx::{Decode, FromRow, PgPool, Postgres, SqlSafeStr, Type};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,6 +59,9 @@ pub struct PostgresStore {
     max_parameters_len: usize,
     max_request_lifetime: Duration,
     operation_timeout: Option<Duration>,
+    /// Set once Citus refused the plain cleanup batch: the table is distributed, and the
+    /// cleanup runs per shard (`src/sql.rs`). Shared by clones.
+    citus_cleanup: Arc<AtomicBool>,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
     /// Set by [`close`](PostgresStore::close), shared by the clones.
@@ -138,6 +142,7 @@ impl PostgresStore {
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
+            citus_cleanup: Arc::default(),
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
             closed: Arc::new(AtomicBool::new(false)),
@@ -348,12 +353,34 @@ impl PostgresStore {
     /// The store's migrations (embedded from `migrations/`), recording their history in
     /// [`MIGRATIONS_TABLE`] so that they coexist with the host application's own.
     ///
+    /// Each migration runs as one statement: its file's statements inside a PL/pgSQL
+    /// `DO` block, so that the server sees them one at a time. Citus propagates an `ALTER
+    /// TABLE` on a distributed table with the text of the whole query it came in, and
+    /// refuses one that came with other statements (sqlx sends a migration file as one
+    /// query). The recorded checksums are those of the files, as sqlx-cli records them.
+    ///
     /// ```
     /// let migrator = par_store::PostgresStore::migrator();
     /// assert!(migrator.iter().count() >= 1);
     /// ```
     pub fn migrator() -> Migrator {
         let mut migrator = sqlx::migrate!("./migrations");
+        let one_statement_each = migrator
+            .iter()
+            .map(|migration| {
+                let mut migration = migration.clone();
+                // Only our own embedded files go in here, never input.
+                let sql = [
+                    MIGRATION_BLOCK_START,
+                    migration.sql.as_str(),
+                    MIGRATION_BLOCK_END,
+                ]
+                .concat();
+                migration.sql = sqlx::AssertSqlSafe(sql).into_sql_str();
+                migration
+            })
+            .collect::<Vec<_>>();
+        migrator.migrations = one_statement_each.into();
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
         migrator
     }
@@ -430,6 +457,39 @@ impl PostgresStore {
         self.connections
             .migrate(Some(&direct), self.migration_lock_timeout)
             .await
+    }
+
+    /// Sets the store up on a [Citus](https://www.citusdata.com/) cluster, through a
+    /// connection to its coordinator: applies the migrations ([`migrate`](Self::migrate)),
+    /// then distributes the table by its key (`create_distributed_table(
+    /// 'pushed_authorization_requests', 'reference_value_hash')`) unless it already is.
+    /// Returns `true` when it distributed the table now, `false` when it already was.
+    /// Idempotent; run it once at deployment (or at every start), from one instance.
+    ///
+    /// Every store operation is then routed by Citus to the one shard that holds the key,
+    /// and [`delete_expired`](Self::delete_expired) and the [`CleanupJob`](crate::CleanupJob)
+    /// clean every shard. The migration history stays a local table on the coordinator, and
+    /// later migrations apply to the distributed table. Run this after migrations 0001 to
+    /// 0003 (as it does): 0003 changes the key's collation, which Citus refuses on a
+    /// distributed table. Rows already in the table are copied into the shards (Citus keeps
+    /// the local copy until `truncate_local_data_after_distributing_table`). See
+    /// `docs/scaling.md`.
+    ///
+    /// Fails with [`StoreError::Migration`] as `migrate` does, and with
+    /// [`StoreError::Database`] where Citus is not installed in the database.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), par_store::StoreError> {
+    /// let store = par_store::PostgresStore::connect("postgres://postgres@coordinator:5432/postgres").await?;
+    /// store.distribute_on_citus().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn distribute_on_citus(&self) -> Result<bool, StoreError> {
+        self.migrate().await?;
+        let outcome = self
+            .run(Retry::Always, || sqlx::query(CITUS_DISTRIBUTE))
+            .await?;
+        Ok(decode::<(bool,)>(&outcome)?.is_some_and(|(distributed,)| distributed))
     }
 
     /// Removes every expired request, in batches of the default size (one statement per
@@ -558,6 +618,77 @@ impl PostgresStore {
     }
 }
 
+/// Whether `INSERT` refused the request as expired by the database's clock: it turns such an
+/// `expires_at` into NULL, which the column's `NOT NULL` constraint refuses (see `src/sql.rs`).
+/// The statement binds no other value that can be NULL in a `NOT NULL` column. Citus passes
+/// the SQLSTATE on but not the column; where the column is named, it must be `expires_at`.
+fn refused_as_expired(err: &StoreError) -> bool {
+    if !has_sqlstate(err, "23502") {
+        return false;
+    }
+    let StoreError::Database { source } = err else {
+        return false;
+    };
+    let column = match source.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(db)) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.column()),
+        _ => None,
+    };
+    column.is_none_or(|column| column == "expires_at")
+}
+
+impl PostgresStore {
+    /// Runs one cleanup batch: `plain`, or on a Citus-distributed table (which refuses
+    /// `plain`'s `FOR UPDATE` across shards, SQLSTATE 0A000) `citus`, the same batch on every
+    /// shard (`src/sql.rs`). The switch is remembered; `plain` is tried first only until then,
+    /// so plain PostgreSQL never pays for it.
+    async fn cleanup_batch<'q>(
+        &self,
+        plain: impl Fn() -> Query<'q, Postgres, PgArguments>,
+        citus: impl Fn() -> Query<'q, Postgres, PgArguments>,
+    ) -> Result<u64, StoreError> {
+        if !self.citus_cleanup.load(Ordering::Relaxed) {
+            match self.rows_deleted(Retry::Always, plain).await {
+                Err(refused) if has_sqlstate(&refused, "0A000") => {
+                    let deleted = match self.citus_batch(citus).await {
+                        // No run_command_on_shards: not Citus, and the refusal stands.
+                        Err(err) if has_sqlstate(&err, "42883") => return Err(refused),
+                        other => other?,
+                    };
+                    self.citus_cleanup.store(true, Ordering::Relaxed);
+                    tracing::debug!("the table is distributed by Citus: cleaning shard by shard");
+                    return Ok(deleted);
+                }
+                other => return other,
+            }
+        }
+        self.citus_batch(citus).await
+    }
+
+    async fn citus_batch<'q>(
+        &self,
+        citus: impl Fn() -> Query<'q, Postgres, PgArguments>,
+    ) -> Result<u64, StoreError> {
+        let outcome = self.run(Retry::Always, citus).await?;
+        let (deleted,): (i64,) = decode(&outcome)?.ok_or_else(|| {
+            StoreError::from(sqlx::Error::Protocol("the cleanup returned no row".into()))
+        })?;
+        Ok(u64::try_from(deleted).unwrap_or(0))
+    }
+}
+
+/// Whether `err` is a database error with this SQLSTATE.
+fn has_sqlstate(err: &StoreError, code: &str) -> bool {
+    let StoreError::Database { source } = err else {
+        return false;
+    };
+    matches!(
+        source.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some(code)
+    )
+}
+
 /// `INSERT` and `UPSERT` take the same four values.
 fn bind_request<'q>(
     sql: &'static str,
@@ -593,15 +724,13 @@ impl Backend for PostgresStore {
             .run(Retry::IfServerAborted, || {
                 bind_request(INSERT, request, expires_at)
             })
-            .await?;
-        let (inserted, live): (bool, bool) = decode(&outcome)?.ok_or_else(|| {
-            StoreError::from(sqlx::Error::Protocol("the insert returned no row".into()))
-        })?;
-        Ok(match (inserted, live) {
-            (true, _) => Inserted::Stored,
-            (false, true) => Inserted::Duplicate,
-            (false, false) => Inserted::Expired,
-        })
+            .await;
+        match outcome {
+            Ok(outcome) if outcome.row.is_some() => Ok(Inserted::Stored),
+            Ok(_) => Ok(Inserted::Duplicate),
+            Err(err) if refused_as_expired(&err) => Ok(Inserted::Expired),
+            Err(err) => Err(err),
+        }
     }
 
     async fn select_live(
@@ -663,11 +792,18 @@ impl Backend for PostgresStore {
         batch_size: u32,
     ) -> Result<u64, StoreError> {
         // Deleting expired rows twice is harmless: the second run finds fewer.
-        self.rows_deleted(Retry::Always, || {
-            sqlx::query(DELETE_EXPIRED_AS_OF_BATCH)
-                .bind(i64::from(batch_size))
-                .bind(cutoff)
-        })
+        self.cleanup_batch(
+            || {
+                sqlx::query(DELETE_EXPIRED_AS_OF_BATCH)
+                    .bind(i64::from(batch_size))
+                    .bind(cutoff)
+            },
+            || {
+                sqlx::query(CITUS_DELETE_EXPIRED_AS_OF_BATCH)
+                    .bind(i64::from(batch_size))
+                    .bind(cutoff)
+            },
+        )
         .await
     }
 }
@@ -679,9 +815,10 @@ impl_client_binding_for_backend!(PostgresStore);
 impl ExpiredRequestCleaner for PostgresStore {
     async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
         // Deleting expired rows twice is harmless: the second run finds fewer.
-        self.rows_deleted(Retry::Always, || {
-            sqlx::query(DELETE_EXPIRED_BATCH).bind(i64::from(batch_size))
-        })
+        self.cleanup_batch(
+            || sqlx::query(DELETE_EXPIRED_BATCH).bind(i64::from(batch_size)),
+            || sqlx::query(CITUS_DELETE_EXPIRED_BATCH).bind(i64::from(batch_size)),
+        )
         .await
     }
 }
@@ -979,6 +1116,7 @@ impl PostgresStoreOptions {
             max_parameters_len: self.max_parameters_len,
             max_request_lifetime: self.max_request_lifetime,
             operation_timeout: self.operation_timeout,
+            citus_cleanup: Arc::default(),
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
             closed: Arc::new(AtomicBool::new(false)),

@@ -9,19 +9,22 @@
 // statement's own (implicit) transaction, and timestamptz comparisons do not depend on the
 // session time zone.
 
-/// Inserts a request unless it has already expired by the database's clock, and says which
-/// happened, in one statement: one row `(inserted, live)`. `live` is false when `$2` is not
-/// after `now()` (nothing inserted, whatever the application's clock said); otherwise
-/// `inserted` is false only for a duplicate. `ON CONFLICT DO NOTHING` turns a duplicate into
-/// "0 rows" instead of an error, so the first request is never touched and the connection
-/// sees no failed statement. Both conditions see the same `now()`.
-pub(crate) const INSERT: &str = "WITH inserted AS ( \
-         INSERT INTO pushed_authorization_requests \
-         (reference_value_hash, expires_at, parameters, client_id) \
-         SELECT $1, $2, $3, $4 WHERE $2 > now() \
-         ON CONFLICT (reference_value_hash) DO NOTHING \
-         RETURNING 1) \
-     SELECT EXISTS (SELECT FROM inserted) AS inserted, $2 > now() AS live";
+/// Inserts a request unless it has already expired by the database's clock; returns one row
+/// when it inserted, none for a duplicate (`ON CONFLICT DO NOTHING`: the first request is
+/// never touched and the connection sees no failed statement).
+///
+/// An `expires_at` that is not after `now()` becomes NULL, which the `NOT NULL` constraint
+/// refuses (SQLSTATE 23502 on `expires_at`) before the duplicate check: nothing is stored,
+/// whatever the application's clock said, and an expired duplicate is reported as expired.
+/// The store reads that error as "already expired". An `INSERT ... VALUES` with the key as a
+/// parameter is what Citus routes to the one shard that holds the key (an `INSERT ...
+/// SELECT ... WHERE` is pulled through the coordinator); on Citus, `now()` in `VALUES` is the
+/// coordinator's clock.
+pub(crate) const INSERT: &str = "INSERT INTO pushed_authorization_requests \
+     (reference_value_hash, expires_at, parameters, client_id) \
+     VALUES ($1, CASE WHEN $2 > now() THEN $2 END, $3, $4) \
+     ON CONFLICT (reference_value_hash) DO NOTHING \
+     RETURNING 1";
 
 // The reads return no key column: the caller has the key. A prepared statement's result
 // columns are fixed, collation included, so a statement that returned the key would fail on
@@ -59,10 +62,17 @@ pub(crate) const SELECT_LIVE: &str = "SELECT expires_at, parameters, client_id \
 /// conditions are re-checked on the newest row version too. They are disjoint: a live
 /// request of the right client is marked (or deleted with markers off); an expired row of
 /// the right client is deleted (garbage); another client's row is never touched.
-/// `now()` appears in the CTEs and the final select list, never in a RETURNING clause
-/// (which Citus refuses for non-immutable functions).
+///
+/// Liveness is decided once, in `target` (on the newest row version, after the lock), and
+/// the `UPDATE`, the `DELETE` and the answer all use that decision. On one PostgreSQL every
+/// `now()` of a statement is the same instant anyway; on Citus the `now()` of a modifying
+/// part is evaluated on the coordinator and that of a read on the worker, whose clocks may
+/// differ, so separate comparisons could mark a request that the answer then calls expired.
+/// No `now()` in a RETURNING clause (which Citus refuses for non-immutable functions). Citus
+/// routes the whole statement to the one shard that holds `$1`.
 pub(crate) const CONSUME: &str = "WITH target AS ( \
-         SELECT reference_value_hash, expires_at, parameters, client_id, consumed_at \
+         SELECT reference_value_hash, expires_at, parameters, client_id, consumed_at, \
+             expires_at > now() AS live \
          FROM pushed_authorization_requests \
          WHERE reference_value_hash = $1 \
          FOR UPDATE), \
@@ -71,18 +81,17 @@ pub(crate) const CONSUME: &str = "WITH target AS ( \
          SET consumed_at = now(), parameters = NULL, reopenable = $4 \
          FROM target AS t \
          WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = $1 \
-           AND $3 AND r.consumed_at IS NULL AND r.expires_at > now() \
+           AND $3 AND r.consumed_at IS NULL AND t.live \
            AND (r.client_id IS NULL OR $2::text IS NULL OR r.client_id = $2::text) \
          RETURNING 1), \
      deleted AS ( \
          DELETE FROM pushed_authorization_requests AS r \
          USING target AS t \
          WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = $1 \
-           AND (NOT $3 OR r.expires_at <= now()) \
+           AND (NOT $3 OR NOT t.live) \
            AND (r.client_id IS NULL OR $2::text IS NULL OR r.client_id = $2::text) \
          RETURNING 1) \
-     SELECT expires_at, parameters, client_id, consumed_at, \
-         expires_at > now() AS live, \
+     SELECT expires_at, parameters, client_id, consumed_at, live, \
          (client_id IS NULL OR $2::text IS NULL OR client_id = $2::text) AS right_client, \
          EXISTS (SELECT FROM marked) OR EXISTS (SELECT FROM deleted) AS taken \
      FROM target";
@@ -115,6 +124,67 @@ pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "DELETE FROM pushed_authoriz
          ORDER BY expires_at \
          LIMIT $1 \
          FOR UPDATE SKIP LOCKED))";
+
+// Citus (docs/scaling.md). Citus refuses `FOR UPDATE` in a query over many shards, so the
+// cleanup batches above cannot run on a distributed table; the store switches to the two
+// statements below when Citus refuses them (src/postgres.rs). Each runs the same batch on
+// every shard, on the shard itself (`run_command_on_shards`, one shard after another), where
+// `FOR UPDATE SKIP LOCKED` works as on one PostgreSQL: many cleaners and live consumers never
+// wait for each other, and a row is removed by exactly one cleaner. `$1` is the batch size
+// per shard (so a short total means every shard was short); each shard's command is sent as
+// text with its values as literals (planned afresh each time: no generic plan). Expiry is
+// judged by each worker's clock. A shard whose command failed (a worker down) makes the
+// statement fail: its `result` is the error message, which is not a number.
+// `%%1$s` becomes `%1$s` after `format`, which `run_command_on_shards` replaces with the
+// shard's name.
+
+/// [`DELETE_EXPIRED_BATCH`] on every shard of a Citus-distributed table; one row: how many
+/// were removed in all.
+pub(crate) const CITUS_DELETE_EXPIRED_BATCH: &str = "SELECT coalesce(sum(result::int8), 0)::int8 \
+     FROM run_command_on_shards('pushed_authorization_requests', format( \
+         'WITH deleted AS (DELETE FROM %%1$s \
+             WHERE reference_value_hash = ANY(ARRAY( \
+                 SELECT reference_value_hash FROM %%1$s \
+                 WHERE expires_at <= now() \
+                 ORDER BY expires_at \
+                 LIMIT %1$s \
+                 FOR UPDATE SKIP LOCKED)) \
+             RETURNING 1) \
+         SELECT count(*) FROM deleted', $1::int8), false)";
+
+/// [`DELETE_EXPIRED_AS_OF_BATCH`] on every shard of a Citus-distributed table. The cutoff
+/// travels as an ISO 8601 literal in UTC, which every `DateStyle` reads back the same.
+pub(crate) const CITUS_DELETE_EXPIRED_AS_OF_BATCH: &str =
+    "SELECT coalesce(sum(result::int8), 0)::int8 \
+     FROM run_command_on_shards('pushed_authorization_requests', format( \
+         'WITH deleted AS (DELETE FROM %%1$s \
+             WHERE reference_value_hash = ANY(ARRAY( \
+                 SELECT reference_value_hash FROM %%1$s \
+                 WHERE expires_at <= %2$L::timestamptz \
+                 ORDER BY expires_at \
+                 LIMIT %1$s \
+                 FOR UPDATE SKIP LOCKED)) \
+             RETURNING 1) \
+         SELECT count(*) FROM deleted', \
+         $1::int8, \
+         to_char($2::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), false)";
+
+/// Distributes the table by its key with Citus (`create_distributed_table`), unless it is
+/// already distributed; one row: whether it distributed the table now. Fails where Citus is
+/// not installed (no `pg_dist_partition`).
+pub(crate) const CITUS_DISTRIBUTE: &str = "SELECT count(create_distributed_table( \
+         'pushed_authorization_requests', 'reference_value_hash')) > 0 \
+     FROM (SELECT) AS once \
+     WHERE NOT EXISTS (SELECT FROM pg_dist_partition \
+         WHERE logicalrelid = 'pushed_authorization_requests'::regclass)";
+
+/// Opens the PL/pgSQL block that each migration file runs in ([`PostgresStore::migrator`](crate::PostgresStore::migrator)):
+/// one statement for the server, whose parts run one at a time. A migration's statements
+/// must therefore be valid in PL/pgSQL (DDL and DML; `PERFORM` rather than a bare `SELECT`).
+pub(crate) const MIGRATION_BLOCK_START: &str = "DO $par_store_migration$ BEGIN\n";
+
+/// Closes [`MIGRATION_BLOCK_START`]'s block.
+pub(crate) const MIGRATION_BLOCK_END: &str = "\nEND $par_store_migration$";
 
 // Migrations (src/migrations.rs). The two history tables are named in full: this file holds
 // static strings only. `MIGRATIONS_TABLE` and sqlx's default `_sqlx_migrations` are checked

@@ -10,12 +10,14 @@
 //! | `bouncer_prepared` | the default mode (named prepared statements) through PgBouncer 1.25.2 in transaction mode, `max_prepared_statements = 100` |
 //! | `protected_memory` | `ProtectedStore` over `MemoryStore` |
 //! | `protected_owned_pool` | `ProtectedStore` over the store's own pool |
+//! | `citus` | the store's own pool to a Citus coordinator (tests/common/citus.rs), the table distributed by `distribute_on_citus`, a schema per test |
 //!
 //! Every PostgreSQL mode gets a fresh database per test, migrated directly (never through a
 //! pooler). The PgBouncer modes share one PgBouncer per flavour per test binary
 //! (tests/common/pgbouncer.rs); without its binary they are skipped outside CI, each with a
-//! line saying so, and fail under `CI=true`. Each test checks one behaviour of
-//! `PushedAuthorizationRequestStore` and the operations of `Backend` below.
+//! line saying so, and fail under `CI=true`; so does the `citus` mode without Citus. Each
+//! test checks one behaviour of `PushedAuthorizationRequestStore` and the operations of
+//! `Backend` below.
 
 mod common;
 
@@ -954,12 +956,14 @@ async fn the_default_consumptions_work_over_the_three_required_methods() {
 /// How each mode's store is made: `None` when the test is skipped (an optional binary is
 /// missing; a line says so). The database, if any, lives as long as the test.
 mod modes {
+    use crate::common::citus::CitusSchema;
     use crate::common::pgbouncer::{route, Flavor, PgBouncer};
     use crate::common::TestDb;
     use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
     use par_store::{MemoryStore, PostgresStore, PostgresStoreOptions, ProtectedStore};
 
-    pub type Running<S> = Option<(S, Option<TestDb>)>;
+    /// The store, and what must live as long as the test (its database or schema).
+    pub type Running<S> = Option<(S, Option<Box<dyn Send>>)>;
 
     pub async fn memory(_test: &str) -> Running<MemoryStore> {
         Some((MemoryStore::new(), None))
@@ -968,12 +972,12 @@ mod modes {
     pub async fn owned_pool(_test: &str) -> Running<PostgresStore> {
         let db = TestDb::new().await;
         let store = connect(PostgresStoreOptions::new(), db.options.clone()).await;
-        Some((store, Some(db)))
+        Some((store, Some(Box::new(db))))
     }
 
     pub async fn caller_pool(_test: &str) -> Running<PostgresStore> {
         let db = TestDb::with_pool(PgPoolOptions::new().max_connections(32)).await;
-        Some((db.store(), Some(db)))
+        Some((db.store(), Some(Box::new(db))))
     }
 
     pub async fn bouncer_pooler_mode(test: &str) -> Running<PostgresStore> {
@@ -982,7 +986,7 @@ mod modes {
         let db = TestDb::new().await;
         let options = PostgresStoreOptions::new().pooler_mode(true);
         let store = connect(options, route(port, &db.options)).await;
-        Some((store, Some(db)))
+        Some((store, Some(Box::new(db))))
     }
 
     pub async fn bouncer_prepared(test: &str) -> Running<PostgresStore> {
@@ -990,7 +994,7 @@ mod modes {
         let port = PgBouncer::shared(Flavor::Prepared);
         let db = TestDb::new().await;
         let store = connect(PostgresStoreOptions::new(), route(port, &db.options)).await;
-        Some((store, Some(db)))
+        Some((store, Some(Box::new(db))))
     }
 
     pub async fn protected_memory(test: &str) -> Running<ProtectedStore<MemoryStore>> {
@@ -1001,6 +1005,34 @@ mod modes {
     pub async fn protected_owned_pool(test: &str) -> Running<ProtectedStore<PostgresStore>> {
         let (inner, db) = owned_pool(test).await?;
         Some((ProtectedStore::new(inner, super::keys()), db))
+    }
+
+    /// On the throwaway Citus cluster (tests/common/citus.rs): a schema per test, the table
+    /// distributed by `distribute_on_citus`, the store's own pool to the coordinator.
+    /// Without Citus, skipped outside CI with one line; fails under `CI=true`.
+    pub async fn citus(_test: &str) -> Running<PostgresStore> {
+        let schema = CitusSchema::new(crate::common::citus::citus()?).await;
+        let store = connect(PostgresStoreOptions::new(), schema.options.clone()).await;
+        assert!(store.distribute_on_citus().await.unwrap());
+        // Warm up, so that the tests' short lifetimes (300 ms) are not spent on first uses
+        // (connections, the coordinator's planning, the cleanup's switch to shards); then
+        // leave the table empty.
+        use par_store::PushedAuthorizationRequestStore;
+        let warm = par_store::PushedAuthorizationRequest::new(
+            "warm-up",
+            chrono::Utc::now() + chrono::Duration::seconds(60),
+            "p",
+        );
+        store.store(&warm).await.unwrap();
+        store.get_by_hash("warm-up").await.unwrap();
+        store.consume_by_hash("warm-up").await.unwrap();
+        store.delete_expired().await.unwrap();
+        let mut conn = schema.connection().await;
+        par_store::sqlx::query("DELETE FROM pushed_authorization_requests")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Some((store, Some(Box::new(schema))))
     }
 
     async fn connect(options: PostgresStoreOptions, to: PgConnectOptions) -> PostgresStore {
@@ -1040,6 +1072,7 @@ macro_rules! contract {
         contract_for!(bouncer_prepared: $($name),*);
         contract_for!(protected_memory: $($name),*);
         contract_for!(protected_owned_pool: $($name),*);
+        contract_for!(citus: $($name),*);
     };
 }
 

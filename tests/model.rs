@@ -1,6 +1,7 @@
 //! Model-based test: random sequences of operations run against `PostgresStore`,
-//! `MemoryStore` and a reference model (a `HashMap` with the documented semantics); every
-//! step must give the same result on all three.
+//! `MemoryStore`, `PostgresStore` on a Citus-distributed table (where Citus is installed:
+//! tests/common/citus.rs) and a reference model (a `HashMap` with the documented semantics);
+//! every step must give the same result on all of them.
 //!
 //! The sequences mix valid requests on a small pool of colliding hashes (bound to one of two
 //! clients or to none), bad input (bad hashes, NUL or oversize parameters, expiry not in the
@@ -546,14 +547,29 @@ async fn wait_for_clear_expiries(model: &Model) {
 
 /// Runs one sequence against a fresh memory store, the (truncated) PostgreSQL store and the
 /// model; the first disagreement ends it with a description.
-async fn run_sequence(db: &TestDb, steps: &[Step]) -> Result<(), String> {
-    sqlx::query("TRUNCATE pushed_authorization_requests")
-        .execute(&db.pool)
-        .await
-        .map_err(|err| format!("truncate: {err}"))?;
+///
+/// With `citus` (a pool on a schema of the Citus cluster whose table is distributed), the
+/// same sequence also runs on PostgreSQL distributed by Citus.
+async fn run_sequence(
+    db: &TestDb,
+    citus: Option<&sqlx::PgPool>,
+    steps: &[Step],
+) -> Result<(), String> {
+    for pool in std::iter::once(&db.pool).chain(citus) {
+        sqlx::query("TRUNCATE pushed_authorization_requests")
+            .execute(pool)
+            .await
+            .map_err(|err| format!("truncate: {err}"))?;
+    }
     let postgres = PostgresStore::new(db.pool.clone()).max_parameters_len(MAX_PARAMETERS_LEN);
     let memory = MemoryStore::new().max_parameters_len(MAX_PARAMETERS_LEN);
-    let subjects: [(&str, &dyn Subject); 2] = [("memory", &memory), ("postgres", &postgres)];
+    let distributed =
+        citus.map(|pool| PostgresStore::new(pool.clone()).max_parameters_len(MAX_PARAMETERS_LEN));
+    let mut subjects: Vec<(&str, &dyn Subject)> =
+        vec![("memory", &memory), ("postgres", &postgres)];
+    if let Some(distributed) = &distributed {
+        subjects.push(("citus", distributed));
+    }
     let mut model = Model::default();
 
     // Finally, every hash of the pool is read: what the model holds live is readable from
@@ -566,7 +582,7 @@ async fn run_sequence(db: &TestDb, steps: &[Step]) -> Result<(), String> {
         let start = Utc::now();
         let request = request_of(step, start);
         let mut actual = Vec::new();
-        for (name, subject) in subjects {
+        for &(name, subject) in &subjects {
             actual.push((name, execute(subject, step, request.as_ref()).await));
         }
         let end = Utc::now();
@@ -627,7 +643,7 @@ async fn run_sequence(db: &TestDb, steps: &[Step]) -> Result<(), String> {
         wait_for_clear_expiries(&model).await;
         let now = Utc::now();
         model.requests.retain(|_, (r, _)| r.expires_at > now);
-        for (name, subject) in subjects {
+        for &(name, subject) in &subjects {
             if let Err(err) = subject.delete_expired().await {
                 return Err(format!("settling after step {index}: {name}: {err:?}"));
             }
@@ -667,17 +683,31 @@ fn postgres_and_memory_stores_follow_the_reference_model() {
         .build()
         .unwrap();
     let db = runtime.block_on(TestDb::new());
+    // Citus too, where it is installed (tests/common/citus.rs; skipped with a line elsewhere).
+    let citus = runtime.block_on(async {
+        let schema = common::citus::CitusSchema::new(common::citus::citus()?).await;
+        let pool = schema.pool(4).await;
+        let store = PostgresStore::new(pool.clone());
+        assert!(store.distribute_on_citus().await.unwrap());
+        Some((schema, pool))
+    });
+    let citus_pool = citus.as_ref().map(|(_, pool)| pool);
     let started = std::time::Instant::now();
     let mut runner = TestRunner::new(config);
     let result = runner.run(&sequence(), |steps| {
         runtime
-            .block_on(run_sequence(&db, &steps))
+            .block_on(run_sequence(&db, citus_pool, &steps))
             .map_err(TestCaseError::fail)
     });
     match result {
         Ok(()) => println!(
-            "{cases} random sequences agreed with the model in {} ms (seed {seed})",
-            started.elapsed().as_millis()
+            "{cases} random sequences agreed with the model in {} ms (seed {seed}; Citus {})",
+            started.elapsed().as_millis(),
+            if citus.is_some() {
+                "included"
+            } else {
+                "not installed"
+            }
         ),
         Err(TestError::Fail(reason, steps)) => panic!(
             "the stores disagree with the model: {reason}\n\

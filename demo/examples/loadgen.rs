@@ -298,25 +298,26 @@ impl Client {
     }
 
     async fn store(&mut self, request: &PushedAuthorizationRequest) -> Result<(), BoxError> {
-        // One row: (inserted, live by the database's clock).
-        let query = sqlx::query_as::<_, (bool, bool)>(INSERT)
+        // One row when inserted; none for a duplicate; an error (23502) when already expired
+        // by the database's clock.
+        let query = sqlx::query_as::<_, (i32,)>(INSERT)
             .bind(&request.reference_value_hash)
             .bind(request.expires_at)
             .bind(&request.parameters)
             .bind(&request.client_id);
-        let (inserted, _live) = match self {
+        let inserted = match self {
             Client::Store(store) => return Ok(store.store(request).await?),
-            Client::Pool(pool) => query.fetch_one(&*pool).await?,
-            Client::Conn(conn) => query.fetch_one(&mut *conn).await?,
+            Client::Pool(pool) => query.fetch_optional(&*pool).await?,
+            Client::Conn(conn) => query.fetch_optional(&mut *conn).await?,
             Client::Lite(pool) => {
                 let (_permit, mut conn) = pool.acquire().await?;
-                let done = query.fetch_one(&mut conn).await?;
+                let done = query.fetch_optional(&mut conn).await?;
                 pool.release(conn);
                 done
             }
         };
-        if !inserted {
-            return Err("duplicate key or already expired".into());
+        if inserted.is_none() {
+            return Err("duplicate key".into());
         }
         Ok(())
     }

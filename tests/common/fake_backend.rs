@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 pub enum Kind {
     /// `SELECT 1` (the first connection of `connect_with`).
     Select1,
-    /// `store`: the `WITH inserted AS (INSERT ...)` statement.
+    /// `store`: `INSERT ... ON CONFLICT DO NOTHING RETURNING 1`.
     Insert,
     /// `store_or_replace`: `INSERT ... ON CONFLICT DO UPDATE`.
     Upsert,
@@ -48,7 +48,9 @@ pub enum Kind {
 impl Kind {
     fn of(sql: &str) -> Kind {
         let sql = sql.trim_start();
-        if sql.starts_with("WITH inserted") {
+        if sql.starts_with("INSERT INTO pushed_authorization_requests")
+            && sql.contains("DO NOTHING")
+        {
             Kind::Insert
         } else if sql.starts_with("INSERT INTO pushed_authorization_requests") {
             Kind::Upsert
@@ -183,7 +185,7 @@ const TIMESTAMPTZ: i32 = 1184;
 fn columns(kind: Kind) -> &'static [(&'static str, i32)] {
     match kind {
         Kind::Select1 => &[("?column?", INT4)],
-        Kind::Insert => &[("inserted", BOOL), ("live", BOOL)],
+        Kind::Insert => &[("?column?", INT4)],
         Kind::SelectLive => &[
             ("expires_at", TIMESTAMPTZ),
             ("parameters", TEXT),
@@ -214,7 +216,7 @@ fn an_hour_ahead() -> Vec<u8> {
 fn result(kind: Kind) -> (Option<Vec<Option<Vec<u8>>>>, &'static str) {
     match kind {
         Kind::Select1 => (Some(vec![Some(1i32.to_be_bytes().to_vec())]), "SELECT 1"),
-        Kind::Insert => (Some(vec![Some(vec![1]), Some(vec![1])]), "SELECT 1"),
+        Kind::Insert => (Some(vec![Some(1i32.to_be_bytes().to_vec())]), "INSERT 0 1"),
         Kind::SelectLive => (
             Some(vec![
                 Some(an_hour_ahead()),

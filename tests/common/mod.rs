@@ -1,6 +1,7 @@
 //! Test support: a fresh PostgreSQL database per test, on the server at `DATABASE_URL`.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod citus;
 #[path = "../../examples/support/cluster.rs"]
 pub mod cluster;
 pub mod fake_backend;

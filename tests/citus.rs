@@ -1,0 +1,552 @@
+//! par-store on a real Citus 13.2.2 cluster (a coordinator and two workers on localhost,
+//! tests/common/citus.rs): setup and migrations on a distributed table, every hot statement
+//! routed by Citus to one shard (read from Citus's `EXPLAIN`), exactly one winner among
+//! racers, and cleanup by many jobs across every shard.
+//!
+//! Where Citus is not installed (`.ci/install-citus` builds it), each test prints one line
+//! "skipped: Citus not installed" and returns, except under `CI=true`, where it fails.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::citus::{citus, CitusSchema};
+use par_store::sqlx::{self, PgConnection};
+use par_store::{
+    CleanupJob, CleanupOptions, CleanupStats, PostgresStore, PostgresStoreOptions,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+
+// The store's own statements, to read their plans.
+#[path = "../src/sql.rs"]
+#[allow(dead_code)]
+mod sql;
+
+/// A schema of this test's own on the cluster, or `None` (the test returns) without Citus.
+async fn schema() -> Option<CitusSchema> {
+    Some(CitusSchema::new(citus()?).await)
+}
+
+/// A store that owns its connections, on the test's schema, set up on Citus.
+async fn distributed_store(schema: &CitusSchema, connections: u32) -> PostgresStore {
+    let store = PostgresStoreOptions::new()
+        .max_connections(connections)
+        .connect_with(schema.options.clone())
+        .await
+        .unwrap();
+    assert!(store.distribute_on_citus().await.unwrap());
+    store
+}
+
+fn live(hash: &str) -> PushedAuthorizationRequest {
+    PushedAuthorizationRequest::new(hash, Utc::now() + Duration::seconds(600), "p=1")
+        .with_client_id("client-a")
+}
+
+/// How Citus distributes the table: (shards, workers holding them), from the coordinator's
+/// metadata; `None` when the table is not distributed.
+async fn distribution(conn: &mut PgConnection, table: &str) -> Option<(i64, i64)> {
+    let (shards, nodes): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT s.shardid), count(DISTINCT p.nodeport) \
+         FROM pg_dist_shard s JOIN pg_dist_shard_placement p USING (shardid) \
+         WHERE s.logicalrelid = to_regclass($1)",
+    )
+    .bind(table)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    (shards > 0).then_some((shards, nodes))
+}
+
+async fn applied_versions(conn: &mut PgConnection) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _par_store_migrations WHERE success ORDER BY version")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+}
+
+fn all_versions() -> Vec<i64> {
+    PostgresStore::migrator()
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect()
+}
+
+#[tokio::test]
+async fn setup_distributes_the_table_once_and_keeps_the_history_on_the_coordinator() {
+    let Some(schema) = schema().await else { return };
+    let store = distributed_store(&schema, 2).await;
+    // Idempotent: already distributed, migrations already applied.
+    assert!(!store.distribute_on_citus().await.unwrap());
+    store.migrate().await.unwrap();
+
+    let mut conn = schema.connection().await;
+    let table = format!("{}.pushed_authorization_requests", schema.name);
+    assert_eq!(
+        distribution(&mut conn, &table).await,
+        Some((32, 2)),
+        "32 shards on both workers"
+    );
+    let history = format!("{}._par_store_migrations", schema.name);
+    assert_eq!(
+        distribution(&mut conn, &history).await,
+        None,
+        "the history is no distributed table"
+    );
+    let local: bool = sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = to_regclass($1))",
+    )
+    .bind(&history)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(local, "the history is a local table of the coordinator");
+    assert_eq!(applied_versions(&mut conn).await, all_versions());
+
+    // The schema's checks reach the shards and hold there.
+    let refused = sqlx::query(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         VALUES ('x', 'infinity', 'p')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("expires_at_finite"),
+        "{refused}"
+    );
+
+    // And the store works on it.
+    store.store(&live("setup")).await.unwrap();
+    assert!(store.get_by_hash("setup").await.unwrap().is_some());
+    assert!(store.consume_by_hash("setup").await.unwrap().is_some());
+    assert!(store.consume_by_hash("setup").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn later_migrations_apply_to_a_distributed_table_both_ways() {
+    let Some(schema) = schema().await else { return };
+    let mut conn = schema.connection().await;
+    let migrator = PostgresStore::migrator();
+    // Distributed before the migrations after 0003 (the first schema Citus can distribute:
+    // 0003 changes the key's collation, which Citus refuses on a distributed table)...
+    migrator.run_to(3, &mut conn).await.unwrap();
+    sqlx::query(
+        "SELECT create_distributed_table('pushed_authorization_requests', 'reference_value_hash')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // ... which then apply on the distributed table, through the store.
+    let store = PostgresStore::new(schema.pool(2).await);
+    store.migrate().await.unwrap();
+    assert_eq!(applied_versions(&mut conn).await, all_versions());
+    store.store(&live("before")).await.unwrap();
+
+    // Every later migration reverts and re-applies on the distributed table.
+    migrator.undo(&mut conn, 3).await.unwrap();
+    assert_eq!(applied_versions(&mut conn).await, vec![1, 2, 3]);
+    migrator.run(&mut conn).await.unwrap();
+    assert_eq!(applied_versions(&mut conn).await, all_versions());
+    let table = format!("{}.pushed_authorization_requests", schema.name);
+    assert_eq!(distribution(&mut conn, &table).await, Some((32, 2)));
+    assert!(store.get_by_hash("before").await.unwrap().is_some());
+    // 0004's check reached the shards.
+    let refused = sqlx::query(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         VALUES ('far', '262143-06-01 00:00:00+00', 'p')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("expires_at_readable"),
+        "{refused}"
+    );
+    println!(
+        "migrations after 0003 applied, reverted and re-applied on a distributed table: {:?}",
+        all_versions()
+            .into_iter()
+            .filter(|v| *v > 3)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_table_distributed_after_every_migration_serves_the_store() {
+    let Some(schema) = schema().await else { return };
+    let store = PostgresStore::new(schema.pool(2).await);
+    store.migrate().await.unwrap();
+    store.store(&live("early")).await.unwrap();
+    // Distributing copies the rows already there into the shards.
+    assert!(store.distribute_on_citus().await.unwrap());
+    let mut conn = schema.connection().await;
+    let table = format!("{}.pushed_authorization_requests", schema.name);
+    assert_eq!(distribution(&mut conn, &table).await, Some((32, 2)));
+    assert!(store.consume_by_hash("early").await.unwrap().is_some());
+}
+
+/// `EXPLAIN` of `sql` (a prepared statement with `args` as its parameters) on Citus, after
+/// six executions.
+/// `name` names the prepared statement, unique on the connection.
+async fn citus_plan(
+    conn: &mut PgConnection,
+    name: &str,
+    sql: &str,
+    types: &str,
+    args: &str,
+) -> String {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE {name}({types}) AS {sql}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    for _ in 0..6 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("EXECUTE {name}({args})")))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (COSTS OFF) EXECUTE {name}({args})"
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    lines.join("\n")
+}
+
+#[tokio::test]
+async fn every_hot_statement_is_routed_to_one_shard() {
+    let Some(schema) = schema().await else { return };
+    let store = distributed_store(&schema, 2).await;
+    store.store(&live("routed")).await.unwrap();
+    let mut conn = schema.connection().await;
+    let request = "'routed', now() + interval '1 minute', 'p', 'client-a'";
+    let statements = [
+        (
+            "store (INSERT)",
+            sql::INSERT,
+            "text, timestamptz, text, text",
+            request,
+        ),
+        (
+            "get_by_hash (SELECT_LIVE)",
+            sql::SELECT_LIVE,
+            "text",
+            "'routed'",
+        ),
+        (
+            "consume, consume_for_client, consume_by_hash (CONSUME)",
+            sql::CONSUME,
+            "text, text, bool, bool",
+            "'routed', 'client-a', true, false",
+        ),
+        (
+            "store_or_replace (UPSERT)",
+            sql::UPSERT,
+            "text, timestamptz, text, text",
+            request,
+        ),
+    ];
+    // PostgreSQL weighs a generic plan from the sixth execution of a prepared statement on:
+    // run each one that often first (under the default plan_cache_mode), then read its plan.
+    for (n, (operation, statement, types, args)) in statements.into_iter().enumerate() {
+        let name = format!("hot_{n}");
+        let plan = citus_plan(&mut conn, &name, statement, types, args).await;
+        println!("{operation}:\n{plan}\n");
+        assert!(
+            plan.contains("Custom Scan (Citus Adaptive)") && plan.contains("Task Count: 1"),
+            "{operation} is not a single-shard router query:\n{plan}"
+        );
+        assert!(
+            !plan.contains("coordinator") && !plan.contains("INSERT ... SELECT"),
+            "{operation} goes through the coordinator:\n{plan}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_expired_by_the_database_clock_is_refused_and_not_stored() {
+    let Some(schema) = schema().await else { return };
+    let store = distributed_store(&schema, 2).await;
+    let mut conn = schema.connection().await;
+    // The statement itself, with an expiry in the past by the database's clock (the store
+    // checks the application's clock first, so it cannot send one).
+    let refused = sqlx::query(sql::INSERT)
+        .bind("late")
+        .bind(Utc::now() - Duration::seconds(1))
+        .bind("p")
+        .bind(None::<String>)
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    let code = refused
+        .as_database_error()
+        .and_then(|db| db.code())
+        .map(|code| code.into_owned());
+    assert_eq!(code.as_deref(), Some("23502"), "{refused}");
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pushed_authorization_requests WHERE reference_value_hash = 'late'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0);
+    store.store(&live("late")).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_store_refuses_a_request_that_reaches_citus_expired() {
+    // As in tests/postgres.rs: the request passes the application's clock check, then its
+    // bytes are held for a second, so it reaches the coordinator 700 ms after it expired.
+    let Some(schema) = schema().await else { return };
+    distributed_store(&schema, 1).await;
+    let proxy = common::fault::FaultProxy::in_front_of(&schema.options).await;
+    let store = PostgresStoreOptions::new()
+        .max_connections(1)
+        .connect_with(proxy.route(&schema.options))
+        .await
+        .unwrap();
+    store.store(&live("warm")).await.unwrap();
+    let late =
+        PushedAuthorizationRequest::new("late", Utc::now() + Duration::milliseconds(300), "p");
+    proxy.stall();
+    let pending = tokio::spawn({
+        let store = store.clone();
+        async move { store.store(&late).await }
+    });
+    tokio::time::sleep(StdDuration::from_secs(1)).await;
+    proxy.restore();
+    match pending.await.unwrap() {
+        Err(par_store::StoreError::InvalidInput { field, .. }) => {
+            assert_eq!(field, par_store::InputField::ExpiresAt)
+        }
+        other => panic!("expected InvalidInput for expires_at, got {other:?}"),
+    }
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pushed_authorization_requests WHERE reference_value_hash = 'late'",
+    )
+    .fetch_one(&mut schema.connection().await)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "nothing stored");
+    // The connection is still good.
+    store.store(&live("after")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_one_of_64_racers_through_two_stores_wins_each_round() {
+    const ROUNDS: usize = 500;
+    const RACERS: usize = 64;
+    let Some(schema) = schema().await else { return };
+    let first = distributed_store(&schema, 16).await;
+    let second = PostgresStoreOptions::new()
+        .max_connections(16)
+        .connect_with(schema.options.clone())
+        .await
+        .unwrap();
+    let stores = [first, second];
+    let started = Instant::now();
+    let mut wins_per_round = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        // One hash per round: the rounds spread over every shard of both workers.
+        let hash = format!("race-{round}");
+        stores[round % 2].store(&live(&hash)).await.unwrap();
+        let gate = Arc::new(tokio::sync::Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|racer| {
+                let store = stores[racer % 2].clone();
+                let gate = Arc::clone(&gate);
+                let hash = hash.clone();
+                tokio::spawn(async move {
+                    gate.wait().await;
+                    store.consume_by_hash(&hash).await.unwrap().is_some()
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for racer in racers {
+            wins += usize::from(racer.await.unwrap());
+        }
+        wins_per_round.push(wins);
+    }
+    println!(
+        "{ROUNDS} rounds of {RACERS} racers through two stores on Citus in {:?}",
+        started.elapsed()
+    );
+    let wrong: Vec<(usize, usize)> = wins_per_round
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, wins)| *wins != 1)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "rounds without exactly one winner: {wrong:?}"
+    );
+}
+
+/// One lifecycle after another until `stop`: store, read, consume, with fresh hashes.
+fn spawn_traffic(
+    store: PostgresStore,
+    name: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut lifecycles = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let hash = format!("traffic-{name}-{lifecycles}");
+            store.store(&live(&hash)).await.unwrap();
+            assert!(store.get_by_hash(&hash).await.unwrap().is_some());
+            assert!(store.consume_by_hash(&hash).await.unwrap().is_some());
+            lifecycles += 1;
+        }
+        lifecycles
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_cleanup_jobs_remove_every_expired_row_across_all_shards_exactly_once() {
+    const EXPIRED: i64 = 100_000;
+    const JOBS: usize = 4;
+    let Some(schema) = schema().await else { return };
+    let store = distributed_store(&schema, 12).await;
+    let mut conn = schema.connection().await;
+    // Behind the store's back: the store refuses to store an expired request.
+    sqlx::query(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         SELECT 'old-' || n, now() - interval '1 minute' - n * interval '1 millisecond', 'expired' \
+         FROM generate_series(1, $1) AS n",
+    )
+    .bind(EXPIRED)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for n in 0..100 {
+        store.store(&live(&format!("live-{n}"))).await.unwrap();
+    }
+    let shards_with_expired: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM run_command_on_shards('pushed_authorization_requests', \
+         'SELECT count(*) FROM %s WHERE expires_at <= now()') WHERE result::int8 > 0",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(shards_with_expired, 32, "expired rows on every shard");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic: Vec<_> = (0..2)
+        .map(|n| spawn_traffic(store.clone(), n, Arc::clone(&stop)))
+        .collect();
+    let started = Instant::now();
+    let jobs: Vec<CleanupJob> = (0..JOBS)
+        .map(|_| {
+            CleanupJob::spawn(
+                store.clone(),
+                CleanupOptions::new()
+                    .interval(StdDuration::from_millis(100))
+                    .first_run_jitter(false)
+                    .retry_delay(StdDuration::from_millis(50))
+                    .batch_size(1_000),
+            )
+        })
+        .collect();
+    let expired = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pushed_authorization_requests WHERE expires_at <= now()",
+        )
+        .fetch_one(&mut schema.connection().await)
+        .await
+        .unwrap()
+    };
+    let deadline = Instant::now() + StdDuration::from_secs(180);
+    while expired().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "expired rows left: {}",
+            expired().await
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut lifecycles = 0;
+    for task in traffic {
+        lifecycles += task.await.unwrap();
+    }
+    // Each job counts a batch as soon as it returns: wait for the batches still in flight.
+    let deadline = Instant::now() + StdDuration::from_secs(30);
+    while jobs.iter().map(|j| j.stats().rows_removed).sum::<u64>() < EXPIRED as u64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    let stats: Vec<CleanupStats> = jobs.iter().map(CleanupJob::stats).collect();
+    for job in jobs {
+        job.shutdown().await;
+    }
+    let removed: Vec<u64> = stats.iter().map(|s| s.rows_removed).collect();
+    println!(
+        "{JOBS} jobs removed {} rows from 32 shards in {elapsed:?} (per job: {removed:?}) beside \
+         {lifecycles} live lifecycles",
+        removed.iter().sum::<u64>()
+    );
+    assert_eq!(
+        removed.iter().sum::<u64>(),
+        EXPIRED as u64,
+        "every expired row removed exactly once"
+    );
+    assert!(stats.iter().all(|s| s.failed_passes == 0), "{stats:?}");
+    assert!(lifecycles > 0);
+    for n in 0..100 {
+        assert!(store
+            .get_by_hash(&format!("live-{n}"))
+            .await
+            .unwrap()
+            .is_some());
+    }
+}
+
+#[tokio::test]
+async fn delete_expired_and_delete_expired_as_of_clean_every_shard() {
+    let Some(schema) = schema().await else { return };
+    let store = distributed_store(&schema, 2).await;
+    let mut conn = schema.connection().await;
+    sqlx::raw_sql(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         SELECT 'old-' || n, now() - interval '1 minute', 'p' FROM generate_series(1, 3000) AS n; \
+         INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         SELECT 'soon-' || n, now() + interval '1 hour', 'p' FROM generate_series(1, 500) AS n",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(store.delete_expired().await.unwrap(), 3000);
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+    // The cutoff reaches the shards as a UTC literal, whatever the session's date style and
+    // time zone.
+    let pool = par_store::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            schema
+                .options
+                .clone()
+                .options([("DateStyle", "SQL, DMY"), ("TimeZone", "Asia/Tokyo")]),
+        )
+        .await
+        .unwrap();
+    let removed = PostgresStore::new(pool)
+        .delete_expired_as_of(Utc::now() + Duration::hours(2))
+        .await;
+    assert_eq!(removed.unwrap(), 500);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pushed_authorization_requests")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
