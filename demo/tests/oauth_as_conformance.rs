@@ -7,11 +7,11 @@
 mod common;
 mod support;
 
+use support::oauth_as_records::{client, key_of, record};
+
 use common::TestDb;
-use oauth_as::client::{Client, ClientAuth, ClientId};
-use oauth_as::grant::GrantType;
+use oauth_as::client::ClientId;
 use oauth_as::par::PushedAuthorizationRequest;
-use oauth_as::scope::ScopeSet;
 use oauth_as::storage_conformance::{StorageConformance, Task, CHECKS};
 use oauth_as::store::{RevocationWindow, Storage, WriteOutcome};
 use oauth_as::MemoryStorage;
@@ -226,19 +226,6 @@ async fn conformance_suite_against_postgres(protection: Option<KeyRing>) {
     );
 }
 
-fn client(id: &str) -> Client {
-    Client {
-        client_id: ClientId::new(id),
-        auth: ClientAuth::Public,
-        grant_types: vec![GrantType::AuthorizationCode],
-        redirect_uris: vec!["https://app.example/cb".to_string()],
-        allowed_scopes: ScopeSet::empty(),
-        default_scopes: ScopeSet::empty(),
-        name: None,
-        registration: None,
-    }
-}
-
 /// oauth-as takes a pushed request before it can see which client presented it, and puts it
 /// back when that was the wrong client. A `delete_client` landing in between must win: after
 /// both have finished, in whatever order they ran, the deleted client's request is not in
@@ -397,66 +384,6 @@ async fn sealed_records_are_envelopes_at_rest_and_open_only_with_their_keys() {
     assert_eq!(db.unconsumed_row_count().await, 0);
     assert!(format!("{stranger:?}").contains("k2"));
     assert!(!format!("{stranger:?}").contains("[9,"));
-}
-
-/// The key the adapter stores a record under: the SHA-256 of its `request_uri`, Base64.
-fn key_of(request_uri: &str) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(request_uri.as_bytes()))
-}
-
-fn record(uri: &str, client_id: &str) -> PushedAuthorizationRequest {
-    PushedAuthorizationRequest::new(
-        uri,
-        ClientId::new(client_id),
-        SystemTime::now() + Duration::from_secs(60),
-    )
-}
-
-/// oauth-as's trait cannot report a reuse: the adapter records it, as a warning that names the
-/// start of the row's hash and when it was consumed, never the `request_uri`.
-#[tokio::test]
-async fn a_second_take_is_recorded_as_a_reuse() {
-    let (logs, _logging) = support::capture_logs();
-    let db = TestDb::new().await;
-    let storage = OauthAsStorage::new(db.store(), MemoryStorage::new());
-    storage.put_client(client("client-a")).await.unwrap();
-    let uri = "urn:ietf:params:oauth:request_uri:taken-twice";
-    let put = storage
-        .put_pushed_authorization_request(record(uri, "client-a"))
-        .await
-        .unwrap();
-    assert_eq!(put, WriteOutcome::Applied);
-    assert!(storage
-        .take_pushed_authorization_request(uri)
-        .await
-        .unwrap()
-        .is_some());
-    assert!(!logs.text().contains("presented again"), "{}", logs.text());
-    assert!(storage
-        .take_pushed_authorization_request(uri)
-        .await
-        .unwrap()
-        .is_none());
-    // An unknown one is not a reuse.
-    assert!(storage
-        .take_pushed_authorization_request("urn:ietf:params:oauth:request_uri:unknown")
-        .await
-        .unwrap()
-        .is_none());
-    let logs = logs.text();
-    let warnings: Vec<&str> = logs
-        .lines()
-        .filter(|line| line.contains("presented again after it was consumed"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "{logs}");
-    let key = key_of(uri);
-    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
-    assert!(warnings[0].contains(&key[..6]), "{}", warnings[0]);
-    assert!(warnings[0].contains("consumed_at="), "{}", warnings[0]);
-    assert!(!logs.contains("taken-twice"), "the request_uri is logged");
-    assert!(!logs.contains(&key), "the whole hash is logged");
 }
 
 /// oauth-as puts a request back after a stranger presented it: the put replaces the marker

@@ -1,6 +1,8 @@
 //! Serving an example server's router on 127.0.0.1 for an end-to-end test.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod oauth_as_records;
+
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
