@@ -1,5 +1,6 @@
 //! Failover, for real: a primary and a streaming standby (two temporary clusters of the
-//! test's own, the standby made with `pg_basebackup -R`), a mixed load of stores, gets and
+//! test's own, the standby made with `pg_basebackup -R`, or
+//! a cold copy of the primary where the server build lacks it), a mixed load of stores, gets and
 //! consumes from several tasks through the fault proxy; mid-load the primary is stopped with
 //! `pg_ctl stop -m immediate`, the standby is promoted and the proxy pointed at it, as a
 //! virtual IP or a load balancer would be. Then, on the new primary, the test counts
@@ -180,9 +181,12 @@ async fn start_pair(replication: Replication) -> Pair {
         )
         .await;
     }
+    // Without pg_basebackup the standby is a cold copy, for which the primary restarts.
+    let _ = conn.close().await;
     let replication_link = FaultProxy::start(primary.address()).await;
-    let standby = TempCluster::standby_of(replication_link.address(), STANDBY).await;
+    let standby = TempCluster::standby_of(&primary, replication_link.address(), STANDBY).await;
     standby.start().await;
+    let mut conn = admin(&primary).await;
     wait_for_replication(&mut conn, "streaming", "async").await;
     if replication != Replication::Async {
         // Only now: with a synchronous standby named before it exists, every commit waits.
@@ -703,12 +707,7 @@ fn assert_nothing_lost_or_resurrected(replication: Replication, outcome: &Outcom
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_replication_figures() {
-    if common::require_server_tools(
-        "failover::asynchronous_replication_figures",
-        &["pg_basebackup"],
-    )
-    .is_none()
-    {
+    if common::require_server_bindir("failover::asynchronous_replication_figures").is_none() {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -723,9 +722,8 @@ async fn asynchronous_replication_figures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_replication_with_a_lagging_standby_loses_and_resurrects() {
-    if common::require_server_tools(
+    if common::require_server_bindir(
         "failover::asynchronous_replication_with_a_lagging_standby_loses_and_resurrects",
-        &["pg_basebackup"],
     )
     .is_none()
     {
@@ -745,9 +743,8 @@ async fn asynchronous_replication_with_a_lagging_standby_loses_and_resurrects() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_replication_loses_nothing_and_resurrects_nothing() {
-    if common::require_server_tools(
+    if common::require_server_bindir(
         "failover::synchronous_replication_loses_nothing_and_resurrects_nothing",
-        &["pg_basebackup"],
     )
     .is_none()
     {
@@ -760,9 +757,8 @@ async fn synchronous_replication_loses_nothing_and_resurrects_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks() {
-    if common::require_server_tools(
+    if common::require_server_bindir(
         "failover::synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks",
-        &["pg_basebackup"],
     )
     .is_none()
     {
@@ -778,9 +774,8 @@ async fn synchronous_replication_acknowledges_nothing_a_lagging_standby_lacks() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects_nothing() {
-    if common::require_server_tools(
+    if common::require_server_bindir(
         "failover::synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects_nothing",
-        &["pg_basebackup"],
     )
     .is_none()
     {
@@ -793,9 +788,8 @@ async fn synchronous_commit_for_the_store_role_only_loses_nothing_and_resurrects
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifetime_shorter_than_the_failover_leaves_nothing_resurrected_to_read() {
-    if common::require_server_tools(
+    if common::require_server_bindir(
         "failover::a_lifetime_shorter_than_the_failover_leaves_nothing_resurrected_to_read",
-        &["pg_basebackup"],
     )
     .is_none()
     {

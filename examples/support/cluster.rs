@@ -11,7 +11,7 @@
 //! A failing server command panics with its output and the server log.
 //!
 //! A cluster can also be a streaming standby of another ([`TempCluster::standby_of`], a base
-//! backup), promoted to a primary with [`TempCluster::promote`].
+//! backup or a cold copy), promoted to a primary with [`TempCluster::promote`].
 //!
 //! PostgreSQL refuses to run as root. When this runs as root, every server command runs
 //! as the `postgres` user through `runuser`, and the cluster's files belong to that user.
@@ -78,18 +78,30 @@ impl TempCluster {
         cluster
     }
 
-    /// A streaming standby of `primary` (which must be running), not started: a base backup
-    /// taken with `pg_basebackup -R` over `primary_address` (host and port; the primary's own
-    /// address, or a proxy in front of it), which also writes `primary_conninfo` (naming
-    /// `application_name`, the name `synchronous_standby_names` refers to) and
-    /// `standby.signal`. The primary's configuration comes along with the backup.
-    pub async fn standby_of(primary_address: SocketAddr, application_name: &str) -> TempCluster {
+    /// A streaming standby of `primary` (which must be running), not started, replicating
+    /// over `primary_address` (host and port; the primary's own address, or a proxy in front
+    /// of it) with `application_name` (the name `synchronous_standby_names` refers to). The
+    /// primary's configuration comes along.
+    ///
+    /// With `pg_basebackup` beside the server: a base backup taken with `pg_basebackup -R`,
+    /// which also writes `primary_conninfo` and `standby.signal`. Without it (the server
+    /// builds `.ci/pg-matrix` fetches have none): a cold copy, see
+    /// [`copy_as_standby`](Self::copy_as_standby).
+    pub async fn standby_of(
+        primary: &TempCluster,
+        primary_address: SocketAddr,
+        application_name: &str,
+    ) -> TempCluster {
         let cluster = TempCluster::empty();
         let conninfo = format!(
             "host={} port={} user=postgres application_name={application_name}",
             primary_address.ip(),
             primary_address.port()
         );
+        if !cluster.bindir.join("pg_basebackup").is_file() {
+            cluster.copy_as_standby(primary, &conninfo).await;
+            return cluster;
+        }
         cluster
             .run_ok(
                 "pg_basebackup",
@@ -108,6 +120,42 @@ impl TempCluster {
             )
             .await;
         cluster
+    }
+
+    /// Makes this (empty) cluster a standby of `primary` without `pg_basebackup`: `primary`
+    /// is stopped cleanly (`pg_ctl stop -m fast` ends with a shutdown checkpoint, so its data
+    /// directory is consistent at rest), copied, and started again; the copy gets what
+    /// `pg_basebackup -R` writes, `standby.signal` and `primary_conninfo`. The standby starts
+    /// from the shutdown checkpoint in its copied WAL and streams the rest.
+    async fn copy_as_standby(&self, primary: &TempCluster, conninfo: &str) {
+        primary.stop_fast().await;
+        // `cp -a` keeps the server user as owner when this runs as root.
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&primary.data)
+            .arg(&self.data)
+            .status()
+            .expect("run cp");
+        assert!(
+            copied.success(),
+            "copying the primary's data directory failed"
+        );
+        for stale in ["postmaster.pid", "postmaster.opts"] {
+            let _ = fs::remove_file(self.data.join(stale));
+        }
+        let signal = self.data.join("standby.signal");
+        fs::write(&signal, "").expect("write standby.signal");
+        self.give_to_server_user(&signal);
+        let mut auto_conf = fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.auto.conf"))
+            .expect("open postgresql.auto.conf");
+        std::io::Write::write_all(
+            &mut auto_conf,
+            format!("primary_conninfo = '{conninfo}'\n").as_bytes(),
+        )
+        .expect("write primary_conninfo");
+        primary.start().await;
     }
 
     /// Directories and a port for a new cluster, with nothing in the data directory yet.
@@ -213,6 +261,24 @@ impl TempCluster {
                 self.data.as_os_str(),
                 "-m".as_ref(),
                 "immediate".as_ref(),
+                "-w".as_ref(),
+            ],
+        )
+        .await;
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops the server cleanly (`pg_ctl stop -m fast`): sessions are ended and a shutdown
+    /// checkpoint written.
+    pub async fn stop_fast(&self) {
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "stop".as_ref(),
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-m".as_ref(),
+                "fast".as_ref(),
                 "-w".as_ref(),
             ],
         )
