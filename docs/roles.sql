@@ -32,8 +32,10 @@ GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runti
 -- Without this grant every consume fails with StoreError::Database (permission denied).
 -- It lets the runtime role write a request's parameters in place, which it could already do
 -- by deleting and inserting the row; the key, the expiry and the binding stay out of reach.
-GRANT UPDATE (created_at, consumed_at, reopenable, parameters) ON pushed_authorization_requests
-    TO par_store_runtime;
+-- Migration 0006 adds consumed_by, which the same statement sets (the session binding of a
+-- ConsumePolicy::ReloadWithin consumption; NULL otherwise).
+GRANT UPDATE (created_at, consumed_at, reopenable, parameters, consumed_by)
+    ON pushed_authorization_requests TO par_store_runtime;
 
 -- Step 4, only where the server calls store_or_replace (par_store::oauth_as does, for
 -- oauth-as's "insert or replace"), as par_store_owner: INSERT ... ON CONFLICT DO UPDATE needs

@@ -9,7 +9,8 @@ use crate::telemetry::{
     consumption, count_consumption, count_stored, found_or_not, removed, stored, traced, Operation,
 };
 use crate::validate::{
-    already_expired, check_client_id, check_request, is_storable_client_id, is_storable_hash,
+    already_expired, check_client_id, check_request, check_session_binding, is_storable_client_id,
+    is_storable_hash,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -27,6 +28,18 @@ pub(crate) enum Inserted {
     Expired,
 }
 
+/// What a consumption needs of the reload policy
+/// ([`ConsumePolicy::ReloadWithin`](crate::ConsumePolicy::ReloadWithin)).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Reload<'a> {
+    /// The session binding of a `consume_in_session` under a reload window (checked);
+    /// `None` for every other consumption, and when the window is zero.
+    pub(crate) binding: Option<&'a str>,
+    /// The store's window (zero: no reload). Every consumption needs it: a marker that still
+    /// holds parameters once the window has passed has them cleared by the next one.
+    pub(crate) window: Duration,
+}
+
 /// One round trip each, called only with input that passed the shared rules.
 pub(crate) trait Backend: Send + Sync {
     /// The `backend` field of the operation spans.
@@ -37,6 +50,10 @@ pub(crate) trait Backend: Send + Sync {
 
     /// Longest accepted lifetime (`expires_at` minus now).
     fn max_request_lifetime(&self) -> Duration;
+
+    /// The reload window of `consume_in_session`: `None` under `ConsumePolicy::Once`, and
+    /// with consumed markers off (nothing is kept to reload from).
+    fn reload_window(&self) -> Option<Duration>;
 
     /// Inserts the request with `expires_at` (already checked against the application's
     /// clock and truncated), unless `expires_at` has passed by the backend's clock, in the
@@ -57,11 +74,19 @@ pub(crate) trait Backend: Send + Sync {
     /// bound to `client_id` or to no client (`client_id` `None`: any binding). With consumed
     /// markers on, a live request becomes a marker (`reopenable` as given); with them off it
     /// is removed. An expired request of the right client is removed either way.
+    ///
+    /// With a `reload.binding` (markers on): a live request becomes a marker that keeps its
+    /// parameters and records the binding; a live marker with the same binding, its
+    /// parameters kept, less than `reload.window` after it was consumed, is answered
+    /// `Consumed` again, unchanged. A consumption of the right client that finds a live
+    /// marker still holding parameters at or after the window clears them
+    /// (`AlreadyConsumed`).
     fn consume(
         &self,
         reference_value_hash: &str,
         client_id: Option<&str>,
         reopenable: bool,
+        reload: Reload<'_>,
     ) -> impl Future<Output = Result<Consumption, StoreError>> + Send;
 
     /// Inserts the request with `expires_at` (already checked and truncated), replacing any
@@ -245,6 +270,21 @@ macro_rules! impl_store_for_backend {
                 $crate::backend::consume_for_client(self, reference_value_hash, client_id).await
             }
 
+            async fn consume_in_session(
+                &self,
+                reference_value_hash: &str,
+                client_id: &str,
+                session_binding: &str,
+            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
+                $crate::backend::consume_in_session(
+                    self,
+                    reference_value_hash,
+                    client_id,
+                    session_binding,
+                )
+                .await
+            }
+
             async fn get_by_hash(
                 &self,
                 reference_value_hash: &str,
@@ -351,7 +391,9 @@ pub(crate) async fn consume_by_hash<B: Backend>(
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
     let run = async {
         let outcome = if is_storable_hash(reference_value_hash) {
-            backend.consume(reference_value_hash, None, false).await?
+            backend
+                .consume(reference_value_hash, None, false, reload(backend, None))
+                .await?
         } else {
             Consumption::NotFound
         };
@@ -368,23 +410,38 @@ pub(crate) async fn consume_by_hash<B: Backend>(
     .await
 }
 
-/// `consume`, `consume_for_client` and oauth-as's take for any backend: a hash that could
-/// never have been stored is not found, without a round trip; a client id that no request
-/// could be bound to is refused, and nothing is consumed.
+/// The reload policy as one consumption needs it.
+fn reload<'a, B: Backend>(backend: &B, session_binding: Option<&'a str>) -> Reload<'a> {
+    let window = backend.reload_window().unwrap_or_default();
+    Reload {
+        binding: session_binding.filter(|_| !window.is_zero()),
+        window,
+    }
+}
+
+/// `consume`, `consume_for_client`, `consume_in_session` and oauth-as's take for any
+/// backend: a hash that could never have been stored is not found, without a round trip; a
+/// client id or session binding that no request could be bound to is refused, and nothing
+/// is consumed.
 async fn consume_traced<B: Backend>(
     backend: &B,
     operation: Operation,
     reference_value_hash: &str,
     client_id: Option<&str>,
     reopenable: bool,
+    session_binding: Option<&str>,
 ) -> Result<Consumption, StoreError> {
     let run = async {
         if let Some(client_id) = client_id {
             check_client_id(client_id)?;
         }
+        if let Some(binding) = session_binding {
+            check_session_binding(binding)?;
+        }
+        let reload = reload(backend, session_binding);
         let outcome = if is_storable_hash(reference_value_hash) {
             backend
-                .consume(reference_value_hash, client_id, reopenable)
+                .consume(reference_value_hash, client_id, reopenable, reload)
                 .await?
         } else {
             Consumption::NotFound
@@ -413,6 +470,7 @@ pub(crate) async fn consume<B: Backend>(
         reference_value_hash,
         None,
         false,
+        None,
     )
     .await
 }
@@ -429,6 +487,25 @@ pub(crate) async fn consume_for_client<B: Backend>(
         reference_value_hash,
         Some(client_id),
         false,
+        None,
+    )
+    .await
+}
+
+/// `PushedAuthorizationRequestStore::consume_in_session` for any backend.
+pub(crate) async fn consume_in_session<B: Backend>(
+    backend: &B,
+    reference_value_hash: &str,
+    client_id: &str,
+    session_binding: &str,
+) -> Result<Consumption, StoreError> {
+    consume_traced(
+        backend,
+        Operation::ConsumeInSession,
+        reference_value_hash,
+        Some(client_id),
+        false,
+        Some(session_binding),
     )
     .await
 }
@@ -440,5 +517,13 @@ pub(crate) async fn take<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Consumption, StoreError> {
-    consume_traced(backend, Operation::Take, reference_value_hash, None, true).await
+    consume_traced(
+        backend,
+        Operation::Take,
+        reference_value_hash,
+        None,
+        true,
+        None,
+    )
+    .await
 }

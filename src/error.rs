@@ -175,6 +175,12 @@ pub enum InputField {
     Parameters,
     /// `client_id`: empty, too long, or with control characters.
     ClientId,
+    /// The session binding given to
+    /// [`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session):
+    /// empty, over [`MAX_SESSION_BINDING_LEN`](crate::MAX_SESSION_BINDING_LEN) bytes, or
+    /// with control characters. Not a field of the request: it is recorded only when a
+    /// [`ConsumePolicy::ReloadWithin`](crate::ConsumePolicy::ReloadWithin) store consumes.
+    SessionBinding,
 }
 
 impl InputField {
@@ -185,6 +191,7 @@ impl InputField {
             InputField::ExpiresAt => "expires_at",
             InputField::Parameters => "parameters",
             InputField::ClientId => "client_id",
+            InputField::SessionBinding => "session_binding",
         }
     }
 }

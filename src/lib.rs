@@ -98,6 +98,7 @@
 
 mod backend;
 mod cleanup;
+mod consume_policy;
 mod consumption;
 mod error;
 mod execution;
@@ -121,6 +122,7 @@ pub use cleanup::{
     CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
     DEFAULT_INTERVAL, DEFAULT_PAUSE_BETWEEN_BATCHES, DEFAULT_RETRY_DELAY,
 };
+pub use consume_policy::ConsumePolicy;
 pub use consumption::Consumption;
 pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
 pub use memory::MemoryStore;
@@ -141,7 +143,7 @@ pub use store::PushedAuthorizationRequestStore;
 pub use validate::DEFAULT_MAX_LIFETIME;
 pub use validate::{
     DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME, MAX_CLIENT_ID_LEN,
-    MAX_REFERENCE_VALUE_HASH_LEN,
+    MAX_REFERENCE_VALUE_HASH_LEN, MAX_SESSION_BINDING_LEN,
 };
 
 /// The `sqlx` this crate is built on, so that applications build their `PgPool` with the

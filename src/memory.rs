@@ -1,7 +1,10 @@
 //! The in-memory store: the same contract as PostgreSQL, for tests and single-process servers.
 
-use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
+use crate::backend::{
+    impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted, Reload,
+};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
+use crate::consume_policy::ConsumePolicy;
 use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
@@ -40,6 +43,7 @@ pub struct MemoryStore {
     max_parameters_len: usize,
     max_request_lifetime: Duration,
     consumed_markers: bool,
+    consume_policy: ConsumePolicy,
 }
 
 /// One request as the store holds it: the request (its parameters emptied once consumed)
@@ -51,11 +55,16 @@ struct Held {
 }
 
 /// What a consumed request leaves until it expires.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Marker {
     consumed_at: DateTime<Utc>,
     /// oauth-as's put-back may replace it (see `src/sql.rs`, `UPSERT`).
     reopenable: bool,
+    /// The session binding of a `consume_in_session` under a reload window.
+    consumed_by: Option<String>,
+    /// The parameters, kept for that session's reloads until the first consumption after
+    /// the window (PostgreSQL keeps them in the row's `parameters`).
+    kept_parameters: Option<String>,
 }
 
 impl Held {
@@ -74,6 +83,7 @@ impl Default for MemoryStore {
             max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
             max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             consumed_markers: true,
+            consume_policy: ConsumePolicy::Once,
         }
     }
 }
@@ -85,6 +95,7 @@ impl fmt::Debug for MemoryStore {
             .field("max_parameters_len", &self.max_parameters_len)
             .field("max_request_lifetime", &self.max_request_lifetime)
             .field("consumed_markers", &self.consumed_markers)
+            .field("consume_policy", &self.consume_policy)
             .finish()
     }
 }
@@ -151,6 +162,22 @@ impl MemoryStore {
         self
     }
 
+    /// What [`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session)
+    /// allows after a first consumption (default [`ConsumePolicy::Once`]), as
+    /// [`PostgresStoreOptions::consume_policy`](crate::PostgresStoreOptions::consume_policy)
+    /// describes. Clones share their requests: give them all the same policy.
+    ///
+    /// ```
+    /// use par_store::ConsumePolicy;
+    /// let store = par_store::MemoryStore::new()
+    ///     .consume_policy(ConsumePolicy::ReloadWithin(std::time::Duration::from_secs(30)));
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn consume_policy(mut self, policy: ConsumePolicy) -> Self {
+        self.consume_policy = policy;
+        self
+    }
+
     /// How many requests are held, expired ones and consumed markers included.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -182,6 +209,12 @@ impl Backend for MemoryStore {
 
     fn max_request_lifetime(&self) -> Duration {
         self.max_request_lifetime
+    }
+
+    fn reload_window(&self) -> Option<Duration> {
+        self.consume_policy
+            .reload_window()
+            .filter(|_| self.consumed_markers)
     }
 
     async fn insert(
@@ -223,6 +256,7 @@ impl Backend for MemoryStore {
         reference_value_hash: &str,
         client_id: Option<&str>,
         reopenable: bool,
+        reload: Reload<'_>,
     ) -> Result<Consumption, StoreError> {
         // The same decisions, in the same order, as PostgreSQL's `CONSUME`.
         let mut requests = self.lock();
@@ -250,16 +284,30 @@ impl Backend for MemoryStore {
                 (None, true) => Consumption::Consumed(removed.request),
             });
         }
-        if let Some(marker) = held.consumed {
+        if let Some(marker) = &mut held.consumed {
+            let in_window = within(marker.consumed_at, reload.window, now);
+            if let (Some(binding), Some(parameters)) = (reload.binding, &marker.kept_parameters) {
+                if in_window && marker.consumed_by.as_deref() == Some(binding) {
+                    return Ok(Consumption::Consumed(PushedAuthorizationRequest {
+                        parameters: parameters.clone(),
+                        ..held.request.clone()
+                    }));
+                }
+            }
+            if !in_window {
+                marker.kept_parameters = None;
+            }
             return Ok(Consumption::AlreadyConsumed {
                 consumed_at: marker.consumed_at,
             });
         }
+        let parameters = std::mem::take(&mut held.request.parameters);
         held.consumed = Some(Marker {
             consumed_at: now,
             reopenable,
+            consumed_by: reload.binding.map(str::to_owned),
+            kept_parameters: reload.binding.map(|_| parameters.clone()),
         });
-        let parameters = std::mem::take(&mut held.request.parameters);
         Ok(Consumption::Consumed(PushedAuthorizationRequest {
             parameters,
             ..held.request.clone()
@@ -314,6 +362,16 @@ impl Backend for MemoryStore {
             requests.remove(hash);
         }
         Ok(expired.len() as u64)
+    }
+}
+
+/// Whether `now` is less than `window` after `consumed_at` (PostgreSQL's `CONSUME` decides
+/// the same with `now() - consumed_at < window`).
+fn within(consumed_at: DateTime<Utc>, window: Duration, now: DateTime<Utc>) -> bool {
+    match (now - consumed_at).to_std() {
+        Ok(elapsed) => elapsed < window,
+        // A clock that went back: no time has passed (PostgreSQL: a negative interval).
+        Err(_) => true,
     }
 }
 

@@ -1,7 +1,10 @@
 //! The PostgreSQL store: one static SQL statement per operation.
 
-use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
+use crate::backend::{
+    impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted, Reload,
+};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
+use crate::consume_policy::ConsumePolicy;
 use crate::consumption::Consumption;
 use crate::error::{InvalidDatabaseUrl, StoreError};
 use crate::execution::{Outcome, Protocol, Retry};
@@ -64,6 +67,7 @@ pub struct PostgresStore {
     citus_cleanup: Arc<AtomicBool>,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
+    consume_policy: ConsumePolicy,
     /// Set by [`close`](PostgresStore::close), shared by the clones.
     closed: Arc<AtomicBool>,
 }
@@ -110,6 +114,7 @@ impl fmt::Debug for PostgresStore {
             .field("operation_timeout", &self.operation_timeout)
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("consumed_markers", &self.consumed_markers)
+            .field("consume_policy", &self.consume_policy)
             .field("closed", &self.closed.load(Ordering::Acquire))
             .finish_non_exhaustive()
     }
@@ -145,6 +150,7 @@ impl PostgresStore {
             citus_cleanup: Arc::default(),
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
+            consume_policy: ConsumePolicy::Once,
             closed: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -224,6 +230,29 @@ impl PostgresStore {
     #[must_use = "this returns the changed store and leaves the original as it was"]
     pub fn consumed_markers(mut self, enabled: bool) -> Self {
         self.consumed_markers = enabled;
+        self
+    }
+
+    /// What [`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session)
+    /// allows after a first consumption: [`ConsumePolicy::Once`] (the default, single use) or
+    /// [`ConsumePolicy::ReloadWithin`], which lets the session that consumed a request consume
+    /// it again within a window, keeping its parameters in the table meanwhile (see
+    /// [`ConsumePolicy`] for what that costs and why it is off by default). Needs migration
+    /// 0006 (`consumed_by`); has no effect with [`consumed_markers`](Self::consumed_markers)
+    /// off. Every store on the same table should use the same policy: a store whose window is
+    /// shorter clears the kept parameters of a request consumed longer ago than its own
+    /// window.
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, ConsumePolicy, PostgresStore};
+    /// # fn f(pool: PgPool) {
+    /// let store = PostgresStore::new(pool)
+    ///     .consume_policy(ConsumePolicy::ReloadWithin(std::time::Duration::from_secs(30)));
+    /// # }
+    /// ```
+    #[must_use = "this returns the changed store and leaves the original as it was"]
+    pub fn consume_policy(mut self, policy: ConsumePolicy) -> Self {
+        self.consume_policy = policy;
         self
     }
 
@@ -507,12 +536,14 @@ type Row = (StoredExpiry, String, Option<String>);
 
 /// What `CONSUME` returns: the row as it was (`expires_at`, `parameters`, `client_id`,
 /// `consumed_at`), whether it was live, whether it is bound to the caller's client (or to
-/// none), and whether this statement consumed it.
+/// none), whether this statement consumed it, and whether it is a reload within the window
+/// by the session that consumed it.
 type ConsumedRow = (
     StoredExpiry,
     Option<String>,
     Option<String>,
     Option<StoredExpiry>,
+    bool,
     bool,
     bool,
     bool,
@@ -523,12 +554,19 @@ fn into_consumption(
     reference_value_hash: &str,
     row: Option<ConsumedRow>,
 ) -> Result<Consumption, StoreError> {
-    let Some((expires_at, parameters, client_id, consumed_at, live, right_client, taken)) = row
+    let Some((expires_at, parameters, client_id, consumed_at, live, right_client, taken, reloaded)) =
+        row
     else {
         return Ok(Consumption::NotFound);
     };
     if !right_client {
         return Ok(Consumption::WrongClient);
+    }
+    if let (true, Some(parameters)) = (reloaded, &parameters) {
+        return Ok(Consumption::Consumed(into_request(
+            reference_value_hash,
+            (expires_at, parameters.clone(), client_id),
+        )));
     }
     if let Some(StoredExpiry(consumed_at)) = consumed_at {
         return Ok(Consumption::AlreadyConsumed { consumed_at });
@@ -713,6 +751,12 @@ impl Backend for PostgresStore {
         self.max_request_lifetime
     }
 
+    fn reload_window(&self) -> Option<Duration> {
+        self.consume_policy
+            .reload_window()
+            .filter(|_| self.consumed_markers)
+    }
+
     async fn insert(
         &self,
         request: &PushedAuthorizationRequest,
@@ -750,7 +794,10 @@ impl Backend for PostgresStore {
         reference_value_hash: &str,
         client_id: Option<&str>,
         reopenable: bool,
+        reload: Reload<'_>,
     ) -> Result<Consumption, StoreError> {
+        // The window is at most `ConsumePolicy`'s cap of 100 years: it fits.
+        let window_micros = i64::try_from(reload.window.as_micros()).unwrap_or(i64::MAX);
         // A consume that may have run is never run again: the second run would find the
         // request consumed and report `AlreadyConsumed` for the caller's own consumption.
         let outcome = self
@@ -760,6 +807,8 @@ impl Backend for PostgresStore {
                     .bind(client_id)
                     .bind(self.consumed_markers)
                     .bind(reopenable)
+                    .bind(reload.binding)
+                    .bind(window_micros)
             })
             .await?;
         into_consumption(reference_value_hash, decode::<ConsumedRow>(&outcome)?)
@@ -841,6 +890,7 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | [`DEFAULT_MAX_PARAMETERS_LEN`](crate::DEFAULT_MAX_PARAMETERS_LEN) | see [`PostgresStore::max_parameters_len`] |
 /// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | [`DEFAULT_MAX_REQUEST_LIFETIME`](crate::DEFAULT_MAX_REQUEST_LIFETIME) | see [`PostgresStore::max_request_lifetime`] |
 /// | [`consumed_markers`](Self::consumed_markers) | `true` | - | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
+/// | [`consume_policy`](Self::consume_policy) | [`ConsumePolicy::Once`] | - | single use; a reload window keeps a consumed request usable by its session (see [`ConsumePolicy`]) |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -869,6 +919,7 @@ pub struct PostgresStoreOptions {
     max_request_lifetime: Duration,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
+    consume_policy: ConsumePolicy,
 }
 
 impl Default for PostgresStoreOptions {
@@ -886,6 +937,7 @@ impl Default for PostgresStoreOptions {
             max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
+            consume_policy: ConsumePolicy::Once,
         }
     }
 }
@@ -1045,6 +1097,14 @@ impl PostgresStoreOptions {
         self
     }
 
+    /// See [`PostgresStore::consume_policy`] (default [`ConsumePolicy::Once`]: single use;
+    /// [`ConsumePolicy::ReloadWithin`] lets the consuming session reload within a window).
+    #[must_use = "options do nothing until connect() is called on them"]
+    pub fn consume_policy(mut self, policy: ConsumePolicy) -> Self {
+        self.consume_policy = policy;
+        self
+    }
+
     /// Adds the per-connection settings to `options`: the statement timeout as a startup
     /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
     pub(crate) fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
@@ -1119,6 +1179,7 @@ impl PostgresStoreOptions {
             citus_cleanup: Arc::default(),
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
+            consume_policy: self.consume_policy,
             closed: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -595,9 +595,11 @@ impl fmt::Debug for KeyRing {
 ///   not open (unknown key, tampered or copied from another row, malformed). A
 ///   `consume_by_hash` that fails this way has still removed the request, and says so
 ///   (`consumed: true`).
-/// - [`consume`](PushedAuthorizationRequestStore::consume) and
-///   [`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client) are the
-///   inner store's, with the same outcomes; only a
+/// - [`consume`](PushedAuthorizationRequestStore::consume),
+///   [`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client) and
+///   [`consume_in_session`](PushedAuthorizationRequestStore::consume_in_session) (under the
+///   inner store's [`ConsumePolicy`](crate::ConsumePolicy)) are the inner store's, with the
+///   same outcomes; only a
 ///   [`Consumed`](Consumption::Consumed) request is opened (with the same error when it does
 ///   not open, `consumed: true`).
 ///
@@ -857,6 +859,21 @@ impl<S: PushedAuthorizationRequestStore> PushedAuthorizationRequestStore for Pro
         let consumed = self
             .inner
             .consume_for_client(reference_value_hash, client_id)
+            .await?;
+        self.open_consumed(reference_value_hash, consumed)
+    }
+
+    async fn consume_in_session(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+        session_binding: &str,
+    ) -> Result<Consumption, StoreError> {
+        // The inner store's policy decides; a reload hands out the same envelope again,
+        // opened like the first time.
+        let consumed = self
+            .inner
+            .consume_in_session(reference_value_hash, client_id, session_binding)
             .await?;
         self.open_consumed(reference_value_hash, consumed)
     }

@@ -53,35 +53,60 @@ pub(crate) const SELECT_LIVE: &str = "SELECT expires_at, parameters, client_id \
 /// Consumes a request in one atomic statement and returns the row as it was before, with
 /// what the statement decided. $1 = hash; $2 = the client that must be bound (NULL: any);
 /// $3 = leave a consumed marker (true) or delete the row (false: 0.2's behaviour);
-/// $4 = whether the marker is `reopenable` (oauth-as's take).
+/// $4 = whether the marker is `reopenable` (oauth-as's take); $5 = the session binding of a
+/// `consume_in_session` under a reload window (NULL otherwise); $6 = the store's reload
+/// window in microseconds (0: `ConsumePolicy::Once`).
 ///
 /// `target` locks the row first (`FOR UPDATE`): concurrent consumers queue on that lock, and
 /// each one after the first reads the row as the previous one left it (READ COMMITTED
 /// re-reads a row that changed while it waited), so exactly one of them sees it live. The
-/// `UPDATE` and `DELETE` join `target` so that they run after the lock is taken; their own
-/// conditions are re-checked on the newest row version too. They are disjoint: a live
-/// request of the right client is marked (or deleted with markers off); an expired row of
-/// the right client is deleted (garbage); another client's row is never touched.
+/// `UPDATE`s and the `DELETE` join `target` so that they run after the lock is taken; their
+/// own conditions are re-checked on the newest row version too. They are disjoint: a live
+/// request of the right client is marked (or deleted with markers off); a live marker of the
+/// right client that still holds parameters after the reload window has them cleared; an
+/// expired row of the right client is deleted (garbage); another client's row is never
+/// touched.
 ///
-/// Liveness is decided once, in `target` (on the newest row version, after the lock), and
-/// the `UPDATE`, the `DELETE` and the answer all use that decision. On one PostgreSQL every
-/// `now()` of a statement is the same instant anyway; on Citus the `now()` of a modifying
-/// part is evaluated on the coordinator and that of a read on the worker, whose clocks may
-/// differ, so separate comparisons could mark a request that the answer then calls expired.
-/// No `now()` in a RETURNING clause (which Citus refuses for non-immutable functions). Citus
-/// routes the whole statement to the one shard that holds `$1`.
+/// Reload tolerance (`ConsumePolicy::ReloadWithin`): with a binding in $5, `marked` keeps the
+/// parameters and records the binding in `consumed_by`; a later call with the same binding
+/// finds a live marker, still within the window and holding parameters, and is answered the
+/// request again (`reloaded`) without writing anything. Any consumption of the right client
+/// after the window clears the parameters (`cleared`); cleanup removes the row at
+/// `expires_at` in any case. Without a binding and with a zero window this is exactly the
+/// single-use statement: `marked` clears the parameters, `cleared` finds nothing to clear,
+/// `reloaded` is false.
+///
+/// Liveness and the window are decided once, in `target` (on the newest row version, after
+/// the lock), and the `UPDATE`s, the `DELETE` and the answer all use that decision. On one
+/// PostgreSQL every `now()` of a statement is the same instant anyway; on Citus the `now()`
+/// of a modifying part is evaluated on the coordinator and that of a read on the worker,
+/// whose clocks may differ, so separate comparisons could mark a request that the answer
+/// then calls expired. No `now()` in a RETURNING clause (which Citus refuses for
+/// non-immutable functions). Citus routes the whole statement to the one shard that holds
+/// `$1`.
 pub(crate) const CONSUME: &str = "WITH target AS ( \
          SELECT reference_value_hash, expires_at, parameters, client_id, consumed_at, \
-             expires_at > now() AS live \
+             consumed_by, expires_at > now() AS live, \
+             now() - consumed_at < $6::int8 * interval '1 microsecond' AS in_window \
          FROM pushed_authorization_requests \
          WHERE reference_value_hash = $1 \
          FOR UPDATE), \
      marked AS ( \
          UPDATE pushed_authorization_requests AS r \
-         SET consumed_at = now(), parameters = NULL, reopenable = $4 \
+         SET consumed_at = now(), reopenable = $4, consumed_by = $5::text, \
+             parameters = CASE WHEN $5::text IS NULL THEN NULL ELSE r.parameters END \
          FROM target AS t \
          WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = $1 \
            AND $3 AND r.consumed_at IS NULL AND t.live \
+           AND (r.client_id IS NULL OR $2::text IS NULL OR r.client_id = $2::text) \
+         RETURNING 1), \
+     cleared AS ( \
+         UPDATE pushed_authorization_requests AS r \
+         SET parameters = NULL \
+         FROM target AS t \
+         WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = $1 \
+           AND $3 AND r.consumed_at IS NOT NULL AND r.parameters IS NOT NULL \
+           AND t.live AND NOT t.in_window \
            AND (r.client_id IS NULL OR $2::text IS NULL OR r.client_id = $2::text) \
          RETURNING 1), \
      deleted AS ( \
@@ -93,7 +118,9 @@ pub(crate) const CONSUME: &str = "WITH target AS ( \
          RETURNING 1) \
      SELECT expires_at, parameters, client_id, consumed_at, live, \
          (client_id IS NULL OR $2::text IS NULL OR client_id = $2::text) AS right_client, \
-         EXISTS (SELECT FROM marked) OR EXISTS (SELECT FROM deleted) AS taken \
+         EXISTS (SELECT FROM marked) OR EXISTS (SELECT FROM deleted) AS taken, \
+         coalesce(consumed_at IS NOT NULL AND live AND in_window AND parameters IS NOT NULL \
+             AND consumed_by = $5::text, false) AS reloaded \
      FROM target";
 
 /// Removes every request bound to one client, live or expired, through the partial

@@ -31,6 +31,10 @@ use crate::model::PushedAuthorizationRequest;
 ///   client is left untouched and answered [`WrongClient`](Consumption::WrongClient).
 /// - [`consume_by_hash`](Self::consume_by_hash) is [`consume`](Self::consume) seen as an
 ///   `Option`: `Some` only for [`Consumed`](Consumption::Consumed), `None` otherwise.
+/// - [`consume_in_session`](Self::consume_in_session) is `consume_for_client`, except under a
+///   store's opt-in [`ConsumePolicy::ReloadWithin`](crate::ConsumePolicy::ReloadWithin):
+///   then the session that consumed a request gets it again within the window (never past
+///   `expires_at`), and nobody else does.
 /// - A consumed request is never returned again: `get_by_hash` does not see it, `store` of
 ///   its hash fails with [`StoreError::Duplicate`], and `store_or_replace` (an inherent
 ///   method of both stores) refuses to bring it back, with [`StoreError::Duplicate`] too.
@@ -162,5 +166,65 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
             Some(request) => Consumption::Consumed(request),
             None => Consumption::NotFound,
         })
+    }
+
+    /// [`consume_for_client`](Self::consume_for_client) by one browser session: under a
+    /// store's [`ConsumePolicy::ReloadWithin`](crate::ConsumePolicy::ReloadWithin), the
+    /// session that consumed a request may consume it again (a page reload) within the
+    /// window, and never once the request has expired; see [`ConsumePolicy`](crate::ConsumePolicy)
+    /// for what that costs and why it is off by default.
+    ///
+    /// `session_binding` is what the server passes to tie the consumption to its session,
+    /// e.g. a hash of its session id (never the id itself: with a reload window it is kept
+    /// beside the request until the request expires). Under the default
+    /// [`ConsumePolicy::Once`](crate::ConsumePolicy::Once) it is ignored and this is exactly
+    /// `consume_for_client`.
+    ///
+    /// Under `ReloadWithin(window)`, in one atomic step as ever:
+    /// - the first consumption answers [`Consumed`](Consumption::Consumed) and records the
+    ///   binding;
+    /// - a consumption with the same binding while less than `window` has passed since the
+    ///   first and the request is live answers `Consumed` again, with the same request;
+    /// - another binding, a consumption after the window, or any
+    ///   [`consume`](Self::consume), `consume_for_client` or
+    ///   [`consume_by_hash`](Self::consume_by_hash) answers
+    ///   [`AlreadyConsumed`](Consumption::AlreadyConsumed) (or `None`); another client, as
+    ///   ever, [`WrongClient`](Consumption::WrongClient) with nothing changed;
+    /// - [`get_by_hash`](Self::get_by_hash) never returns the consumed request.
+    ///
+    /// The stores of this crate refuse a binding that is empty, over
+    /// [`MAX_SESSION_BINDING_LEN`](crate::MAX_SESSION_BINDING_LEN) bytes or holds control
+    /// characters with [`StoreError::InvalidInput`]
+    /// ([`InputField::SessionBinding`](crate::InputField::SessionBinding)), whatever their
+    /// policy, consuming nothing. The default implementation, for other stores, is
+    /// `consume_for_client`: the binding is ignored and a request is never consumed twice.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use par_store::chrono::Utc;
+    /// # use par_store::{ConsumePolicy, Consumption, MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), par_store::StoreError> {
+    /// let once = MemoryStore::new(); // ConsumePolicy::Once
+    /// once.store(&PushedAuthorizationRequest::new("h", Utc::now() + par_store::chrono::Duration::seconds(60), "p")).await?;
+    /// assert!(matches!(once.consume_in_session("h", "client-a", "session-1").await?, Consumption::Consumed(_)));
+    /// assert!(matches!(once.consume_in_session("h", "client-a", "session-1").await?, Consumption::AlreadyConsumed { .. }));
+    ///
+    /// let reload = MemoryStore::new().consume_policy(ConsumePolicy::ReloadWithin(Duration::from_secs(30)));
+    /// reload.store(&PushedAuthorizationRequest::new("h", Utc::now() + par_store::chrono::Duration::seconds(60), "p")).await?;
+    /// assert!(matches!(reload.consume_in_session("h", "client-a", "session-1").await?, Consumption::Consumed(_)));
+    /// assert!(matches!(reload.consume_in_session("h", "client-a", "session-1").await?, Consumption::Consumed(_)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn consume_in_session(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+        session_binding: &str,
+    ) -> Result<Consumption, StoreError> {
+        let _ = session_binding;
+        self.consume_for_client(reference_value_hash, client_id)
+            .await
     }
 }

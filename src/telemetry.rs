@@ -15,6 +15,7 @@ pub(crate) enum Operation {
     Consume,
     ConsumeOutcome,
     ConsumeForClient,
+    ConsumeInSession,
     #[cfg(feature = "oauth-as")]
     Take,
     DeleteByClientId,
@@ -30,6 +31,7 @@ impl Operation {
             Operation::Consume => "consume_by_hash",
             Operation::ConsumeOutcome => "consume",
             Operation::ConsumeForClient => "consume_for_client",
+            Operation::ConsumeInSession => "consume_in_session",
             #[cfg(feature = "oauth-as")]
             Operation::Take => "take_pushed_authorization_request",
         }

@@ -16,6 +16,16 @@ pub const DEFAULT_MAX_PARAMETERS_LEN: usize = 64 * 1024;
 /// metadata documents. The migration's CHECK constraint enforces the same bound.
 pub const MAX_CLIENT_ID_LEN: usize = 1024;
 
+/// Longest accepted session binding
+/// ([`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session)), in
+/// bytes: room for a hash of the server's session id in any common encoding (SHA-512 as hex
+/// is 128). Migration 0006's CHECK constraint enforces the same bound.
+///
+/// ```
+/// assert_eq!(par_store::MAX_SESSION_BINDING_LEN, 128);
+/// ```
+pub const MAX_SESSION_BINDING_LEN: usize = 128;
+
 /// Default longest accepted lifetime of a request (`expires_at` minus the time it is
 /// stored): 1 hour. PAR lifetimes are short (Duende IdentityServer's default is 600 s,
 /// Keycloak's 60 s); a longer one is a bug (e.g. seconds taken for milliseconds), and the
@@ -43,7 +53,8 @@ pub(crate) fn already_expired() -> StoreError {
     )
 }
 
-/// The rule shared by the two keys a request is found by (its hash and its client id):
+/// The rule shared by the keys a request is found by (its hash, its client id, and the
+/// session binding of a reload):
 /// 1 to `max_len` bytes, no control characters (NUL included).
 fn check_key(field: InputField, value: &str, max_len: usize) -> Result<(), StoreError> {
     if value.is_empty() {
@@ -79,6 +90,11 @@ pub(crate) fn check_hash(hash: &str) -> Result<(), StoreError> {
 /// Checks the client id a request is bound to.
 pub(crate) fn check_client_id(client_id: &str) -> Result<(), StoreError> {
     check_key(InputField::ClientId, client_id, MAX_CLIENT_ID_LEN)
+}
+
+/// Checks the session binding given to `consume_in_session` (the rule of the other keys).
+pub(crate) fn check_session_binding(binding: &str) -> Result<(), StoreError> {
+    check_key(InputField::SessionBinding, binding, MAX_SESSION_BINDING_LEN)
 }
 
 /// True when requests could have been stored bound to this client id at all; deletions by

@@ -225,6 +225,7 @@ async fn every_hot_statement_is_routed_to_one_shard() {
     let Some(schema) = schema().await else { return };
     let store = distributed_store(&schema, 2).await;
     store.store(&live("routed")).await.unwrap();
+    store.store(&live("routed-in-session")).await.unwrap();
     let mut conn = schema.connection().await;
     let request = "'routed', now() + interval '1 minute', 'p', 'client-a'";
     let statements = [
@@ -243,8 +244,14 @@ async fn every_hot_statement_is_routed_to_one_shard() {
         (
             "consume, consume_for_client, consume_by_hash (CONSUME)",
             sql::CONSUME,
-            "text, text, bool, bool",
-            "'routed', 'client-a', true, false",
+            "text, text, bool, bool, text, int8",
+            "'routed', 'client-a', true, false, NULL, 0",
+        ),
+        (
+            "consume_in_session under ConsumePolicy::ReloadWithin (CONSUME)",
+            sql::CONSUME,
+            "text, text, bool, bool, text, int8",
+            "'routed-in-session', 'client-a', true, false, 'session-1', 30000000",
         ),
         (
             "store_or_replace (UPSERT)",

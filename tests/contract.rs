@@ -23,7 +23,7 @@ mod common;
 
 use chrono::{DateTime, Duration, Utc};
 use par_store::{
-    Consumption, KeyRing, MemoryStore, PostgresStore, ProtectedStore, ProtectionKey,
+    ConsumePolicy, Consumption, KeyRing, MemoryStore, PostgresStore, ProtectedStore, ProtectionKey,
     PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError,
 };
 use std::sync::Arc;
@@ -46,6 +46,7 @@ trait Backend: PushedAuthorizationRequestStore + Clone + 'static {
     async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError>;
     async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
     fn consumed_markers(self, enabled: bool) -> Self;
+    fn consume_policy(self, policy: ConsumePolicy) -> Self;
 }
 
 macro_rules! backend {
@@ -72,6 +73,9 @@ macro_rules! backend {
             }
             fn consumed_markers(self, enabled: bool) -> Self {
                 <$store>::consumed_markers(self, enabled)
+            }
+            fn consume_policy(self, policy: ConsumePolicy) -> Self {
+                <$store>::consume_policy(self, policy)
             }
         }
     };
@@ -124,6 +128,12 @@ macro_rules! protected_backend {
             fn consumed_markers(self, enabled: bool) -> Self {
                 ProtectedStore::new(
                     self.inner().clone().consumed_markers(enabled),
+                    self.keys().clone(),
+                )
+            }
+            fn consume_policy(self, policy: ConsumePolicy) -> Self {
+                ProtectedStore::new(
+                    self.inner().clone().consume_policy(policy),
                     self.keys().clone(),
                 )
             }
@@ -951,6 +961,367 @@ async fn the_default_consumptions_work_over_the_three_required_methods() {
         store.consume(&hash(2)).await.unwrap(),
         Consumption::Consumed(unbound)
     );
+    // consume_in_session's default is consume_for_client: the binding is ignored and nothing
+    // is consumed twice.
+    let in_session = bound(3, "client-a");
+    store.store(&in_session).await.unwrap();
+    assert_eq!(
+        store
+            .consume_in_session(&hash(3), "client-b", "session-1")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    assert_eq!(
+        store
+            .consume_in_session(&hash(3), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(in_session)
+    );
+    assert_eq!(
+        store
+            .consume_in_session(&hash(3), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::NotFound
+    );
+}
+
+// Reload tolerance (issue 18 item 6): `consume_in_session` under `ConsumePolicy`.
+
+/// A window no test outlives: what happens within it never depends on the machine's load.
+fn long_window() -> ConsumePolicy {
+    ConsumePolicy::ReloadWithin(std::time::Duration::from_secs(600))
+}
+
+async fn a_reload_within_the_window_by_the_same_session_gets_the_request_again<S: Backend>(
+    store: S,
+) {
+    let store = store.consume_policy(long_window());
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            store
+                .consume_in_session(&hash(1), "client-a", "session-1")
+                .await
+                .unwrap(),
+            Consumption::Consumed(request.clone())
+        );
+        // Consumed all the same: never read, never stored again.
+        assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+        assert!(matches!(
+            store.store(&request).await,
+            Err(StoreError::Duplicate)
+        ));
+        assert!(matches!(
+            store.store_or_replace(&request).await,
+            Err(StoreError::Duplicate)
+        ));
+    }
+}
+
+async fn within_the_window_every_other_consumption_finds_it_consumed<S: Backend>(store: S) {
+    let store = store.consume_policy(long_window());
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request.clone())
+    );
+    let first = consumed_at(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-2")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(consumed_at(store.consume(&hash(1)).await.unwrap()), first);
+    assert_eq!(
+        consumed_at(
+            store
+                .consume_for_client(&hash(1), "client-a")
+                .await
+                .unwrap()
+        ),
+        first
+    );
+    assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), None);
+    // Another client: untouched, as ever.
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-b", "session-1")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    // None of them ended the session's window.
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    // A request consumed without a session cannot be reloaded by any.
+    let plain = bound(2, "client-a");
+    store.store(&plain).await.unwrap();
+    assert_eq!(
+        store
+            .consume_for_client(&hash(2), "client-a")
+            .await
+            .unwrap(),
+        Consumption::Consumed(plain)
+    );
+    consumed_at(
+        store
+            .consume_in_session(&hash(2), "client-a", "session-1")
+            .await
+            .unwrap(),
+    );
+}
+
+async fn another_client_cannot_consume_in_a_session_and_changes_nothing<S: Backend>(store: S) {
+    let store = store.consume_policy(long_window());
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-b", "session-1")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    assert_eq!(
+        store.get_by_hash(&hash(1)).await.unwrap(),
+        Some(request.clone())
+    );
+    // The binding the wrong client passed was not recorded: the right client's session is
+    // the one that may reload.
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-2")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request.clone())
+    );
+    consumed_at(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-2")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+}
+
+async fn after_the_window_a_reload_finds_it_consumed<S: Backend>(store: S) {
+    let window = std::time::Duration::from_millis(300);
+    let store = store.consume_policy(ConsumePolicy::ReloadWithin(window));
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    let first = store
+        .consume_in_session(&hash(1), "client-a", "session-1")
+        .await
+        .unwrap();
+    assert_eq!(first, Consumption::Consumed(request));
+    // Only what happens after the window is asserted (a loaded machine may be slow).
+    tokio::time::sleep(window + std::time::Duration::from_millis(200)).await;
+    let consumed = consumed_at(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+    );
+    // And stays so, whoever asks.
+    assert_eq!(
+        consumed_at(
+            store
+                .consume_in_session(&hash(1), "client-a", "session-1")
+                .await
+                .unwrap()
+        ),
+        consumed
+    );
+    assert_eq!(
+        consumed_at(store.consume(&hash(1)).await.unwrap()),
+        consumed
+    );
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+}
+
+async fn a_reload_is_never_answered_past_expiry<S: Backend>(store: S) {
+    let store = store.consume_policy(long_window());
+    // Long enough to be consumed while live on a loaded machine; then waited out.
+    let expires_at = Utc::now() + Duration::seconds(2);
+    let request =
+        PushedAuthorizationRequest::new(hash(1), expires_at, "p=1").with_client_id("client-a");
+    store.store(&request).await.unwrap();
+    assert!(matches!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(_)
+    ));
+    let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
+    consumed_at(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::NotFound
+    );
+}
+
+async fn a_reload_marker_is_removed_by_cleanup_at_expiry<S: Backend>(store: S) {
+    let store = store.consume_policy(long_window());
+    let expires_at = Utc::now() + Duration::seconds(600);
+    let request =
+        PushedAuthorizationRequest::new(hash(1), expires_at, "p=1").with_client_id("client-a");
+    store.store(&request).await.unwrap();
+    store
+        .consume_in_session(&hash(1), "client-a", "session-1")
+        .await
+        .unwrap();
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+    assert_eq!(store.delete_expired_as_of(expires_at).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::NotFound
+    );
+}
+
+async fn with_policy_once_consume_in_session_is_consume_for_client<S: Backend>(store: S) {
+    // The default policy.
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-b", "session-1")
+            .await
+            .unwrap(),
+        Consumption::WrongClient
+    );
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    let first = consumed_at(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        consumed_at(
+            store
+                .consume_for_client(&hash(1), "client-a")
+                .await
+                .unwrap()
+        ),
+        first
+    );
+    assert_eq!(
+        store
+            .consume_in_session(&hash(2), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::NotFound
+    );
+    // A zero window is no window.
+    let store = store.consume_policy(ConsumePolicy::ReloadWithin(std::time::Duration::ZERO));
+    let zero = bound(3, "client-a");
+    store.store(&zero).await.unwrap();
+    assert_eq!(
+        store
+            .consume_in_session(&hash(3), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(zero)
+    );
+    consumed_at(
+        store
+            .consume_in_session(&hash(3), "client-a", "session-1")
+            .await
+            .unwrap(),
+    );
+}
+
+async fn with_markers_off_the_reload_window_has_no_effect<S: Backend>(store: S) {
+    let store = store.consumed_markers(false).consume_policy(long_window());
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::NotFound
+    );
+}
+
+async fn bad_session_bindings_are_refused_and_nothing_consumed<S: Backend>(store: S) {
+    let too_long = "s".repeat(par_store::MAX_SESSION_BINDING_LEN + 1);
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    for policy in [ConsumePolicy::Once, long_window()] {
+        let store = store.clone().consume_policy(policy);
+        for binding in ["", "session\0", "line\nbreak", too_long.as_str()] {
+            match store
+                .consume_in_session(&hash(1), "client-a", binding)
+                .await
+            {
+                Err(StoreError::InvalidInput { field, .. }) => {
+                    assert_eq!(field.as_str(), "session_binding", "{binding:?}")
+                }
+                other => panic!("{binding:?}: expected InvalidInput, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            store.get_by_hash(&hash(1)).await.unwrap(),
+            Some(request.clone())
+        );
+    }
+    let store = store.consume_policy(long_window());
+    let longest = "s".repeat(par_store::MAX_SESSION_BINDING_LEN);
+    for _ in 0..2 {
+        assert_eq!(
+            store
+                .consume_in_session(&hash(1), "client-a", &longest)
+                .await
+                .unwrap(),
+            Consumption::Consumed(request.clone())
+        );
+    }
 }
 
 /// How each mode's store is made: `None` when the test is skipped (an optional binary is
@@ -1115,4 +1486,13 @@ contract!(
     an_expired_marker_is_still_reported_until_cleanup,
     with_markers_off_a_consumed_request_is_removed,
     of_32_concurrent_consumers_one_consumes_and_31_find_it_consumed,
+    a_reload_within_the_window_by_the_same_session_gets_the_request_again,
+    within_the_window_every_other_consumption_finds_it_consumed,
+    another_client_cannot_consume_in_a_session_and_changes_nothing,
+    after_the_window_a_reload_finds_it_consumed,
+    a_reload_is_never_answered_past_expiry,
+    a_reload_marker_is_removed_by_cleanup_at_expiry,
+    with_policy_once_consume_in_session_is_consume_for_client,
+    with_markers_off_the_reload_window_has_no_effect,
+    bad_session_bindings_are_refused_and_nothing_consumed,
 );

@@ -153,6 +153,12 @@ fn postgres_store_options_defaults_are_the_documented_constants() {
             "`true`".to_owned(),
             "true".to_owned(),
         ),
+        (
+            "consume_policy",
+            "",
+            "[`ConsumePolicy::Once`]".to_owned(),
+            "Once".to_owned(),
+        ),
     ];
     check(source, &debug, &expected);
     assert_eq!(DEFAULT_MAX_PARAMETERS_LEN % 1024, 0);

@@ -172,7 +172,7 @@ async fn start_pair(replication: Replication) -> Pair {
             &[
                 "CREATE ROLE par_store_runtime LOGIN",
                 "GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runtime",
-                "GRANT UPDATE (created_at, consumed_at, reopenable, parameters) \
+                "GRANT UPDATE (created_at, consumed_at, reopenable, parameters, consumed_by) \
                  ON pushed_authorization_requests TO par_store_runtime",
                 "ALTER ROLE par_store_runtime SET synchronous_commit = remote_apply",
                 "ALTER SYSTEM SET synchronous_commit = local",

@@ -7,7 +7,8 @@
 //! clients or to none), bad input (bad hashes, NUL or oversize parameters, expiry not in the
 //! future), look-ups with hashes that could never have been stored, the three consumptions
 //! (`consume_by_hash`, `consume`, `consume_for_client` with the right, a wrong or an
-//! unstorable client), `store_or_replace` over live, expired and consumed requests, cleanup
+//! unstorable client) and `consume_in_session` (two sessions and an unstorable binding, the
+//! stores under a `ConsumePolicy::ReloadWithin(RELOAD_WINDOW)`), `store_or_replace` over live, expired and consumed requests, cleanup
 //! passes, short sleeps, and expiries close to now.
 //!
 //! Expiry and determinism: a request expires either in the far future or `MARGIN` + 0..200 ms
@@ -17,6 +18,10 @@
 //! Should a step ever run longer (a stalled CI machine), the runner notices, accepts the
 //! outcome either way for the requests whose expiry passed during the step, and settles the
 //! state (waits until they are clearly expired and cleans them up everywhere) before going on.
+//! The end of a reload window is treated like an expiry, as an interval: each store's
+//! consumption instant lies within its step, so its window ends somewhere in
+//! `[step start, step end] + RELOAD_WINDOW`, and the runner keeps that whole interval out of
+//! the next steps' margin.
 //!
 //! `PROPTEST_CASES` sets the number of sequences (default 48 here); a failure prints the
 //! shrunk sequence and the seed to rerun it (`PROPTEST_RNG_SEED`).
@@ -27,7 +32,7 @@ use chrono::{DateTime, Utc};
 use common::TestDb;
 use par_store::sqlx;
 use par_store::{
-    Consumption, MemoryStore, PostgresStore, PushedAuthorizationRequest,
+    ConsumePolicy, Consumption, MemoryStore, PostgresStore, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore, StoreError, MAX_REFERENCE_VALUE_HASH_LEN,
 };
 use proptest::prelude::*;
@@ -45,6 +50,9 @@ const SKEW: Duration = Duration::from_millis(5);
 /// A small limit, so that oversize parameters are cheap to generate.
 const MAX_PARAMETERS_LEN: usize = 64;
 const DEFAULT_CASES: u32 = 48;
+/// The stores' reload window: short enough that sequences pass it, long enough that a step
+/// never sees it close (it is kept out of the margin like an expiry).
+const RELOAD_WINDOW: Duration = Duration::from_millis(300);
 
 /// The colliding hashes: short, Duende-shaped, the longest allowed, and awkward text.
 fn pool_hash(key: usize) -> String {
@@ -113,6 +121,15 @@ enum Bad {
     ExpiryPast(u64),
 }
 
+/// The sessions a consumption may come from, and a binding no store accepts.
+fn session(binding: usize) -> &'static str {
+    match binding {
+        0 => "session-1",
+        1 => "session-2",
+        _ => "",
+    }
+}
+
 /// The clients a request may be bound to, and a client id no request could be bound to.
 fn client_id(client: usize) -> &'static str {
     match client {
@@ -142,6 +159,8 @@ enum Step {
     ConsumeOutcome(Key),
     /// `consume_for_client` with `client_id(client)`.
     ConsumeForClient(Key, usize),
+    /// `consume_in_session` with `client_id(client)` and `session(binding)`.
+    ConsumeInSession(Key, usize, usize),
     DeleteExpired,
     Sleep(u64),
 }
@@ -172,6 +191,13 @@ impl fmt::Debug for Step {
                 "ConsumeForClient({:?}, {:?})",
                 key.hash(),
                 client_id(*client)
+            ),
+            Step::ConsumeInSession(key, client, binding) => write!(
+                f,
+                "ConsumeInSession({:?}, {:?}, {:?})",
+                key.hash(),
+                client_id(*client),
+                session(*binding)
             ),
             Step::DeleteExpired => write!(f, "DeleteExpired"),
             Step::Sleep(ms) => write!(f, "Sleep({ms} ms)"),
@@ -235,6 +261,12 @@ fn step() -> impl Strategy<Value = Step> {
         2 => key().prop_map(Step::ConsumeOutcome),
         5 => (key(), prop_oneof![4 => 0..2usize, 1 => Just(2usize)])
             .prop_map(|(key, client)| Step::ConsumeForClient(key, client)),
+        5 => (
+            key(),
+            prop_oneof![6 => 0..2usize, 1 => Just(2usize)],
+            prop_oneof![6 => 0..2usize, 1 => Just(2usize)],
+        )
+            .prop_map(|(key, client, binding)| Step::ConsumeInSession(key, client, binding)),
         1 => Just(Step::DeleteExpired),
         2 => (0..=200u64).prop_map(Step::Sleep),
     ]
@@ -353,11 +385,24 @@ fn request_of(step: &Step, start: DateTime<Utc>) -> Option<PushedAuthorizationRe
     }
 }
 
+/// A consumption as the model records it: the step it happened in (each store's own
+/// instant lies between `start` and `end`) and the session that may reload it.
+#[derive(Clone, Debug)]
+struct Consumed {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    session: Option<&'static str>,
+}
+
 /// The reference model: the documented contract, written as plainly as possible.
 #[derive(Clone, Debug, Default)]
 struct Model {
-    /// Each request, and whether it has been consumed (then it is a marker until it expires).
-    requests: HashMap<String, (PushedAuthorizationRequest, bool)>,
+    /// Each request, and its consumption if any (then it is a marker until it expires).
+    requests: HashMap<String, (PushedAuthorizationRequest, Option<Consumed>)>,
+}
+
+fn window() -> chrono::Duration {
+    chrono::Duration::from_std(RELOAD_WINDOW).unwrap()
 }
 
 fn storable(hash: &str) -> bool {
@@ -367,12 +412,14 @@ fn storable(hash: &str) -> bool {
 }
 
 impl Model {
-    /// The outcome of `step` if it ran entirely at `now`, and its effect on the model.
+    /// The outcome of `step` if it ran entirely at `now`, and its effect on the model; a
+    /// consumption is recorded as having happened within `span` (the step's start and end).
     fn apply(
         &mut self,
         step: &Step,
         request: Option<&PushedAuthorizationRequest>,
         now: DateTime<Utc>,
+        span: (DateTime<Utc>, DateTime<Utc>),
     ) -> Outcome {
         match (step, request) {
             (Step::Store { .. } | Step::StoreBad { .. }, Some(request)) => {
@@ -388,13 +435,13 @@ impl Model {
                     let replace = matches!(step, Step::Store { replace: true, .. });
                     match self.requests.get(&request.reference_value_hash) {
                         // A consumed request is never brought back.
-                        Some((_, true)) => Outcome::Duplicate,
+                        Some((_, Some(_))) => Outcome::Duplicate,
                         // Expired or not: `store` never overwrites; `store_or_replace` does.
-                        Some((_, false)) if !replace => Outcome::Duplicate,
+                        Some((_, None)) if !replace => Outcome::Duplicate,
                         _ => {
                             self.requests.insert(
                                 request.reference_value_hash.clone(),
-                                (request.clone(), false),
+                                (request.clone(), None),
                             );
                             Outcome::Stored
                         }
@@ -402,20 +449,30 @@ impl Model {
                 }
             }
             (Step::Get(key), _) => match self.requests.get(&key.hash()) {
-                Some((request, false)) if request.expires_at > now => found(request.clone()),
+                Some((request, None)) if request.expires_at > now => found(request.clone()),
                 _ => Outcome::NotFound,
             },
-            (Step::Consume(key), _) => match self.consume(&key.hash(), None, now) {
+            (Step::Consume(key), _) => match self.consume(&key.hash(), None, None, now, span) {
                 found @ Outcome::Found(..) => found,
                 _ => Outcome::NotFound,
             },
-            (Step::ConsumeOutcome(key), _) => self.consume(&key.hash(), None, now),
+            (Step::ConsumeOutcome(key), _) => self.consume(&key.hash(), None, None, now, span),
             (Step::ConsumeForClient(key, client), _) => {
                 let client = client_id(*client);
                 if client.is_empty() {
                     Outcome::Invalid("client_id")
                 } else {
-                    self.consume(&key.hash(), Some(client), now)
+                    self.consume(&key.hash(), Some(client), None, now, span)
+                }
+            }
+            (Step::ConsumeInSession(key, client, binding), _) => {
+                let (client, binding) = (client_id(*client), session(*binding));
+                if client.is_empty() {
+                    Outcome::Invalid("client_id")
+                } else if binding.is_empty() {
+                    Outcome::Invalid("session_binding")
+                } else {
+                    self.consume(&key.hash(), Some(client), Some(binding), now, span)
                 }
             }
             (Step::DeleteExpired, _) => {
@@ -429,9 +486,17 @@ impl Model {
         }
     }
 
-    /// `consume` (`client` `None`) or `consume_for_client`, as `Consumption` describes it.
-    fn consume(&mut self, hash: &str, client: Option<&str>, now: DateTime<Utc>) -> Outcome {
-        let Some((request, was_consumed)) = self.requests.get_mut(hash) else {
+    /// `consume` (`client` `None`), `consume_for_client` or (with `session`)
+    /// `consume_in_session`, as `Consumption` and `ConsumePolicy::ReloadWithin` describe it.
+    fn consume(
+        &mut self,
+        hash: &str,
+        client: Option<&str>,
+        session: Option<&'static str>,
+        now: DateTime<Utc>,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+    ) -> Outcome {
+        let Some((request, consumption)) = self.requests.get_mut(hash) else {
             return Outcome::NotFound;
         };
         if let (Some(caller), Some(bound)) = (client, request.client_id.as_deref()) {
@@ -442,24 +507,38 @@ impl Model {
         }
         if request.expires_at <= now {
             // Expired: removed; a consumed one is still reported as such.
-            let (_, was_consumed) = self.requests.remove(hash).expect("present");
-            return if was_consumed {
+            let (_, consumption) = self.requests.remove(hash).expect("present");
+            return if consumption.is_some() {
                 Outcome::AlreadyConsumed
             } else {
                 Outcome::Expired
             };
         }
-        if *was_consumed {
+        if let Some(consumed) = consumption {
+            // A reload: the same session, within the window (and live, checked above).
+            if session.is_some() && consumed.session == session && now < consumed.start + window() {
+                return found(request.clone());
+            }
             return Outcome::AlreadyConsumed;
         }
-        *was_consumed = true;
+        *consumption = Some(Consumed {
+            start,
+            end,
+            session,
+        });
         found(request.clone())
     }
 
-    fn expiries(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        self.requests
-            .values()
-            .map(|(request, _)| request.expires_at)
+    /// When an outcome may change, as intervals: each expiry (an instant), and the end of
+    /// each reload window (somewhere within the consuming step, plus the window).
+    fn expiries(&self) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
+        self.requests.values().flat_map(|(request, consumption)| {
+            let window_end = consumption
+                .as_ref()
+                .filter(|consumed| consumed.session.is_some())
+                .map(|consumed| (consumed.start + window(), consumed.end + window()));
+            std::iter::once((request.expires_at, request.expires_at)).chain(window_end)
+        })
     }
 }
 
@@ -516,6 +595,11 @@ async fn execute(
                 .consume_for_client(&key.hash(), client_id(*client))
                 .await,
         ),
+        (Step::ConsumeInSession(key, client, binding), None) => consumed(
+            store
+                .consume_in_session(&key.hash(), client_id(*client), session(*binding))
+                .await,
+        ),
         (Step::DeleteExpired, None) => deleted(store.delete_expired().await),
         (Step::Sleep(ms), None) => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
@@ -529,13 +613,19 @@ fn std_duration(delta: chrono::Duration) -> Duration {
     delta.to_std().unwrap_or(Duration::ZERO)
 }
 
-/// Waits until no request of the model expires within (now - SKEW, now + MARGIN].
+/// Waits until no request of the model expires (and no reload window ends) within
+/// (now - SKEW, now + MARGIN].
 async fn wait_for_clear_expiries(model: &Model) {
     loop {
         let now = Utc::now();
         let low = now - chrono::Duration::from_std(SKEW).unwrap();
         let high = now + chrono::Duration::from_std(MARGIN).unwrap();
-        match model.expiries().filter(|e| *e > low && *e <= high).max() {
+        match model
+            .expiries()
+            .filter(|(first, last)| *last > low && *first <= high)
+            .map(|(_, last)| last)
+            .max()
+        {
             None => return,
             Some(latest) => {
                 tokio::time::sleep(std_duration(latest - now) + SKEW + Duration::from_millis(1))
@@ -561,10 +651,18 @@ async fn run_sequence(
             .await
             .map_err(|err| format!("truncate: {err}"))?;
     }
-    let postgres = PostgresStore::new(db.pool.clone()).max_parameters_len(MAX_PARAMETERS_LEN);
-    let memory = MemoryStore::new().max_parameters_len(MAX_PARAMETERS_LEN);
-    let distributed =
-        citus.map(|pool| PostgresStore::new(pool.clone()).max_parameters_len(MAX_PARAMETERS_LEN));
+    let policy = ConsumePolicy::ReloadWithin(RELOAD_WINDOW);
+    let postgres = PostgresStore::new(db.pool.clone())
+        .max_parameters_len(MAX_PARAMETERS_LEN)
+        .consume_policy(policy);
+    let memory = MemoryStore::new()
+        .max_parameters_len(MAX_PARAMETERS_LEN)
+        .consume_policy(policy);
+    let distributed = citus.map(|pool| {
+        PostgresStore::new(pool.clone())
+            .max_parameters_len(MAX_PARAMETERS_LEN)
+            .consume_policy(policy)
+    });
     let mut subjects: Vec<(&str, &dyn Subject)> =
         vec![("memory", &memory), ("postgres", &postgres)];
     if let Some(distributed) = &distributed {
@@ -589,17 +687,19 @@ async fn run_sequence(
 
         // Did an expiry that matters fall inside the step (it took longer than MARGIN)?
         let skew = chrono::Duration::from_std(SKEW).unwrap();
-        let borderline = |e: DateTime<Utc>| e > start - skew && e <= end + skew;
+        let borderline = |(first, last): (DateTime<Utc>, DateTime<Utc>)| {
+            last > start - skew && first <= end + skew
+        };
         // (A request refused for its past expiry is refused whenever the step runs.)
         let new_expiry = match step {
-            Step::Store { .. } => request.as_ref().map(|r| r.expires_at),
+            Step::Store { .. } => request.as_ref().map(|r| (r.expires_at, r.expires_at)),
             _ => None,
         };
         let flipped =
             !matches!(step, Step::Sleep(_)) && model.expiries().chain(new_expiry).any(borderline);
 
         let mut at_start = model.clone();
-        let expected = at_start.apply(step, request.as_ref(), start);
+        let expected = at_start.apply(step, request.as_ref(), start, (start, end));
         if !flipped {
             for (name, outcome) in &actual {
                 if *outcome != expected {
@@ -614,7 +714,7 @@ async fn run_sequence(
 
         // A slow step: the outcome may be either side of the expiry that passed meanwhile.
         let mut at_end = model.clone();
-        let expected_late = at_end.apply(step, request.as_ref(), end + skew);
+        let expected_late = at_end.apply(step, request.as_ref(), end + skew, (start, end + skew));
         println!(
             "step {index} {step:?} took {} ms, longer than the {} ms margin: accepting either \
              side of an expiry and settling",

@@ -222,6 +222,121 @@ async fn consumed_markers_migrate_both_ways() {
     assert!(store.consume_by_hash("new").await.unwrap().is_some());
 }
 
+/// What a reload window keeps in the table: the parameters and the binding after the first
+/// consumption in a session; the parameters cleared by the first consumption after the
+/// window (the binding stays until cleanup, like the client id).
+#[tokio::test]
+async fn a_reload_window_keeps_the_parameters_until_the_first_consumption_after_it() {
+    let db = TestDb::new().await;
+    let window = StdDuration::from_millis(300);
+    let store = db
+        .store()
+        .consume_policy(par_store::ConsumePolicy::ReloadWithin(window));
+    let row = |hash: &'static str| {
+        sqlx::query_as::<_, (Option<String>, Option<String>)>(
+            "SELECT parameters, consumed_by FROM pushed_authorization_requests \
+             WHERE reference_value_hash = $1",
+        )
+        .bind(hash)
+        .fetch_one(&db.pool)
+    };
+    for hash in ["in-session", "plain"] {
+        store
+            .store(&request(hash).with_client_id("client-a"))
+            .await
+            .unwrap();
+    }
+    store
+        .consume_in_session("in-session", "client-a", "session-1")
+        .await
+        .unwrap();
+    store.consume_for_client("plain", "client-a").await.unwrap();
+    let kept = (Some("client_id=a".to_owned()), Some("session-1".to_owned()));
+    assert_eq!(row("in-session").await.unwrap(), kept);
+    assert_eq!(row("plain").await.unwrap(), (None, None));
+    // Within the window another session's attempt clears nothing.
+    store
+        .consume_in_session("in-session", "client-a", "session-2")
+        .await
+        .unwrap();
+    assert_eq!(row("in-session").await.unwrap(), kept);
+    tokio::time::sleep(window + StdDuration::from_millis(200)).await;
+    // After it, still kept until a consumption comes...
+    assert_eq!(row("in-session").await.unwrap(), kept);
+    assert!(matches!(
+        store.consume("in-session").await.unwrap(),
+        par_store::Consumption::AlreadyConsumed { .. }
+    ));
+    // ... which clears the parameters.
+    assert_eq!(
+        row("in-session").await.unwrap(),
+        (None, Some("session-1".to_owned()))
+    );
+}
+
+/// Migration 0006 both ways: reverted, the bindings go and a request kept for reloads keeps
+/// only its marker; applied again, the store works; the schema refuses an oversize binding.
+#[tokio::test]
+async fn reload_tolerance_migrates_both_ways() {
+    let db = TestDb::new().await;
+    let migrator = PostgresStore::migrator();
+    let policy = par_store::ConsumePolicy::ReloadWithin(StdDuration::from_secs(600));
+    let store = db.store().consume_policy(policy);
+    store.store(&request("kept")).await.unwrap();
+    store
+        .consume_in_session("kept", "client-a", "session-1")
+        .await
+        .unwrap();
+    let oversize = sqlx::query(
+        "UPDATE pushed_authorization_requests SET consumed_by = repeat('s', 129) \
+         WHERE reference_value_hash = 'kept'",
+    )
+    .execute(&db.pool)
+    .await;
+    assert!(oversize.is_err(), "a binding over 128 bytes");
+
+    migrator.undo(&db.pool, 5).await.unwrap();
+    let (parameters, consumed): (Option<String>, bool) = sqlx::query_as(
+        "SELECT parameters, consumed_at IS NOT NULL FROM pushed_authorization_requests",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (parameters, consumed),
+        (None, true),
+        "only the marker is left"
+    );
+    let column: Option<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_name = 'pushed_authorization_requests' AND column_name = 'consumed_by'",
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(column, None);
+
+    db.store().migrate().await.unwrap();
+    let store = db.store().consume_policy(policy);
+    assert!(matches!(
+        store
+            .consume_in_session("kept", "client-a", "session-1")
+            .await
+            .unwrap(),
+        par_store::Consumption::AlreadyConsumed { .. }
+    ));
+    store.store(&request("new")).await.unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            store
+                .consume_in_session("new", "client-a", "session-1")
+                .await
+                .unwrap(),
+            par_store::Consumption::Consumed(_)
+        ));
+    }
+}
+
 #[tokio::test]
 async fn schema_rejects_what_the_store_would_refuse() {
     let db = TestDb::new().await;
@@ -670,13 +785,16 @@ async fn migration_0004_expires_rows_beyond_the_range_and_reverts() {
 #[tokio::test]
 async fn an_infinite_expiry_in_a_table_without_the_check_is_an_error_not_a_panic() {
     // The schema before 0003 (no CHECK yet) holding what 0.1 let operators write, with the
-    // consumed markers of 0005 that the store's statements need.
+    // consumed markers of 0005 and the session bindings of 0006 that the store's statements
+    // need.
     let db = TestDb::empty().await;
     PostgresStore::migrator().run_to(2, &db.pool).await.unwrap();
-    sqlx::raw_sql(include_str!("../migrations/0005_consumed_markers.up.sql"))
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    for later in [
+        include_str!("../migrations/0005_consumed_markers.up.sql"),
+        include_str!("../migrations/0006_reload_tolerance.up.sql"),
+    ] {
+        sqlx::raw_sql(later).execute(&db.pool).await.unwrap();
+    }
     for (hash, expiry) in [("inf", "infinity"), ("neg", "-infinity")] {
         sqlx::query(
             "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \

@@ -1,7 +1,8 @@
 //! Replay detection under contention, on PostgreSQL: many racers presenting one
 //! `request_uri` at once, through two store instances (each with its own pool, as two server
 //! instances would have). Exactly one consumes it; every other one is told it was consumed,
-//! and a racer for another client never consumes it.
+//! and a racer for another client never consumes it. Under a reload window
+//! (`ConsumePolicy::ReloadWithin`) only the session of the first consumption gets it again.
 
 mod common;
 
@@ -9,7 +10,7 @@ use chrono::{Duration, Utc};
 use common::{hash, TestDb};
 use par_store::sqlx;
 use par_store::{
-    Consumption, PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
+    ConsumePolicy, Consumption, PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore,
 };
 use std::sync::Arc;
@@ -20,7 +21,12 @@ const ROUNDS: u32 = 500;
 
 /// Two instances on the test database, each with its own pool.
 async fn two_instances(db: &TestDb) -> [PostgresStore; 2] {
-    let options = PostgresStoreOptions::new().max_connections(16);
+    two_instances_with(db, PostgresStoreOptions::new()).await
+}
+
+/// Two instances with `options`, each with its own pool.
+async fn two_instances_with(db: &TestDb, options: PostgresStoreOptions) -> [PostgresStore; 2] {
+    let options = options.max_connections(16);
     let connect =
         |name: &'static str| options.connect_with(db.options.clone().application_name(name));
     [
@@ -171,6 +177,85 @@ async fn racers_for_a_wrong_client_never_consume_the_request() {
     assert_eq!(
         (right_wins, right_already, wrong),
         (ROUNDS, half - ROUNDS, half)
+    );
+    for store in stores {
+        store.close().await;
+    }
+}
+
+/// The rounds of the reload race (each is 64 consumptions on two instances).
+const RELOAD_ROUNDS: u32 = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_a_reload_window_only_the_first_consumers_session_gets_the_request_again() {
+    let db = TestDb::new().await;
+    let window = ConsumePolicy::ReloadWithin(std::time::Duration::from_secs(600));
+    let stores = two_instances_with(&db, PostgresStoreOptions::new().consume_policy(window)).await;
+    // Racers 0, 4, 8, ... are session 1; 1, 5, ... session 2; 2, 6, ... session 3; 3, 7, ...
+    // consume without a session (consume_for_client). Each group is a quarter.
+    let group = |racer: usize| racer % 4;
+    let sessions = ["session-1", "session-2", "session-3"];
+    let mut won_by = [0u32; 4];
+    for round in 0..RELOAD_ROUNDS {
+        stores[round as usize % 2]
+            .store(&request(round))
+            .await
+            .unwrap();
+        let outcomes = race(&stores, move |store, racer| async move {
+            match sessions.get(group(racer)) {
+                Some(session) => store
+                    .consume_in_session(&hash(round), "client-a", session)
+                    .await
+                    .unwrap(),
+                None => store
+                    .consume_for_client(&hash(round), "client-a")
+                    .await
+                    .unwrap(),
+            }
+        })
+        .await;
+        let mut consumed_by_group = [0usize; 4];
+        let mut instants = Vec::new();
+        for (racer, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Consumption::Consumed(got) => {
+                    assert_eq!(got, request(round).with_expiry_of(&got), "round {round}");
+                    consumed_by_group[group(racer)] += 1;
+                }
+                Consumption::AlreadyConsumed { consumed_at } => instants.push(consumed_at),
+                other => panic!("round {round}, racer {racer}: {other:?}"),
+            }
+        }
+        // One group got it: the first consumer's. A session gets it for each of its racers
+        // (the first consumption and the reloads); a consumption without a session, once.
+        let winners: Vec<usize> = (0..4).filter(|g| consumed_by_group[*g] > 0).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {consumed_by_group:?}");
+        let winner = winners[0];
+        let expected = if winner < 3 { RACERS / 4 } else { 1 };
+        assert_eq!(consumed_by_group[winner], expected, "round {round}");
+        assert_eq!(instants.len(), RACERS - expected, "round {round}");
+        assert!(
+            instants.windows(2).all(|pair| pair[0] == pair[1]),
+            "round {round}: one consumption, one instant"
+        );
+        won_by[winner] += 1;
+    }
+    println!(
+        "{RELOAD_ROUNDS} rounds x {RACERS} racers on two instances under a reload window:          first consumption by session 1, 2, 3, none: {won_by:?}; every Consumed came from          the first consumer's session, 0 from another"
+    );
+    assert_eq!(won_by.iter().sum::<u32>(), RELOAD_ROUNDS);
+    // A request consumed in a session keeps its parameters and binding (for the window);
+    // one consumed without a session is a plain marker.
+    let (in_session, kept, plain_markers): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE consumed_by IS NOT NULL),                 count(*) FILTER (WHERE consumed_by IS NOT NULL AND parameters IS NOT NULL),                 count(*) FILTER (WHERE consumed_by IS NULL AND parameters IS NULL                                  AND consumed_at IS NOT NULL)          FROM pushed_authorization_requests",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let by_session = i64::from(won_by[0] + won_by[1] + won_by[2]);
+    assert_eq!(
+        (in_session, kept, plain_markers),
+        (by_session, by_session, i64::from(won_by[3]))
     );
     for store in stores {
         store.close().await;
