@@ -18,7 +18,8 @@
 //!
 //! - [`PushedAuthorizationRequestStore`] is the contract (modelled on Duende IdentityServer's
 //!   `IPushedAuthorizationRequestStore`); it is object safe, for
-//!   `Arc<dyn PushedAuthorizationRequestStore>`.
+//!   `Arc<dyn PushedAuthorizationRequestStore>`. [`PushedAuthorizationRequestStoreExt`] adds
+//!   insert-or-replace, removal by client and a sweep up to a given instant.
 //! - [`PostgresStore`] keeps requests in PostgreSQL through `sqlx`: one static statement per
 //!   operation, expiry checked in SQL, consumption as one atomic statement that leaves a
 //!   consumed marker until the request expires.
@@ -99,8 +100,10 @@
 mod backend;
 mod cleanup;
 mod consumption;
+mod envelope;
 mod error;
 mod execution;
+mod key_ring;
 mod memory;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -114,6 +117,7 @@ mod protect;
 mod reference;
 mod sql;
 mod store;
+mod store_ext;
 mod telemetry;
 mod validate;
 
@@ -122,7 +126,9 @@ pub use cleanup::{
     DEFAULT_INTERVAL, DEFAULT_PAUSE_BETWEEN_BATCHES, DEFAULT_RETRY_DELAY,
 };
 pub use consumption::Consumption;
+pub use envelope::{envelope_len, max_parameters_len_within, ENVELOPE_VERSION, MAX_KEY_ID_LEN};
 pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
+pub use key_ring::{KeyRing, KeyRingError, ProtectionKey};
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{
@@ -131,12 +137,10 @@ pub use postgres::{
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_PING_IDLE_AFTER, DEFAULT_STATEMENT_TIMEOUT,
     MIGRATIONS_TABLE,
 };
-pub use protect::{
-    envelope_len, max_parameters_len_within, KeyRing, KeyRingError, ProtectedStore, ProtectionKey,
-    ENVELOPE_VERSION, MAX_KEY_ID_LEN,
-};
+pub use protect::ProtectedStore;
 pub use reference::{InvalidRequestUri, ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
+pub use store_ext::PushedAuthorizationRequestStoreExt;
 #[allow(deprecated)]
 pub use validate::DEFAULT_MAX_LIFETIME;
 pub use validate::{

@@ -1,6 +1,6 @@
 //! The in-memory store: the same contract as PostgreSQL, for tests and single-process servers.
 
-use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
+use crate::backend::{Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::consumption::Consumption;
 use crate::error::StoreError;
@@ -316,9 +316,6 @@ impl Backend for MemoryStore {
         Ok(expired.len() as u64)
     }
 }
-
-impl_store_for_backend!(MemoryStore);
-impl_client_binding_for_backend!(MemoryStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for MemoryStore {

@@ -1,6 +1,6 @@
 //! The PostgreSQL store: one static SQL statement per operation.
 
-use crate::backend::{impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted};
+use crate::backend::{Backend, Inserted};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::consumption::Consumption;
 use crate::error::{InvalidDatabaseUrl, StoreError};
@@ -807,9 +807,6 @@ impl Backend for PostgresStore {
         .await
     }
 }
-
-impl_store_for_backend!(PostgresStore);
-impl_client_binding_for_backend!(PostgresStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {

@@ -32,8 +32,9 @@ use crate::model::PushedAuthorizationRequest;
 /// - [`consume_by_hash`](Self::consume_by_hash) is [`consume`](Self::consume) seen as an
 ///   `Option`: `Some` only for [`Consumed`](Consumption::Consumed), `None` otherwise.
 /// - A consumed request is never returned again: `get_by_hash` does not see it, `store` of
-///   its hash fails with [`StoreError::Duplicate`], and `store_or_replace` (an inherent
-///   method of both stores) refuses to bring it back, with [`StoreError::Duplicate`] too.
+///   its hash fails with [`StoreError::Duplicate`], and
+///   [`store_or_replace`](crate::PushedAuthorizationRequestStoreExt::store_or_replace)
+///   refuses to bring it back, with [`StoreError::Duplicate`] too.
 /// - Input is checked before anything is stored: a bad request fails with
 ///   [`StoreError::InvalidInput`] naming the field, and nothing is written. A look-up with a
 ///   hash that could never have been stored (empty, over 128 bytes, control characters)
