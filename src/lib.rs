@@ -130,12 +130,12 @@ pub use envelope::{envelope_len, max_parameters_len_within, ENVELOPE_VERSION, MA
 pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
 pub use key_ring::{KeyRing, KeyRingError, ProtectionKey};
 pub use memory::MemoryStore;
+pub use migrations::MIGRATIONS_TABLE;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{
     PostgresStore, PostgresStoreOptions, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTION_LIFETIME, DEFAULT_MIGRATION_LOCK_TIMEOUT,
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_PING_IDLE_AFTER, DEFAULT_STATEMENT_TIMEOUT,
-    MIGRATIONS_TABLE,
 };
 pub use protect::ProtectedStore;
 pub use reference::{InvalidRequestUri, ReferenceValue, REQUEST_URI_PREFIX};
