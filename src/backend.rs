@@ -5,6 +5,8 @@ use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_B
 use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
+use crate::store::PushedAuthorizationRequestStore;
+use crate::store_ext::PushedAuthorizationRequestStoreExt;
 use crate::telemetry::{
     consumption, count_consumption, count_stored, found_or_not, removed, stored, traced, Operation,
 };
@@ -114,7 +116,7 @@ pub(crate) trait Backend: Send + Sync {
 }
 
 /// `PushedAuthorizationRequestStore::store` for any backend.
-pub(crate) async fn store<B: Backend>(
+async fn store<B: Backend>(
     backend: &B,
     request: &PushedAuthorizationRequest,
 ) -> Result<(), StoreError> {
@@ -122,7 +124,7 @@ pub(crate) async fn store<B: Backend>(
 }
 
 /// `store_or_replace` for any backend: the same input rules as `store`.
-pub(crate) async fn store_or_replace<B: Backend>(
+async fn store_or_replace<B: Backend>(
     backend: &B,
     request: &PushedAuthorizationRequest,
 ) -> Result<(), StoreError> {
@@ -173,10 +175,7 @@ async fn write<B: Backend>(
 
 /// `delete_by_client_id` for any backend: an id no request could be bound to removes
 /// nothing, without a round trip.
-pub(crate) async fn delete_by_client_id<B: Backend>(
-    backend: &B,
-    client_id: &str,
-) -> Result<u64, StoreError> {
+async fn delete_by_client_id<B: Backend>(backend: &B, client_id: &str) -> Result<u64, StoreError> {
     let run = async {
         if !is_storable_client_id(client_id) {
             return Ok(0);
@@ -203,7 +202,7 @@ impl<B: Backend> ExpiredRequestCleaner for AsOf<'_, B> {
 }
 
 /// `delete_expired_as_of` for any backend.
-pub(crate) async fn delete_expired_as_of<B: Backend>(
+async fn delete_expired_as_of<B: Backend>(
     backend: &B,
     cutoff: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
@@ -234,148 +233,70 @@ async fn look_up<B: Backend>(
     .await
 }
 
-/// Implements `PushedAuthorizationRequestStore` for a [`Backend`] through the shared
-/// operations above.
-macro_rules! impl_store_for_backend {
-    ($backend:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::store::PushedAuthorizationRequestStore for $backend {
-            async fn store(
-                &self,
-                request: &$crate::model::PushedAuthorizationRequest,
-            ) -> Result<(), $crate::error::StoreError> {
-                $crate::backend::store(self, request).await
-            }
+// Every backend is a store through the shared operations of this file. `ProtectedStore`
+// is no backend, so its own impls of both traits do not overlap these.
+#[async_trait::async_trait]
+impl<B: Backend> PushedAuthorizationRequestStore for B {
+    async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
+        store(self, request).await
+    }
 
-            async fn consume_by_hash(
-                &self,
-                reference_value_hash: &str,
-            ) -> Result<Option<$crate::model::PushedAuthorizationRequest>, $crate::error::StoreError>
-            {
-                $crate::backend::consume_by_hash(self, reference_value_hash).await
-            }
+    async fn consume_by_hash(
+        &self,
+        reference_value_hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        consume_by_hash(self, reference_value_hash).await
+    }
 
-            async fn consume(
-                &self,
-                reference_value_hash: &str,
-            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
-                $crate::backend::consume(self, reference_value_hash).await
-            }
+    async fn consume(&self, reference_value_hash: &str) -> Result<Consumption, StoreError> {
+        consume(self, reference_value_hash).await
+    }
 
-            async fn consume_for_client(
-                &self,
-                reference_value_hash: &str,
-                client_id: &str,
-            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
-                $crate::backend::consume_for_client(self, reference_value_hash, client_id).await
-            }
+    async fn consume_for_client(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+    ) -> Result<Consumption, StoreError> {
+        consume_for_client(self, reference_value_hash, client_id).await
+    }
 
-            async fn consume_in_session(
-                &self,
-                reference_value_hash: &str,
-                client_id: &str,
-                session_binding: &str,
-            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
-                $crate::backend::consume_in_session(
-                    self,
-                    reference_value_hash,
-                    client_id,
-                    session_binding,
-                )
-                .await
-            }
+    async fn consume_in_session(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+        session_binding: &str,
+    ) -> Result<Consumption, StoreError> {
+        consume_in_session(self, reference_value_hash, client_id, session_binding).await
+    }
 
-            async fn get_by_hash(
-                &self,
-                reference_value_hash: &str,
-            ) -> Result<Option<$crate::model::PushedAuthorizationRequest>, $crate::error::StoreError>
-            {
-                $crate::backend::get_by_hash(self, reference_value_hash).await
-            }
-        }
-    };
+    async fn get_by_hash(
+        &self,
+        reference_value_hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        get_by_hash(self, reference_value_hash).await
+    }
 }
-pub(crate) use impl_store_for_backend;
 
-/// Adds the operations on client-bound and replaceable requests to a [`Backend`], as
-/// inherent methods written once here.
-macro_rules! impl_client_binding_for_backend {
-    ($backend:ty) => {
-        impl $backend {
-            /// Stores the request, or replaces the one stored under the same hash (live or
-            /// expired: its parameters, expiry and client binding), in one atomic step.
-            ///
-            /// A consumed request is never brought back: over its consumed marker this fails
-            /// with [`StoreError::Duplicate`](crate::StoreError::Duplicate) and changes
-            /// nothing. (The one exception is the marker left by the oauth-as adapter's
-            /// take, which oauth-as's put-back replaces: see `par_store::oauth_as`.)
-            ///
-            /// For servers whose storage contract is "insert or replace", such as oauth-as
-            /// putting a request back after a client presented someone else's
-            /// `request_uri`. The input rules are those of
-            /// [`store`](crate::PushedAuthorizationRequestStore::store); only the duplicate
-            /// check differs. A server that mints reference values should keep using `store`,
-            /// which refuses a collision instead of overwriting.
-            ///
-            /// On PostgreSQL this is `INSERT ... ON CONFLICT DO UPDATE`, which needs `UPDATE`
-            /// on `expires_at`, `parameters` and `client_id` (step 4 of `docs/roles.sql`).
-            pub async fn store_or_replace(
-                &self,
-                request: &$crate::model::PushedAuthorizationRequest,
-            ) -> Result<(), $crate::error::StoreError> {
-                $crate::backend::store_or_replace(self, request).await
-            }
+#[async_trait::async_trait]
+impl<B: Backend> PushedAuthorizationRequestStoreExt for B {
+    async fn store_or_replace(
+        &self,
+        request: &PushedAuthorizationRequest,
+    ) -> Result<(), StoreError> {
+        store_or_replace(self, request).await
+    }
 
-            /// Removes every request bound to `client_id`
-            /// ([`PushedAuthorizationRequest::with_client_id`](crate::PushedAuthorizationRequest::with_client_id)),
-            /// live or expired, and returns how many were removed.
-            ///
-            /// For a server deleting a client: RFC 9126 section 2.2 binds a `request_uri`
-            /// to the client that pushed it, so a deleted client's requests can never be
-            /// used. Requests stored without a client id are never removed by this. An id no
-            /// request could be bound to (empty, over
-            /// [`MAX_CLIENT_ID_LEN`](crate::MAX_CLIENT_ID_LEN) bytes, control characters)
-            /// removes nothing.
-            pub async fn delete_by_client_id(
-                &self,
-                client_id: &str,
-            ) -> Result<u64, $crate::error::StoreError> {
-                $crate::backend::delete_by_client_id(self, client_id).await
-            }
+    async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
+        delete_by_client_id(self, client_id).await
+    }
 
-            /// Removes every request that expires at or before `cutoff`, in batches, and
-            /// returns how many were removed.
-            ///
-            /// `delete_expired` and the [`CleanupJob`](crate::CleanupJob) judge expiry by the
-            /// store's clock (the database's, for PostgreSQL); this is for servers whose
-            /// sweep passes the instant itself, such as oauth-as's `sweep_expired(now)`. A
-            /// `cutoff` in the future removes requests that are still live: pass the present.
-            pub async fn delete_expired_as_of(
-                &self,
-                cutoff: chrono::DateTime<chrono::Utc>,
-            ) -> Result<u64, $crate::error::StoreError> {
-                $crate::backend::delete_expired_as_of(self, cutoff).await
-            }
-
-            /// oauth-as's take: `consume`, leaving a marker that `store_or_replace` may
-            /// replace (oauth-as puts a request back after a stranger presented it).
-            // The adapter takes through `PostgresStore` (sealed or not); the memory twins exist
-            // so that the macro stays one.
-            #[cfg(feature = "oauth-as")]
-            #[allow(dead_code)]
-            pub(crate) async fn take(
-                &self,
-                reference_value_hash: &str,
-            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
-                $crate::backend::take(self, reference_value_hash).await
-            }
-        }
-    };
+    async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        delete_expired_as_of(self, cutoff).await
+    }
 }
-pub(crate) use impl_client_binding_for_backend;
 
 /// `PushedAuthorizationRequestStore::get_by_hash` for any backend.
-pub(crate) async fn get_by_hash<B: Backend>(
+async fn get_by_hash<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
@@ -385,7 +306,7 @@ pub(crate) async fn get_by_hash<B: Backend>(
 
 /// `PushedAuthorizationRequestStore::consume_by_hash` for any backend: `consume`, seen as an
 /// `Option`.
-pub(crate) async fn consume_by_hash<B: Backend>(
+async fn consume_by_hash<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
@@ -460,7 +381,7 @@ async fn consume_traced<B: Backend>(
 }
 
 /// `PushedAuthorizationRequestStore::consume` for any backend.
-pub(crate) async fn consume<B: Backend>(
+async fn consume<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Consumption, StoreError> {
@@ -476,7 +397,7 @@ pub(crate) async fn consume<B: Backend>(
 }
 
 /// `PushedAuthorizationRequestStore::consume_for_client` for any backend.
-pub(crate) async fn consume_for_client<B: Backend>(
+async fn consume_for_client<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
     client_id: &str,

@@ -369,8 +369,11 @@ fn is_unavailable_sqlstate(code: &str) -> bool {
         || code == "53300" // too_many_connections
         // read_only_sql_transaction: a standby or a demoted primary after a failover; the
         // primary is elsewhere for now (the connection is discarded, see src/execution.rs)
-        || code == crate::execution::READ_ONLY
+        || code == READ_ONLY
 }
+
+/// SQLSTATE `read_only_sql_transaction`.
+pub(crate) const READ_ONLY: &str = "25006";
 
 /// True for an error PostgreSQL reported at severity FATAL: it ended (or refused) the session.
 fn is_fatal(err: &dyn sqlx::error::DatabaseError) -> bool {

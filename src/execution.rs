@@ -68,7 +68,7 @@ use futures_util::StreamExt;
 use sqlx::postgres::{PgDatabaseError, PgRow, PgSeverity};
 use sqlx::{Either, Executor, PgConnection, Postgres};
 
-use crate::error::StoreError;
+use crate::error::{StoreError, READ_ONLY};
 use crate::pool::Connections;
 use crate::sql::{COMMIT, ROLLBACK};
 
@@ -283,6 +283,3 @@ fn server_aborted(error: &sqlx::Error) -> bool {
 pub(crate) fn read_only(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(READ_ONLY))
 }
-
-/// SQLSTATE `read_only_sql_transaction`.
-pub(crate) const READ_ONLY: &str = "25006";

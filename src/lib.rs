@@ -18,7 +18,8 @@
 //!
 //! - [`PushedAuthorizationRequestStore`] is the contract (modelled on Duende IdentityServer's
 //!   `IPushedAuthorizationRequestStore`); it is object safe, for
-//!   `Arc<dyn PushedAuthorizationRequestStore>`.
+//!   `Arc<dyn PushedAuthorizationRequestStore>`. [`PushedAuthorizationRequestStoreExt`] adds
+//!   insert-or-replace, removal by client and a sweep up to a given instant.
 //! - [`PostgresStore`] keeps requests in PostgreSQL through `sqlx`: one static statement per
 //!   operation, expiry checked in SQL, consumption as one atomic statement that leaves a
 //!   consumed marker until the request expires.
@@ -100,8 +101,10 @@ mod backend;
 mod cleanup;
 mod consume_policy;
 mod consumption;
+mod envelope;
 mod error;
 mod execution;
+mod key_ring;
 mod memory;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -115,6 +118,7 @@ mod protect;
 mod reference;
 mod sql;
 mod store;
+mod store_ext;
 mod telemetry;
 mod validate;
 
@@ -124,21 +128,21 @@ pub use cleanup::{
 };
 pub use consume_policy::ConsumePolicy;
 pub use consumption::Consumption;
+pub use envelope::{envelope_len, max_parameters_len_within, ENVELOPE_VERSION, MAX_KEY_ID_LEN};
 pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
+pub use key_ring::{KeyRing, KeyRingError, ProtectionKey};
 pub use memory::MemoryStore;
+pub use migrations::MIGRATIONS_TABLE;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{
     PostgresStore, PostgresStoreOptions, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTION_LIFETIME, DEFAULT_MIGRATION_LOCK_TIMEOUT,
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_PING_IDLE_AFTER, DEFAULT_STATEMENT_TIMEOUT,
-    MIGRATIONS_TABLE,
 };
-pub use protect::{
-    envelope_len, max_parameters_len_within, KeyRing, KeyRingError, ProtectedStore, ProtectionKey,
-    ENVELOPE_VERSION, MAX_KEY_ID_LEN,
-};
+pub use protect::ProtectedStore;
 pub use reference::{InvalidRequestUri, ReferenceValue, REQUEST_URI_PREFIX};
 pub use store::PushedAuthorizationRequestStore;
+pub use store_ext::PushedAuthorizationRequestStoreExt;
 #[allow(deprecated)]
 pub use validate::DEFAULT_MAX_LIFETIME;
 pub use validate::{

@@ -1,8 +1,6 @@
 //! The in-memory store: the same contract as PostgreSQL, for tests and single-process servers.
 
-use crate::backend::{
-    impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted, Reload,
-};
+use crate::backend::{Backend, Inserted, Reload};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::consume_policy::ConsumePolicy;
 use crate::consumption::Consumption;
@@ -374,9 +372,6 @@ fn within(consumed_at: DateTime<Utc>, window: Duration, now: DateTime<Utc>) -> b
         Err(_) => true,
     }
 }
-
-impl_store_for_backend!(MemoryStore);
-impl_client_binding_for_backend!(MemoryStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for MemoryStore {

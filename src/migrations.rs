@@ -18,14 +18,42 @@
 //! exists, skipping`) switched off, without touching the store's other connections.
 
 use crate::error::StoreError;
-use crate::postgres::PostgresStore;
 use crate::sql::{
-    ADOPT_HOST_HISTORY, HOST_HISTORY_EXISTS, LOCK_MIGRATIONS, MIGRATION_SESSION,
-    MIRROR_INTO_HOST_HISTORY, UNLOCK_MIGRATIONS,
+    ADOPT_HOST_HISTORY, HOST_HISTORY_EXISTS, LOCK_MIGRATIONS, MIGRATION_BLOCK_END,
+    MIGRATION_BLOCK_START, MIGRATION_SESSION, MIRROR_INTO_HOST_HISTORY, UNLOCK_MIGRATIONS,
 };
-use sqlx::migrate::Migrate;
+use sqlx::migrate::{Migrate, Migrator};
 use sqlx::PgConnection;
+use sqlx::SqlSafeStr;
 use std::time::Duration;
+
+/// The table in which par-store records its applied migrations, apart from the host
+/// application's `_sqlx_migrations`. `sqlx.toml` names the same table for sqlx-cli.
+pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
+
+/// `PostgresStore::migrator`: the embedded migrations, one statement each, their history in
+/// [`MIGRATIONS_TABLE`].
+pub(crate) fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    let one_statement_each = migrator
+        .iter()
+        .map(|migration| {
+            let mut migration = migration.clone();
+            // Only our own embedded files go in here, never input.
+            let sql = [
+                MIGRATION_BLOCK_START,
+                migration.sql.as_str(),
+                MIGRATION_BLOCK_END,
+            ]
+            .concat();
+            migration.sql = sqlx::AssertSqlSafe(sql).into_sql_str();
+            migration
+        })
+        .collect::<Vec<_>>();
+    migrator.migrations = one_statement_each.into();
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
 
 /// Applies the store's migrations on `conn`, which the caller closes afterwards (the session
 /// settings and the advisory lock must not outlive the run in a pool). `lock_timeout` bounds
@@ -87,7 +115,7 @@ fn waiting_for_the_lock(err: sqlx::Error, lock_timeout: Option<Duration>) -> Sto
 }
 
 async fn run_locked(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let migrator = PostgresStore::migrator();
+    let migrator = migrator();
     let (versions, checksums): (Vec<i64>, Vec<Vec<u8>>) = migrator
         .iter()
         .filter(|migration| !migration.migration_type.is_down_migration())
@@ -97,8 +125,7 @@ async fn run_locked(conn: &mut PgConnection) -> Result<(), StoreError> {
         .fetch_one(&mut *conn)
         .await?;
     if host_history {
-        conn.ensure_migrations_table(crate::MIGRATIONS_TABLE)
-            .await?;
+        conn.ensure_migrations_table(MIGRATIONS_TABLE).await?;
         sqlx::query(ADOPT_HOST_HISTORY)
             .bind(&versions)
             .bind(&checksums)
@@ -120,8 +147,8 @@ async fn run_locked(conn: &mut PgConnection) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::MIGRATIONS_TABLE;
     use crate::sql::{ADOPT_HOST_HISTORY, HOST_HISTORY_EXISTS, MIRROR_INTO_HOST_HISTORY};
-    use crate::MIGRATIONS_TABLE;
 
     #[test]
     fn the_sql_names_both_history_tables() {

@@ -27,7 +27,12 @@ use std::fmt;
 /// assert!(!shown.contains("s6BhdRkqt3"));
 /// assert!(shown.contains("parameters_len: 39"));
 /// ```
+///
+/// The fields are public for reading; the struct is `#[non_exhaustive]`, so that a field can
+/// be added without breaking callers: build a request with [`new`](Self::new) and
+/// [`with_client_id`](Self::with_client_id), which set every field.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PushedAuthorizationRequest {
     /// Hash of the reference value carried in the `request_uri` (the store's key).
     ///

@@ -22,10 +22,10 @@
 //!
 //! | `Storage` method | what happens in par-store |
 //! |---|---|
-//! | `put_pushed_authorization_request` | the record, serialized as JSON without its `request_uri`, becomes the request's `parameters`; it is stored under the SHA-256 of its `request_uri` (Base64, as [`ReferenceValue::hash`](crate::ReferenceValue::hash) computes it) with its `expires_at` and bound to its `client_id`, replacing any request stored under the same `request_uri` ([`PostgresStore::store_or_replace`]). The `request_uri` itself, a bearer secret, is never stored. A record that has already expired is not stored (the put answers `Applied`; a take would not return it anyway) |
+//! | `put_pushed_authorization_request` | the record, serialized as JSON without its `request_uri`, becomes the request's `parameters`; it is stored under the SHA-256 of its `request_uri` (Base64, as [`ReferenceValue::hash`](crate::ReferenceValue::hash) computes it) with its `expires_at` and bound to its `client_id`, replacing any request stored under the same `request_uri` ([`store_or_replace`](crate::PushedAuthorizationRequestStoreExt::store_or_replace)). The `request_uri` itself, a bearer secret, is never stored. A record that has already expired is not stored (the put answers `Applied`; a take would not return it anyway) |
 //! | `take_pushed_authorization_request` | a [`consume`](crate::PushedAuthorizationRequestStore::consume): one atomic statement, so exactly one of any number of concurrent takers gets the record, on any number of server instances; an expired request is never returned. The request leaves a consumed marker until it expires; a second take finds it and logs the reuse (below). Unlike a marker left by `consume`, `consume_for_client` or `consume_by_hash`, this one may be replaced by the next `put_pushed_authorization_request`: oauth-as puts a request back after a stranger presented its `request_uri`, and that put-back must succeed |
-//! | `delete_client` | the inner store deletes the client, cascades and records its revocation barrier; then [`PostgresStore::delete_by_client_id`] removes the client's pushed requests |
-//! | `sweep_expired(now)` | the inner store's sweep, plus [`PostgresStore::delete_expired_as_of`]`(now)`; the count returned is the sum |
+//! | `delete_client` | the inner store deletes the client, cascades and records its revocation barrier; then [`delete_by_client_id`](crate::PushedAuthorizationRequestStoreExt::delete_by_client_id) removes the client's pushed requests |
+//! | `sweep_expired(now)` | the inner store's sweep, plus [`delete_expired_as_of`](crate::PushedAuthorizationRequestStoreExt::delete_expired_as_of)`(now)`; the count returned is the sum |
 //!
 //! # The revocation barrier across two stores
 //!
@@ -85,12 +85,15 @@
 //!   [`OauthAsStorage::with_protection`]: then they are sealed like
 //!   [`ProtectedStore`]'s parameters, and the table holds envelopes.
 
+use crate::backend::take;
 use crate::consumption::Consumption;
 use crate::error::StoreError;
+use crate::key_ring::KeyRing;
 use crate::model::{HashPrefix, PushedAuthorizationRequest as StoredRequest};
 use crate::postgres::PostgresStore;
-use crate::protect::{KeyRing, ProtectedStore};
+use crate::protect::ProtectedStore;
 use crate::reference::hash_secret;
+use crate::store_ext::PushedAuthorizationRequestStoreExt;
 use chrono::{DateTime, Utc};
 use oauth_as::client::ClientId;
 use oauth_as::par::PushedAuthorizationRequest;
@@ -136,8 +139,12 @@ impl Pushed {
 
     async fn take(&self, hash: &str) -> Result<Consumption, StoreError> {
         match self {
-            Pushed::Clear(store) => store.take(hash).await,
-            Pushed::Sealed(protected) => protected.take(hash).await,
+            Pushed::Clear(store) => take(store, hash).await,
+            Pushed::Sealed(protected) => {
+                // The inner store's take, then the envelope opened.
+                let taken = take(protected.inner(), hash).await?;
+                protected.open_consumed(hash, taken)
+            }
         }
     }
 }
@@ -298,9 +305,7 @@ impl<S: Storage> Storage for OauthAsStorage<S> {
         if self.barrier_refuses(&record).await? {
             // Removed unread: nothing to open. Taken like oauth-as's own take, so that the
             // marker does not outlive what oauth-as's put-back may undo.
-            self.pushed
-                .postgres()
-                .take(&stored.reference_value_hash)
+            take(self.pushed.postgres(), &stored.reference_value_hash)
                 .await
                 .map_err(storage_error)?;
             return Ok(WriteOutcome::RefusedRevoked);

@@ -1,19 +1,18 @@
 //! The PostgreSQL store: one static SQL statement per operation.
 
-use crate::backend::{
-    impl_client_binding_for_backend, impl_store_for_backend, Backend, Inserted, Reload,
-};
+use crate::backend::{Backend, Inserted, Reload};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::consume_policy::ConsumePolicy;
 use crate::consumption::Consumption;
 use crate::error::{InvalidDatabaseUrl, StoreError};
 use crate::execution::{Outcome, Protocol, Retry};
+use crate::migrations;
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
     CITUS_DELETE_EXPIRED_AS_OF_BATCH, CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE, CONSUME,
-    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT,
-    MIGRATION_BLOCK_END, MIGRATION_BLOCK_START, SELECT_LIVE, UPSERT,
+    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT, SELECT_LIVE,
+    UPSERT,
 };
 use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
 use chrono::{DateTime, Utc};
@@ -21,15 +20,11 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgTypeInfo, PgValueFormat, PgValueRef};
 use sqlx::query::Query;
-use sqlx::{Decode, FromRow, PgPool, Postgres, SqlSafeStr, Type};
+use sqlx::{Decode, FromRow, PgPool, Postgres, Type};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The table in which par-store records its applied migrations, apart from the host
-/// application's `_sqlx_migrations`. `sqlx.toml` names the same table for sqlx-cli.
-pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
 
 /// Pushed authorization requests in PostgreSQL, table `pushed_authorization_requests`.
 ///
@@ -380,7 +375,8 @@ impl PostgresStore {
     }
 
     /// The store's migrations (embedded from `migrations/`), recording their history in
-    /// [`MIGRATIONS_TABLE`] so that they coexist with the host application's own.
+    /// [`MIGRATIONS_TABLE`](crate::MIGRATIONS_TABLE) so that they coexist with the host
+    /// application's own.
     ///
     /// Each migration runs as one statement: its file's statements inside a PL/pgSQL
     /// `DO` block, so that the server sees them one at a time. Citus propagates an `ALTER
@@ -393,25 +389,7 @@ impl PostgresStore {
     /// assert!(migrator.iter().count() >= 1);
     /// ```
     pub fn migrator() -> Migrator {
-        let mut migrator = sqlx::migrate!("./migrations");
-        let one_statement_each = migrator
-            .iter()
-            .map(|migration| {
-                let mut migration = migration.clone();
-                // Only our own embedded files go in here, never input.
-                let sql = [
-                    MIGRATION_BLOCK_START,
-                    migration.sql.as_str(),
-                    MIGRATION_BLOCK_END,
-                ]
-                .concat();
-                migration.sql = sqlx::AssertSqlSafe(sql).into_sql_str();
-                migration
-            })
-            .collect::<Vec<_>>();
-        migrator.migrations = one_statement_each.into();
-        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-        migrator
+        migrations::migrator()
     }
 
     /// Applies the store's migrations. Idempotent, and safe to call from many instances at
@@ -856,9 +834,6 @@ impl Backend for PostgresStore {
         .await
     }
 }
-
-impl_store_for_backend!(PostgresStore);
-impl_client_binding_for_backend!(PostgresStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {

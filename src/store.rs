@@ -36,8 +36,9 @@ use crate::model::PushedAuthorizationRequest;
 ///   then the session that consumed a request gets it again within the window (never past
 ///   `expires_at`), and nobody else does.
 /// - A consumed request is never returned again: `get_by_hash` does not see it, `store` of
-///   its hash fails with [`StoreError::Duplicate`], and `store_or_replace` (an inherent
-///   method of both stores) refuses to bring it back, with [`StoreError::Duplicate`] too.
+///   its hash fails with [`StoreError::Duplicate`], and
+///   [`store_or_replace`](crate::PushedAuthorizationRequestStoreExt::store_or_replace)
+///   refuses to bring it back, with [`StoreError::Duplicate`] too.
 /// - Input is checked before anything is stored: a bad request fails with
 ///   [`StoreError::InvalidInput`] naming the field, and nothing is written. A look-up with a
 ///   hash that could never have been stored (empty, over 128 bytes, control characters)

@@ -14,6 +14,7 @@ use par_store::sqlx::{self, PgConnection};
 use par_store::{
     CleanupJob, CleanupOptions, CleanupStats, PostgresStore, PostgresStoreOptions,
     PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+    PushedAuthorizationRequestStoreExt,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

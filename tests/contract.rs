@@ -24,27 +24,22 @@ mod common;
 use chrono::{DateTime, Duration, Utc};
 use par_store::{
     ConsumePolicy, Consumption, KeyRing, MemoryStore, PostgresStore, ProtectedStore, ProtectionKey,
-    PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+    PushedAuthorizationRequestStoreExt, StoreError,
 };
 use std::sync::Arc;
 
-/// What the contract needs beyond the trait: one cleanup pass, the lifetime bound, the
-/// longest parameters the store takes, and the operations on client-bound and replaceable
-/// requests, which the stores have as inherent methods.
+/// What the contract needs beyond the traits (`PushedAuthorizationRequestStoreExt` has the
+/// operations on client-bound and replaceable requests): one cleanup pass, the lifetime
+/// bound, the longest parameters the store takes, the consumed markers setting.
 #[async_trait::async_trait]
-trait Backend: PushedAuthorizationRequestStore + Clone + 'static {
+trait Backend: PushedAuthorizationRequestStoreExt + Clone + 'static {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
     fn max_request_lifetime(self, lifetime: std::time::Duration) -> Self;
     /// The longest `parameters` the store accepts as it is set up.
     fn parameters_limit(&self) -> usize {
         par_store::DEFAULT_MAX_PARAMETERS_LEN
     }
-    async fn store_or_replace(
-        &self,
-        request: &PushedAuthorizationRequest,
-    ) -> Result<(), StoreError>;
-    async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError>;
-    async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
     fn consumed_markers(self, enabled: bool) -> Self;
     fn consume_policy(self, policy: ConsumePolicy) -> Self;
 }
@@ -58,18 +53,6 @@ macro_rules! backend {
             }
             fn max_request_lifetime(self, lifetime: std::time::Duration) -> Self {
                 <$store>::max_request_lifetime(self, lifetime)
-            }
-            async fn store_or_replace(
-                &self,
-                request: &PushedAuthorizationRequest,
-            ) -> Result<(), StoreError> {
-                <$store>::store_or_replace(self, request).await
-            }
-            async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
-                <$store>::delete_by_client_id(self, client_id).await
-            }
-            async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-                <$store>::delete_expired_as_of(self, cutoff).await
             }
             fn consumed_markers(self, enabled: bool) -> Self {
                 <$store>::consumed_markers(self, enabled)
@@ -112,18 +95,6 @@ macro_rules! protected_backend {
                     KEY_ID.len(),
                 )
                 .unwrap()
-            }
-            async fn store_or_replace(
-                &self,
-                request: &PushedAuthorizationRequest,
-            ) -> Result<(), StoreError> {
-                ProtectedStore::<$inner>::store_or_replace(self, request).await
-            }
-            async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
-                ProtectedStore::<$inner>::delete_by_client_id(self, client_id).await
-            }
-            async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-                ProtectedStore::<$inner>::delete_expired_as_of(self, cutoff).await
             }
             fn consumed_markers(self, enabled: bool) -> Self {
                 ProtectedStore::new(
@@ -190,13 +161,9 @@ async fn round_trip_returns_what_was_stored<S: Backend>(store: S) {
 
 async fn expiry_is_kept_to_the_microsecond<S: Backend>(store: S) {
     let expires_at = Utc::now() + Duration::seconds(600) + Duration::nanoseconds(123_456_789);
-    // Built without `new`, which would already truncate.
-    let request = PushedAuthorizationRequest {
-        reference_value_hash: hash(1),
-        expires_at,
-        parameters: "p".into(),
-        client_id: None,
-    };
+    // `new` would already truncate: the expiry is set afterwards.
+    let mut request = PushedAuthorizationRequest::new(hash(1), expires_at, "p");
+    request.expires_at = expires_at;
     store.store(&request).await.unwrap();
     let read = store.get_by_hash(&hash(1)).await.unwrap().unwrap();
     assert_eq!(
@@ -459,6 +426,22 @@ async fn usable_as_a_trait_object<S: Backend>(store: S) {
     let store: Arc<dyn PushedAuthorizationRequestStore> = Arc::new(store);
     store.store(&live(1)).await.unwrap();
     assert!(store.consume_by_hash(&hash(1)).await.unwrap().is_some());
+}
+
+/// Generic and `dyn` code reach the client-bound, replace and cutoff operations of every
+/// store (the protected modes: of `ProtectedStore` over it).
+async fn usable_as_an_extension_trait_object<S: Backend>(store: S) {
+    let store: Arc<dyn PushedAuthorizationRequestStoreExt> = Arc::new(store);
+    store.store_or_replace(&bound(1, "client-a")).await.unwrap();
+    let replacing = bound(1, "client-b");
+    store.store_or_replace(&replacing).await.unwrap();
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), Some(replacing));
+    assert_eq!(store.delete_by_client_id("client-a").await.unwrap(), 0);
+    assert_eq!(store.delete_by_client_id("client-b").await.unwrap(), 1);
+    store.store(&live(2)).await.unwrap();
+    assert_eq!(store.delete_expired_as_of(Utc::now()).await.unwrap(), 0);
+    let after_expiry = Utc::now() + Duration::seconds(601);
+    assert_eq!(store.delete_expired_as_of(after_expiry).await.unwrap(), 1);
 }
 
 fn bound(n: u32, client_id: &str) -> PushedAuthorizationRequest {
@@ -1467,6 +1450,7 @@ contract!(
     exactly_one_of_32_concurrent_consumers_wins,
     awkward_text_round_trips_byte_for_byte,
     usable_as_a_trait_object,
+    usable_as_an_extension_trait_object,
     client_binding_is_returned_by_every_read,
     bad_client_ids_are_refused_and_nothing_stored,
     store_or_replace_inserts_then_replaces,

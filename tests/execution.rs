@@ -15,7 +15,7 @@ use common::fake_backend::{FakeBackend, Fault, Kind};
 use common::hash;
 use par_store::{
     PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, StoreError,
+    PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt, StoreError,
 };
 use std::time::Duration;
 

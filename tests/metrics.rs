@@ -11,7 +11,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use par_store::sqlx;
 use par_store::{
     Consumption, MemoryStore, PostgresStoreOptions, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, StoreError,
+    PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt, StoreError,
 };
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;

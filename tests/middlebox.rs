@@ -17,7 +17,8 @@ use common::pgbouncer::{Flavor, PgBouncer, Settings};
 use common::{error_kind, hash, TestDb};
 use par_store::sqlx;
 use par_store::{
-    PostgresStoreOptions, PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError,
+    PostgresStoreOptions, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+    PushedAuthorizationRequestStoreExt, StoreError,
 };
 use std::time::{Duration, Instant};
 

@@ -33,7 +33,7 @@ use common::TestDb;
 use par_store::sqlx;
 use par_store::{
     ConsumePolicy, Consumption, MemoryStore, PostgresStore, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, StoreError, MAX_REFERENCE_VALUE_HASH_LEN,
+    PushedAuthorizationRequestStoreExt, StoreError, MAX_REFERENCE_VALUE_HASH_LEN,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{
@@ -542,13 +542,11 @@ impl Model {
     }
 }
 
+/// A store under test: the extension trait has `store_or_replace`; one cleanup pass is the
+/// stores' own method.
 #[async_trait::async_trait]
-trait Subject: PushedAuthorizationRequestStore {
+trait Subject: PushedAuthorizationRequestStoreExt {
     async fn delete_expired(&self) -> Result<u64, StoreError>;
-    async fn store_or_replace(
-        &self,
-        request: &PushedAuthorizationRequest,
-    ) -> Result<(), StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -556,24 +554,12 @@ impl Subject for PostgresStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         PostgresStore::delete_expired(self).await
     }
-    async fn store_or_replace(
-        &self,
-        request: &PushedAuthorizationRequest,
-    ) -> Result<(), StoreError> {
-        PostgresStore::store_or_replace(self, request).await
-    }
 }
 
 #[async_trait::async_trait]
 impl Subject for MemoryStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         MemoryStore::delete_expired(self).await
-    }
-    async fn store_or_replace(
-        &self,
-        request: &PushedAuthorizationRequest,
-    ) -> Result<(), StoreError> {
-        MemoryStore::store_or_replace(self, request).await
     }
 }
 

@@ -8,7 +8,7 @@ use common::TestDb;
 use par_store::sqlx::{self, migrate::Migrator};
 use par_store::{
     InputField, PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, StoreError,
+    PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt, StoreError,
 };
 use std::time::{Duration as StdDuration, Instant};
 

@@ -9,7 +9,7 @@ use common::TestDb;
 use par_store::{
     envelope_len, CleanupJob, CleanupOptions, Consumption, KeyRing, KeyRingError, MemoryStore,
     ProtectedStore, ProtectionErrorKind, ProtectionKey, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, StoreError,
+    PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt, StoreError,
 };
 
 const SECRET_A: [u8; 32] = [0xa1; 32];
@@ -202,11 +202,9 @@ async fn copy_envelope(db: &TestDb, from: u32, to: u32) {
 
 /// `live(n)` with the expiry that was stored, read back through the inner store.
 async fn live_at(db: &TestDb, n: u32) -> PushedAuthorizationRequest {
-    let stored = db.store().get_by_hash(&hash(n)).await.unwrap().unwrap();
-    PushedAuthorizationRequest {
-        parameters: live(n).parameters,
-        ..stored
-    }
+    let mut stored = db.store().get_by_hash(&hash(n)).await.unwrap().unwrap();
+    stored.parameters = live(n).parameters;
+    stored
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,13 +276,9 @@ async fn every_single_bit_flip_of_an_envelope_fails_with_a_typed_error() {
             tried += 1;
             for consume in [false, true] {
                 let inner = MemoryStore::new();
-                inner
-                    .store(&PushedAuthorizationRequest {
-                        parameters: altered.clone(),
-                        ..request.clone()
-                    })
-                    .await
-                    .unwrap();
+                let mut altered_request = request.clone();
+                altered_request.parameters = altered.clone();
+                inner.store(&altered_request).await.unwrap();
                 let store = ProtectedStore::new(inner.clone(), ring.clone());
                 let result = if consume {
                     store.consume_by_hash(&hash(1)).await
@@ -837,11 +831,12 @@ async fn debug_and_display_show_no_secret() {
 
 /// `store_or_replace`, `delete_by_client_id` and `delete_expired_as_of` through the
 /// decorator: what reaches the inner store is sealed, what comes back is opened, and the
-/// inner store's rules and errors are kept. Written once for both inner stores, whose
-/// methods are inherent (hence a macro).
-macro_rules! client_binding_through_protection {
-    ($inner:expr) => {{
-        let inner = $inner;
+/// inner store's rules and errors are kept. Written once for any inner store; returns it.
+async fn client_binding_through_protection<S>(inner: S) -> S
+where
+    S: PushedAuthorizationRequestStoreExt + Clone,
+{
+    {
         let store = ProtectedStore::new(inner.clone(), ring_a());
         let bound = |n: u32, client: &str| live(n).with_client_id(client);
 
@@ -892,20 +887,20 @@ macro_rules! client_binding_through_protection {
             2
         );
         assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
-        inner
-    }};
+    }
+    inner
 }
 
 #[tokio::test]
 async fn client_binding_and_replacement_through_protection_over_memory_store() {
-    let inner = client_binding_through_protection!(MemoryStore::new());
+    let inner = client_binding_through_protection(MemoryStore::new()).await;
     assert!(inner.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_binding_and_replacement_through_protection_over_postgres_store() {
     let db = TestDb::new().await;
-    client_binding_through_protection!(db.store());
+    client_binding_through_protection(db.store()).await;
     assert_eq!(db.row_count().await, 0);
 }
 

@@ -9,7 +9,8 @@ use par_store::sqlx::postgres::PgConnectOptions;
 use par_store::sqlx::{self, PgPool};
 use par_store::{
     CleanupJob, CleanupOptions, MemoryStore, PostgresStore, PostgresStoreOptions,
-    PushedAuthorizationRequest, PushedAuthorizationRequestStore, ReferenceValue, StoreError,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+    PushedAuthorizationRequestStoreExt, ReferenceValue, StoreError,
 };
 use std::time::Duration;
 

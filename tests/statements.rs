@@ -23,7 +23,7 @@ use par_store::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use par_store::sqlx::{self, PgConnection, PgPool, Row};
 use par_store::{
     PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore,
+    PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
