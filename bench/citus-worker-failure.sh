@@ -33,6 +33,7 @@ finish() {
   nodes_stop
 }
 trap finish EXIT
+trap 'exit 130' INT TERM
 if [ -n "$(citus_missing)" ]; then
   echo "bench/citus-worker-failure.sh: $(citus_missing)" >&2
   exit 1
@@ -54,7 +55,7 @@ $loadgen migrate --citus --url "$coordinator" >/dev/null
 python3 -c 'import json, os, sys, datetime
 print(json.dumps({"cmd": "env", "kind": "worker-failure", "nproc": os.cpu_count(),
   "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-  "postgres": sys.argv[1], "citus": sys.argv[2], "load_before": sys.argv[3]}))' \
+  "postgres": sys.argv[1], "citus": sys.argv[2].split(" on ")[0], "load_before": sys.argv[3]}))' \
   "$("$PG_BIN/postgres" --version)" "$(psql -At "$coordinator" -c "SELECT citus_version()")" \
   "$(loadavg)" >"$raw"
 

@@ -46,6 +46,7 @@ done
 tmp=$(mktemp -d)
 finish() { nodes_stop; rm -rf "$tmp"; }
 trap finish EXIT
+trap 'exit 130' INT TERM
 if [ "$kind" = citus ] && [ -n "$(citus_missing)" ]; then
   echo "bench/citus.sh --citus: $(citus_missing)" >&2
   exit 1
@@ -72,7 +73,8 @@ print((b * 10)[:600])')
 
 # pgbench_json URL CLIENTS SCRIPT: one JSON line (report.py pgbench), -M prepared, RUN_SECONDS.
 pgbench_json() {
-  local url="$1" n="$2" script="$3" expires
+  local url="$1" n="$2" script expires
+  script=$(realpath "$3") # pgbench runs in the log directory
   rm -rf "$tmp/pglog"; mkdir -p "$tmp/pglog"
   expires=$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(seconds=600)).isoformat())')
   if (cd "$tmp/pglog" && pgbench -M prepared -n -c "$n" -j "$n" -T "$RUN_SECONDS" -r --log \
@@ -97,7 +99,7 @@ env_line() {
   python3 -c 'import json, os, sys, datetime
 print(json.dumps({"cmd": "env", "kind": sys.argv[1], "nproc": os.cpu_count(),
   "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-  "postgres": sys.argv[2], "citus": sys.argv[3], "rounds": int(sys.argv[4]),
+  "postgres": sys.argv[2], "citus": sys.argv[3].split(" on ")[0], "rounds": int(sys.argv[4]),
   "run_seconds": float(sys.argv[5]), "load_before": sys.argv[6]}))' \
     "$kind" "$("$PG_BIN/postgres" --version)" "$1" "$ROUNDS" "$RUN_SECONDS" "$(loadavg)"
 }

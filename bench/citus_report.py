@@ -42,7 +42,7 @@ def by_round(records, **match):
 def header(env, load_after):
     return [
         f"{env.get('date', '?')}, {env.get('nproc', '?')} cores, {env.get('postgres', '?')}"
-        + (f", Citus {env['citus']}" if env.get("citus") else "")
+        + (f", {env['citus']}" if env.get("citus") else "")
         + (f"; {env['rounds']} interleaved rounds of {env['run_seconds']:g} s" if "rounds" in env else "")
         + f"; load average {env.get('load_before', '?')} before, {load_after} after.",
         "",

@@ -1053,8 +1053,14 @@ struct FaultTally {
 
 impl FaultTally {
     fn error(&mut self, operation: &str, what: impl std::fmt::Display) {
+        // Citus's messages name the node first and the cause last: keep the cause.
+        let what = what.to_string();
+        let what = match what.split_once("failed with the following error: ") {
+            Some((_, cause)) => format!("a worker's connection failed: {cause}"),
+            None => what,
+        };
         let mut kind = format!("{operation}: {what}");
-        if let Some((cut, _)) = kind.char_indices().nth(160) {
+        if let Some((cut, _)) = kind.char_indices().nth(200) {
             kind.truncate(cut);
         }
         let now = unix_seconds();
@@ -1273,7 +1279,7 @@ async fn worker_failure(args: &Args) -> Result<(), BoxError> {
         .filter(|hash| found.contains_key(*hash))
         .count();
     let mut errors: Vec<_> = tally.errors.into_iter().collect();
-    errors.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    errors.sort_by_key(|error| std::cmp::Reverse(error.1 .0));
     let errors: Vec<Value> = errors
         .into_iter()
         .map(|(kind, (count, first, last))| {
