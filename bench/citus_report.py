@@ -128,7 +128,7 @@ def worker_failure(record):
         "|---|---|---|---|",
     ]
     for error in record["errors"]:
-        kind = error["kind"].replace("|", "\\|")
+        kind = " ".join(error["kind"].split()).replace("|", "\\|")
         out.append(f"| {kind} | {error['count']:,} | {rel(error['first_unix'])} "
                    f"| {rel(error['last_unix'])} |")
     clean, failed = record["clean_per_second"], record["failed_per_second"]
