@@ -44,6 +44,7 @@ for arg in "$@"; do
     --pooler) kind=pooler ;;
     --lifecycles-only) kind=lifecycles ;;
     --overload-only) kind=overload ;;
+    --citus|--sql-forms) exec bash bench/citus.sh "$arg" ;; # Citus, INSERT forms: bench/citus.sh
     -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac

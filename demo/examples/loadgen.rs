@@ -10,6 +10,10 @@
 //!   get-only     get_by_hash of random requests among the --rows loaded by `load`
 //!   cleanup      rows/s of a cleanup pass over --rows expired requests, per --batch-sizes,
 //!                and lifecycle latency with and without the pass running
+//!   worker-failure  for --seconds, --clients loops of store, get_by_hash and two racing
+//!                consumes of a fresh request through the store, tallying every error by
+//!                kind; then checks every acknowledged store in the table (lost? consumed
+//!                twice?) (bench/citus-worker-failure.sh stops a Citus worker meanwhile)
 //!
 //! options (defaults in brackets)
 //!   --url URL            [$DATABASE_URL or postgres://postgres:postgres@127.0.0.1:5432/postgres]
@@ -36,6 +40,7 @@
 //!   --report-every S     print one JSON line every S seconds (throughput, table size)
 //!   --rows R             load / get-only / cleanup: number of rows                    [1000]
 //!   --batch-sizes LIST   cleanup: comma-separated batch sizes                         [100,1000,10000]
+//!   --citus              migrate: then distribute the table (distribute_on_citus)
 //! ```
 //!
 //! Every command prints one JSON line on stdout (latencies in microseconds) for the script;
@@ -687,13 +692,23 @@ async fn main() -> Result<(), BoxError> {
     }
     match args.command.as_str() {
         "migrate" => {
-            PostgresStore::connect(&args.url()).await?.migrate().await?;
-            println!("{}", json!({"cmd": "migrate", "ok": true}));
+            let store = PostgresStore::connect(&args.url()).await?;
+            store.migrate().await?;
+            // --citus: on a Citus coordinator, distribute the table as a user would.
+            let distributed = match args.flag("citus") {
+                true => Some(store.distribute_on_citus().await?),
+                false => None,
+            };
+            println!(
+                "{}",
+                json!({"cmd": "migrate", "ok": true, "distributed_now": distributed})
+            );
         }
         "lifecycle" => lifecycle(&args).await?,
         "get-only" => get_only(&args).await?,
         "load" => load(&args).await?,
         "cleanup" => cleanup(&args).await?,
+        "worker-failure" => worker_failure(&args).await?,
         other => return Err(format!("unknown command {other:?}").into()),
     }
     Ok(())
@@ -1013,5 +1028,286 @@ async fn cleanup(args: &Args) -> Result<(), BoxError> {
         results.push(line);
     }
     store.close().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// worker-failure: what requests in flight see while a node fails, and what survives it
+
+/// What one worker-failure client saw.
+#[derive(Default)]
+struct FaultTally {
+    /// Requests whose `store` returned `Ok`: each must be in the table afterwards.
+    acked: Vec<String>,
+    /// Requests whose `store` failed: stored or not, the caller cannot tell.
+    store_failed: Vec<String>,
+    /// One entry per `Consumption::Consumed`: a request handed out twice shows up twice.
+    handed_out: Vec<String>,
+    /// "operation: error" -> (count, first, last) in Unix seconds.
+    errors: HashMap<String, (u64, f64, f64)>,
+    /// Lifecycles without any error, per second since the start.
+    clean_per_second: Vec<u64>,
+    /// Lifecycles with an error, per second since the start.
+    failed_per_second: Vec<u64>,
+}
+
+impl FaultTally {
+    fn error(&mut self, operation: &str, what: impl std::fmt::Display) {
+        // Citus's messages name the node first and the cause last: keep the cause.
+        let what = what.to_string();
+        let what = match what.split_once("failed with the following error: ") {
+            Some((_, cause)) => format!("a worker's connection failed: {cause}"),
+            None => what,
+        };
+        let mut kind = format!("{operation}: {what}");
+        if let Some((cut, _)) = kind.char_indices().nth(200) {
+            kind.truncate(cut);
+        }
+        let now = unix_seconds();
+        let entry = self.errors.entry(kind).or_insert((0, now, now));
+        entry.0 += 1;
+        entry.2 = now;
+    }
+
+    fn count_second(&mut self, second: usize, clean: bool) {
+        for series in [&mut self.clean_per_second, &mut self.failed_per_second] {
+            if series.len() <= second {
+                series.resize(second + 1, 0);
+            }
+        }
+        match clean {
+            true => self.clean_per_second[second] += 1,
+            false => self.failed_per_second[second] += 1,
+        }
+    }
+
+    fn merge(&mut self, other: FaultTally) {
+        self.acked.extend(other.acked);
+        self.store_failed.extend(other.store_failed);
+        self.handed_out.extend(other.handed_out);
+        for (kind, (count, first, last)) in other.errors {
+            let entry = self.errors.entry(kind).or_insert((0, first, last));
+            if entry.0 > 0 {
+                entry.1 = entry.1.min(first);
+                entry.2 = entry.2.max(last);
+            }
+            entry.0 += count;
+        }
+        for (mine, theirs) in [
+            (&mut self.clean_per_second, other.clean_per_second),
+            (&mut self.failed_per_second, other.failed_per_second),
+        ] {
+            if mine.len() < theirs.len() {
+                mine.resize(theirs.len(), 0);
+            }
+            for (slot, value) in mine.iter_mut().zip(theirs) {
+                *slot += value;
+            }
+        }
+    }
+}
+
+fn unix_seconds() -> f64 {
+    Utc::now().timestamp_millis() as f64 / 1000.0
+}
+
+/// One client: store, get_by_hash, and two consumes racing for the request, until `stop`.
+async fn fault_client(
+    store: PostgresStore,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    seed: u64,
+) -> FaultTally {
+    let mut rng = Rng(seed);
+    let mut tally = FaultTally::default();
+    let params = parameters(600);
+    while !stop.load(Ordering::Relaxed) {
+        let request = PushedAuthorizationRequest::new(
+            rng.hash_like_key(),
+            Utc::now() + chrono::Duration::seconds(600),
+            params.as_str(),
+        );
+        let hash = request.reference_value_hash.clone();
+        let mut clean = true;
+        match store.store(&request).await {
+            Ok(()) => tally.acked.push(hash.clone()),
+            Err(err) => {
+                tally.error("store", &err);
+                tally.store_failed.push(hash.clone());
+                clean = false;
+            }
+        }
+        if clean {
+            match store.get_by_hash(&hash).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tally.error("get_by_hash", "an acknowledged request was not found");
+                    clean = false;
+                }
+                Err(err) => {
+                    tally.error("get_by_hash", &err);
+                    clean = false;
+                }
+            }
+            let (first, second) = tokio::join!(store.consume(&hash), store.consume(&hash));
+            let mut winners = 0;
+            for outcome in [first, second] {
+                match outcome {
+                    Ok(par_store::Consumption::Consumed(_)) => {
+                        winners += 1;
+                        tally.handed_out.push(hash.clone());
+                    }
+                    Ok(par_store::Consumption::AlreadyConsumed { .. }) => {}
+                    Ok(other) => {
+                        tally.error("consume", format!("unexpected {other:?}"));
+                        clean = false;
+                    }
+                    Err(err) => {
+                        tally.error("consume", &err);
+                        clean = false;
+                    }
+                }
+            }
+            if winners != 1 {
+                clean = false;
+            }
+        }
+        let second = usize::try_from(started.elapsed().as_secs()).unwrap_or(usize::MAX);
+        tally.count_second(second, clean);
+    }
+    tally
+}
+
+/// The rows of `hashes` now in the table: hash -> consumed (a consumed marker).
+/// Retries for up to a minute while a node is still coming back.
+async fn rows_of(url: &str, hashes: &[String]) -> Result<HashMap<String, bool>, BoxError> {
+    const ROWS: &str = "SELECT reference_value_hash::text, consumed_at IS NOT NULL \
+         FROM pushed_authorization_requests WHERE reference_value_hash = ANY($1)";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = async {
+            let mut conn = PgConnection::connect_with(&PgConnectOptions::from_str(url)?).await?;
+            let mut found = HashMap::with_capacity(hashes.len());
+            for chunk in hashes.chunks(5000) {
+                let rows: Vec<(String, bool)> = sqlx::query_as(ROWS)
+                    .bind(chunk)
+                    .fetch_all(&mut conn)
+                    .await?;
+                found.extend(rows);
+            }
+            let _ = conn.close().await;
+            Ok::<_, BoxError>(found)
+        };
+        match attempt.await {
+            Ok(found) => return Ok(found),
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("loadgen: reading the table back failed ({err}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn worker_failure(args: &Args) -> Result<(), BoxError> {
+    let clients: u32 = args.get("clients", 8)?;
+    let seconds: f64 = args.get("seconds", 40.0)?;
+    let url = args.url();
+    let store = PostgresStoreOptions::new()
+        .max_connections(clients)
+        .connect(&url)
+        .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let started_unix = unix_seconds();
+    let base_seed = seed();
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            tokio::spawn(fault_client(
+                store.clone(),
+                Arc::clone(&stop),
+                started,
+                base_seed ^ (u64::from(i) << 48),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut tally = FaultTally::default();
+    for task in tasks {
+        tally.merge(task.await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    // Every request whose store was acknowledged must be in the table: consumed (a marker)
+    // when a consume handed it out, live otherwise (then it is consumed now, once).
+    let mut asked = tally.acked.clone();
+    asked.extend(tally.store_failed.iter().cloned());
+    let found = rows_of(&url, &asked).await?;
+    let mut handed: HashMap<&str, u64> = HashMap::new();
+    for hash in &tally.handed_out {
+        *handed.entry(hash.as_str()).or_default() += 1;
+    }
+    let (mut lost, mut consumed_unanswered, mut consumed_now, mut unreadable) = (0u64, 0, 0, 0);
+    let mut lost_examples = Vec::new();
+    for hash in &tally.acked {
+        let times = handed.get(hash.as_str()).copied().unwrap_or(0);
+        match found.get(hash) {
+            None => {
+                lost += 1;
+                if lost_examples.len() < 5 {
+                    lost_examples.push(hash.clone());
+                }
+            }
+            // Consumed by a consume whose caller got an error: burned, never handed out.
+            Some(true) if times == 0 => consumed_unanswered += 1,
+            Some(true) => {}
+            Some(false) => match store.consume(hash).await {
+                Ok(par_store::Consumption::Consumed(_)) if times == 0 => consumed_now += 1,
+                Ok(par_store::Consumption::Consumed(_)) => {
+                    // Handed out before and again now: a second hand-out.
+                    *handed.entry(hash.as_str()).or_default() += 1;
+                }
+                Ok(_) | Err(_) => unreadable += 1,
+            },
+        }
+    }
+    let consumed_twice = handed.values().filter(|&&times| times > 1).count();
+    let stored_despite_error = tally
+        .store_failed
+        .iter()
+        .filter(|hash| found.contains_key(*hash))
+        .count();
+    let mut errors: Vec<_> = tally.errors.into_iter().collect();
+    errors.sort_by_key(|error| std::cmp::Reverse(error.1 .0));
+    let errors: Vec<Value> = errors
+        .into_iter()
+        .map(|(kind, (count, first, last))| {
+            json!({"kind": kind, "count": count, "first_unix": first, "last_unix": last})
+        })
+        .collect();
+    store.close().await;
+    println!(
+        "{}",
+        json!({
+            "cmd": "worker-failure",
+            "clients": clients,
+            "started_unix": started_unix,
+            "seconds": (elapsed * 1000.0).round() / 1000.0,
+            "acked_stores": tally.acked.len(),
+            "failed_stores": tally.store_failed.len(),
+            "stored_despite_error": stored_despite_error,
+            "handed_out": tally.handed_out.len(),
+            "lost_acked_stores": lost,
+            "lost_examples": lost_examples,
+            "consumed_twice": consumed_twice,
+            "consumed_without_answer": consumed_unanswered,
+            "consumed_at_check": consumed_now,
+            "unreadable_at_check": unreadable,
+            "errors": errors,
+            "clean_per_second": tally.clean_per_second,
+            "failed_per_second": tally.failed_per_second,
+        })
+    );
     Ok(())
 }
