@@ -14,7 +14,9 @@
 //! consent need) and finally consumes it with
 //! [`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client), so that the
 //! `request_uri` is single use and bound to the client that pushed it. The [`Consumption`]
-//! it answers tells a reused `request_uri` (a security event) from an unknown one.
+//! it answers tells a reused `request_uri` (a security event) from an unknown one. What the
+//! crate promises is stated once, in the README's
+//! [Guarantees](https://github.com/par-store/par-store#guarantees).
 //!
 //! - [`PushedAuthorizationRequestStore`] is the contract (modelled on Duende IdentityServer's
 //!   `IPushedAuthorizationRequestStore`); it is object safe, for

@@ -32,7 +32,7 @@ use std::time::Duration;
 /// without an explicit transaction (except in [pooler mode](PostgresStoreOptions::pooler_mode)).
 ///
 /// Two ways to build one, which differ in who owns the connections (see
-/// `docs/connections.md`):
+/// `docs/postgresql.md`):
 /// - [`PostgresStore::connect`] / [`PostgresStoreOptions`]: the store's own pool, fair under
 ///   overload and one round trip per operation. Recommended.
 /// - [`PostgresStore::new`]: on your `PgPool`, shared with the rest of your application, with

@@ -11,7 +11,10 @@ use crate::model::PushedAuthorizationRequest;
 ///
 /// Every implementation in this crate ([`PostgresStore`](crate::PostgresStore),
 /// [`MemoryStore`](crate::MemoryStore)) behaves identically; one contract test suite
-/// runs against each.
+/// runs against each. What the crate promises as a whole (concurrency, clocks, outages,
+/// failover) is stated once, in the README's
+/// [Guarantees](https://github.com/par-store/par-store#guarantees); here, each method's
+/// contract.
 ///
 /// - [`store`](Self::store) inserts and never overwrites: a second request with the same
 ///   hash fails with [`StoreError::Duplicate`] (whether or not the first has expired) and the
@@ -45,7 +48,7 @@ use crate::model::PushedAuthorizationRequest;
 ///   answers `Ok(None)`.
 /// - [`PostgresStore`](crate::PostgresStore) runs each operation as one statement; the round
 ///   trips around it depend on how it is connected (one on its own pool, more on a caller's
-///   `PgPool` and in pooler mode, which wraps it in a transaction: `docs/connections.md`).
+///   `PgPool` and in pooler mode, which wraps it in a transaction: `docs/postgresql.md`).
 ///
 /// The trait is object safe, so a server can hold any store as
 /// `Arc<dyn PushedAuthorizationRequestStore>`:

@@ -16,8 +16,8 @@
 //! the counting finds what a lagging standby lacks). With synchronous replication, for every
 //! role or for the store's role only, nothing acknowledged may be lost or resurrected. With
 //! asynchronous replication but a PAR lifetime shorter than the time until the new primary
-//! takes traffic, nothing resurrected may be readable. docs/high-availability.md reports the
-//! figures.
+//! takes traffic, nothing resurrected may be readable. docs/failure-behaviour.md, "Failover",
+//! reports the figures.
 //! Every run prints one line starting with `failover figures:` (run with `--nocapture`).
 
 mod common;

@@ -117,7 +117,7 @@ async fn a_committed_store_or_replace_whose_reply_is_lost_does_not_resurrect_a_c
     assert_eq!(db.unconsumed_row_count().await, 0);
 }
 
-/// PgBouncer in session mode with `query_timeout = 1` (as docs/connections.md says, the
+/// PgBouncer in session mode with `query_timeout = 1` (as docs/postgresql.md says, the
 /// default mode needs nothing special there), and connect options through it that it
 /// accepts.
 async fn session_bouncer(db: &TestDb) -> (PgBouncer, sqlx::postgres::PgConnectOptions) {

@@ -401,7 +401,7 @@ async fn behind_a_counting_proxy() -> (TestDb, CountingProxy, PgConnectOptions) 
 }
 
 /// Named statements the store prepares over every operation it has, counted on the wire:
-/// the figure docs/connections.md and the README give for PgBouncer's
+/// the figure docs/postgresql.md and the README give for PgBouncer's
 /// `max_prepared_statements` ("at least 8").
 const PREPARED_STATEMENTS: usize = 8;
 
@@ -473,7 +473,7 @@ async fn over_every_operation_the_store_prepares_eight_named_statements_once_eac
 
     // What the documentation tells PgBouncer users, from that count.
     let guidance = format!("at least {PREPARED_STATEMENTS}");
-    for path in ["README.md", "docs/connections.md"] {
+    for path in ["README.md", "docs/postgresql.md"] {
         let text = std::fs::read_to_string(path).expect("read the documentation");
         let said: Vec<&str> = text
             .lines()

@@ -22,7 +22,7 @@
 //! | `OAUTH_AS_CLIENT_ID` | `demo-client` | the demo confidential client |
 //! | `OAUTH_AS_CLIENT_SECRET` | `demo-secret` | its secret (`client_secret_basic` or `client_secret_post`) |
 //! | `OAUTH_AS_REDIRECT_URI` | `http://127.0.0.1:8080/cb` | its one registered redirect URI |
-//! | `PAR_STORE_KEYS` | unset: records in clear | a key ring (`KeyRing::from_env`, docs/protection.md): the pushed requests' records are sealed at rest (`OauthAsStorage::with_protection`) |
+//! | `PAR_STORE_KEYS` | unset: records in clear | a key ring (`KeyRing::from_env`, docs/security.md, "Encryption at rest"): the pushed requests' records are sealed at rest (`OauthAsStorage::with_protection`) |
 //! | `RUST_LOG` | `info,par_store=debug` | log filter |
 //!
 //! Endpoints (all oauth-as's own):
