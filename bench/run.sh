@@ -44,6 +44,8 @@ for arg in "$@"; do
     --pooler) kind=pooler ;;
     --lifecycles-only) kind=lifecycles ;;
     --overload-only) kind=overload ;;
+    --markers) exec bash bench/markers.sh ;;
+    --metrics) exec bash bench/metrics.sh ;;
     -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
