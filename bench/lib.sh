@@ -15,6 +15,7 @@ finish() {
   rm -rf "$tmp"
 }
 trap finish EXIT
+trap "exit 143" TERM INT
 
 append() { python3 bench/report.py append "$raw" "$@"; }
 note() { echo "==> $*" >&2; }

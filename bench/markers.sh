@@ -25,7 +25,7 @@
 #
 # Environment: DATABASE_URL (pairs), BENCH_DB (par_store_bench_markers), CLIENTS (1 4 16 64),
 # ROUNDS (3), RUN_SECONDS (10), MODES (delete-0.2 markers), RATE (300), LIFETIME (600),
-# ABANDON_PCT (5), STEADY_CLIENTS (4), STEADY_SECONDS (690), SAMPLE_EVERY (30),
+# ABANDON_PCT (5), STEADY_CLIENTS (16), STEADY_SECONDS (690), SAMPLE_EVERY (30),
 # LATENCY_LIMIT_MS (1000), STEADY_URL, PG_BINDIR.
 # Writes bench/results/<UTC time>-markers/{raw.jsonl,report.md}.
 set -euo pipefail
@@ -43,7 +43,7 @@ RUN_SECONDS="${RUN_SECONDS:-10}"
 MODES="${MODES:-delete-0.2 markers}"
 RATE="${RATE:-300}"
 ABANDON_PCT="${ABANDON_PCT:-5}"
-STEADY_CLIENTS="${STEADY_CLIENTS:-4}"
+STEADY_CLIENTS="${STEADY_CLIENTS:-16}"
 LATENCY_LIMIT_MS="${LATENCY_LIMIT_MS:-1000}"
 CLEANUP_INTERVAL=60 # CleanupJob's DEFAULT_INTERVAL (src/cleanup.rs)
 CLEANUP_BATCH=1000  # CleanupJob's DEFAULT_BATCH_SIZE
@@ -233,6 +233,7 @@ steady() {
     | append section=steady lifetime="$LIFETIME" abandon_pct="$ABANDON_PCT" clients="$STEADY_CLIENTS" \
         batches="$(wc -l <"$tmp/cleaned.log" 2>/dev/null || echo 0)"
   cp "$tmp/steady.out" "$out/pgbench-steady.out"
+  cp "$tmp/cleaned.log" "$out/cleanup-batches.log" 2>/dev/null || true
 }
 
 for part in $PARTS; do
