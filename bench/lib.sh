@@ -12,6 +12,7 @@ on_exit=()
 finish() {
   local i
   for ((i = ${#on_exit[@]} - 1; i >= 0; i--)); do eval "${on_exit[i]}" || true; done
+  [ -s "$raw" ] || rm -rf "$out" # nothing measured
   rm -rf "$tmp"
 }
 trap finish EXIT

@@ -82,6 +82,7 @@ script_for() {
   esac
 }
 
+for mode in $MODES; do script_for "$mode" >/dev/null; done
 env_record "$DATABASE_URL" parts="$PARTS"
 
 pairs() {
