@@ -45,6 +45,8 @@ for arg in "$@"; do
     --lifecycles-only) kind=lifecycles ;;
     --overload-only) kind=overload ;;
     --citus|--sql-forms) exec bash bench/citus.sh "$arg" ;; # Citus, INSERT forms: bench/citus.sh
+    --markers) exec bash bench/markers.sh ;;
+    --metrics) exec bash bench/metrics.sh ;;
     -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
