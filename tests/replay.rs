@@ -241,7 +241,8 @@ async fn under_a_reload_window_only_the_first_consumers_session_gets_the_request
         won_by[winner] += 1;
     }
     println!(
-        "{RELOAD_ROUNDS} rounds x {RACERS} racers on two instances under a reload window:          first consumption by session 1, 2, 3, none: {won_by:?}; every Consumed came from          the first consumer's session, 0 from another"
+        "{RELOAD_ROUNDS} rounds x {RACERS} racers on two instances under a reload window: first consumption by session 1, 2, 3, none: {won_by:?}; \
+         every Consumed came from the first consumer's session, 0 from another"
     );
     assert_eq!(won_by.iter().sum::<u32>(), RELOAD_ROUNDS);
     // A request consumed in a session keeps its parameters and binding (for the window);
