@@ -26,7 +26,7 @@ ROUNDS="${ROUNDS:-5}"
 RUN_SECONDS="${RUN_SECONDS:-10}"
 MODE="${MODE:-store}"
 
-for tool in psql python3 cargo; do
+for tool in psql python3 cargo /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "bench/metrics.sh needs $tool on PATH" >&2; exit 1; }
 done
 
@@ -55,10 +55,14 @@ for n in $CLIENTS; do
       empty_table "$url"
       load=$(load_average)
       note "metrics $feature: N=$n round $round/$ROUNDS (load $load)"
-      { "$tmp/loadgen-$feature" lifecycle --url "$url" --mode "$MODE" --clients "$n" \
-          --seconds "$RUN_SECONDS" || echo '{"cmd":"lifecycle","errors":-1}'; } \
-        | append section=metrics mode="$feature" round="$round" clients="$n" \
-            run_seconds="$RUN_SECONDS" load="$load"
+      # The load generator's own CPU time (user + system): what the feature adds per
+      # lifecycle, which the noise of a shared machine moves far less than the throughput.
+      { /usr/bin/time -f '%U %S' -o "$tmp/cpu" "$tmp/loadgen-$feature" lifecycle --url "$url" \
+          --mode "$MODE" --clients "$n" --seconds "$RUN_SECONDS" \
+          || echo '{"cmd":"lifecycle","errors":-1}'; } >"$tmp/run.json"
+      append section=metrics mode="$feature" round="$round" clients="$n" \
+        run_seconds="$RUN_SECONDS" load="$load" \
+        client_cpu_s="$(awk '{print $1 + $2}' "$tmp/cpu")" <"$tmp/run.json"
     done
   done
 done

@@ -83,6 +83,39 @@ def pairs_section(records, section, out):
     out.append("")
 
 
+def cpu_section(records, out, cores):
+    """The metrics feature's cost as the load generator's CPU per lifecycle, on against off."""
+    rows = [r for r in records if r.get("section") == "metrics" and r.get("per_s")
+            and r.get("client_cpu_s") not in (None, "")]
+    if not rows:
+        return
+    out.append("### metrics: the load generator's CPU time per lifecycle (user + system)\n")
+    out.append("cost share = (on - off) CPU per lifecycle / the time a lifecycle takes "
+               f"(min(N, {cores} cores) / lifecycles/s of `off`); "
+               "derived ratio = 1 / (1 + cost share).\n")
+    out.append("| N | round | off µs | on µs | on - off µs |")
+    out.append("|---:|---:|---:|---:|---:|")
+    for n in sorted({r["clients"] for r in rows}):
+        diffs, offs = [], []
+        for rnd in sorted({r["round"] for r in rows if r["clients"] == n}):
+            by = {r["mode"]: r for r in rows if r["clients"] == n and r["round"] == rnd}
+            if not {"on", "off"} <= by.keys():
+                continue
+            us = {m: float(by[m]["client_cpu_s"]) * 1e6
+                  / (by[m]["per_s"] * float(by[m]["run_seconds"])) for m in ("on", "off")}
+            diffs.append(us["on"] - us["off"])
+            offs.append(by["off"]["per_s"])
+            out.append(f"| {n} | {rnd} | {us['off']:.1f} | {us['on']:.1f} | {diffs[-1]:+.1f} |")
+        if diffs:
+            diff = statistics.median(diffs)
+            # One client waits a whole lifecycle (1 / rate); many share the cores.
+            lifecycle_us = 1e6 * min(int(n), cores) / statistics.median(offs)
+            share = diff / lifecycle_us
+            out.append(f"| {n} | **median** | | | **{diff:+.1f}** (cost share {share:.2%}, "
+                       f"derived ratio **{1 / (1 + share):.3f}**) |")
+    out.append("")
+
+
 def steady_section(records, out):
     samples = [r for r in records if r.get("section") == "steady" and r.get("cmd") == "sample"]
     if not samples:
@@ -133,6 +166,7 @@ def cmd_markdown(raw):
            f"load average before: {' '.join(env.get('load_before', []))}.\n"]
     for section in BASE:
         pairs_section(records, section, out)
+    cpu_section(records, out, int(env.get("nproc") or 1))
     steady_section(records, out)
     print("\n".join(out))
 
