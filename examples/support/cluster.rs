@@ -253,24 +253,17 @@ impl TempCluster {
     /// Stops the server the hard way (`pg_ctl stop -m immediate`): every server process
     /// quits at once without a checkpoint, as in a crash; the next start runs crash recovery.
     pub async fn stop_immediate(&self) {
-        self.run_ok(
-            "pg_ctl",
-            &[
-                "stop".as_ref(),
-                "-D".as_ref(),
-                self.data.as_os_str(),
-                "-m".as_ref(),
-                "immediate".as_ref(),
-                "-w".as_ref(),
-            ],
-        )
-        .await;
-        self.running.store(false, Ordering::SeqCst);
+        self.stop("immediate").await;
     }
 
     /// Stops the server cleanly (`pg_ctl stop -m fast`): sessions are ended and a shutdown
     /// checkpoint written.
     pub async fn stop_fast(&self) {
+        self.stop("fast").await;
+    }
+
+    /// `pg_ctl stop -m <mode>`, waiting until the server is gone.
+    async fn stop(&self, mode: &str) {
         self.run_ok(
             "pg_ctl",
             &[
@@ -278,7 +271,7 @@ impl TempCluster {
                 "-D".as_ref(),
                 self.data.as_os_str(),
                 "-m".as_ref(),
-                "fast".as_ref(),
+                mode.as_ref(),
                 "-w".as_ref(),
             ],
         )
