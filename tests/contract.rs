@@ -592,6 +592,19 @@ async fn delete_expired_as_of_uses_the_given_cutoff<S: Backend>(store: S) {
 
 // Consumed markers and consumption outcomes (issue 18).
 
+/// `consume_in_session` of request `n`, which must not fail.
+async fn in_session<S: PushedAuthorizationRequestStore>(
+    store: &S,
+    n: u32,
+    client_id: &str,
+    session: &str,
+) -> Consumption {
+    store
+        .consume_in_session(&hash(n), client_id, session)
+        .await
+        .unwrap()
+}
+
 /// The instant of an `AlreadyConsumed`, or a panic naming what came instead.
 fn consumed_at(outcome: Consumption) -> DateTime<Utc> {
     match outcome {
@@ -946,27 +959,18 @@ async fn the_default_consumptions_work_over_the_three_required_methods() {
     );
     // consume_in_session's default is consume_for_client: the binding is ignored and nothing
     // is consumed twice.
-    let in_session = bound(3, "client-a");
-    store.store(&in_session).await.unwrap();
+    let third = bound(3, "client-a");
+    store.store(&third).await.unwrap();
     assert_eq!(
-        store
-            .consume_in_session(&hash(3), "client-b", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 3, "client-b", "session-1").await,
         Consumption::WrongClient
     );
     assert_eq!(
-        store
-            .consume_in_session(&hash(3), "client-a", "session-1")
-            .await
-            .unwrap(),
-        Consumption::Consumed(in_session)
+        in_session(&store, 3, "client-a", "session-1").await,
+        Consumption::Consumed(third)
     );
     assert_eq!(
-        store
-            .consume_in_session(&hash(3), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 3, "client-a", "session-1").await,
         Consumption::NotFound
     );
 }
@@ -986,10 +990,7 @@ async fn a_reload_within_the_window_by_the_same_session_gets_the_request_again<S
     store.store(&request).await.unwrap();
     for _ in 0..3 {
         assert_eq!(
-            store
-                .consume_in_session(&hash(1), "client-a", "session-1")
-                .await
-                .unwrap(),
+            in_session(&store, 1, "client-a", "session-1").await,
             Consumption::Consumed(request.clone())
         );
         // Consumed all the same: never read, never stored again.
@@ -1010,18 +1011,10 @@ async fn within_the_window_every_other_consumption_finds_it_consumed<S: Backend>
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-1").await,
         Consumption::Consumed(request.clone())
     );
-    let first = consumed_at(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-2")
-            .await
-            .unwrap(),
-    );
+    let first = consumed_at(in_session(&store, 1, "client-a", "session-2").await);
     assert_eq!(consumed_at(store.consume(&hash(1)).await.unwrap()), first);
     assert_eq!(
         consumed_at(
@@ -1035,18 +1028,12 @@ async fn within_the_window_every_other_consumption_finds_it_consumed<S: Backend>
     assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), None);
     // Another client: untouched, as ever.
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-b", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-b", "session-1").await,
         Consumption::WrongClient
     );
     // None of them ended the session's window.
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-1").await,
         Consumption::Consumed(request)
     );
     // A request consumed without a session cannot be reloaded by any.
@@ -1059,12 +1046,7 @@ async fn within_the_window_every_other_consumption_finds_it_consumed<S: Backend>
             .unwrap(),
         Consumption::Consumed(plain)
     );
-    consumed_at(
-        store
-            .consume_in_session(&hash(2), "client-a", "session-1")
-            .await
-            .unwrap(),
-    );
+    consumed_at(in_session(&store, 2, "client-a", "session-1").await);
 }
 
 async fn another_client_cannot_consume_in_a_session_and_changes_nothing<S: Backend>(store: S) {
@@ -1072,10 +1054,7 @@ async fn another_client_cannot_consume_in_a_session_and_changes_nothing<S: Backe
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-b", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-b", "session-1").await,
         Consumption::WrongClient
     );
     assert_eq!(
@@ -1085,23 +1064,12 @@ async fn another_client_cannot_consume_in_a_session_and_changes_nothing<S: Backe
     // The binding the wrong client passed was not recorded: the right client's session is
     // the one that may reload.
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-2")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-2").await,
         Consumption::Consumed(request.clone())
     );
-    consumed_at(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
-    );
+    consumed_at(in_session(&store, 1, "client-a", "session-1").await);
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-2")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-2").await,
         Consumption::Consumed(request)
     );
 }
@@ -1111,27 +1079,14 @@ async fn after_the_window_a_reload_finds_it_consumed<S: Backend>(store: S) {
     let store = store.consume_policy(ConsumePolicy::ReloadWithin(window));
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
-    let first = store
-        .consume_in_session(&hash(1), "client-a", "session-1")
-        .await
-        .unwrap();
+    let first = in_session(&store, 1, "client-a", "session-1").await;
     assert_eq!(first, Consumption::Consumed(request));
     // Only what happens after the window is asserted (a loaded machine may be slow).
     tokio::time::sleep(window + std::time::Duration::from_millis(200)).await;
-    let consumed = consumed_at(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
-    );
+    let consumed = consumed_at(in_session(&store, 1, "client-a", "session-1").await);
     // And stays so, whoever asks.
     assert_eq!(
-        consumed_at(
-            store
-                .consume_in_session(&hash(1), "client-a", "session-1")
-                .await
-                .unwrap()
-        ),
+        consumed_at(in_session(&store, 1, "client-a", "session-1").await),
         consumed
     );
     assert_eq!(
@@ -1149,25 +1104,14 @@ async fn a_reload_is_never_answered_past_expiry<S: Backend>(store: S) {
         PushedAuthorizationRequest::new(hash(1), expires_at, "p=1").with_client_id("client-a");
     store.store(&request).await.unwrap();
     assert!(matches!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-1").await,
         Consumption::Consumed(_)
     ));
     let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
-    consumed_at(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
-    );
+    consumed_at(in_session(&store, 1, "client-a", "session-1").await);
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-1").await,
         Consumption::NotFound
     );
 }
@@ -1178,17 +1122,11 @@ async fn a_reload_marker_is_removed_by_cleanup_at_expiry<S: Backend>(store: S) {
     let request =
         PushedAuthorizationRequest::new(hash(1), expires_at, "p=1").with_client_id("client-a");
     store.store(&request).await.unwrap();
-    store
-        .consume_in_session(&hash(1), "client-a", "session-1")
-        .await
-        .unwrap();
+    in_session(&store, 1, "client-a", "session-1").await;
     assert_eq!(store.delete_expired().await.unwrap(), 0);
     assert_eq!(store.delete_expired_as_of(expires_at).await.unwrap(), 1);
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-1").await,
         Consumption::NotFound
     );
 }
@@ -1198,25 +1136,14 @@ async fn with_policy_once_consume_in_session_is_consume_for_client<S: Backend>(s
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-b", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-b", "session-1").await,
         Consumption::WrongClient
     );
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-1").await,
         Consumption::Consumed(request)
     );
-    let first = consumed_at(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
-    );
+    let first = consumed_at(in_session(&store, 1, "client-a", "session-1").await);
     assert_eq!(
         consumed_at(
             store
@@ -1227,10 +1154,7 @@ async fn with_policy_once_consume_in_session_is_consume_for_client<S: Backend>(s
         first
     );
     assert_eq!(
-        store
-            .consume_in_session(&hash(2), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 2, "client-a", "session-1").await,
         Consumption::NotFound
     );
     // A zero window is no window.
@@ -1238,18 +1162,10 @@ async fn with_policy_once_consume_in_session_is_consume_for_client<S: Backend>(s
     let zero = bound(3, "client-a");
     store.store(&zero).await.unwrap();
     assert_eq!(
-        store
-            .consume_in_session(&hash(3), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 3, "client-a", "session-1").await,
         Consumption::Consumed(zero)
     );
-    consumed_at(
-        store
-            .consume_in_session(&hash(3), "client-a", "session-1")
-            .await
-            .unwrap(),
-    );
+    consumed_at(in_session(&store, 3, "client-a", "session-1").await);
 }
 
 async fn with_markers_off_the_reload_window_has_no_effect<S: Backend>(store: S) {
@@ -1257,17 +1173,11 @@ async fn with_markers_off_the_reload_window_has_no_effect<S: Backend>(store: S) 
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-1").await,
         Consumption::Consumed(request)
     );
     assert_eq!(
-        store
-            .consume_in_session(&hash(1), "client-a", "session-1")
-            .await
-            .unwrap(),
+        in_session(&store, 1, "client-a", "session-1").await,
         Consumption::NotFound
     );
 }
