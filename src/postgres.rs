@@ -263,7 +263,9 @@ impl PostgresStore {
             return Err(StoreError::NoRuntime);
         }
         self.check_open()?;
-        let attempt = self.connections.run(&self.protocol, retry, statement);
+        // Boxed: the attempt (pool, retries, sqlx's query) is tens of kilobytes, which every
+        // layer above would otherwise hold and copy again (futures are moved by value).
+        let attempt = Box::pin(self.connections.run(&self.protocol, retry, statement));
         match self.operation_timeout {
             None => attempt.await,
             Some(limit) => match tokio::time::timeout(limit, attempt).await {
