@@ -75,6 +75,9 @@ pub(crate) struct Manager {
     /// probably died with it (a restart, a network cut): each is pinged before its next use,
     /// rather than failing a request of its own.
     last_loss: Mutex<Option<Instant>>,
+    /// Its connection gauges, registered at its first sample.
+    #[cfg(feature = "metrics")]
+    gauges: std::sync::OnceLock<crate::metrics::PoolGauges>,
 }
 
 impl Manager {
@@ -230,9 +233,18 @@ impl Lease {
         drop(self.conn.take());
         #[cfg(feature = "metrics")]
         if let Some(pool) = pool {
-            crate::metrics::record_pool(pool.status());
+            record_pool(&pool);
         }
     }
+}
+
+/// Samples the pool's connection gauges.
+#[cfg(feature = "metrics")]
+fn record_pool(pool: &managed::Pool<Manager>) {
+    pool.manager()
+        .gauges
+        .get_or_init(crate::metrics::PoolGauges::register)
+        .record(pool.status());
 }
 
 impl Drop for Lease {
@@ -302,6 +314,8 @@ impl Connections {
             connect_options,
             settings: settings.clone(),
             last_loss: Mutex::new(None),
+            #[cfg(feature = "metrics")]
+            gauges: std::sync::OnceLock::new(),
         };
         let builder = managed::Pool::builder(manager)
             .max_size(usize::try_from(settings.max_connections).unwrap_or(usize::MAX))
@@ -361,7 +375,7 @@ impl Connections {
                         Err(_) => return Err(owned.checkout_timed_out()),
                     };
                 #[cfg(feature = "metrics")]
-                crate::metrics::record_pool(owned.pool.status());
+                record_pool(&owned.pool);
                 let fresh = Object::metrics(&object).recycle_count == 0;
                 Ok(Lease {
                     conn: Some(Either::Right(object)),
