@@ -43,33 +43,19 @@ done
 
 # shellcheck source=bench/citus-cluster.sh
 . bench/citus-cluster.sh
-tmp=$(mktemp -d)
-finish() { nodes_stop; rm -rf "$tmp"; }
-trap finish EXIT
-trap 'exit 130' INT TERM
 if [ "$kind" = citus ] && [ -n "$(citus_missing)" ]; then
   echo "bench/citus.sh --citus: $(citus_missing)" >&2
   exit 1
 fi
-
-out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$kind"
-mkdir -p "$out"
-raw="$out/raw.jsonl"
-append() { python3 bench/report.py append "$raw" "$@"; }
-note() { echo "==> $*" >&2; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# The results directory, $tmp, append, note, load_average and PARAMS.
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+on_exit+=(nodes_stop)
+loadavg() { load_average; }
 
 note "building the load generator (release)"
 cargo build --release --quiet -p par-store-demo --example loadgen
 loadgen=target/release/examples/loadgen
-
-# 600 bytes of form-encoded parameters, as bench/run.sh and the load generator send.
-PARAMS=$(python3 -c '
-b = ("client_id=s6BhdRkqt3&response_type=code&scope=openid%20profile%20email"
-     "&redirect_uri=https%3A%2F%2Fclient.example.org%2Fcb&state=af0ifjsldkj"
-     "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-     "&code_challenge_method=S256&nonce=n-0S6_WzA2Mj&")
-print((b * 10)[:600])')
 
 # pgbench_json URL CLIENTS SCRIPT: one JSON line (report.py pgbench), -M prepared, RUN_SECONDS.
 pgbench_json() {

@@ -1,4 +1,4 @@
-# Shared by bench/markers.sh and bench/metrics.sh (sourced, not run): the results directory,
+# Shared by bench/markers.sh, bench/metrics.sh and bench/citus.sh (sourced, not run): the results directory,
 # a temporary directory removed at exit, and small helpers. The caller sets `kind` first.
 DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 
