@@ -21,6 +21,8 @@
 #                                (max_prepared_statements = 100), and pooler mode
 #                                (pooler_mode(true)) vs pgbench -M extended through
 #                                PgBouncer 1.18; part of the full run when they are found
+#                                (POOLER_PAIRS="1.25:store 1.25:conn 1.25:pgbench" picks
+#                                PgBouncer:client pairs; default: all four above)
 #   bash bench/run.sh --scale    get_by_hash with 1,000 vs 10,000,000 live rows (loads ~9 GB
 #                                once into database par_store_bench_scale, kept for reruns)
 #
@@ -300,7 +302,7 @@ ignore_startup_parameters = extra_float_digits,options")
       port_118=$(start_bouncer "$bouncer_118" "$n" "")
     fi
     for round in $(seq 1 "$ROUNDS"); do
-      for pair in 1.25:store 1.25:pgbench 1.18:pooler 1.18:pgbench; do
+      for pair in ${POOLER_PAIRS:-1.25:store 1.25:pgbench 1.18:pooler 1.18:pgbench}; do
         local version=${pair%%:*} mode=${pair#*:} port protocol binary
         if [ "$version" = 1.25 ]; then
           port=$port_125 protocol=prepared binary=$bouncer_125
