@@ -42,7 +42,7 @@
 //!   open and idle (`idle`), and callers waiting for one. They are sampled when a connection
 //!   is checked out and when an operation gives it back, not continuously. Each pool
 //!   registers them with the recorder at its first operation: install the recorder before
-//!   the store serves (a pool that served before it keeps recording nowhere).
+//!   the store serves.
 //!
 //! ```
 //! use par_store::chrono::{Duration, Utc};
