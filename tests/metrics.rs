@@ -218,3 +218,36 @@ async fn postgres_store_records_durations_counters_and_pool_gauges() {
         Some(0.0)
     );
 }
+
+#[tokio::test]
+async fn a_pool_registers_its_gauges_with_the_recorder_of_its_first_operation() {
+    // src/metrics.rs: "Each pool registers them with the recorder at its first operation:
+    // install the recorder before the store serves."
+    let db = TestDb::new().await;
+    let store = PostgresStoreOptions::new()
+        .max_connections(2)
+        .connect_with(db.options.clone())
+        .await
+        .unwrap();
+    // The first operation, with no recorder for this thread.
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    assert_eq!(store.get_by_hash(&hash(2)).await.unwrap(), None);
+    let recorded = recorded(&snapshotter);
+    // The operation itself is recorded: the recorder works on this thread.
+    assert_eq!(
+        durations(&recorded, "postgresql", "get_by_hash", None).len(),
+        1,
+        "{recorded:#?}"
+    );
+    // The pool's gauges went to the recorder of its first operation (none), not this one.
+    assert!(
+        recorded
+            .keys()
+            .all(|(name, _)| !name.starts_with("db.client.connection.")),
+        "{recorded:#?}"
+    );
+}
