@@ -68,6 +68,7 @@ fresh_db() { # server-url database
 
 # 0.3's lifecycle with consumed_markers(false): CONSUME's $3 (markers) false.
 sed -e 's/ AND true AND r.consumed_at IS NULL/ AND false AND r.consumed_at IS NULL/' \
+    -e 's/ AND true AND r.consumed_at IS NOT NULL/ AND false AND r.consumed_at IS NOT NULL/' \
     -e 's/(NOT true OR NOT t.live)/(NOT false OR NOT t.live)/' bench/lifecycle.sql >"$tmp/lifecycle-off.sql"
 grep -q 'AND false AND r.consumed_at' "$tmp/lifecycle-off.sql" \
   && grep -q '(NOT false OR' "$tmp/lifecycle-off.sql" \

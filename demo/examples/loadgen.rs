@@ -343,7 +343,8 @@ impl Client {
     }
 
     async fn consume(&mut self, hash: &str) -> Result<bool, BoxError> {
-        // The store's CONSUME with the store's own binds: any client, markers on.
+        // The store's CONSUME with the store's own binds for `consume_by_hash`: any client,
+        // markers on, not reopenable, no session, `ConsumePolicy::Once` (a window of 0).
         type Consumed = (
             chrono::DateTime<Utc>,
             Option<String>,
@@ -352,12 +353,15 @@ impl Client {
             bool,
             bool,
             bool,
+            bool,
         );
         let query = sqlx::query_as::<_, Consumed>(CONSUME)
             .bind(hash)
             .bind(None::<&str>)
             .bind(true)
-            .bind(false);
+            .bind(false)
+            .bind(None::<&str>)
+            .bind(0_i64);
         let row = match self {
             Client::Store(store) => return Ok(store.consume_by_hash(hash).await?.is_some()),
             Client::Pool(pool) => query.fetch_optional(&*pool).await?,
@@ -369,9 +373,8 @@ impl Client {
                 row
             }
         };
-        Ok(row.is_some_and(|(_, _, _, consumed_at, live, _, taken)| {
-            consumed_at.is_none() && live && taken
-        }))
+        // Taken now: not consumed before, live, and marked by this statement.
+        Ok(row.is_some_and(|row| row.3.is_none() && row.4 && row.6))
     }
 }
 

@@ -1,0 +1,81 @@
+//! `bench/lifecycle.sql`, the pgbench side of every store-vs-pgbench ratio in BENCHMARKS.md,
+//! runs the store's own statements: each of its three lines is the statement of `src/sql.rs`
+//! with the store's binds for `store`, `get_by_hash` and `consume_by_hash` written in as
+//! pgbench variables or literals (pgbench cannot bind NULL). When a statement of `src/sql.rs`
+//! changes, this fails until the script is changed with it; a ratio against a stale script
+//! compares the store with less work than it does.
+
+#[path = "../src/sql.rs"]
+#[allow(dead_code)] // only the three lifecycle statements are compared
+mod sql;
+
+/// `statement` with each `$n` replaced by `binds[n - 1]`.
+fn substitute(statement: &str, binds: &[&str]) -> String {
+    let mut out = String::with_capacity(statement.len());
+    let mut rest = statement;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len() - at - 1);
+        let n: usize = rest[at + 1..at + 1 + digits]
+            .parse()
+            .expect("a $ in src/sql.rs is a bind parameter");
+        out.push_str(binds[n - 1]);
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn words(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn lifecycle_sql_runs_the_statements_of_src_sql_rs() {
+    let script = include_str!("../bench/lifecycle.sql");
+    let statements: Vec<&str> = script
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with("--"))
+        .filter(|line| !line.starts_with('\\'))
+        .collect();
+    let expected = [
+        // store: the key, the expiry (typed as the store binds it), 600 bytes, no client.
+        substitute(
+            sql::INSERT,
+            &[":key", ":expires_at::timestamptz", ":params", "NULL::text"],
+        ),
+        // get_by_hash
+        substitute(sql::SELECT_LIVE, &[":key"]),
+        // consume_by_hash: any client, markers on, not reopenable, no session, window 0.
+        substitute(
+            sql::CONSUME,
+            &[":key", "NULL", "true", "false", "NULL", "0"],
+        ),
+    ];
+    assert_eq!(
+        statements.len(),
+        expected.len(),
+        "bench/lifecycle.sql holds one line per statement: {statements:#?}"
+    );
+    for (line, statement) in statements.iter().zip(&expected) {
+        assert_eq!(
+            words(line),
+            format!("{};", words(statement)),
+            "bench/lifecycle.sql differs from src/sql.rs"
+        );
+    }
+}
+
+#[test]
+fn substitute_replaces_every_parameter_once() {
+    assert_eq!(
+        substitute("a = $1 AND b = $2::text OR c = $1", &["x", "NULL"]),
+        "a = x AND b = NULL::text OR c = x"
+    );
+    assert_eq!(
+        substitute("$10", &["", "", "", "", "", "", "", "", "", "ten"]),
+        "ten"
+    );
+}
