@@ -72,6 +72,16 @@ def citus(records):
             f"| {fmt(med(per_s(r) for r in pp.values()))} "
             f"| {fmt(med(ratios(cs, ps)), 3)} | {fmt(med(ratios(cp, pp)), 3)} |"
         )
+    others = sorted({r["mode"] for r in records} - {"store", "pgbench"})
+    for mode in others:
+        out += ["", f"{mode} / pgbench in the same round, median (rounds): " + "; ".join(
+            f"N = {n} on {target}: {fmt(med(ratio), 3)} ({', '.join(fmt(x, 2) for x in ratio)})"
+            for n in sorted({r["clients"] for r in records})
+            for target in ("coordinator", "plain")
+            for ratio in [ratios(by_round(records, clients=n, target=target, mode=mode),
+                                 by_round(records, clients=n, target=target, mode="pgbench"))]
+            if ratio
+        )]
     errors = [r for r in records if r.get("errors")]
     if errors:
         out += ["", f"Runs with errors: {len(errors)} (see raw.jsonl)."]
