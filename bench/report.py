@@ -67,7 +67,7 @@ def cmd_pgbench(logdir, stdout_file, clients):
     statements = {}
     for name, pattern in (("store", r"^\s*([0-9.]+)\s+\d+\s+(?:INSERT|WITH inserted)"),
                           ("get", r"^\s*([0-9.]+)\s+\d+\s+SELECT"),
-                          ("consume", r"^\s*([0-9.]+)\s+\d+\s+DELETE")):
+                          ("consume", r"^\s*([0-9.]+)\s+\d+\s+(?:DELETE|WITH target)")):
         found = re.search(pattern, text, re.M)
         if found:
             statements[name] = {"mean": round(float(found.group(1)) * 1000, 1)}
@@ -211,7 +211,7 @@ def cmd_markdown(raw):
         out.append("Per operation (store; pgbench: mean per statement from `-r`), µs, medians:")
         out.append("")
         out.append("| N | store p50 / p99 / p99.9 | get_by_hash p50 / p99 / p99.9 | "
-                   "consume_by_hash p50 / p99 / p99.9 | pgbench mean INSERT / SELECT / DELETE |")
+                   "consume_by_hash p50 / p99 / p99.9 | pgbench mean INSERT / SELECT / consume |")
         out.append("|---:|---|---|---|---|")
         for n in ns:
             recs = [r for r in life if r["clients"] == n and r["mode"] == "store"]
