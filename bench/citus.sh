@@ -100,13 +100,11 @@ citus_bench() {
   # Not measured: a few seconds of each client on each node, so that the first measured run
   # does not pay alone for extending the new tables (round 1 of the store on the plain node
   # measured 0.23 of pgbench at N = 1 without it, the other rounds 0.88).
-  local target saved="$RUN_SECONDS"
-  RUN_SECONDS=3
+  local target
   for target in coordinator plain; do
     $loadgen lifecycle --url "$(node_url "$target")" --mode store --clients 4 --seconds 3 >/dev/null 2>&1 || true
-    pgbench_json "$(node_url "$target")" 4 bench/lifecycle.sql >/dev/null
+    RUN_SECONDS=3 pgbench_json "$(node_url "$target")" 4 bench/lifecycle.sql >/dev/null
   done
-  RUN_SECONDS="$saved"
   for n in $CLIENTS; do
     for round in $(seq 1 "$ROUNDS"); do
       for target in coordinator plain; do

@@ -70,7 +70,8 @@ fresh_db() { # server-url database
 sed -e 's/ AND true AND r.consumed_at IS NULL/ AND false AND r.consumed_at IS NULL/' \
     -e 's/ AND true AND r.consumed_at IS NOT NULL/ AND false AND r.consumed_at IS NOT NULL/' \
     -e 's/(NOT true OR NOT t.live)/(NOT false OR NOT t.live)/' bench/lifecycle.sql >"$tmp/lifecycle-off.sql"
-grep -q 'AND false AND r.consumed_at' "$tmp/lifecycle-off.sql" \
+grep -q 'AND false AND r.consumed_at IS NULL' "$tmp/lifecycle-off.sql" \
+  && grep -q 'AND false AND r.consumed_at IS NOT NULL' "$tmp/lifecycle-off.sql" \
   && grep -q '(NOT false OR' "$tmp/lifecycle-off.sql" \
   || { echo "bench/lifecycle.sql changed: cannot derive the markers-off lifecycle" >&2; exit 1; }
 
