@@ -305,18 +305,21 @@ impl Client {
     async fn store(&mut self, request: &PushedAuthorizationRequest) -> Result<(), BoxError> {
         // One row when inserted; none for a duplicate; an error (23502) when already expired
         // by the database's clock.
-        let query = sqlx::query_as::<_, (i32,)>(INSERT)
-            .bind(&request.reference_value_hash)
-            .bind(request.expires_at)
-            .bind(&request.parameters)
-            .bind(&request.client_id);
+        // Built only in the modes that run it: the store's side pays for its own query only.
+        let query = || {
+            sqlx::query_as::<_, (i32,)>(INSERT)
+                .bind(&request.reference_value_hash)
+                .bind(request.expires_at)
+                .bind(&request.parameters)
+                .bind(&request.client_id)
+        };
         let inserted = match self {
             Client::Store(store) => return Ok(store.store(request).await?),
-            Client::Pool(pool) => query.fetch_optional(&*pool).await?,
-            Client::Conn(conn) => query.fetch_optional(&mut *conn).await?,
+            Client::Pool(pool) => query().fetch_optional(&*pool).await?,
+            Client::Conn(conn) => query().fetch_optional(&mut *conn).await?,
             Client::Lite(pool) => {
                 let (_permit, mut conn) = pool.acquire().await?;
-                let done = query.fetch_optional(&mut conn).await?;
+                let done = query().fetch_optional(&mut conn).await?;
                 pool.release(conn);
                 done
             }
@@ -328,14 +331,14 @@ impl Client {
     }
 
     async fn get(&mut self, hash: &str) -> Result<bool, BoxError> {
-        let query = sqlx::query_as::<_, Row>(SELECT_LIVE).bind(hash);
+        let query = || sqlx::query_as::<_, Row>(SELECT_LIVE).bind(hash);
         Ok(match self {
             Client::Store(store) => store.get_by_hash(hash).await?.is_some(),
-            Client::Pool(pool) => query.fetch_optional(&*pool).await?.is_some(),
-            Client::Conn(conn) => query.fetch_optional(&mut *conn).await?.is_some(),
+            Client::Pool(pool) => query().fetch_optional(&*pool).await?.is_some(),
+            Client::Conn(conn) => query().fetch_optional(&mut *conn).await?.is_some(),
             Client::Lite(pool) => {
                 let (_permit, mut conn) = pool.acquire().await?;
-                let found = query.fetch_optional(&mut conn).await?.is_some();
+                let found = query().fetch_optional(&mut conn).await?.is_some();
                 pool.release(conn);
                 found
             }
@@ -355,20 +358,22 @@ impl Client {
             bool,
             bool,
         );
-        let query = sqlx::query_as::<_, Consumed>(CONSUME)
-            .bind(hash)
-            .bind(None::<&str>)
-            .bind(true)
-            .bind(false)
-            .bind(None::<&str>)
-            .bind(0_i64);
+        let query = || {
+            sqlx::query_as::<_, Consumed>(CONSUME)
+                .bind(hash)
+                .bind(None::<&str>)
+                .bind(true)
+                .bind(false)
+                .bind(None::<&str>)
+                .bind(0_i64)
+        };
         let row = match self {
             Client::Store(store) => return Ok(store.consume_by_hash(hash).await?.is_some()),
-            Client::Pool(pool) => query.fetch_optional(&*pool).await?,
-            Client::Conn(conn) => query.fetch_optional(&mut *conn).await?,
+            Client::Pool(pool) => query().fetch_optional(&*pool).await?,
+            Client::Conn(conn) => query().fetch_optional(&mut *conn).await?,
             Client::Lite(pool) => {
                 let (_permit, mut conn) = pool.acquire().await?;
-                let row = query.fetch_optional(&mut conn).await?;
+                let row = query().fetch_optional(&mut conn).await?;
                 pool.release(conn);
                 row
             }
