@@ -151,6 +151,27 @@ def lat(record, op, q):
     return record.get("ops", {}).get(op, {}).get(q)
 
 
+def pooler_row(bouncer, n, mode, protocol, base, mine):
+    """One row of the pooler table: `mine` (round -> record of one client mode) against
+    `base` (round -> pgbench's record) through the same PgBouncer."""
+    ratio = med([mine[k]["per_s"] / base[k]["per_s"] for k in mine
+                 if k in base and base[k].get("per_s") and mine[k].get("per_s")])
+    sp = " / ".join(fmt(med([lat(r, "lifecycle", q) for r in mine.values()]))
+                    for q in ("p50", "p99"))
+    bp = " / ".join(fmt(med([lat(r, "lifecycle", q) for r in base.values()]))
+                    for q in ("p50", "p99"))
+    recs = list(mine.values()) + list(base.values())
+    errors = sum(max(r.get("errors") or 0, 0) for r in recs)
+    failed = sum(1 for r in recs if r.get("errors") == -1)
+    per_round = ", ".join(fmt(mine[k]["per_s"] / base[k]["per_s"], 2) for k in sorted(mine)
+                          if k in base and base[k].get("per_s") and mine[k].get("per_s"))
+    return (f"| {bouncer} | {n} | {mode} "
+            f"| {fmt(med([r.get('per_s') for r in mine.values()]))} "
+            f"| -M {protocol} | {fmt(med([r.get('per_s') for r in base.values()]))} "
+            f"| **{fmt(ratio, 2)}** ({per_round}) | {sp} | {bp} "
+            f"| {errors}{f' ({failed} runs failed)' if failed else ''} |")
+
+
 def cmd_markdown(raw):
     records = load(raw)
     out = []
@@ -313,26 +334,12 @@ def cmd_markdown(raw):
             for n in sorted({r["clients"] for r in pool if str(r.get("bouncer")) == bouncer}):
                 recs = [r for r in pool if str(r.get("bouncer")) == bouncer and r["clients"] == n]
                 base = {r.get("round", 1): r for r in recs if r["mode"] == "pgbench"}
-                mine = {r.get("round", 1): r for r in recs if r["mode"] != "pgbench"}
-                if not mine:
-                    continue
-                mode = next(iter(mine.values()))["mode"]
                 protocol = next(iter(recs)).get("protocol")
-                ratio = med([mine[k]["per_s"] / base[k]["per_s"] for k in mine
-                             if k in base and base[k].get("per_s") and mine[k].get("per_s")])
-                sp = " / ".join(fmt(med([lat(r, "lifecycle", q) for r in mine.values()]))
-                                for q in ("p50", "p99"))
-                bp = " / ".join(fmt(med([lat(r, "lifecycle", q) for r in base.values()]))
-                                for q in ("p50", "p99"))
-                errors = sum(max(r.get("errors") or 0, 0) for r in recs)
-                failed = sum(1 for r in recs if r.get("errors") == -1)
-                per_round = ", ".join(fmt(mine[k]["per_s"] / base[k]["per_s"], 2) for k in sorted(mine)
-                                      if k in base and base[k].get("per_s") and mine[k].get("per_s"))
-                out.append(f"| {bouncer} | {n} | {mode} "
-                           f"| {fmt(med([r.get('per_s') for r in mine.values()]))} "
-                           f"| -M {protocol} | {fmt(med([r.get('per_s') for r in base.values()]))} "
-                           f"| **{fmt(ratio, 2)}** ({per_round}) | {sp} | {bp} "
-                           f"| {errors}{f' ({failed} runs failed)' if failed else ''} |")
+                # One row per client mode (store, pooler, conn, lite, ...), in the order run.
+                modes = list(dict.fromkeys(r["mode"] for r in recs if r["mode"] != "pgbench"))
+                for mode in modes:
+                    out.append(pooler_row(bouncer, n, mode, protocol, base,
+                                          {r.get("round", 1): r for r in recs if r["mode"] == mode}))
         out.append("")
 
     strace = [r for r in records if r.get("section") == "strace"]
