@@ -303,27 +303,20 @@ impl Client {
     }
 
     async fn store(&mut self, request: &PushedAuthorizationRequest) -> Result<(), BoxError> {
+        if let Client::Store(store) = self {
+            return Ok(store.store(request).await?);
+        }
         // One row when inserted; none for a duplicate; an error (23502) when already expired
         // by the database's clock.
-        // Built only in the modes that run it: the store's side pays for its own query only.
-        let query = || {
-            sqlx::query_as::<_, (i32,)>(INSERT)
-                .bind(&request.reference_value_hash)
-                .bind(request.expires_at)
-                .bind(&request.parameters)
-                .bind(&request.client_id)
-        };
-        let inserted = match self {
-            Client::Store(store) => return Ok(store.store(request).await?),
-            Client::Pool(pool) => query().fetch_optional(&*pool).await?,
-            Client::Conn(conn) => query().fetch_optional(&mut *conn).await?,
-            Client::Lite(pool) => {
-                let (_permit, mut conn) = pool.acquire().await?;
-                let done = query().fetch_optional(&mut conn).await?;
-                pool.release(conn);
-                done
-            }
-        };
+        let inserted = self
+            .fetch_row(
+                sqlx::query_as::<_, (i32,)>(INSERT)
+                    .bind(&request.reference_value_hash)
+                    .bind(request.expires_at)
+                    .bind(&request.parameters)
+                    .bind(&request.client_id),
+            )
+            .await?;
         if inserted.is_none() {
             return Err("duplicate key".into());
         }
@@ -331,21 +324,19 @@ impl Client {
     }
 
     async fn get(&mut self, hash: &str) -> Result<bool, BoxError> {
-        let query = || sqlx::query_as::<_, Row>(SELECT_LIVE).bind(hash);
-        Ok(match self {
-            Client::Store(store) => store.get_by_hash(hash).await?.is_some(),
-            Client::Pool(pool) => query().fetch_optional(&*pool).await?.is_some(),
-            Client::Conn(conn) => query().fetch_optional(&mut *conn).await?.is_some(),
-            Client::Lite(pool) => {
-                let (_permit, mut conn) = pool.acquire().await?;
-                let found = query().fetch_optional(&mut conn).await?.is_some();
-                pool.release(conn);
-                found
-            }
-        })
+        if let Client::Store(store) = self {
+            return Ok(store.get_by_hash(hash).await?.is_some());
+        }
+        let row = self
+            .fetch_row(sqlx::query_as::<_, Row>(SELECT_LIVE).bind(hash))
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn consume(&mut self, hash: &str) -> Result<bool, BoxError> {
+        if let Client::Store(store) = self {
+            return Ok(store.consume_by_hash(hash).await?.is_some());
+        }
         // The store's CONSUME with the store's own binds for `consume_by_hash`: any client,
         // markers on, not reopenable, no session, `ConsumePolicy::Once` (a window of 0).
         type Consumed = (
@@ -358,28 +349,42 @@ impl Client {
             bool,
             bool,
         );
-        let query = || {
-            sqlx::query_as::<_, Consumed>(CONSUME)
-                .bind(hash)
-                .bind(None::<&str>)
-                .bind(true)
-                .bind(false)
-                .bind(None::<&str>)
-                .bind(0_i64)
-        };
-        let row = match self {
-            Client::Store(store) => return Ok(store.consume_by_hash(hash).await?.is_some()),
-            Client::Pool(pool) => query().fetch_optional(&*pool).await?,
-            Client::Conn(conn) => query().fetch_optional(&mut *conn).await?,
+        let row = self
+            .fetch_row(
+                sqlx::query_as::<_, Consumed>(CONSUME)
+                    .bind(hash)
+                    .bind(None::<&str>)
+                    .bind(true)
+                    .bind(false)
+                    .bind(None::<&str>)
+                    .bind(0_i64),
+            )
+            .await?;
+        // Taken now: not consumed before, live, and marked by this statement.
+        Ok(row.is_some_and(|row| row.3.is_none() && row.4 && row.6))
+    }
+
+    /// Runs one of the store's statements without the store (`pool`, `conn`, `lite`). The
+    /// callers build the query only after the `store` mode has returned, so that mode pays
+    /// for no query of its own.
+    async fn fetch_row<'q, O>(
+        &mut self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> Result<Option<O>, BoxError>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        Ok(match self {
+            Client::Store(_) => return Err("the store runs its own statements".into()),
+            Client::Pool(pool) => query.fetch_optional(&*pool).await?,
+            Client::Conn(conn) => query.fetch_optional(&mut *conn).await?,
             Client::Lite(pool) => {
                 let (_permit, mut conn) = pool.acquire().await?;
-                let row = query().fetch_optional(&mut conn).await?;
+                let row = query.fetch_optional(&mut conn).await?;
                 pool.release(conn);
                 row
             }
-        };
-        // Taken now: not consumed before, live, and marked by this statement.
-        Ok(row.is_some_and(|row| row.3.is_none() && row.4 && row.6))
+        })
     }
 }
 
