@@ -5,10 +5,12 @@ use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_B
 use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
+use crate::operation::Operation;
 use crate::store::PushedAuthorizationRequestStore;
 use crate::store_ext::PushedAuthorizationRequestStoreExt;
 use crate::telemetry::{
-    consumption, count_consumption, count_stored, found_or_not, removed, stored, traced, Operation,
+    consumption, count_consumption, count_stored, found_or_not, removed, stored, traced,
+    StoreMetrics,
 };
 use crate::validate::{
     already_expired, check_client_id, check_request, check_session_binding, is_storable_client_id,
@@ -46,6 +48,9 @@ pub(crate) struct Reload<'a> {
 pub(crate) trait Backend: Send + Sync {
     /// The `backend` field of the operation spans.
     const NAME: &'static str;
+
+    /// Its metrics (registered at its first operation), shared by its clones.
+    fn metrics(&self) -> &StoreMetrics;
 
     /// Largest accepted `parameters`, in bytes.
     fn max_parameters_len(&self) -> usize;
@@ -148,7 +153,7 @@ async fn write<B: Backend>(
             // A consumed request is never brought back: its hash is taken, as for `store`.
             return match backend.upsert(request, expires_at).await? {
                 true => {
-                    count_stored(B::NAME);
+                    count_stored(backend.metrics(), B::NAME);
                     Ok(())
                 }
                 false => Err(StoreError::Duplicate),
@@ -156,7 +161,7 @@ async fn write<B: Backend>(
         }
         match backend.insert(request, expires_at).await? {
             Inserted::Stored => {
-                count_stored(B::NAME);
+                count_stored(backend.metrics(), B::NAME);
                 Ok(())
             }
             Inserted::Duplicate => Err(StoreError::Duplicate),
@@ -164,6 +169,7 @@ async fn write<B: Backend>(
         }
     };
     traced(
+        backend.metrics(),
         operation,
         B::NAME,
         Some(&request.reference_value_hash),
@@ -182,7 +188,15 @@ async fn delete_by_client_id<B: Backend>(backend: &B, client_id: &str) -> Result
         }
         backend.delete_bound_to(client_id).await
     };
-    traced(Operation::DeleteByClientId, B::NAME, None, removed, run).await
+    traced(
+        backend.metrics(),
+        Operation::DeleteByClientId,
+        B::NAME,
+        None,
+        removed,
+        run,
+    )
+    .await
 }
 
 /// A backend seen as a cleaner whose notion of "expired" is a fixed cutoff instant, so that
@@ -212,6 +226,7 @@ async fn delete_expired_as_of<B: Backend>(
 /// `get_by_hash` for any backend: a hash that could never have been
 /// stored is not found, without a round trip.
 async fn look_up<B: Backend>(
+    metrics: &StoreMetrics,
     operation: Operation,
     reference_value_hash: &str,
     round_trip: impl Future<Output = Result<Option<PushedAuthorizationRequest>, StoreError>>,
@@ -224,6 +239,7 @@ async fn look_up<B: Backend>(
         round_trip.await
     };
     traced(
+        metrics,
         operation,
         B::NAME,
         Some(reference_value_hash),
@@ -301,7 +317,13 @@ async fn get_by_hash<B: Backend>(
     reference_value_hash: &str,
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
     let round_trip = backend.select_live(reference_value_hash);
-    look_up::<B>(Operation::Get, reference_value_hash, round_trip).await
+    look_up::<B>(
+        backend.metrics(),
+        Operation::Get,
+        reference_value_hash,
+        round_trip,
+    )
+    .await
 }
 
 /// `PushedAuthorizationRequestStore::consume_by_hash` for any backend: `consume`, seen as an
@@ -318,10 +340,11 @@ async fn consume_by_hash<B: Backend>(
         } else {
             Consumption::NotFound
         };
-        count_consumption(B::NAME, &outcome);
+        count_consumption(backend.metrics(), B::NAME, &outcome);
         Ok(outcome.into_consumed())
     };
     traced(
+        backend.metrics(),
         Operation::Consume,
         B::NAME,
         Some(reference_value_hash),
@@ -367,10 +390,11 @@ async fn consume_traced<B: Backend>(
         } else {
             Consumption::NotFound
         };
-        count_consumption(B::NAME, &outcome);
+        count_consumption(backend.metrics(), B::NAME, &outcome);
         Ok(outcome)
     };
     traced(
+        backend.metrics(),
         operation,
         B::NAME,
         Some(reference_value_hash),

@@ -114,6 +114,7 @@ mod migrations;
 mod model;
 #[cfg(feature = "oauth-as")]
 pub mod oauth_as;
+mod operation;
 mod pool;
 mod postgres;
 mod protect;

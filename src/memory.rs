@@ -6,6 +6,7 @@ use crate::consume_policy::ConsumePolicy;
 use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::model::PushedAuthorizationRequest;
+use crate::telemetry::StoreMetrics;
 use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
 use chrono::{DateTime, Utc};
 use std::collections::hash_map::Entry;
@@ -42,6 +43,8 @@ pub struct MemoryStore {
     max_request_lifetime: Duration,
     consumed_markers: bool,
     consume_policy: ConsumePolicy,
+    /// Registered at the first operation, shared by the clones.
+    metrics: Arc<StoreMetrics>,
 }
 
 /// One request as the store holds it: the request (its parameters emptied once consumed)
@@ -82,6 +85,7 @@ impl Default for MemoryStore {
             max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
             consumed_markers: true,
             consume_policy: ConsumePolicy::Once,
+            metrics: Arc::default(),
         }
     }
 }
@@ -200,6 +204,10 @@ impl MemoryStore {
 
 impl Backend for MemoryStore {
     const NAME: &'static str = "memory";
+
+    fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
 
     fn max_parameters_len(&self) -> usize {
         self.max_parameters_len

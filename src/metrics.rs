@@ -29,6 +29,11 @@
 //!   `invalid_input`, `unavailable`, `timeout`, `database_error`, `no_runtime`,
 //!   `protection_*`, ... (the same names as the `outcome` of the `par_store.operation` span).
 //!   A [`ProtectedStore`](crate::ProtectedStore) records through the store it wraps.
+//! - **A store registers its metrics with the recorder at its first operation** (the
+//!   durations of successful operations and the request counters; a failure's duration is
+//!   looked up each time): install the recorder before the store serves. Clones share the
+//!   registration; a store built later registers with the recorder of its own first
+//!   operation.
 //! - **The request counters** count what the store did: `stored` for each successful `store`
 //!   and `store_or_replace`; the others for each outcome of a consumption
 //!   ([`Consumption`]) by `consume`, `consume_for_client`, `consume_in_session` (a reload
@@ -61,6 +66,7 @@
 //! ```
 
 use crate::consumption::Consumption;
+use crate::operation::Operation;
 use std::time::Duration;
 
 /// The operation duration histogram, in seconds.
@@ -135,49 +141,102 @@ fn system_name(backend: &'static str) -> &'static str {
     }
 }
 
-/// One `db.client.operation.duration` sample.
-pub(crate) fn record_operation(
-    operation: &'static str,
-    backend: &'static str,
-    elapsed: Duration,
-    error_type: Option<&'static str>,
-) {
-    let system = system_name(backend);
-    let seconds = elapsed.as_secs_f64();
-    match error_type {
-        None => ::metrics::histogram!(
-            OPERATION_DURATION,
-            "db.system.name" => system,
-            "db.operation.name" => operation,
-            "db.collection.name" => COLLECTION,
-        )
-        .record(seconds),
-        Some(error_type) => ::metrics::histogram!(
-            OPERATION_DURATION,
-            "db.system.name" => system,
-            "db.operation.name" => operation,
-            "db.collection.name" => COLLECTION,
-            "error.type" => error_type,
-        )
-        .record(seconds),
+/// The metrics of one store (and its clones), registered with the recorder at the store's
+/// first operation: registering looks the name and its labels up in the recorder's
+/// registry, which cost more client CPU than the rest of an operation's metrics together
+/// (callgrind, `bench/run.sh`'s lifecycle). Failures, with their `error.type`, are looked up
+/// each time: they are rare, and their labels vary.
+#[derive(Default)]
+pub(crate) struct StoreMetrics {
+    handles: std::sync::OnceLock<Handles>,
+}
+
+/// The handles of a store's successful operations and request counters.
+struct Handles {
+    /// One `db.client.operation.duration` histogram per operation, in `Operation::ALL`'s
+    /// order.
+    durations: Vec<::metrics::Histogram>,
+    stored: ::metrics::Counter,
+    consumed: ::metrics::Counter,
+    already_consumed: ::metrics::Counter,
+    expired: ::metrics::Counter,
+    not_found: ::metrics::Counter,
+    wrong_client: ::metrics::Counter,
+}
+
+impl Handles {
+    fn register(backend: &'static str) -> Self {
+        let system = system_name(backend);
+        let counter = |name: &'static str| ::metrics::counter!(name, "db.system.name" => system);
+        Handles {
+            durations: Operation::ALL
+                .iter()
+                .map(|operation| {
+                    ::metrics::histogram!(
+                        OPERATION_DURATION,
+                        "db.system.name" => system,
+                        "db.operation.name" => operation.as_str(),
+                        "db.collection.name" => COLLECTION,
+                    )
+                })
+                .collect(),
+            stored: counter(REQUESTS_STORED),
+            consumed: counter(REQUESTS_CONSUMED),
+            already_consumed: counter(REQUESTS_ALREADY_CONSUMED),
+            expired: counter(REQUESTS_EXPIRED),
+            not_found: counter(REQUESTS_NOT_FOUND),
+            wrong_client: counter(REQUESTS_WRONG_CLIENT),
+        }
     }
 }
 
-/// A request stored.
-pub(crate) fn record_stored(backend: &'static str) {
-    ::metrics::counter!(REQUESTS_STORED, "db.system.name" => system_name(backend)).increment(1);
-}
+impl StoreMetrics {
+    fn handles(&self, backend: &'static str) -> &Handles {
+        self.handles.get_or_init(|| Handles::register(backend))
+    }
 
-/// The outcome of one consumption.
-pub(crate) fn record_consumption(backend: &'static str, outcome: &Consumption) {
-    let name = match outcome {
-        Consumption::Consumed(_) => REQUESTS_CONSUMED,
-        Consumption::AlreadyConsumed { .. } => REQUESTS_ALREADY_CONSUMED,
-        Consumption::Expired => REQUESTS_EXPIRED,
-        Consumption::NotFound => REQUESTS_NOT_FOUND,
-        Consumption::WrongClient => REQUESTS_WRONG_CLIENT,
-    };
-    ::metrics::counter!(name, "db.system.name" => system_name(backend)).increment(1);
+    /// One `db.client.operation.duration` sample.
+    pub(crate) fn record_operation(
+        &self,
+        operation: Operation,
+        backend: &'static str,
+        elapsed: Duration,
+        error_type: Option<&'static str>,
+    ) {
+        let seconds = elapsed.as_secs_f64();
+        let Some(error_type) = error_type else {
+            if let Some(histogram) = self.handles(backend).durations.get(operation as usize) {
+                histogram.record(seconds);
+            }
+            return;
+        };
+        ::metrics::histogram!(
+            OPERATION_DURATION,
+            "db.system.name" => system_name(backend),
+            "db.operation.name" => operation.as_str(),
+            "db.collection.name" => COLLECTION,
+            "error.type" => error_type,
+        )
+        .record(seconds);
+    }
+
+    /// A request stored.
+    pub(crate) fn record_stored(&self, backend: &'static str) {
+        self.handles(backend).stored.increment(1);
+    }
+
+    /// The outcome of one consumption.
+    pub(crate) fn record_consumption(&self, backend: &'static str, outcome: &Consumption) {
+        let handles = self.handles(backend);
+        let counter = match outcome {
+            Consumption::Consumed(_) => &handles.consumed,
+            Consumption::AlreadyConsumed { .. } => &handles.already_consumed,
+            Consumption::Expired => &handles.expired,
+            Consumption::NotFound => &handles.not_found,
+            Consumption::WrongClient => &handles.wrong_client,
+        };
+        counter.increment(1);
+    }
 }
 
 /// Rows removed by one cleanup pass.

@@ -14,6 +14,7 @@ use crate::sql::{
     DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT, SELECT_LIVE,
     UPSERT,
 };
+use crate::telemetry::StoreMetrics;
 use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
 use chrono::{DateTime, Utc};
 use sqlx::error::BoxDynError;
@@ -65,6 +66,8 @@ pub struct PostgresStore {
     consume_policy: ConsumePolicy,
     /// Set by [`close`](PostgresStore::close), shared by the clones.
     closed: Arc<AtomicBool>,
+    /// Registered at the first operation, shared by the clones.
+    metrics: Arc<StoreMetrics>,
 }
 
 /// Default for [`PostgresStoreOptions::max_connections`]: 10, sqlx's default.
@@ -147,6 +150,7 @@ impl PostgresStore {
             consumed_markers: true,
             consume_policy: ConsumePolicy::Once,
             closed: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::default(),
         }
     }
 
@@ -723,6 +727,10 @@ fn bind_request<'q>(
 impl Backend for PostgresStore {
     const NAME: &'static str = "postgres";
 
+    fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
+
     fn max_parameters_len(&self) -> usize {
         self.max_parameters_len
     }
@@ -1158,6 +1166,7 @@ impl PostgresStoreOptions {
             consumed_markers: self.consumed_markers,
             consume_policy: self.consume_policy,
             closed: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::default(),
         }
     }
 }

@@ -2,41 +2,19 @@
 
 use crate::error::{ProtectionErrorKind, StoreError};
 use crate::model::HashPrefix;
+use crate::operation::Operation;
 use std::future::Future;
 use std::time::Instant;
 use tracing::{field, Instrument};
 
-/// Which store operation a span describes.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Operation {
-    Store,
-    Replace,
-    Get,
-    Consume,
-    ConsumeOutcome,
-    ConsumeForClient,
-    ConsumeInSession,
-    #[cfg(feature = "oauth-as")]
-    Take,
-    DeleteByClientId,
-}
+/// The metrics of one store (the `metrics` feature), shared by its clones.
+#[cfg(feature = "metrics")]
+pub(crate) use crate::metrics::StoreMetrics;
 
-impl Operation {
-    fn as_str(self) -> &'static str {
-        match self {
-            Operation::Store => "store",
-            Operation::Replace => "store_or_replace",
-            Operation::DeleteByClientId => "delete_by_client_id",
-            Operation::Get => "get_by_hash",
-            Operation::Consume => "consume_by_hash",
-            Operation::ConsumeOutcome => "consume",
-            Operation::ConsumeForClient => "consume_for_client",
-            Operation::ConsumeInSession => "consume_in_session",
-            #[cfg(feature = "oauth-as")]
-            Operation::Take => "take_pushed_authorization_request",
-        }
-    }
-}
+/// Without the `metrics` feature, nothing is recorded.
+#[cfg(not(feature = "metrics"))]
+#[derive(Default)]
+pub(crate) struct StoreMetrics;
 
 /// A short, stable name for an error, used as the span's `outcome`.
 pub(crate) fn error_kind(err: &StoreError) -> &'static str {
@@ -64,7 +42,9 @@ pub(crate) fn error_kind(err: &StoreError) -> &'static str {
 /// one, `outcome` and `duration_us`. Parameters are never recorded.
 ///
 /// Failures that point at the database (not at the caller's input) are logged at warn.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) async fn traced<T, F>(
+    metrics: &StoreMetrics,
     operation: Operation,
     backend: &'static str,
     hash: Option<&str>,
@@ -94,8 +74,8 @@ where
         Err(err) => error_kind(err),
     };
     #[cfg(feature = "metrics")]
-    crate::metrics::record_operation(
-        operation.as_str(),
+    metrics.record_operation(
+        operation,
         backend,
         elapsed,
         result.as_ref().err().map(error_kind),
@@ -116,16 +96,20 @@ where
 
 /// Counts a stored request (the `metrics` feature's `par_store.requests.stored`).
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-pub(crate) fn count_stored(backend: &'static str) {
+pub(crate) fn count_stored(metrics: &StoreMetrics, backend: &'static str) {
     #[cfg(feature = "metrics")]
-    crate::metrics::record_stored(backend);
+    metrics.record_stored(backend);
 }
 
 /// Counts the outcome of a consumption (the `metrics` feature's `par_store.requests.*`).
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-pub(crate) fn count_consumption(backend: &'static str, outcome: &crate::consumption::Consumption) {
+pub(crate) fn count_consumption(
+    metrics: &StoreMetrics,
+    backend: &'static str,
+    outcome: &crate::consumption::Consumption,
+) {
     #[cfg(feature = "metrics")]
-    crate::metrics::record_consumption(backend, outcome);
+    metrics.record_consumption(backend, outcome);
 }
 
 /// Outcome of `store` on success.

@@ -220,34 +220,68 @@ async fn postgres_store_records_durations_counters_and_pool_gauges() {
 }
 
 #[tokio::test]
-async fn a_pool_registers_its_gauges_with_the_recorder_of_its_first_operation() {
-    // src/metrics.rs: "Each pool registers them with the recorder at its first operation:
-    // install the recorder before the store serves."
+async fn a_store_registers_its_metrics_with_the_recorder_of_its_first_operation() {
+    // src/metrics.rs: "A store registers its metrics with the recorder at its first
+    // operation (the durations of successful operations and the request counters; a
+    // failure's duration is looked up each time): install the recorder before the store
+    // serves. Clones share the registration; a store built later registers with the
+    // recorder of its own first operation." And: "Each pool registers them [the connection
+    // gauges] with the recorder at its first operation".
     let db = TestDb::new().await;
-    let store = PostgresStoreOptions::new()
-        .max_connections(2)
-        .connect_with(db.options.clone())
-        .await
-        .unwrap();
+    let options = PostgresStoreOptions::new().max_connections(2);
+    let store = options.connect_with(db.options.clone()).await.unwrap();
     // The first operation, with no recorder for this thread.
     assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
 
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let _guard = metrics::set_default_local_recorder(&recorder);
+    let clone = store.clone();
     assert_eq!(store.get_by_hash(&hash(2)).await.unwrap(), None);
+    clone.store(&request(3, "client-a")).await.unwrap();
+    assert_eq!(clone.consume(&hash(3)).await.unwrap().as_str(), "consumed");
+    // A failure is looked up in the recorder of the moment: the recorder works on this
+    // thread.
+    let expired = PushedAuthorizationRequest::new(hash(4), Utc::now() - Duration::seconds(1), "p");
+    assert!(matches!(
+        store.store(&expired).await,
+        Err(StoreError::InvalidInput { .. })
+    ));
+    // A store built now registers with this recorder.
+    let later = options.connect_with(db.options.clone()).await.unwrap();
+    assert_eq!(later.get_by_hash(&hash(5)).await.unwrap(), None);
+
     let recorded = recorded(&snapshotter);
-    // The operation itself is recorded: the recorder works on this thread.
     assert_eq!(
-        durations(&recorded, "postgresql", "get_by_hash", None).len(),
+        durations(&recorded, "postgresql", "store", Some("invalid_input")).len(),
         1,
         "{recorded:#?}"
     );
-    // The pool's gauges went to the recorder of its first operation (none), not this one.
+    assert_eq!(
+        durations(&recorded, "postgresql", "get_by_hash", None).len(),
+        1,
+        "only the later store's: {recorded:#?}"
+    );
+    // The first store's successes, its counters and its pool's gauges went to the recorder of
+    // its first operation (none), not this one; the later store's pool registered here.
     assert!(
-        recorded
-            .keys()
-            .all(|(name, _)| !name.starts_with("db.client.connection.")),
+        durations(&recorded, "postgresql", "store", None).is_empty()
+            && durations(&recorded, "postgresql", "consume", None).is_empty(),
         "{recorded:#?}"
     );
+    // (The later store registered its counters too, at 0.)
+    let system = [("db.system.name", "postgresql")];
+    assert_eq!(
+        counter(&recorded, "par_store.requests.stored", &system)
+            + counter(&recorded, "par_store.requests.consumed", &system),
+        0,
+        "{recorded:#?}"
+    );
+    let pool = ("db.client.connection.pool.name", "par_store");
+    let used = gauge(
+        &recorded,
+        "db.client.connection.count",
+        &[pool, ("db.client.connection.state", "used")],
+    );
+    assert_eq!(used, Some(0.0), "the later store's pool: {recorded:#?}");
 }
