@@ -62,11 +62,20 @@ where
         outcome = field::Empty,
         duration_us = field::Empty,
     );
-    if let Some(hash) = hash {
+    // A span no subscriber wants (the common case in production, at `info`) is neither
+    // entered on each poll nor given its fields: with `tracing`'s `log` feature (which sqlx
+    // turns on) each of those asks `log` first, about a tenth of the store's own client CPU
+    // per operation (callgrind, `bench/run.sh`'s lifecycle).
+    let enabled = !span.is_disabled();
+    if let Some(hash) = hash.filter(|_| enabled) {
         span.record("hash", field::display(HashPrefix(hash)));
     }
     let started = Instant::now();
-    let result = run.instrument(span.clone()).await;
+    let result = if enabled {
+        run.instrument(span.clone()).await
+    } else {
+        run.await
+    };
     let elapsed = started.elapsed();
     let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let outcome = match &result {
@@ -80,8 +89,10 @@ where
         elapsed,
         result.as_ref().err().map(error_kind),
     );
-    span.record("outcome", outcome);
-    span.record("duration_us", duration_us);
+    if enabled {
+        span.record("outcome", outcome);
+        span.record("duration_us", duration_us);
+    }
     match &result {
         Err(err @ (StoreError::Duplicate | StoreError::InvalidInput { .. })) => {
             tracing::debug!(parent: &span, error = %err, "pushed authorization request refused");

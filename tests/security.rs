@@ -608,6 +608,43 @@ where
     assert!(stats.rows_removed > 0, "{stats:?}");
 }
 
+/// src/telemetry.rs: a span no subscriber wants (here, at INFO: the span is a DEBUG one) is
+/// not entered or filled in, but failures from the database side are still logged at WARN,
+/// with the error and without the request.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failure_is_logged_at_warn_when_the_operation_span_is_off() {
+    let _alone = LOG_CAPTURE.write().await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+
+    let unreachable = PostgresStoreOptions::new()
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_lazy_with("postgres://postgres@127.0.0.1:9/postgres".parse().unwrap());
+    let parameters = format!("secret-parameters-{}", random_suffix());
+    let live = request(&common::hash(1), &parameters);
+    let result = unreachable.store(&live).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable { .. })),
+        "{result:?}"
+    );
+    let text = captured.text();
+    assert!(
+        text.contains("WARN") && text.contains("pushed authorization request store failed"),
+        "{text}"
+    );
+    assert!(text.contains("error="), "{text}");
+    assert!(!text.contains(&parameters), "{text}");
+    // The operation span is DEBUG: off at INFO.
+    assert!(!text.contains("par_store.operation"), "{text}");
+}
+
 #[tokio::test]
 async fn nothing_secret_reaches_the_logs_or_debug_output() {
     let _alone = LOG_CAPTURE.write().await;
