@@ -289,16 +289,10 @@ async fn host_cli_without_config_breaks_the_hosts_own_migrations_and_with_config
 async fn migrate_logs_no_notice_on_a_routine_start() {
     let _alone = LOG_CAPTURE.write().await;
     let db = TestDb::new().await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-    // Callsites first hit on another test's thread may have cached "never": ask again.
-    tracing::callsite::rebuild_interest_cache();
+    let (captured, _default) = Captured::install(
+        tracing::Level::INFO,
+        tracing_subscriber::fmt::format::FmtSpan::NONE,
+    );
 
     db.store().migrate().await.unwrap();
     let text = captured.text();

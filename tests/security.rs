@@ -13,6 +13,7 @@ use par_store::{
     PushedAuthorizationRequestStoreExt, ReferenceValue, StoreError,
 };
 use std::time::Duration;
+use tracing_subscriber::fmt::format::FmtSpan;
 
 fn request(hash: &str, parameters: &str) -> PushedAuthorizationRequest {
     PushedAuthorizationRequest::new(
@@ -614,15 +615,7 @@ where
 #[tokio::test(flavor = "current_thread")]
 async fn a_failure_is_logged_at_warn_when_the_operation_span_is_off() {
     let _alone = LOG_CAPTURE.write().await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let (captured, _default) = Captured::install(tracing::Level::INFO, FmtSpan::NONE);
 
     let unreachable = PostgresStoreOptions::new()
         .acquire_timeout(Duration::from_millis(300))
@@ -648,18 +641,8 @@ async fn a_failure_is_logged_at_warn_when_the_operation_span_is_off() {
 #[tokio::test]
 async fn nothing_secret_reaches_the_logs_or_debug_output() {
     let _alone = LOG_CAPTURE.write().await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-        .with_writer(move || writer.clone())
-        .finish();
     // Everything below runs on this thread (a current-thread runtime), spawned tasks included.
-    let _default = tracing::subscriber::set_default(subscriber);
-    // Callsites first hit on another test's thread may have cached "never": ask again.
-    tracing::callsite::rebuild_interest_cache();
+    let (captured, _default) = Captured::install(tracing::Level::TRACE, FmtSpan::FULL);
 
     let mut secrets = Secrets {
         hashes: Vec::new(),

@@ -290,6 +290,26 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// Captures this thread's logs at `level` and above as plain text (with the spans'
+    /// opening and closing as `span_events` says) until the guard is dropped. Callsites
+    /// first hit on another test's thread may have cached "never": they are asked again.
+    pub fn install(
+        level: tracing::Level,
+        span_events: tracing_subscriber::fmt::format::FmtSpan,
+    ) -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_span_events(span_events)
+            .with_writer(move || writer.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        (captured, guard)
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
