@@ -116,13 +116,15 @@ impl managed::Manager for Manager {
         pooled: &mut PooledConnection,
         metrics: &Metrics,
     ) -> RecycleResult<sqlx::Error> {
-        if outlived(&self.settings, pooled, metrics) {
+        // One clock read for every limit: each checkout pays for it.
+        let now = Instant::now();
+        if outlived(&self.settings, pooled, metrics, now) {
             return Err(RecycleError::message("past its lifetime or idle timeout"));
         }
         if pooled.runtime != Handle::current().id() {
             return Err(RecycleError::message("opened on another runtime"));
         }
-        let idle = pooled.idle_since.elapsed();
+        let idle = now.saturating_duration_since(pooled.idle_since);
         let idle_long = self
             .settings
             .ping_idle_after
@@ -147,15 +149,20 @@ impl managed::Manager for Manager {
     }
 }
 
-/// True when a connection must not be handed out again: older than `max_lifetime`, or idle
-/// for longer than `idle_timeout`.
-fn outlived(settings: &OwnedSettings, pooled: &PooledConnection, metrics: &Metrics) -> bool {
+/// True when a connection must not be handed out again at `now`: older than
+/// `max_lifetime`, or idle for longer than `idle_timeout`.
+fn outlived(
+    settings: &OwnedSettings,
+    pooled: &PooledConnection,
+    metrics: &Metrics,
+    now: Instant,
+) -> bool {
     settings
         .max_lifetime
-        .is_some_and(|max| metrics.age() >= max)
+        .is_some_and(|max| now.saturating_duration_since(metrics.created) >= max)
         || settings
             .idle_timeout
-            .is_some_and(|max| pooled.idle_since.elapsed() >= max)
+            .is_some_and(|max| now.saturating_duration_since(pooled.idle_since) >= max)
 }
 
 impl fmt::Debug for Connections {
@@ -528,7 +535,8 @@ async fn reap(pool: WeakPool<Manager>, period: Duration) {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { return };
         let settings = pool.manager().settings.clone();
-        let retired = pool.retain(|pooled, metrics| !outlived(&settings, pooled, &metrics));
+        let now = Instant::now();
+        let retired = pool.retain(|pooled, metrics| !outlived(&settings, pooled, &metrics, now));
         drop(pool);
         let here = Handle::current().id();
         for pooled in retired.removed {

@@ -5,7 +5,7 @@ use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_B
 use crate::consume_policy::ConsumePolicy;
 use crate::consumption::Consumption;
 use crate::error::{InvalidDatabaseUrl, StoreError};
-use crate::execution::{Outcome, Protocol, Retry};
+use crate::execution::{Outcome, Protocol, Retry, Returns};
 use crate::migrations;
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, OwnedSettings};
@@ -256,10 +256,11 @@ impl PostgresStore {
     }
 
     /// Runs one statement under the operation timeout; `retry` says whether it may run again
-    /// on another connection when the first was found dead.
+    /// on another connection when the first was found dead, `returns` what is read of it.
     async fn run<'q>(
         &self,
         retry: Retry,
+        returns: Returns,
         statement: impl Fn() -> Query<'q, Postgres, PgArguments>,
     ) -> Result<Outcome, StoreError> {
         // Timers and sockets need a runtime: say so rather than panic inside tokio.
@@ -269,7 +270,10 @@ impl PostgresStore {
         self.check_open()?;
         // Boxed: the attempt (pool, retries, sqlx's query) is tens of kilobytes, which every
         // layer above would otherwise hold and copy again (futures are moved by value).
-        let attempt = Box::pin(self.connections.run(&self.protocol, retry, statement));
+        let attempt = Box::pin(
+            self.connections
+                .run(&self.protocol, retry, returns, statement),
+        );
         match self.operation_timeout {
             None => attempt.await,
             Some(limit) => match tokio::time::timeout(limit, attempt).await {
@@ -500,7 +504,9 @@ impl PostgresStore {
     pub async fn distribute_on_citus(&self) -> Result<bool, StoreError> {
         self.migrate().await?;
         let outcome = self
-            .run(Retry::Always, || sqlx::query(CITUS_DISTRIBUTE))
+            .run(Retry::Always, Returns::Row, || {
+                sqlx::query(CITUS_DISTRIBUTE)
+            })
             .await?;
         Ok(decode::<(bool,)>(&outcome)?.is_some_and(|(distributed,)| distributed))
     }
@@ -636,7 +642,10 @@ impl PostgresStore {
         retry: Retry,
         statement: impl Fn() -> Query<'q, Postgres, PgArguments>,
     ) -> Result<u64, StoreError> {
-        Ok(self.run(retry, statement).await?.rows_affected)
+        Ok(self
+            .run(retry, Returns::RowsAffected, statement)
+            .await?
+            .rows_affected)
     }
 }
 
@@ -692,7 +701,7 @@ impl PostgresStore {
         &self,
         citus: impl Fn() -> Query<'q, Postgres, PgArguments>,
     ) -> Result<u64, StoreError> {
-        let outcome = self.run(Retry::Always, citus).await?;
+        let outcome = self.run(Retry::Always, Returns::Row, citus).await?;
         let (deleted,): (i64,) = decode(&outcome)?.ok_or_else(|| {
             StoreError::from(sqlx::Error::Protocol("the cleanup returned no row".into()))
         })?;
@@ -753,7 +762,7 @@ impl Backend for PostgresStore {
         // Run again only when PostgreSQL proved it did not commit: a second run of a
         // committed insert would report the caller's own request as a duplicate.
         let outcome = self
-            .run(Retry::IfServerAborted, || {
+            .run(Retry::IfServerAborted, Returns::Row, || {
                 bind_request(INSERT, request, expires_at)
             })
             .await;
@@ -770,7 +779,7 @@ impl Backend for PostgresStore {
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
         let outcome = self
-            .run(Retry::Always, || {
+            .run(Retry::Always, Returns::Row, || {
                 sqlx::query(SELECT_LIVE).bind(reference_value_hash)
             })
             .await?;
@@ -789,7 +798,7 @@ impl Backend for PostgresStore {
         // A consume that may have run is never run again: the second run would find the
         // request consumed and report `AlreadyConsumed` for the caller's own consumption.
         let outcome = self
-            .run(Retry::IfServerAborted, || {
+            .run(Retry::IfServerAborted, Returns::Row, || {
                 sqlx::query(CONSUME)
                     .bind(reference_value_hash)
                     .bind(client_id)
@@ -810,7 +819,9 @@ impl Backend for PostgresStore {
         // Never run twice: a request consumed between a committed first run and a second
         // one would be put back.
         let outcome = self
-            .run(Retry::Never, || bind_request(UPSERT, request, expires_at))
+            .run(Retry::Never, Returns::Row, || {
+                bind_request(UPSERT, request, expires_at)
+            })
             .await?;
         Ok(outcome.row.is_some())
     }
@@ -1117,7 +1128,9 @@ impl PostgresStoreOptions {
     ) -> Result<PostgresStore, StoreError> {
         let store = self.connect_lazy_with(options);
         // Open the first connection now, so that a wrong address fails here.
-        store.run(Retry::Always, || sqlx::query("SELECT 1")).await?;
+        store
+            .run(Retry::Always, Returns::Row, || sqlx::query("SELECT 1"))
+            .await?;
         Ok(store)
     }
 
