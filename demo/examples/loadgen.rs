@@ -69,6 +69,10 @@ static COMPLETED: AtomicU64 = AtomicU64::new(0);
 
 // The store's own statements, for the `pool`, `conn` and `lite` modes, which measure what
 // sqlx costs without the store layer (bench/lifecycle.sql holds the same for pgbench).
+#[cfg(feature = "metrics")]
+#[path = "shared/prometheus.rs"]
+mod prometheus;
+
 #[path = "../../src/sql.rs"]
 #[allow(dead_code)] // the batch delete is not used here
 mod sql;
@@ -692,12 +696,13 @@ async fn wait_for_stop(shared: &Shared) {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse()?;
-    // Built with the demo's feature `metrics` (its default), par-store's metrics go to a
-    // Prometheus recorder, as in a server that exports them: what BENCHMARKS.md's cost of
-    // the feature measures (build with --no-default-features for the run without).
+    // Built with the demo's feature `metrics` (its default), par-store's metrics go to the
+    // Prometheus recorder of the oauth-as example server, as in a server that exports them:
+    // what BENCHMARKS.md's cost of the feature measures (build with --no-default-features
+    // for the run without).
     #[cfg(feature = "metrics")]
     {
-        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        let handle = prometheus::install_recorder()?;
         std::thread::spawn(move || loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
             handle.run_upkeep();

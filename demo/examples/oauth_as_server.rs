@@ -44,7 +44,7 @@
 //! par-store [`CleanupJob`] and by oauth-as's `sweep_expired` (once a minute each); Ctrl-C or
 //! SIGTERM stops the server after the requests in flight, then both.
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use oauth_as::client::{Client, ClientAuth, ClientId, SecretHash};
 use oauth_as::grant::GrantType;
 use oauth_as::http::{ApprovalDecision, ServiceBuilder};
@@ -58,6 +58,8 @@ use par_store::{CleanupJob, CleanupOptions, KeyRing, KeyRingError, PostgresStore
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+#[path = "shared/prometheus.rs"]
+mod prometheus;
 #[path = "shared/server.rs"]
 mod shared;
 use shared::shutdown_signal;
@@ -156,30 +158,16 @@ pub async fn build(
     Ok((server, router))
 }
 
-/// OpenTelemetry's recommended bucket boundaries for `db.client.operation.duration`, in
-/// seconds.
-const DURATION_BUCKETS: [f64; 14] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// The process's Prometheus recorder, installed as the `metrics` facade's global recorder
 /// on first use (there is one per process); `None` if another recorder was installed first.
 fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| {
-            let installed = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("db.client.operation.duration".to_owned()),
-                    &DURATION_BUCKETS,
-                )
-                .and_then(PrometheusBuilder::install_recorder);
-            match installed {
-                Ok(handle) => Some(handle),
-                Err(err) => {
-                    tracing::warn!(error = %err, "no Prometheus recorder: /metrics stays empty");
-                    None
-                }
+        .get_or_init(|| match prometheus::install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                tracing::warn!(error = %err, "no Prometheus recorder: /metrics stays empty");
+                None
             }
         })
         .as_ref()

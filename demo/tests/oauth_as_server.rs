@@ -334,7 +334,8 @@ async fn metadata_names_the_par_endpoint_and_requires_it() {
 }
 
 /// `GET /metrics` shows par-store's metrics in Prometheus format once a request was pushed:
-/// the operation duration histogram of the push's write, and the stored counter.
+/// the operation duration histogram of the push's write (OpenTelemetry's buckets), and the
+/// stored counter.
 #[cfg(feature = "metrics")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_store_operations_in_prometheus_format() {
@@ -364,6 +365,15 @@ async fn metrics_show_the_store_operations_in_prometheus_format() {
         .unwrap_or_else(|| panic!("no store_or_replace duration in:\n{body}"));
     let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(count >= 1, "{line}");
+    // A histogram with OpenTelemetry's buckets (demo/examples/shared/prometheus.rs), not the
+    // exporter's default summary.
+    assert!(
+        body.lines().any(
+            |line| line.starts_with("db_client_operation_duration_bucket{")
+                && line.contains(r#"le="0.005""#)
+        ),
+        "{body}"
+    );
     assert!(
         body.lines()
             .any(|line| line
