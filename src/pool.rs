@@ -20,9 +20,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Either, Executor, PgConnection, PgPool, Postgres};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Id as RuntimeId};
 
@@ -71,10 +70,12 @@ pub(crate) struct PooledConnection {
 pub(crate) struct Manager {
     connect_options: PgConnectOptions,
     settings: OwnedSettings,
-    /// When a pooled connection was last found dead. Its siblings released before then
-    /// probably died with it (a restart, a network cut): each is pinged before its next use,
-    /// rather than failing a request of its own.
-    last_loss: Mutex<Option<Instant>>,
+    /// When a pooled connection was last found dead, in nanoseconds after `epoch` (0:
+    /// never). Its siblings released before then probably died with it (a restart, a
+    /// network cut): each is pinged before its next use, rather than failing a request of
+    /// its own. An atomic, not a lock: every checkout reads it.
+    last_loss: AtomicU64,
+    epoch: Instant,
     /// Its connection gauges, registered at its first sample.
     #[cfg(feature = "metrics")]
     gauges: std::sync::OnceLock<crate::metrics::PoolGauges>,
@@ -82,17 +83,19 @@ pub(crate) struct Manager {
 
 impl Manager {
     pub(crate) fn record_loss(&self) {
-        *self
-            .last_loss
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        // At least 1: 0 means no loss.
+        let lost = self.nanos_since_epoch(Instant::now()).max(1);
+        self.last_loss.fetch_max(lost, Ordering::Relaxed);
     }
 
     fn released_before_a_loss(&self, pooled: &PooledConnection) -> bool {
-        self.last_loss
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|lost| pooled.idle_since <= lost)
+        let lost = self.last_loss.load(Ordering::Relaxed);
+        lost != 0 && self.nanos_since_epoch(pooled.idle_since) <= lost
+    }
+
+    /// `at` in nanoseconds after the manager was made (584 years fit).
+    fn nanos_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -322,7 +325,8 @@ impl Connections {
         let manager = Manager {
             connect_options,
             settings: settings.clone(),
-            last_loss: Mutex::new(None),
+            last_loss: AtomicU64::new(0),
+            epoch: Instant::now(),
             #[cfg(feature = "metrics")]
             gauges: std::sync::OnceLock::new(),
         };
