@@ -67,12 +67,13 @@ const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/
 /// Lifecycles completed by every run of this process, for the interval reports.
 static COMPLETED: AtomicU64 = AtomicU64::new(0);
 
-// The store's own statements, for the `pool`, `conn` and `lite` modes, which measure what
-// sqlx costs without the store layer (bench/lifecycle.sql holds the same for pgbench).
+// The oauth-as example server's Prometheus recorder, which `main` installs.
 #[cfg(feature = "metrics")]
 #[path = "shared/prometheus.rs"]
 mod prometheus;
 
+// The store's own statements, for the `pool`, `conn` and `lite` modes, which measure what
+// sqlx costs without the store layer (bench/lifecycle.sql holds the same for pgbench).
 #[path = "../../src/sql.rs"]
 #[allow(dead_code)] // the batch delete is not used here
 mod sql;
