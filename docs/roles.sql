@@ -23,19 +23,21 @@ ALTER ROLE par_store_runtime SET log_parameter_max_length = 0;
 -- `sqlx migrate run` (sqlx-cli reads sqlx.toml, which names the _par_store_migrations table).
 
 -- Step 3, as par_store_owner, after the migrations:
-GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runtime;
--- Consuming a request turns it into a consumed marker (migration 0005): it sets consumed_at
--- and reopenable and clears the parameters, after locking the row with SELECT ... FOR UPDATE.
+GRANT SELECT, INSERT, DELETE
+    ON pushed_authorization_requests, pushed_authorization_request_markers
+    TO par_store_runtime;
 -- Cleanup (delete_expired, CleanupJob) locks the rows it removes with
 -- SELECT ... FOR UPDATE SKIP LOCKED, so that many cleaners and consumers never wait for one
--- another; PostgreSQL allows row locks only to roles with UPDATE on at least one column.
--- Without this grant every consume fails with StoreError::Database (permission denied).
--- It lets the runtime role write a request's parameters in place, which it could already do
--- by deleting and inserting the row; the key, the expiry and the binding stay out of reach.
--- Migration 0006 adds consumed_by, which the same statement sets (the session binding of a
--- ConsumePolicy::ReloadWithin consumption; NULL otherwise).
-GRANT UPDATE (created_at, consumed_at, reopenable, parameters, consumed_by)
-    ON pushed_authorization_requests TO par_store_runtime;
+-- another, and store_or_replace locks the request it replaces; PostgreSQL allows row locks
+-- only to roles with UPDATE on at least one column. created_at is only for operators: the
+-- store never decides on it. Without this grant cleanup fails with StoreError::Database
+-- (permission denied).
+GRANT UPDATE (created_at) ON pushed_authorization_requests TO par_store_runtime;
+-- Consuming a request moves it into pushed_authorization_request_markers (migration 0007).
+-- Under a reload window (ConsumePolicy::ReloadWithin) a marker keeps the parameters for the
+-- session that consumed it; the first consumption after the window clears them, after
+-- locking the marker. The role cannot rewrite a marker's consumed_at, binding or expiry.
+GRANT UPDATE (kept_parameters) ON pushed_authorization_request_markers TO par_store_runtime;
 
 -- Step 4, only where the server calls store_or_replace (par_store::oauth_as does, for
 -- oauth-as's "insert or replace"), as par_store_owner: INSERT ... ON CONFLICT DO UPDATE needs

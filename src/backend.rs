@@ -96,14 +96,16 @@ pub(crate) trait Backend: Send + Sync {
         reload: Reload<'_>,
     ) -> impl Future<Output = Result<Consumption, StoreError>> + Send;
 
-    /// Inserts the request with `expires_at` (already checked and truncated), replacing any
-    /// request with the same hash, in one atomic step; a consumed request's marker is replaced
-    /// only when it is reopenable. `false` when nothing was written (a marker refused it).
+    /// Inserts the request with `expires_at` (already checked against the application's
+    /// clock and truncated), replacing any request with the same hash, in one atomic step,
+    /// unless `expires_at` has passed by the backend's clock (then nothing changes: a live
+    /// request is never replaced by a dead one); a consumed request's marker is replaced only
+    /// when it is reopenable (otherwise `Duplicate`).
     fn upsert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
 
     /// Removes every request bound to `client_id` (a storable one), live or expired.
     fn delete_bound_to(
@@ -151,22 +153,9 @@ async fn write<B: Backend>(
         )?;
         if let Operation::Replace = operation {
             // A consumed request is never brought back: its hash is taken, as for `store`.
-            return match backend.upsert(request, expires_at).await? {
-                true => {
-                    count_stored(backend.metrics(), B::NAME);
-                    Ok(())
-                }
-                false => Err(StoreError::Duplicate),
-            };
+            return stored_or_refused(backend, backend.upsert(request, expires_at).await?);
         }
-        match backend.insert(request, expires_at).await? {
-            Inserted::Stored => {
-                count_stored(backend.metrics(), B::NAME);
-                Ok(())
-            }
-            Inserted::Duplicate => Err(StoreError::Duplicate),
-            Inserted::Expired => Err(already_expired()),
-        }
+        stored_or_refused(backend, backend.insert(request, expires_at).await?)
     };
     traced(
         backend.metrics(),
@@ -177,6 +166,18 @@ async fn write<B: Backend>(
         run,
     )
     .await
+}
+
+/// What `store` and `store_or_replace` answer for what became of the write.
+fn stored_or_refused<B: Backend>(backend: &B, inserted: Inserted) -> Result<(), StoreError> {
+    match inserted {
+        Inserted::Stored => {
+            count_stored(backend.metrics(), B::NAME);
+            Ok(())
+        }
+        Inserted::Duplicate => Err(StoreError::Duplicate),
+        Inserted::Expired => Err(already_expired()),
+    }
 }
 
 /// `delete_by_client_id` for any backend: an id no request could be bound to removes

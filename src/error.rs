@@ -28,7 +28,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// | [`Protection`](Self::Protection) with `UnknownKey`, `Tampered`, `MalformedEnvelope` | the stored request cannot be opened (see [`ProtectionErrorKind`]) | - | `400 invalid_request_uri` (the request is unusable), and alert: keys or data are wrong |
 /// | [`Protection`](Self::Protection) with `RandomUnavailable` | the OS random source failed | `500 server_error` | - |
 /// | [`Database`](Self::Database) | any other database error (permissions, schema missing, ...) | `500 server_error`, log it | `500 server_error` |
-/// | [`Migration`](Self::Migration), [`MigrationNeedsDirectConnection`](Self::MigrationNeedsDirectConnection), [`InvalidDatabaseUrl`](Self::InvalidDatabaseUrl) | at start-up: `migrate()` failed (e.g. the role may not create tables, or another instance's run held the lock past the migration lock timeout), was called in pooler mode without a direct address, or a bad URL | not a request error: fix the deployment, do not serve | - |
+/// | [`Migration`](Self::Migration), [`MigrationNeedsDirectConnection`](Self::MigrationNeedsDirectConnection), [`IncompatibleSchema`](Self::IncompatibleSchema), [`InvalidDatabaseUrl`](Self::InvalidDatabaseUrl) | at start-up: `migrate()` failed (e.g. the role may not create tables, or another instance's run held the lock past the migration lock timeout), was called in pooler mode without a direct address, found a schema only a newer release can serve, or a bad URL | not a request error: fix the deployment, do not serve | - |
 ///
 /// ```
 /// use par_store::{InputField, ProtectionErrorKind, StoreError};
@@ -125,6 +125,25 @@ pub enum StoreError {
         /// The underlying driver error.
         #[source]
         source: BoxError,
+    },
+
+    /// At start-up: [`migrate`](crate::PostgresStore::migrate) found a schema that a later
+    /// par-store release changed in a way this release cannot serve (that release recorded
+    /// so in the schema's `_par_store_compatibility` table; docs/upgrading.md). Nothing was
+    /// applied. Deploy `oldest_release` or later, or roll the schema back to this release's
+    /// migrations first.
+    #[error(
+        "the database schema (par-store migration {schema_version}) can be served only by \
+         par-store {oldest_release} or later, not by this par-store {this_release}: deploy a \
+         newer release, or roll the schema back first (docs/upgrading.md)"
+    )]
+    IncompatibleSchema {
+        /// The newest migration applied to the database.
+        schema_version: i64,
+        /// The oldest par-store release that can serve that schema.
+        oldest_release: String,
+        /// This release (`CARGO_PKG_VERSION`).
+        this_release: &'static str,
     },
 
     /// A [`PostgresStore`](crate::PostgresStore) operation was polled outside a tokio runtime.

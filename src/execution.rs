@@ -72,12 +72,11 @@ use crate::error::{StoreError, READ_ONLY};
 use crate::pool::Connections;
 use crate::sql::{COMMIT, ROLLBACK};
 
-/// What one statement returned: its first row, or the number of rows it affected
-/// ([`Returns`]).
+/// What one statement returned: its first row, if any. Every statement of the store that
+/// changes rows says what it did in that row.
 #[derive(Default)]
 pub(crate) struct Outcome {
     pub(crate) row: Option<PgRow>,
-    pub(crate) rows_affected: u64,
 }
 
 /// Whether a statement may run a second time after its connection was lost (see the
@@ -96,10 +95,8 @@ pub(crate) enum Retry {
 /// What the caller reads of a statement's result.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Returns {
-    /// Its first row, if any ([`Outcome::row`]; `rows_affected` is left at 0).
+    /// Its first row, if any ([`Outcome::row`]).
     Row,
-    /// The number of rows it affected ([`Outcome::rows_affected`]).
-    RowsAffected,
 }
 
 /// How statements are sent.
@@ -210,10 +207,7 @@ async fn run_statement(
         // through one stream where `fetch_many` nests a second (about 1,200 instructions a
         // statement, callgrind). Whether it may have run is then unknown: assumed.
         return match conn.fetch_optional(statement).await {
-            Ok(row) => Ok(Outcome {
-                row,
-                rows_affected: 0,
-            }),
+            Ok(row) => Ok(Outcome { row }),
             Err(error) => Err(Failure {
                 may_have_run: true,
                 open_transaction: false,
@@ -226,9 +220,8 @@ async fn run_statement(
     let mut results = conn.fetch_many(statement);
     while let Some(item) = results.next().await {
         match item {
-            Ok(Either::Left(done)) => {
+            Ok(Either::Left(_done)) => {
                 completed = true;
-                outcome.rows_affected += done.rows_affected();
             }
             Ok(Either::Right(row)) => {
                 if outcome.row.is_none() {

@@ -279,32 +279,31 @@ impl Backend for MemoryStore {
             return Ok(Consumption::WrongClient);
         }
         let live = held.request.expires_at > now;
-        if !live || !self.consumed_markers {
-            // Expired (garbage), or consumed without a marker: removed.
-            let removed = slot.remove();
-            return Ok(match (removed.consumed, live) {
-                (Some(marker), _) => Consumption::AlreadyConsumed {
-                    consumed_at: marker.consumed_at,
-                },
-                (None, false) => Consumption::Expired,
-                (None, true) => Consumption::Consumed(removed.request),
-            });
-        }
         if let Some(marker) = &mut held.consumed {
-            let in_window = within(marker.consumed_at, reload.window, now);
+            // A marker is reported until cleanup removes it, expired or not; its kept
+            // parameters serve a reload only while it is live and within the window.
+            let open = live && within(marker.consumed_at, reload.window, now);
             if let (Some(binding), Some(parameters)) = (reload.binding, &marker.kept_parameters) {
-                if in_window && marker.consumed_by.as_deref() == Some(binding) {
+                if open && marker.consumed_by.as_deref() == Some(binding) {
                     return Ok(Consumption::Consumed(PushedAuthorizationRequest {
                         parameters: parameters.clone(),
                         ..held.request.clone()
                     }));
                 }
             }
-            if !in_window {
+            if !open {
                 marker.kept_parameters = None;
             }
             return Ok(Consumption::AlreadyConsumed {
                 consumed_at: marker.consumed_at,
+            });
+        }
+        if !live || !self.consumed_markers {
+            // Expired (garbage), or consumed without a marker: removed.
+            let removed = slot.remove();
+            return Ok(match live {
+                false => Consumption::Expired,
+                true => Consumption::Consumed(removed.request),
             });
         }
         let parameters = std::mem::take(&mut held.request.parameters);
@@ -324,15 +323,19 @@ impl Backend for MemoryStore {
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Inserted, StoreError> {
         let mut requests = self.lock();
+        // The store's clock is the application's: checked again, as the database does.
+        if expires_at <= Utc::now() {
+            return Ok(Inserted::Expired);
+        }
         if let Some(Held {
             consumed: Some(marker),
             ..
         }) = requests.get(&request.reference_value_hash)
         {
             if !marker.reopenable {
-                return Ok(false);
+                return Ok(Inserted::Duplicate);
             }
         }
         requests.insert(
@@ -342,7 +345,7 @@ impl Backend for MemoryStore {
                 ..request.clone()
             }),
         );
-        Ok(true)
+        Ok(Inserted::Stored)
     }
 
     async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {

@@ -19,8 +19,9 @@
 
 use crate::error::StoreError;
 use crate::sql::{
-    ADOPT_HOST_HISTORY, HOST_HISTORY_EXISTS, LOCK_MIGRATIONS, MIGRATION_BLOCK_END,
-    MIGRATION_BLOCK_START, MIGRATION_SESSION, MIRROR_INTO_HOST_HISTORY, UNLOCK_MIGRATIONS,
+    ADOPT_HOST_HISTORY, COMPATIBILITY, COMPATIBILITY_EXISTS, HOST_HISTORY_EXISTS, LOCK_MIGRATIONS,
+    MIGRATION_BLOCK_END, MIGRATION_BLOCK_START, MIGRATION_SESSION, MIRROR_INTO_HOST_HISTORY,
+    UNLOCK_MIGRATIONS,
 };
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::PgConnection;
@@ -132,6 +133,12 @@ async fn run_locked(conn: &mut PgConnection) -> Result<(), StoreError> {
             .execute(&mut *conn)
             .await?;
     }
+    let mut migrator = migrator;
+    if check_compatibility(conn, &versions).await? == History::HasLaterMigrations {
+        // Every applied version this release does not know is later than its own (checked):
+        // sqlx may skip them. Checksums of the ones it knows are still compared.
+        migrator.set_ignore_missing(true);
+    }
     // `run_direct` is what `run` calls; called directly, the future of `migrate()` is `Send`
     // (through `run`'s `Acquire` bound it is not: "not general enough"), so it can be spawned.
     migrator.run_direct(None, &mut *conn, false).await?;
@@ -145,10 +152,115 @@ async fn run_locked(conn: &mut PgConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What the applied history holds besides this release's migrations.
+#[derive(Debug, PartialEq, Eq)]
+enum History {
+    /// Nothing else.
+    Known,
+    /// Migrations of a later release, which declared that this release can serve the schema.
+    HasLaterMigrations,
+}
+
+/// Expand/contract across releases (docs/upgrading.md): the schema may hold migrations of a
+/// later release (a rollback, or an older instance restarting mid-deploy). They are accepted
+/// unless a migration recorded in `_par_store_compatibility` that this release is too old to
+/// serve the schema, which is refused with [`StoreError::IncompatibleSchema`] before anything
+/// is applied. An applied version that is not this release's and not later than its newest
+/// (a removed or renamed migration) is left to sqlx, which refuses it.
+async fn check_compatibility(
+    conn: &mut PgConnection,
+    known_versions: &[i64],
+) -> Result<History, StoreError> {
+    conn.ensure_migrations_table(MIGRATIONS_TABLE).await?;
+    let applied = conn.list_applied_migrations(MIGRATIONS_TABLE).await?;
+    let newest_known = known_versions.iter().copied().max().unwrap_or(0);
+    let schema_version = applied.iter().map(|m| m.version).max().unwrap_or(0);
+    let unknown = applied
+        .iter()
+        .map(|m| m.version)
+        .filter(|version| !known_versions.contains(version));
+    let mut later = false;
+    for version in unknown {
+        if version <= newest_known {
+            // Missing, not later: sqlx reports it (VersionMissing).
+            return Ok(History::Known);
+        }
+        later = true;
+    }
+    let recorded: bool = sqlx::query_scalar(COMPATIBILITY_EXISTS)
+        .fetch_one(&mut *conn)
+        .await?;
+    if recorded {
+        let floors: Vec<(i64, String)> =
+            sqlx::query_as(COMPATIBILITY).fetch_all(&mut *conn).await?;
+        let this_release = env!("CARGO_PKG_VERSION");
+        if let Some(oldest_release) = oldest_release_serving(&floors, this_release) {
+            return Err(StoreError::IncompatibleSchema {
+                schema_version,
+                oldest_release,
+                this_release,
+            });
+        }
+    }
+    Ok(if later {
+        History::HasLaterMigrations
+    } else {
+        History::Known
+    })
+}
+
+/// The oldest release the record requires when it is newer than `this_release`, else
+/// `None`. A release that cannot be read as `MAJOR.MINOR.PATCH` is taken as newer than
+/// anything (the schema's own CHECK refuses such a row).
+fn oldest_release_serving(floors: &[(i64, String)], this_release: &str) -> Option<String> {
+    let this = release_number(this_release)?;
+    floors
+        .iter()
+        .filter(|(_, floor)| release_number(floor).is_none_or(|floor| floor > this))
+        .max_by_key(|(_, floor)| release_number(floor).unwrap_or((u64::MAX, 0, 0)))
+        .map(|(_, floor)| floor.clone())
+}
+
+/// `MAJOR.MINOR.PATCH` (a pre-release or build suffix is ignored).
+fn release_number(release: &str) -> Option<(u64, u64, u64)> {
+    let core = release.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(str::parse::<u64>);
+    let number = (
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    );
+    parts.next().is_none().then_some(number)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::MIGRATIONS_TABLE;
+    use super::{oldest_release_serving, release_number, MIGRATIONS_TABLE};
     use crate::sql::{ADOPT_HOST_HISTORY, HOST_HISTORY_EXISTS, MIRROR_INTO_HOST_HISTORY};
+
+    #[test]
+    fn a_release_is_compared_by_its_numbers() {
+        assert_eq!(release_number("0.3.0"), Some((0, 3, 0)));
+        assert_eq!(release_number("1.10.2-rc.1"), Some((1, 10, 2)));
+        assert_eq!(release_number("1.2"), None);
+        assert_eq!(release_number("1.2.3.4"), None);
+        let floors = |list: &[&str]| -> Vec<(i64, String)> {
+            list.iter()
+                .enumerate()
+                .map(|(n, f)| (n as i64, (*f).to_owned()))
+                .collect()
+        };
+        assert_eq!(oldest_release_serving(&floors(&[]), "0.3.0"), None);
+        assert_eq!(oldest_release_serving(&floors(&["0.3.0"]), "0.3.0"), None);
+        assert_eq!(
+            oldest_release_serving(&floors(&["0.2.0", "0.10.0", "0.4.1"]), "0.3.0"),
+            Some("0.10.0".to_owned())
+        );
+        assert_eq!(
+            oldest_release_serving(&floors(&["garbage"]), "0.3.0"),
+            Some("garbage".to_owned())
+        );
+    }
 
     #[test]
     fn the_sql_names_both_history_tables() {

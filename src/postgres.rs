@@ -11,8 +11,8 @@ use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
     CITUS_DELETE_EXPIRED_AS_OF_BATCH, CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE, CONSUME,
-    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT, SELECT_LIVE,
-    UPSERT,
+    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT, RELOAD,
+    SELECT_LIVE, UPSERT,
 };
 use crate::telemetry::StoreMetrics;
 use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
@@ -524,57 +524,103 @@ impl PostgresStore {
 /// A row as the reads return it: the key is the caller's (see `src/sql.rs`).
 type Row = (StoredExpiry, String, Option<String>);
 
-/// What `CONSUME` returns: the row as it was (`expires_at`, `parameters`, `client_id`,
-/// `consumed_at`), whether it was live, whether it is bound to the caller's client (or to
-/// none), whether this statement consumed it, and whether it is a reload within the window
-/// by the session that consumed it.
+/// A row `CONSUME` returns: whether this statement took the request (`taken`), the row's
+/// `expires_at`, its parameters (only when taken), its `client_id`, whether it is live by
+/// the clock read after the row lock, its `consumed_at` (a marker's), and whether a marker
+/// still keeps parameters for a reload.
 type ConsumedRow = (
+    bool,
     StoredExpiry,
     Option<String>,
     Option<String>,
+    bool,
     Option<StoredExpiry>,
-    bool,
-    bool,
-    bool,
     bool,
 );
 
-/// What a consumption found, from the row `CONSUME` returned (`None`: no row).
-fn into_consumption(
-    reference_value_hash: &str,
-    row: Option<ConsumedRow>,
-) -> Result<Consumption, StoreError> {
-    let Some((expires_at, parameters, client_id, consumed_at, live, right_client, taken, reloaded)) =
-        row
-    else {
-        return Ok(Consumption::NotFound);
-    };
-    if !right_client {
-        return Ok(Consumption::WrongClient);
-    }
-    if let (true, Some(parameters)) = (reloaded, &parameters) {
-        return Ok(Consumption::Consumed(into_request(
-            reference_value_hash,
-            (expires_at, parameters.clone(), client_id),
-        )));
-    }
-    if let Some(StoredExpiry(consumed_at)) = consumed_at {
-        return Ok(Consumption::AlreadyConsumed { consumed_at });
-    }
-    if !live {
-        return Ok(Consumption::Expired);
-    }
-    match (taken, parameters) {
-        (true, Some(parameters)) => Ok(Consumption::Consumed(into_request(
-            reference_value_hash,
-            (expires_at, parameters, client_id),
-        ))),
-        // The row lock makes both impossible; never report a consumption that did not happen.
-        _ => Err(StoreError::from(sqlx::Error::Protocol(
-            "the consume statement returned an inconsistent row".into(),
-        ))),
+/// What `RELOAD` returns: the marker's `expires_at`, the parameters it keeps, its
+/// `client_id`, `consumed_at`, and whether this call is a reload within the window.
+type ReloadRow = (
+    StoredExpiry,
+    Option<String>,
+    Option<String>,
+    StoredExpiry,
+    bool,
+);
+
+/// What `CONSUME`'s row says.
+enum Consumed {
+    /// The answer.
+    Decided(Consumption),
+    /// A marker keeps parameters for a reload: `RELOAD` decides.
+    Kept,
+    /// The request the statement's snapshot saw, of the right client, was taken by a
+    /// concurrent statement after the snapshot (nothing was taken by this one): ask again.
+    Raced,
+}
+
+/// Whether a row bound to `bound` may be consumed or read by `caller` (`None`: any client).
+fn right_client(bound: Option<&str>, caller: Option<&str>) -> bool {
+    match (bound, caller) {
+        (Some(bound), Some(caller)) => bound == caller,
+        _ => true,
     }
 }
+
+/// What a consumption found, from the row `CONSUME` returned (`None`: no row).
+fn into_consumed(
+    reference_value_hash: &str,
+    caller: Option<&str>,
+    row: Option<ConsumedRow>,
+) -> Result<Consumed, StoreError> {
+    let Some((taken, expires_at, parameters, client_id, live, consumed_at, kept)) = row else {
+        return Ok(Consumed::Decided(Consumption::NotFound));
+    };
+    if taken {
+        return match (live, parameters) {
+            (false, _) => Ok(Consumed::Decided(Consumption::Expired)),
+            (true, Some(parameters)) => Ok(Consumed::Decided(Consumption::Consumed(into_request(
+                reference_value_hash,
+                (expires_at, parameters, client_id),
+            )))),
+            // The column is NOT NULL: never report a consumption that returned no request.
+            (true, None) => Err(StoreError::from(sqlx::Error::Protocol(
+                "the consume statement returned a request without parameters".into(),
+            ))),
+        };
+    }
+    if !right_client(client_id.as_deref(), caller) {
+        return Ok(Consumed::Decided(Consumption::WrongClient));
+    }
+    match consumed_at {
+        Some(_) if kept => Ok(Consumed::Kept),
+        Some(StoredExpiry(consumed_at)) => Ok(Consumed::Decided(Consumption::AlreadyConsumed {
+            consumed_at,
+        })),
+        None => Ok(Consumed::Raced),
+    }
+}
+
+/// What a consumption that found a marker keeping parameters gets, from `RELOAD`'s row.
+fn into_reloaded(
+    reference_value_hash: &str,
+    row: Option<ReloadRow>,
+) -> Result<Consumption, StoreError> {
+    Ok(match row {
+        // Removed meanwhile (cleanup at expiry, delete_by_client_id).
+        None => Consumption::NotFound,
+        Some((expires_at, Some(parameters), client_id, _, true)) => Consumption::Consumed(
+            into_request(reference_value_hash, (expires_at, parameters, client_id)),
+        ),
+        Some((_, _, _, StoredExpiry(consumed_at), _)) => {
+            Consumption::AlreadyConsumed { consumed_at }
+        }
+    })
+}
+
+/// How many times a consumption asks again after losing a race to a concurrent statement
+/// (each time, the request was taken by another caller, so the next run finds its marker).
+const CONSUME_RACE_ATTEMPTS: usize = 3;
 
 fn into_request(
     reference_value_hash: &str,
@@ -635,20 +681,6 @@ fn decode<'r, T: FromRow<'r, sqlx::postgres::PgRow>>(
         .map_err(StoreError::from)
 }
 
-impl PostgresStore {
-    /// Runs one deleting statement and returns how many rows it removed.
-    async fn rows_deleted<'q>(
-        &self,
-        retry: Retry,
-        statement: impl Fn() -> Query<'q, Postgres, PgArguments>,
-    ) -> Result<u64, StoreError> {
-        Ok(self
-            .run(retry, Returns::RowsAffected, statement)
-            .await?
-            .rows_affected)
-    }
-}
-
 /// Whether `INSERT` refused the request as expired by the database's clock: it turns such an
 /// `expires_at` into NULL, which the column's `NOT NULL` constraint refuses (see `src/sql.rs`).
 /// The statement binds no other value that can be NULL in a `NOT NULL` column. Citus passes
@@ -680,9 +712,9 @@ impl PostgresStore {
         citus: impl Fn() -> Query<'q, Postgres, PgArguments>,
     ) -> Result<u64, StoreError> {
         if !self.citus_cleanup.load(Ordering::Relaxed) {
-            match self.rows_deleted(Retry::Always, plain).await {
+            match self.count(Retry::Always, plain).await {
                 Err(refused) if has_sqlstate(&refused, "0A000") => {
-                    let deleted = match self.citus_batch(citus).await {
+                    let deleted = match self.count(Retry::Always, &citus).await {
                         // No run_command_on_shards: not Citus, and the refusal stands.
                         Err(err) if has_sqlstate(&err, "42883") => return Err(refused),
                         other => other?,
@@ -694,18 +726,7 @@ impl PostgresStore {
                 other => return other,
             }
         }
-        self.citus_batch(citus).await
-    }
-
-    async fn citus_batch<'q>(
-        &self,
-        citus: impl Fn() -> Query<'q, Postgres, PgArguments>,
-    ) -> Result<u64, StoreError> {
-        let outcome = self.run(Retry::Always, Returns::Row, citus).await?;
-        let (deleted,): (i64,) = decode(&outcome)?.ok_or_else(|| {
-            StoreError::from(sqlx::Error::Protocol("the cleanup returned no row".into()))
-        })?;
-        Ok(u64::try_from(deleted).unwrap_or(0))
+        self.count(Retry::Always, citus).await
     }
 }
 
@@ -731,6 +752,44 @@ fn bind_request<'q>(
         .bind(expires_at)
         .bind(&request.parameters)
         .bind(&request.client_id)
+}
+
+impl PostgresStore {
+    /// `RELOAD`: a consumption that found a marker keeping parameters.
+    async fn reload(
+        &self,
+        reference_value_hash: &str,
+        reload: Reload<'_>,
+    ) -> Result<Consumption, StoreError> {
+        // The window is at most `ConsumePolicy`'s cap of 100 years: it fits.
+        let window_micros = i64::try_from(reload.window.as_micros()).unwrap_or(i64::MAX);
+        // Clearing the kept parameters twice is harmless, but a reload answered twice is a
+        // request handed out twice: run again only when the server proved it did not commit.
+        let outcome = self
+            .run(Retry::IfServerAborted, Returns::Row, || {
+                sqlx::query(RELOAD)
+                    .bind(reference_value_hash)
+                    .bind(reload.binding)
+                    .bind(window_micros)
+            })
+            .await?;
+        into_reloaded(reference_value_hash, decode::<ReloadRow>(&outcome)?)
+    }
+
+    /// Runs one statement that returns a count (bigint) in one row.
+    async fn count<'q>(
+        &self,
+        retry: Retry,
+        statement: impl Fn() -> Query<'q, Postgres, PgArguments>,
+    ) -> Result<u64, StoreError> {
+        let outcome = self.run(retry, Returns::Row, statement).await?;
+        let (count,): (i64,) = decode(&outcome)?.ok_or_else(|| {
+            StoreError::from(sqlx::Error::Protocol(
+                "the statement returned no count".into(),
+            ))
+        })?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
 }
 
 impl Backend for PostgresStore {
@@ -793,42 +852,58 @@ impl Backend for PostgresStore {
         reopenable: bool,
         reload: Reload<'_>,
     ) -> Result<Consumption, StoreError> {
-        // The window is at most `ConsumePolicy`'s cap of 100 years: it fits.
-        let window_micros = i64::try_from(reload.window.as_micros()).unwrap_or(i64::MAX);
-        // A consume that may have run is never run again: the second run would find the
-        // request consumed and report `AlreadyConsumed` for the caller's own consumption.
-        let outcome = self
-            .run(Retry::IfServerAborted, Returns::Row, || {
-                sqlx::query(CONSUME)
-                    .bind(reference_value_hash)
-                    .bind(client_id)
-                    .bind(self.consumed_markers)
-                    .bind(reopenable)
-                    .bind(reload.binding)
-                    .bind(window_micros)
-            })
-            .await?;
-        into_consumption(reference_value_hash, decode::<ConsumedRow>(&outcome)?)
+        for _ in 0..CONSUME_RACE_ATTEMPTS {
+            // A consume that may have run is never run again: the second run would find the
+            // request consumed and report `AlreadyConsumed` for the caller's own consumption.
+            // Asking again after `Raced` is safe: that run's answer proves it took nothing.
+            let outcome = self
+                .run(Retry::IfServerAborted, Returns::Row, || {
+                    sqlx::query(CONSUME)
+                        .bind(reference_value_hash)
+                        .bind(client_id)
+                        .bind(self.consumed_markers)
+                        .bind(reopenable)
+                        .bind(reload.binding)
+                })
+                .await?;
+            match into_consumed(
+                reference_value_hash,
+                client_id,
+                decode::<ConsumedRow>(&outcome)?,
+            )? {
+                Consumed::Decided(consumption) => return Ok(consumption),
+                Consumed::Raced => continue,
+                Consumed::Kept => return self.reload(reference_value_hash, reload).await,
+            }
+        }
+        Err(StoreError::from(sqlx::Error::Protocol(
+            "the request kept being taken by concurrent statements".into(),
+        )))
     }
 
     async fn upsert(
         &self,
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Inserted, StoreError> {
         // Never run twice: a request consumed between a committed first run and a second
         // one would be put back.
         let outcome = self
             .run(Retry::Never, Returns::Row, || {
                 bind_request(UPSERT, request, expires_at)
             })
-            .await?;
-        Ok(outcome.row.is_some())
+            .await;
+        match outcome {
+            Ok(outcome) if outcome.row.is_some() => Ok(Inserted::Stored),
+            Ok(_) => Ok(Inserted::Duplicate),
+            Err(err) if refused_as_expired(&err) => Ok(Inserted::Expired),
+            Err(err) => Err(err),
+        }
     }
 
     async fn delete_bound_to(&self, client_id: &str) -> Result<u64, StoreError> {
         // Not run twice: the second run would count nothing.
-        self.rows_deleted(Retry::IfServerAborted, || {
+        self.count(Retry::IfServerAborted, || {
             sqlx::query(DELETE_BY_CLIENT_ID).bind(client_id)
         })
         .await

@@ -3,26 +3,36 @@
 //! Static strings only: values are always bound parameters. `demo/examples/loadgen.rs` includes
 //! this file to run the very same statements without the store layer.
 
-// Expiry is checked against the database clock (`now()`), not a time bound from the
-// application: every server instance then agrees on what "expired" means even when their
-// clocks drift, and the statements need one parameter fewer. `now()` is the start of the
-// statement's own (implicit) transaction, and timestamptz comparisons do not depend on the
-// session time zone.
+// Expiry is checked against the database clock, not a time bound from the application: every
+// server instance then agrees on what "expired" means even when their clocks drift, and the
+// statements need one parameter fewer. The clock is `clock_timestamp()`, read when the
+// expression is evaluated, never `now()`: `now()` is the start of the statement's (implicit)
+// transaction, fixed before any wait for a lock, so a statement that waited for a row or a
+// table (a migration's) would decide on an instant from before the wait. Where a statement
+// locks a row, its clock is read in a step that consumes the locked row (see `CONSUME`), so
+// the decision is made on the row it holds with the time at which it holds it.
+// timestamptz comparisons do not depend on the session time zone.
+//
+// Two tables (migration 0007): `pushed_authorization_requests` holds the requests that are
+// not consumed, in 0.2's shape; `pushed_authorization_request_markers` holds the consumed
+// markers. A consumption moves a request from the first to the second in one statement. An
+// older release, whose statements know the first table only, never sees a marker: it neither
+// decodes one nor hands out a request a second time (docs/upgrading.md).
 
-/// Inserts a request unless it has already expired by the database's clock; returns one row
-/// when it inserted, none for a duplicate (`ON CONFLICT DO NOTHING`: the first request is
-/// never touched and the connection sees no failed statement).
+/// Inserts a request unless it has already expired by the database's clock, or its hash is
+/// taken by a request or by a consumed marker; returns one row when it inserted, none for a
+/// duplicate (`ON CONFLICT DO NOTHING`: the first request is never touched and the connection
+/// sees no failed statement).
 ///
-/// An `expires_at` that is not after `now()` becomes NULL, which the `NOT NULL` constraint
+/// An `expires_at` that is not after the clock becomes NULL, which the `NOT NULL` constraint
 /// refuses (SQLSTATE 23502 on `expires_at`) before the duplicate check: nothing is stored,
 /// whatever the application's clock said, and an expired duplicate is reported as expired.
-/// The store reads that error as "already expired". An `INSERT ... VALUES` with the key as a
-/// parameter is what Citus routes to the one shard that holds the key (an `INSERT ...
-/// SELECT ... WHERE` is pulled through the coordinator); on Citus, `now()` in `VALUES` is the
-/// coordinator's clock.
+/// The store reads that error as "already expired".
 pub(crate) const INSERT: &str = "INSERT INTO pushed_authorization_requests \
      (reference_value_hash, expires_at, parameters, client_id) \
-     VALUES ($1, CASE WHEN $2 > now() THEN $2 END, $3, $4) \
+     SELECT $1, CASE WHEN $2 > clock_timestamp() THEN $2 END, $3, $4 \
+     WHERE NOT EXISTS (SELECT FROM pushed_authorization_request_markers \
+         WHERE reference_value_hash = $1) \
      ON CONFLICT (reference_value_hash) DO NOTHING \
      RETURNING 1";
 
@@ -33,124 +43,180 @@ pub(crate) const INSERT: &str = "INSERT INTO pushed_authorization_requests \
 
 /// Inserts a request or replaces the one stored under the same hash, live or expired, in one
 /// atomic statement (for servers whose storage contract is "insert or replace", such as
-/// oauth-as putting a request back after a refused presentation). A consumed request's
-/// marker is replaced only when it is `reopenable` (left by oauth-as's take, which oauth-as
-/// undoes this way); otherwise the statement returns no row and nothing changes.
-pub(crate) const UPSERT: &str = "INSERT INTO pushed_authorization_requests AS r \
-     (reference_value_hash, expires_at, parameters, client_id) VALUES ($1, $2, $3, $4) \
+/// oauth-as putting a request back after a refused presentation). The expiry rule is
+/// `INSERT`'s: a request already expired by the database's clock is refused (23502 on
+/// `expires_at`) before it could replace anything, so a live request is never replaced by a
+/// dead one.
+///
+/// A consumed request's marker is replaced (removed) only when it is `reopenable` (left by
+/// oauth-as's take, which oauth-as undoes this way); otherwise the statement returns no row
+/// and nothing changes. `locked` takes the stored request's row lock first: a consumption
+/// that comes later waits and then consumes the replaced request. A request that the
+/// statement's snapshot saw but that is gone once it is locked (`seen` without `locked`) was
+/// consumed or removed meanwhile: its marker may not be visible to this statement yet, so
+/// nothing is written rather than bring a consumed request back.
+pub(crate) const UPSERT: &str = "WITH locked AS ( \
+         SELECT 1 FROM pushed_authorization_requests \
+         WHERE reference_value_hash = $1 FOR UPDATE), \
+     reopened AS ( \
+         DELETE FROM pushed_authorization_request_markers \
+         WHERE reference_value_hash = $1 AND reopenable \
+         RETURNING 1) \
+     INSERT INTO pushed_authorization_requests AS r \
+     (reference_value_hash, expires_at, parameters, client_id) \
+     SELECT $1, CASE WHEN $2 > clock_timestamp() THEN $2 END, $3, $4 \
+     WHERE NOT EXISTS (SELECT FROM pushed_authorization_request_markers \
+             WHERE reference_value_hash = $1 AND NOT reopenable) \
+       AND (EXISTS (SELECT FROM locked) \
+           OR NOT EXISTS (SELECT FROM pushed_authorization_requests \
+               WHERE reference_value_hash = $1)) \
      ON CONFLICT (reference_value_hash) DO UPDATE SET \
      expires_at = EXCLUDED.expires_at, parameters = EXCLUDED.parameters, \
-     client_id = EXCLUDED.client_id, created_at = EXCLUDED.created_at, \
-     consumed_at = NULL, reopenable = false \
-     WHERE r.consumed_at IS NULL OR r.reopenable \
+     client_id = EXCLUDED.client_id, created_at = EXCLUDED.created_at \
      RETURNING 1";
 
-/// Reads a live request: not expired, not consumed.
+/// Reads a live request: not expired, not consumed (a consumed request is a marker in the
+/// other table).
 pub(crate) const SELECT_LIVE: &str = "SELECT expires_at, parameters, client_id \
      FROM pushed_authorization_requests \
-     WHERE reference_value_hash = $1 AND expires_at > now() AND consumed_at IS NULL";
+     WHERE reference_value_hash = $1 AND expires_at > clock_timestamp()";
 
-/// Consumes a request in one atomic statement and returns the row as it was before, with
-/// what the statement decided. $1 = hash; $2 = the client that must be bound (NULL: any);
-/// $3 = leave a consumed marker (true) or delete the row (false: 0.2's behaviour);
+/// Consumes a request in one atomic statement. $1 = hash; $2 = the client that must be bound
+/// (NULL: any); $3 = leave a consumed marker (true) or only delete (false: 0.2's behaviour);
 /// $4 = whether the marker is `reopenable` (oauth-as's take); $5 = the session binding of a
-/// `consume_in_session` under a reload window (NULL otherwise); $6 = the store's reload
-/// window in microseconds (0: `ConsumePolicy::Once`).
+/// `consume_in_session` under a reload window (NULL otherwise), for which the marker keeps
+/// the parameters.
 ///
-/// `target` locks the row first (`FOR UPDATE`): concurrent consumers queue on that lock, and
-/// each one after the first reads the row as the previous one left it (READ COMMITTED
-/// re-reads a row that changed while it waited), so exactly one of them sees it live. The
-/// `UPDATE`s and the `DELETE` join `target` so that they run after the lock is taken; their
-/// own conditions are re-checked on the newest row version too. They are disjoint: a live
-/// request of the right client is marked (or deleted with markers off); a live marker of the
-/// right client that still holds parameters after the reload window has them cleared; an
-/// expired row of the right client is deleted (garbage); another client's row is never
-/// touched.
+/// The hot path is `taken`: one `DELETE` of the row, bound to the caller's client or to
+/// none. Concurrent consumers queue on the row's lock; the first deletes it, every later one
+/// finds it gone and takes nothing. `decided` reads the clock on each row `taken` returns,
+/// that is after the row lock is held, however long the wait was: a request that expired
+/// while its consumer waited is `Expired` (and removed as garbage), never handed out.
+/// `marked` moves a live request into the markers table (a marker already there, which only
+/// SQL written by hand can leave beside a request, is kept as it is).
 ///
-/// Reload tolerance (`ConsumePolicy::ReloadWithin`): with a binding in $5, `marked` keeps the
-/// parameters and records the binding in `consumed_by`; a later call with the same binding
-/// finds a live marker, still within the window and holding parameters, and is answered the
-/// request again (`reloaded`) without writing anything. Any consumption of the right client
-/// after the window clears the parameters (`cleared`); cleanup removes the row at
-/// `expires_at` in any case. Without a binding and with a zero window this is exactly the
-/// single-use statement: `marked` clears the parameters, `cleared` finds nothing to clear,
-/// `reloaded` is false.
-///
-/// Liveness and the window are decided once, in `target` (on the newest row version, after
-/// the lock), and the `UPDATE`s, the `DELETE` and the answer all use that decision. On one
-/// PostgreSQL every `now()` of a statement is the same instant anyway; on Citus the `now()`
-/// of a modifying part is evaluated on the coordinator and that of a read on the worker,
-/// whose clocks may differ, so separate comparisons could mark a request that the answer
-/// then calls expired. No `now()` in a RETURNING clause (which Citus refuses for
-/// non-immutable functions). Citus routes the whole statement to the one shard that holds
-/// `$1`.
-pub(crate) const CONSUME: &str = "WITH target AS ( \
-         SELECT reference_value_hash, expires_at, parameters, client_id, consumed_at, \
-             consumed_by, expires_at > now() AS live, \
-             now() - consumed_at < $6::int8 * interval '1 microsecond' AS in_window \
-         FROM pushed_authorization_requests \
+/// The rows returned say what happened (`taken`), or, only when nothing was taken, what the
+/// statement's snapshot holds under the hash: the request (bound to another client, or taken
+/// by a concurrent consumer after the snapshot: the store then asks again), or its marker.
+/// Those two reads cost nothing on the hot path (`NOT EXISTS (SELECT FROM decided)` is
+/// evaluated once, before them).
+pub(crate) const CONSUME: &str = "WITH taken AS ( \
+         DELETE FROM pushed_authorization_requests \
          WHERE reference_value_hash = $1 \
-         FOR UPDATE), \
+           AND (client_id IS NULL OR $2::text IS NULL OR client_id = $2::text) \
+         RETURNING expires_at, parameters, client_id), \
+     decided AS ( \
+         SELECT expires_at, parameters, client_id, clock_timestamp() AS decided_at \
+         FROM taken), \
      marked AS ( \
-         UPDATE pushed_authorization_requests AS r \
-         SET consumed_at = now(), reopenable = $4, consumed_by = $5::text, \
-             parameters = CASE WHEN $5::text IS NULL THEN NULL ELSE r.parameters END \
-         FROM target AS t \
-         WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = $1 \
-           AND $3 AND r.consumed_at IS NULL AND t.live \
-           AND (r.client_id IS NULL OR $2::text IS NULL OR r.client_id = $2::text) \
-         RETURNING 1), \
-     cleared AS ( \
-         UPDATE pushed_authorization_requests AS r \
-         SET parameters = NULL \
-         FROM target AS t \
-         WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = $1 \
-           AND $3 AND r.consumed_at IS NOT NULL AND r.parameters IS NOT NULL \
-           AND t.live AND NOT t.in_window \
-           AND (r.client_id IS NULL OR $2::text IS NULL OR r.client_id = $2::text) \
-         RETURNING 1), \
-     deleted AS ( \
-         DELETE FROM pushed_authorization_requests AS r \
-         USING target AS t \
-         WHERE r.reference_value_hash = t.reference_value_hash AND r.reference_value_hash = $1 \
-           AND (NOT $3 OR NOT t.live) \
-           AND (r.client_id IS NULL OR $2::text IS NULL OR r.client_id = $2::text) \
+         INSERT INTO pushed_authorization_request_markers AS m \
+         (reference_value_hash, expires_at, client_id, consumed_at, reopenable, consumed_by, \
+          kept_parameters) \
+         SELECT $1, expires_at, client_id, decided_at, $4, $5::text, \
+             CASE WHEN $5::text IS NOT NULL THEN parameters END \
+         FROM decided WHERE expires_at > decided_at AND $3 \
+         ON CONFLICT (reference_value_hash) DO NOTHING \
          RETURNING 1) \
-     SELECT expires_at, parameters, client_id, consumed_at, live, \
-         (client_id IS NULL OR $2::text IS NULL OR client_id = $2::text) AS right_client, \
-         EXISTS (SELECT FROM marked) OR EXISTS (SELECT FROM deleted) AS taken, \
-         coalesce(consumed_at IS NOT NULL AND live AND in_window AND parameters IS NOT NULL \
-             AND consumed_by = $5::text, false) AS reloaded \
-     FROM target";
+     SELECT true AS taken, expires_at, parameters, client_id, expires_at > decided_at, \
+         NULL::timestamptz AS consumed_at, false AS kept \
+     FROM decided \
+     UNION ALL \
+     SELECT false, expires_at, NULL, client_id, expires_at > clock_timestamp(), NULL, false \
+     FROM pushed_authorization_requests \
+     WHERE reference_value_hash = $1 AND NOT EXISTS (SELECT FROM decided) \
+     UNION ALL \
+     SELECT false, expires_at, NULL, client_id, expires_at > clock_timestamp(), consumed_at, \
+         kept_parameters IS NOT NULL \
+     FROM pushed_authorization_request_markers \
+     WHERE reference_value_hash = $1 AND NOT EXISTS (SELECT FROM decided)";
 
-/// Removes every request bound to one client, live or expired, through the partial
-/// `client_id` index.
-pub(crate) const DELETE_BY_CLIENT_ID: &str =
-    "DELETE FROM pushed_authorization_requests WHERE client_id = $1";
+/// A consumption that found a marker still keeping parameters (reload tolerance,
+/// `ConsumePolicy::ReloadWithin`): decides on the marker it locks, with the clock read after
+/// the lock, whether this is a reload by the session that consumed it, within the window and
+/// before expiry (the kept parameters are returned, nothing is written), or a consumption
+/// after the window (the kept parameters are cleared). $1 = hash; $2 = the caller's session
+/// binding (NULL: none); $3 = the store's reload window in microseconds.
+///
+/// `MATERIALIZED` keeps `locked` (with its `FOR UPDATE`) a step of its own below `decided`,
+/// so `decided` reads the clock on the row the lock returned.
+pub(crate) const RELOAD: &str = "WITH locked AS MATERIALIZED ( \
+         SELECT expires_at, client_id, consumed_at, consumed_by, kept_parameters \
+         FROM pushed_authorization_request_markers \
+         WHERE reference_value_hash = $1 FOR UPDATE), \
+     decided AS MATERIALIZED ( \
+         SELECT expires_at, client_id, consumed_at, consumed_by, kept_parameters, \
+             clock_timestamp() AS decided_at \
+         FROM locked), \
+     judged AS ( \
+         SELECT expires_at, client_id, consumed_at, consumed_by, kept_parameters, \
+             expires_at > decided_at \
+                 AND decided_at - consumed_at < $3::int8 * interval '1 microsecond' AS open \
+         FROM decided), \
+     cleared AS ( \
+         UPDATE pushed_authorization_request_markers AS m SET kept_parameters = NULL \
+         FROM judged AS j \
+         WHERE m.reference_value_hash = $1 AND m.kept_parameters IS NOT NULL AND NOT j.open \
+         RETURNING 1) \
+     SELECT expires_at, kept_parameters, client_id, consumed_at, \
+         coalesce(open AND consumed_by = $2::text, false) AS reloaded \
+     FROM judged";
 
-/// Deletes one batch of expired rows, oldest first through the `expires_at` index.
-/// `FOR UPDATE SKIP LOCKED` lets many cleaners (one per server instance) and live consumers
-/// run at once: a row locked by someone else is skipped, never waited for. The batch is
-/// collected into an array first, so the delete itself is a primary-key lookup per row
-/// whatever the planner guesses for `LIMIT $1`: a generic plan (which estimates the limit
-/// at 10% of the table) cannot turn it into a scan of the whole table.
-pub(crate) const DELETE_EXPIRED_BATCH: &str = "DELETE FROM pushed_authorization_requests \
-     WHERE reference_value_hash = ANY(ARRAY( \
-         SELECT reference_value_hash FROM pushed_authorization_requests \
-         WHERE expires_at <= now() \
-         ORDER BY expires_at \
-         LIMIT $1 \
-         FOR UPDATE SKIP LOCKED))";
+/// Removes every request bound to one client, live or expired, and their consumed markers,
+/// through the partial `client_id` indexes; one row: how many requests and markers.
+pub(crate) const DELETE_BY_CLIENT_ID: &str = "WITH requests AS ( \
+         DELETE FROM pushed_authorization_requests WHERE client_id = $1 RETURNING 1), \
+     markers AS ( \
+         DELETE FROM pushed_authorization_request_markers WHERE client_id = $1 RETURNING 1) \
+     SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM markers)";
+
+/// Deletes one batch of expired requests and one of expired markers, oldest first through
+/// the `expires_at` indexes; one row: how many rows it removed in all. `FOR UPDATE SKIP
+/// LOCKED` lets many cleaners (one per server instance) and live consumers run at once: a row
+/// locked by someone else is skipped, never waited for. Each batch is collected into an array
+/// first, so the delete itself is a primary-key lookup per row whatever the planner guesses
+/// for `LIMIT $1`: a generic plan (which estimates the limit at 10% of the table) cannot turn
+/// it into a scan of the whole table.
+pub(crate) const DELETE_EXPIRED_BATCH: &str = "WITH requests AS ( \
+         DELETE FROM pushed_authorization_requests \
+         WHERE reference_value_hash = ANY(ARRAY( \
+             SELECT reference_value_hash FROM pushed_authorization_requests \
+             WHERE expires_at <= clock_timestamp() \
+             ORDER BY expires_at \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED)) \
+         RETURNING 1), \
+     markers AS ( \
+         DELETE FROM pushed_authorization_request_markers \
+         WHERE reference_value_hash = ANY(ARRAY( \
+             SELECT reference_value_hash FROM pushed_authorization_request_markers \
+             WHERE expires_at <= clock_timestamp() \
+             ORDER BY expires_at \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED)) \
+         RETURNING 1) \
+     SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM markers)";
 
 /// [`DELETE_EXPIRED_BATCH`] against a cutoff instant given by the caller (`$2`) instead of the
 /// database clock, for servers whose sweep is driven by their own clock.
-pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "DELETE FROM pushed_authorization_requests \
-     WHERE reference_value_hash = ANY(ARRAY( \
-         SELECT reference_value_hash FROM pushed_authorization_requests \
-         WHERE expires_at <= $2 \
-         ORDER BY expires_at \
-         LIMIT $1 \
-         FOR UPDATE SKIP LOCKED))";
+pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "WITH requests AS ( \
+         DELETE FROM pushed_authorization_requests \
+         WHERE reference_value_hash = ANY(ARRAY( \
+             SELECT reference_value_hash FROM pushed_authorization_requests \
+             WHERE expires_at <= $2 \
+             ORDER BY expires_at \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED)) \
+         RETURNING 1), \
+     markers AS ( \
+         DELETE FROM pushed_authorization_request_markers \
+         WHERE reference_value_hash = ANY(ARRAY( \
+             SELECT reference_value_hash FROM pushed_authorization_request_markers \
+             WHERE expires_at <= $2 \
+             ORDER BY expires_at \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED)) \
+         RETURNING 1) \
+     SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM markers)";
 
 // Citus (docs/scaling.md). Citus refuses `FOR UPDATE` in a query over many shards, so the
 // cleanup batches above cannot run on a distributed table; the store switches to the two
@@ -165,25 +231,29 @@ pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "DELETE FROM pushed_authoriz
 // `%%1$s` becomes `%1$s` after `format`, which `run_command_on_shards` replaces with the
 // shard's name.
 
-/// [`DELETE_EXPIRED_BATCH`] on every shard of a Citus-distributed table; one row: how many
-/// were removed in all.
+/// [`DELETE_EXPIRED_BATCH`] on every shard of both Citus-distributed tables; one row: how
+/// many were removed in all.
 pub(crate) const CITUS_DELETE_EXPIRED_BATCH: &str = "SELECT coalesce(sum(result::int8), 0)::int8 \
-     FROM run_command_on_shards('pushed_authorization_requests', format( \
+     FROM unnest(ARRAY['pushed_authorization_requests', \
+         'pushed_authorization_request_markers']::regclass[]) AS t(tab), \
+     LATERAL run_command_on_shards(t.tab, format( \
          'WITH deleted AS (DELETE FROM %%1$s \
              WHERE reference_value_hash = ANY(ARRAY( \
                  SELECT reference_value_hash FROM %%1$s \
-                 WHERE expires_at <= now() \
+                 WHERE expires_at <= clock_timestamp() \
                  ORDER BY expires_at \
                  LIMIT %1$s \
                  FOR UPDATE SKIP LOCKED)) \
              RETURNING 1) \
          SELECT count(*) FROM deleted', $1::int8), false)";
 
-/// [`DELETE_EXPIRED_AS_OF_BATCH`] on every shard of a Citus-distributed table. The cutoff
+/// [`DELETE_EXPIRED_AS_OF_BATCH`] on every shard of both Citus-distributed tables. The cutoff
 /// travels as an ISO 8601 literal in UTC, which every `DateStyle` reads back the same.
 pub(crate) const CITUS_DELETE_EXPIRED_AS_OF_BATCH: &str =
     "SELECT coalesce(sum(result::int8), 0)::int8 \
-     FROM run_command_on_shards('pushed_authorization_requests', format( \
+     FROM unnest(ARRAY['pushed_authorization_requests', \
+         'pushed_authorization_request_markers']::regclass[]) AS t(tab), \
+     LATERAL run_command_on_shards(t.tab, format( \
          'WITH deleted AS (DELETE FROM %%1$s \
              WHERE reference_value_hash = ANY(ARRAY( \
                  SELECT reference_value_hash FROM %%1$s \
@@ -196,14 +266,17 @@ pub(crate) const CITUS_DELETE_EXPIRED_AS_OF_BATCH: &str =
          $1::int8, \
          to_char($2::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), false)";
 
-/// Distributes the table by its key with Citus (`create_distributed_table`), unless it is
-/// already distributed; one row: whether it distributed the table now. Fails where Citus is
-/// not installed (no `pg_dist_partition`).
+/// Distributes both tables by their key with Citus (`create_distributed_table`), the markers
+/// colocated with the requests (a request and its marker on one shard, so that a consumption
+/// is one single-shard statement), unless they are already distributed; one row: whether it
+/// distributed a table now. Fails where Citus is not installed (no `pg_dist_partition`).
 pub(crate) const CITUS_DISTRIBUTE: &str = "SELECT count(create_distributed_table( \
-         'pushed_authorization_requests', 'reference_value_hash')) > 0 \
-     FROM (SELECT) AS once \
-     WHERE NOT EXISTS (SELECT FROM pg_dist_partition \
-         WHERE logicalrelid = 'pushed_authorization_requests'::regclass)";
+         t.tab, 'reference_value_hash', colocate_with => t.colocate)) > 0 \
+     FROM (VALUES \
+         (1, 'pushed_authorization_requests'::regclass, 'default'), \
+         (2, 'pushed_authorization_request_markers'::regclass, 'pushed_authorization_requests') \
+     ) AS t(n, tab, colocate) \
+     WHERE NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = t.tab)";
 
 /// Opens the PL/pgSQL block that each migration file runs in ([`PostgresStore::migrator`](crate::PostgresStore::migrator)):
 /// one statement for the server, whose parts run one at a time. A migration's statements
@@ -266,6 +339,15 @@ pub(crate) const MIRROR_INTO_HOST_HISTORY: &str = "INSERT INTO _sqlx_migrations 
                      AND (host.version, host.checksum) IN \
                          (SELECT * FROM unnest($1::bigint[], $2::bytea[]))) \
      ON CONFLICT (version) DO NOTHING";
+
+/// Whether the schema has its compatibility record (migration 0007 creates it).
+pub(crate) const COMPATIBILITY_EXISTS: &str =
+    "SELECT to_regclass('_par_store_compatibility') IS NOT NULL";
+
+/// The compatibility record (docs/upgrading.md): for each migration that older releases
+/// cannot serve, the oldest release that can.
+pub(crate) const COMPATIBILITY: &str =
+    "SELECT migration_version, oldest_release FROM _par_store_compatibility";
 
 // Pooler mode (src/execution.rs): each operation runs inside an explicit transaction, opened
 // by a `BEGIN; SET LOCAL statement_timeout = ...` the options build from a number.

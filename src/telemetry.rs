@@ -25,6 +25,7 @@ pub(crate) fn error_kind(err: &StoreError) -> &'static str {
         StoreError::Timeout { .. } => "timeout",
         StoreError::Migration { .. } => "migration_failed",
         StoreError::MigrationNeedsDirectConnection => "migration_needs_direct_connection",
+        StoreError::IncompatibleSchema { .. } => "incompatible_schema",
         StoreError::InvalidDatabaseUrl(_) => "invalid_database_url",
         StoreError::Database { .. } => "database_error",
         StoreError::NoRuntime => "no_runtime",

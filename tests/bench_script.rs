@@ -48,11 +48,8 @@ fn lifecycle_sql_runs_the_statements_of_src_sql_rs() {
         ),
         // get_by_hash
         substitute(sql::SELECT_LIVE, &[":key"]),
-        // consume_by_hash: any client, markers on, not reopenable, no session, window 0.
-        substitute(
-            sql::CONSUME,
-            &[":key", "NULL", "true", "false", "NULL", "0"],
-        ),
+        // consume_by_hash: any client, markers on, not reopenable, no session.
+        substitute(sql::CONSUME, &[":key", "NULL", "true", "false", "NULL"]),
     ];
     assert_eq!(
         statements.len(),

@@ -834,8 +834,10 @@ async fn an_expired_marker_is_still_reported_until_cleanup<S: Backend>(store: S)
     ));
     let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
-    // Consumed, then expired: the reuse is what matters; the marker goes with this look.
+    // Consumed, then expired: the reuse is what matters, every time, until cleanup.
     consumed_at(store.consume(&hash(1)).await.unwrap());
+    consumed_at(store.consume(&hash(1)).await.unwrap());
+    assert_eq!(store.delete_expired().await.unwrap(), 1);
     assert_eq!(
         store.consume(&hash(1)).await.unwrap(),
         Consumption::NotFound
@@ -1110,6 +1112,8 @@ async fn a_reload_is_never_answered_past_expiry<S: Backend>(store: S) {
     let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
     consumed_at(in_session(&store, 1, "client-a", "session-1").await);
+    consumed_at(in_session(&store, 1, "client-a", "session-1").await);
+    assert_eq!(store.delete_expired().await.unwrap(), 1);
     assert_eq!(
         in_session(&store, 1, "client-a", "session-1").await,
         Consumption::NotFound

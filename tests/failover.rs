@@ -171,9 +171,11 @@ async fn start_pair(replication: Replication) -> Pair {
             &mut conn,
             &[
                 "CREATE ROLE par_store_runtime LOGIN",
-                "GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests TO par_store_runtime",
-                "GRANT UPDATE (created_at, consumed_at, reopenable, parameters, consumed_by) \
-                 ON pushed_authorization_requests TO par_store_runtime",
+                "GRANT SELECT, INSERT, DELETE ON pushed_authorization_requests, \
+                 pushed_authorization_request_markers TO par_store_runtime",
+                "GRANT UPDATE (created_at) ON pushed_authorization_requests TO par_store_runtime",
+                "GRANT UPDATE (kept_parameters) ON pushed_authorization_request_markers \
+                 TO par_store_runtime",
                 "ALTER ROLE par_store_runtime SET synchronous_commit = remote_apply",
                 "ALTER SYSTEM SET synchronous_commit = local",
                 "SELECT pg_reload_conf()",

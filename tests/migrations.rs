@@ -479,3 +479,139 @@ async fn in_pooler_mode_migrate_needs_a_direct_address() {
     store.migrate_with(db.options.clone()).await.unwrap();
     store.close().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// A schema migrated by a later release (docs/upgrading.md): expand/contract across releases
+// ---------------------------------------------------------------------------------------
+
+/// Records a later release's migration in par-store's history, as sqlx does when it applies
+/// one, after running its SQL.
+async fn apply_a_later_migration(pool: &PgPool, version: i64, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _par_store_migrations \
+         (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'a later release', true, '\\x00'::bytea, 0)",
+    )
+    .bind(version)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn one_lifecycle(store: &PostgresStore, hash: &str) {
+    let request = PushedAuthorizationRequest::new(hash, Utc::now() + Duration::seconds(60), "p")
+        .with_client_id("client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store.get_by_hash(hash).await.unwrap(),
+        Some(request.clone())
+    );
+    assert_eq!(
+        store.consume_for_client(hash, "client-a").await.unwrap(),
+        par_store::Consumption::Consumed(request)
+    );
+}
+
+/// Rolled back below a later release whose migration only added what this release can
+/// ignore (a nullable column), `migrate()` starts and the store serves: Flyway's
+/// `ignoreFutureMigrations`, not sqlx's "previously applied but is missing".
+#[tokio::test]
+async fn migrate_accepts_a_later_releases_additive_migration_and_serves() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.migrate().await.unwrap();
+    apply_a_later_migration(
+        &db.pool,
+        99_999,
+        "ALTER TABLE pushed_authorization_requests ADD COLUMN dpop_jkt text",
+    )
+    .await;
+    // Without the compatibility check sqlx refuses the history outright.
+    let mut conn = PgConnection::connect_with(&db.options).await.unwrap();
+    let plain = PostgresStore::migrator().run(&mut conn).await;
+    // A failed sqlx run leaves its advisory lock with its session.
+    conn.close().await.unwrap();
+    assert!(
+        matches!(
+            plain,
+            Err(sqlx::migrate::MigrateError::VersionMissing(99_999))
+        ),
+        "{plain:?}"
+    );
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    one_lifecycle(&store, "later-additive").await;
+    assert_eq!(
+        history(&db.pool, par_store::MIGRATIONS_TABLE).await.last(),
+        Some(&99_999)
+    );
+}
+
+/// A later release whose migration this release cannot serve records the oldest release
+/// that can; `migrate()` refuses to start with `IncompatibleSchema`, naming both, and
+/// applies nothing.
+#[tokio::test]
+async fn migrate_refuses_a_schema_only_a_later_release_can_serve() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.migrate().await.unwrap();
+    let before = history(&db.pool, par_store::MIGRATIONS_TABLE).await;
+    apply_a_later_migration(
+        &db.pool,
+        99_999,
+        "INSERT INTO _par_store_compatibility (migration_version, oldest_release, reason) \
+         VALUES (99999, '99.0.0', 'the consume statement reads a column 99.0 adds')",
+    )
+    .await;
+    // A migration of this release missing from the database, to see that nothing runs.
+    sqlx::query("DELETE FROM _par_store_migrations WHERE version = $1")
+        .bind(before[0])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let err = store.migrate().await.unwrap_err();
+    match &err {
+        StoreError::IncompatibleSchema {
+            schema_version,
+            oldest_release,
+            this_release,
+        } => {
+            assert_eq!(*schema_version, 99_999);
+            assert_eq!(oldest_release, "99.0.0");
+            assert_eq!(*this_release, env!("CARGO_PKG_VERSION"));
+        }
+        other => panic!("expected IncompatibleSchema, got {other:?}"),
+    }
+    assert!(!err.is_transient());
+    let message = err.to_string();
+    assert!(
+        message.contains("99.0.0") && message.contains("99999"),
+        "{message}"
+    );
+    let mut after = history(&db.pool, par_store::MIGRATIONS_TABLE).await;
+    after.insert(0, before[0]);
+    assert_eq!(
+        after,
+        [before.clone(), vec![99_999]].concat(),
+        "nothing applied"
+    );
+}
+
+/// An applied version that is neither this release's nor later than its newest is a
+/// removed or renamed migration: still refused, as sqlx does.
+#[tokio::test]
+async fn migrate_still_refuses_a_missing_earlier_migration() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.migrate().await.unwrap();
+    apply_a_later_migration(&db.pool, 0, "SELECT 1").await;
+    let err = store.migrate().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Migration { .. }) && err.to_string().contains("missing"),
+        "{err}"
+    );
+}

@@ -222,8 +222,8 @@ async fn consumed_markers_migrate_both_ways() {
     assert!(store.consume_by_hash("new").await.unwrap().is_some());
 }
 
-/// What a reload window keeps in the table: the parameters and the binding after the first
-/// consumption in a session; the parameters cleared by the first consumption after the
+/// What a reload window keeps in the markers table: the parameters and the binding after the
+/// first consumption in a session; the parameters cleared by the first consumption after the
 /// window (the binding stays until cleanup, like the client id).
 #[tokio::test]
 async fn a_reload_window_keeps_the_parameters_until_the_first_consumption_after_it() {
@@ -234,7 +234,7 @@ async fn a_reload_window_keeps_the_parameters_until_the_first_consumption_after_
         .consume_policy(par_store::ConsumePolicy::ReloadWithin(window));
     let row = |hash: &'static str| {
         sqlx::query_as::<_, (Option<String>, Option<String>)>(
-            "SELECT parameters, consumed_by FROM pushed_authorization_requests \
+            "SELECT kept_parameters, consumed_by FROM pushed_authorization_request_markers \
              WHERE reference_value_hash = $1",
         )
         .bind(hash)
@@ -288,13 +288,14 @@ async fn reload_tolerance_migrates_both_ways() {
         .await
         .unwrap();
     let oversize = sqlx::query(
-        "UPDATE pushed_authorization_requests SET consumed_by = repeat('s', 129) \
+        "UPDATE pushed_authorization_request_markers SET consumed_by = repeat('s', 129) \
          WHERE reference_value_hash = 'kept'",
     )
     .execute(&db.pool)
     .await;
     assert!(oversize.is_err(), "a binding over 128 bytes");
 
+    // 0007 moves the markers back into the requests table, then 0006 goes.
     migrator.undo(&db.pool, 5).await.unwrap();
     let (parameters, consumed): (Option<String>, bool) = sqlx::query_as(
         "SELECT parameters, consumed_at IS NOT NULL FROM pushed_authorization_requests",
@@ -495,11 +496,10 @@ async fn the_cleanup_batch_uses_the_indexes_even_under_a_generic_plan() {
     );
     // And it removes exactly one batch, quickly.
     let began = Instant::now();
-    let deleted = sqlx::raw_sql("EXECUTE batch(1000)")
-        .execute(&mut *conn)
+    let deleted: i64 = sqlx::query_scalar("EXECUTE batch(1000)")
+        .fetch_one(&mut *conn)
         .await
-        .unwrap()
-        .rows_affected();
+        .unwrap();
     println!(
         "one batch of 1000 under a generic plan: {:?}",
         began.elapsed()
@@ -914,46 +914,6 @@ async fn migrating_a_populated_0_1_table_and_reverting_keep_every_row() {
     assert_eq!(rows_of(&db).await.len(), 2);
 }
 
-#[tokio::test]
-async fn the_stores_prepared_statements_survive_the_collation_change() {
-    // Instances keep running while one of them migrates: their connections hold the store's
-    // statements, prepared against the table as it was before 0003.
-    let db = TestDb::empty().await;
-    let migrator = PostgresStore::migrator();
-    migrator.run_to(2, &db.pool).await.unwrap();
-    let running = PostgresStoreOptions::new()
-        .max_connections(1)
-        .connect_with(db.options.clone().application_name("running-instance"))
-        .await
-        .unwrap();
-    let backend = || async {
-        sqlx::query_scalar::<_, i32>(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'running-instance'",
-        )
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-    };
-    // Only the insert runs on a schema before 0005: the store's reads and its consume need
-    // the consumed markers.
-    for hash in ["a", "b", "c", "d"] {
-        running.store(&request(hash)).await.unwrap();
-    }
-    let before = backend().await;
-    assert_eq!(before.len(), 1);
-
-    db.store().migrate().await.unwrap();
-    assert_eq!(key_collation(&db).await.as_deref(), Some("C"));
-    assert!(running.get_by_hash("b").await.unwrap().is_some());
-    assert!(running.consume_by_hash("b").await.unwrap().is_some());
-    running.store(&request("e")).await.unwrap();
-
-    migrator.undo(&db.pool, 2).await.unwrap();
-    running.store(&request("f")).await.unwrap();
-    assert_eq!(backend().await, before, "the same connection throughout");
-    running.close().await;
-}
-
 /// Stores a request that expires 300 ms from now through a link held for a second: it passes
 /// the application's clock check and reaches the database after it expired.
 async fn store_arriving_expired(
@@ -1014,4 +974,188 @@ async fn a_request_already_expired_by_the_database_clock_is_refused() {
         store.store(&request("warm")).await,
         Err(StoreError::Duplicate)
     ));
+}
+
+#[tokio::test]
+async fn store_or_replace_of_a_request_already_expired_by_the_database_clock_replaces_nothing() {
+    // As for `store`: the request leaves the application 300 ms before it expires and
+    // reaches the database after. Over a live request it must not replace it with a dead one.
+    // (Without the expiry check in UPSERT this returns Ok and the live request is gone.)
+    let db = TestDb::new().await;
+    let proxy = common::fault::FaultProxy::in_front_of(&db.options).await;
+    let store = PostgresStoreOptions::new()
+        .max_connections(1)
+        .connect_with(proxy.route(&db.options))
+        .await
+        .unwrap();
+    let live = request("live");
+    store.store_or_replace(&live).await.unwrap();
+    for hash in ["live", "new"] {
+        let late =
+            PushedAuthorizationRequest::new(hash, Utc::now() + Duration::milliseconds(300), "dead");
+        proxy.stall();
+        let pending = tokio::spawn({
+            let store = store.clone();
+            async move { store.store_or_replace(&late).await }
+        });
+        tokio::time::sleep(StdDuration::from_secs(1)).await;
+        proxy.restore();
+        match pending.await.unwrap() {
+            Err(StoreError::InvalidInput { field, .. }) => {
+                assert_eq!(field, InputField::ExpiresAt)
+            }
+            other => panic!("{hash}: expected InvalidInput for expires_at, got {other:?}"),
+        }
+    }
+    assert_eq!(store.get_by_hash("live").await.unwrap(), Some(live));
+    assert_eq!(store.get_by_hash("new").await.unwrap(), None);
+    store.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// A consume decides on the row it locked, with a clock read after the lock (issue 29)
+// ---------------------------------------------------------------------------------------
+
+/// Another session holds `sql`'s row lock (`SELECT ... FOR UPDATE`, committed without a
+/// change) from before `deadline` until 400 ms after it; a consume started 100 ms before
+/// `deadline` waits for it. Returns what the consume answered and what `get_by_hash` said
+/// while it waited (after `deadline`).
+async fn consume_waiting_across(
+    db: &TestDb,
+    store: &PostgresStore,
+    lock_sql: &'static str,
+    hash: &str,
+    deadline: chrono::DateTime<Utc>,
+    consume: impl std::future::Future<Output = par_store::Consumption> + Send + 'static,
+) -> (par_store::Consumption, Option<PushedAuthorizationRequest>) {
+    let until = |instant: chrono::DateTime<Utc>| {
+        tokio::time::sleep((instant - Utc::now()).to_std().unwrap_or_default())
+    };
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query(lock_sql)
+        .bind(hash)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    until(deadline - Duration::milliseconds(100)).await;
+    let consuming = tokio::spawn(consume);
+    until(deadline + Duration::milliseconds(100)).await;
+    assert!(!consuming.is_finished(), "the consume waits for the lock");
+    let read_meanwhile = store.get_by_hash(hash).await.unwrap();
+    until(deadline + Duration::milliseconds(400)).await;
+    holder.commit().await.unwrap();
+    (consuming.await.unwrap(), read_meanwhile)
+}
+
+#[tokio::test]
+async fn a_consume_that_waited_for_the_row_past_expiry_answers_expired() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let expires_at = Utc::now() + Duration::milliseconds(1500);
+    let request =
+        PushedAuthorizationRequest::new("h", expires_at, "p=1").with_client_id("client-a");
+    store.store(&request).await.unwrap();
+    let consume = {
+        let store = store.clone();
+        async move { store.consume_for_client("h", "client-a").await.unwrap() }
+    };
+    let (answer, read_meanwhile) = consume_waiting_across(
+        &db,
+        &store,
+        "SELECT 1 FROM pushed_authorization_requests WHERE reference_value_hash = $1 FOR UPDATE",
+        "h",
+        expires_at,
+        consume,
+    )
+    .await;
+    assert_eq!(read_meanwhile, None, "expired while the consume waited");
+    assert_eq!(answer, par_store::Consumption::Expired);
+    // Removed as garbage, never marked.
+    assert_eq!(
+        store.consume_for_client("h", "client-a").await.unwrap(),
+        par_store::Consumption::NotFound
+    );
+}
+
+#[tokio::test]
+async fn a_consume_that_waited_for_a_table_lock_past_expiry_answers_expired() {
+    // A migration's ACCESS EXCLUSIVE lock: the statement waits before it reads anything.
+    let db = TestDb::new().await;
+    let store = db.store();
+    let expires_at = Utc::now() + Duration::milliseconds(1500);
+    store
+        .store(&PushedAuthorizationRequest::new("h", expires_at, "p=1"))
+        .await
+        .unwrap();
+    // Prepared on the store's connection before the lock, as on a running server.
+    assert!(store.get_by_hash("warm").await.unwrap().is_none());
+    let consume = {
+        let store = store.clone();
+        async move { store.consume_for_client("h", "client-a").await.unwrap() }
+    };
+    let until = |instant: chrono::DateTime<Utc>| {
+        tokio::time::sleep((instant - Utc::now()).to_std().unwrap_or_default())
+    };
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE pushed_authorization_requests IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    until(expires_at - Duration::milliseconds(100)).await;
+    let consuming = tokio::spawn(consume);
+    until(expires_at + Duration::milliseconds(400)).await;
+    assert!(!consuming.is_finished(), "the consume waits for the lock");
+    holder.commit().await.unwrap();
+    assert_eq!(consuming.await.unwrap(), par_store::Consumption::Expired);
+}
+
+#[tokio::test]
+async fn a_reload_that_waited_for_the_marker_past_its_window_finds_it_consumed() {
+    let db = TestDb::new().await;
+    let window = StdDuration::from_millis(1500);
+    let store = db
+        .store()
+        .consume_policy(par_store::ConsumePolicy::ReloadWithin(window));
+    store
+        .store(&request("h").with_client_id("client-a"))
+        .await
+        .unwrap();
+    let consumed = store
+        .consume_in_session("h", "client-a", "session-1")
+        .await
+        .unwrap();
+    assert!(matches!(consumed, par_store::Consumption::Consumed(_)));
+    let window_closes = Utc::now() + Duration::from_std(window).unwrap();
+    let reload = {
+        let store = store.clone();
+        async move {
+            store
+                .consume_in_session("h", "client-a", "session-1")
+                .await
+                .unwrap()
+        }
+    };
+    let (answer, _) = consume_waiting_across(
+        &db,
+        &store,
+        "SELECT 1 FROM pushed_authorization_request_markers WHERE reference_value_hash = $1 \
+         FOR UPDATE",
+        "h",
+        window_closes,
+        reload,
+    )
+    .await;
+    assert!(
+        matches!(answer, par_store::Consumption::AlreadyConsumed { .. }),
+        "past the window: {answer:?}"
+    );
+    // The first consumption after the window cleared the kept parameters.
+    let kept: Option<String> = sqlx::query_scalar(
+        "SELECT kept_parameters FROM pushed_authorization_request_markers \
+         WHERE reference_value_hash = 'h'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, None);
 }

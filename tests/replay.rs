@@ -119,11 +119,12 @@ async fn of_64_racers_on_two_instances_exactly_one_consumes_and_63_find_it_consu
         elapsed.as_millis()
     );
     assert_eq!((consumed, already), (ROUNDS, ROUNDS * (RACERS as u32 - 1)));
-    // Every request is a marker now: no parameters left, consumed_at set.
+    // Every request is a marker now: no request left, no parameters kept.
     let (markers, with_parameters): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE consumed_at IS NOT NULL), \
-                count(*) FILTER (WHERE parameters IS NOT NULL) \
-         FROM pushed_authorization_requests",
+        "SELECT (SELECT count(*) FROM pushed_authorization_request_markers), \
+                (SELECT count(*) FROM pushed_authorization_request_markers \
+                 WHERE kept_parameters IS NOT NULL) \
+                + (SELECT count(*) FROM pushed_authorization_requests)",
     )
     .fetch_one(&db.pool)
     .await
@@ -248,7 +249,10 @@ async fn under_a_reload_window_only_the_first_consumers_session_gets_the_request
     // A request consumed in a session keeps its parameters and binding (for the window);
     // one consumed without a session is a plain marker.
     let (in_session, kept, plain_markers): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE consumed_by IS NOT NULL),                 count(*) FILTER (WHERE consumed_by IS NOT NULL AND parameters IS NOT NULL),                 count(*) FILTER (WHERE consumed_by IS NULL AND parameters IS NULL                                  AND consumed_at IS NOT NULL)          FROM pushed_authorization_requests",
+        "SELECT count(*) FILTER (WHERE consumed_by IS NOT NULL), \
+                count(*) FILTER (WHERE consumed_by IS NOT NULL AND kept_parameters IS NOT NULL), \
+                count(*) FILTER (WHERE consumed_by IS NULL AND kept_parameters IS NULL) \
+         FROM pushed_authorization_request_markers",
     )
     .fetch_one(&db.pool)
     .await

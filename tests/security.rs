@@ -305,8 +305,7 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
     as_owner(
         &owner_pool,
         &format!(
-            "REVOKE UPDATE (created_at, consumed_at, reopenable, parameters, consumed_by) \
-             ON pushed_authorization_requests FROM {}",
+            "REVOKE UPDATE (created_at) ON pushed_authorization_requests FROM {}",
             roles.runtime
         ),
     )
