@@ -40,6 +40,7 @@ if [ -n "$(citus_missing)" ]; then
 fi
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-worker-failure"
 mkdir -p "$out"
+echo "==> results go to $PWD/$out (raw.jsonl, report.md; bench/results/ is not committed)" >&2
 raw="$out/raw.jsonl"
 note() { echo "==> $*" >&2; }
 now() { python3 -c 'import time; print(round(time.time(), 3))'; }
@@ -88,4 +89,4 @@ EOF
 rm -f "$out/loadgen.json"
 python3 bench/citus_report.py "$raw" "$(loadavg)" >"$out/report.md"
 cat "$out/report.md"
-echo "raw results: $raw; report: $out/report.md" >&2
+echo "raw results: $PWD/$raw; report: $PWD/$out/report.md" >&2

@@ -172,4 +172,4 @@ case "$kind" in
 esac
 python3 bench/citus_report.py "$raw" "$(loadavg)" >"$out/report.md"
 cat "$out/report.md"
-echo "raw results: $raw; report: $out/report.md" >&2
+echo "raw results: $PWD/$raw; report: $PWD/$out/report.md" >&2

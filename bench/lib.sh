@@ -4,6 +4,7 @@ DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgr
 
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$kind"
 mkdir -p "$out"
+echo "==> results go to $PWD/$out (raw.jsonl, report.md; bench/results/ is not committed)" >&2
 raw="$out/raw.jsonl"
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
@@ -12,7 +13,7 @@ on_exit=()
 finish() {
   local i
   for ((i = ${#on_exit[@]} - 1; i >= 0; i--)); do eval "${on_exit[i]}" || true; done
-  [ -s "$raw" ] || rm -rf "$out" # nothing measured
+  if [ ! -s "$raw" ]; then rm -rf "$out"; echo "==> nothing measured: $PWD/$out removed" >&2; fi
   rm -rf "$tmp"
 }
 trap finish EXIT

@@ -69,4 +69,4 @@ done
 
 python3 bench/summary.py markdown "$raw" >"$out/report.md"
 cat "$out/report.md"
-echo "raw results: $raw; report: $out/report.md" >&2
+echo "raw results: $PWD/$raw; report: $PWD/$out/report.md" >&2

@@ -79,6 +79,7 @@ p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2
 
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$kind"
 mkdir -p "$out"
+echo "==> results go to $PWD/$out (raw.jsonl, report.md; bench/results/ is not committed)" >&2
 raw="$out/raw.jsonl"
 tmp=$(mktemp -d)
 # Stops the PgBouncers this script started (by the pids they wrote), then removes $tmp.
@@ -424,7 +425,7 @@ EOF
 python3 bench/report.py markdown "$raw" > "$out/report.md"
 cat "$out/report.md"
 echo
-echo "raw results: $raw; report: $out/report.md" >&2
+echo "raw results: $PWD/$raw; report: $PWD/$out/report.md" >&2
 if [ "$kind" != soak ] && [ "$kind" != scale ]; then
   psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null || true
 fi

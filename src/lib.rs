@@ -163,3 +163,9 @@ pub use chrono;
 
 /// The `uuid` of this crate's public API ([`CleanupJob::id`]).
 pub use uuid;
+
+/// The README's Rust examples, compiled by `cargo test --doc` so that the first snippet a
+/// newcomer copies keeps compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
