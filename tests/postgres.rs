@@ -1017,8 +1017,8 @@ async fn store_or_replace_of_a_request_already_expired_by_the_database_clock_rep
 // ---------------------------------------------------------------------------------------
 
 /// Another session holds `sql`'s row lock (`SELECT ... FOR UPDATE`, committed without a
-/// change) from before `deadline` until 400 ms after it; a consume started 100 ms before
-/// `deadline` waits for it. Returns what the consume answered and what `get_by_hash` said
+/// change) from before `deadline` until 400 ms after it; a consume started 300 ms before
+/// `deadline` waits for it (its statements prepared beforehand, as on a running server). Returns what the consume answered and what `get_by_hash` said
 /// while it waited (after `deadline`).
 async fn consume_waiting_across(
     db: &TestDb,
@@ -1037,7 +1037,7 @@ async fn consume_waiting_across(
         .execute(&mut *holder)
         .await
         .unwrap();
-    until(deadline - Duration::milliseconds(100)).await;
+    until(deadline - Duration::milliseconds(300)).await;
     let consuming = tokio::spawn(consume);
     until(deadline + Duration::milliseconds(100)).await;
     assert!(!consuming.is_finished(), "the consume waits for the lock");
@@ -1055,6 +1055,9 @@ async fn a_consume_that_waited_for_the_row_past_expiry_answers_expired() {
     let request =
         PushedAuthorizationRequest::new("h", expires_at, "p=1").with_client_id("client-a");
     store.store(&request).await.unwrap();
+    // The consume statement prepared on the store's connections, as on a running server.
+    let warm = store.consume_for_client("warm", "client-a").await.unwrap();
+    assert_eq!(warm, par_store::Consumption::NotFound);
     let consume = {
         let store = store.clone();
         async move { store.consume_for_client("h", "client-a").await.unwrap() }
@@ -1087,8 +1090,18 @@ async fn a_consume_that_waited_for_a_table_lock_past_expiry_answers_expired() {
         .store(&PushedAuthorizationRequest::new("h", expires_at, "p=1"))
         .await
         .unwrap();
-    // Prepared on the store's connection before the lock, as on a running server.
-    assert!(store.get_by_hash("warm").await.unwrap().is_none());
+    // The consume statement prepared on the store's connection before the lock, as on a
+    // running server: then its transaction starts before the wait (sqlx prepares a new
+    // statement in a transaction of its own).
+    let store = PostgresStoreOptions::new()
+        .max_connections(1)
+        .connect_with(db.options.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.consume_for_client("warm", "client-a").await.unwrap(),
+        par_store::Consumption::NotFound
+    );
     let consume = {
         let store = store.clone();
         async move { store.consume_for_client("h", "client-a").await.unwrap() }
@@ -1101,7 +1114,7 @@ async fn a_consume_that_waited_for_a_table_lock_past_expiry_answers_expired() {
         .execute(&mut *holder)
         .await
         .unwrap();
-    until(expires_at - Duration::milliseconds(100)).await;
+    until(expires_at - Duration::milliseconds(300)).await;
     let consuming = tokio::spawn(consume);
     until(expires_at + Duration::milliseconds(400)).await;
     assert!(!consuming.is_finished(), "the consume waits for the lock");
@@ -1126,6 +1139,17 @@ async fn a_reload_that_waited_for_the_marker_past_its_window_finds_it_consumed()
         .unwrap();
     assert!(matches!(consumed, par_store::Consumption::Consumed(_)));
     let window_closes = Utc::now() + Duration::from_std(window).unwrap();
+    // Both statements prepared, as on a running server.
+    store
+        .store(&request("warm").with_client_id("client-a"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        store
+            .consume_in_session("warm", "client-a", "session-1")
+            .await
+            .unwrap();
+    }
     let reload = {
         let store = store.clone();
         async move {
