@@ -391,3 +391,31 @@ impl ExpiredRequestCleaner for MemoryStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `store_or_replace` reaching the store after its request expired (by the store's own
+    /// clock, read under the lock) replaces nothing, as PostgreSQL's upsert does.
+    #[tokio::test]
+    async fn an_upsert_expired_by_the_stores_clock_replaces_nothing() {
+        let store = MemoryStore::new();
+        let live = PushedAuthorizationRequest::new(
+            "h",
+            Utc::now() + chrono::Duration::seconds(60),
+            "live",
+        );
+        assert_eq!(
+            store.upsert(&live, live.expires_at).await.unwrap(),
+            Inserted::Stored
+        );
+        let dead_at = Utc::now() - chrono::Duration::milliseconds(1);
+        let dead = PushedAuthorizationRequest::new("h", dead_at, "dead");
+        assert_eq!(
+            store.upsert(&dead, dead_at).await.unwrap(),
+            Inserted::Expired
+        );
+        assert_eq!(store.select_live("h").await.unwrap(), Some(live));
+    }
+}
