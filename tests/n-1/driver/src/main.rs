@@ -71,8 +71,7 @@ async fn serve() {
                 text.push_str(&more);
                 text.push('\n');
             }
-            if stdout.write_all(text.as_bytes()).await.is_err() || stdout.flush().await.is_err()
-            {
+            if stdout.write_all(text.as_bytes()).await.is_err() || stdout.flush().await.is_err() {
                 return;
             }
         }
@@ -139,7 +138,10 @@ async fn answer(store: &PostgresStore, request: &str) -> String {
         },
         ["consume", hash, client_id] => match store.consume_by_hash(hash).await {
             Ok(Some(consumed))
-                if consumed.client_id.as_deref().is_some_and(|bound| bound != *client_id) =>
+                if consumed
+                    .client_id
+                    .as_deref()
+                    .is_some_and(|bound| bound != *client_id) =>
             {
                 format!("wrong_client\t{}", request_fields(&consumed))
             }
