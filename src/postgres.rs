@@ -715,7 +715,7 @@ impl PostgresStore {
             match self.count(Retry::Always, plain).await {
                 Err(refused) if has_sqlstate(&refused, "0A000") => {
                     let deleted = match self.count(Retry::Always, &citus).await {
-                        // No run_command_on_shards: not Citus, and the refusal stands.
+                        // No run_command_on_colocated_placements: not Citus, and the refusal stands.
                         Err(err) if has_sqlstate(&err, "42883") => return Err(refused),
                         other => other?,
                     };

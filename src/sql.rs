@@ -221,48 +221,66 @@ pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "WITH requests AS ( \
 // Citus (docs/scaling.md). Citus refuses `FOR UPDATE` in a query over many shards, so the
 // cleanup batches above cannot run on a distributed table; the store switches to the two
 // statements below when Citus refuses them (src/postgres.rs). Each runs the same batch on
-// every shard, on the shard itself (`run_command_on_shards`, one shard after another), where
+// every shard, on the shard itself (`run_command_on_colocated_placements`: a requests shard and
+// the markers shard beside it, one pair after another), where
 // `FOR UPDATE SKIP LOCKED` works as on one PostgreSQL: many cleaners and live consumers never
 // wait for each other, and a row is removed by exactly one cleaner. `$1` is the batch size
 // per shard (so a short total means every shard was short); each shard's command is sent as
 // text with its values as literals (planned afresh each time: no generic plan). Expiry is
 // judged by each worker's clock. A shard whose command failed (a worker down) makes the
 // statement fail: its `result` is the error message, which is not a number.
-// `%%1$s` becomes `%1$s` after `format`, which `run_command_on_shards` replaces with the
-// shard's name.
+// `%%1$s` and `%%2$s` become `%1$s` and `%2$s` after `format`, which
+// `run_command_on_colocated_placements` replaces with the names of a requests shard and of
+// the markers shard colocated with it.
 
-/// [`DELETE_EXPIRED_BATCH`] on every shard of both Citus-distributed tables; one row: how
-/// many were removed in all.
+/// [`DELETE_EXPIRED_BATCH`] on every pair of colocated shards of the two Citus-distributed
+/// tables (one command per pair, as many as the requests table has shards); one row: how many
+/// were removed in all.
 pub(crate) const CITUS_DELETE_EXPIRED_BATCH: &str = "SELECT coalesce(sum(result::int8), 0)::int8 \
-     FROM unnest(ARRAY['pushed_authorization_requests', \
-         'pushed_authorization_request_markers']::regclass[]) AS t(tab), \
-     LATERAL run_command_on_shards(t.tab, format( \
-         'WITH deleted AS (DELETE FROM %%1$s \
+     FROM run_command_on_colocated_placements('pushed_authorization_requests', \
+         'pushed_authorization_request_markers', format( \
+         'WITH requests AS (DELETE FROM %%1$s \
              WHERE reference_value_hash = ANY(ARRAY( \
                  SELECT reference_value_hash FROM %%1$s \
                  WHERE expires_at <= clock_timestamp() \
                  ORDER BY expires_at \
                  LIMIT %1$s \
                  FOR UPDATE SKIP LOCKED)) \
+             RETURNING 1), \
+         markers AS (DELETE FROM %%2$s \
+             WHERE reference_value_hash = ANY(ARRAY( \
+                 SELECT reference_value_hash FROM %%2$s \
+                 WHERE expires_at <= clock_timestamp() \
+                 ORDER BY expires_at \
+                 LIMIT %1$s \
+                 FOR UPDATE SKIP LOCKED)) \
              RETURNING 1) \
-         SELECT count(*) FROM deleted', $1::int8), false)";
+         SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM markers)', \
+         $1::int8), false)";
 
-/// [`DELETE_EXPIRED_AS_OF_BATCH`] on every shard of both Citus-distributed tables. The cutoff
-/// travels as an ISO 8601 literal in UTC, which every `DateStyle` reads back the same.
+/// [`DELETE_EXPIRED_AS_OF_BATCH`] on every pair of colocated shards. The cutoff travels as an
+/// ISO 8601 literal in UTC, which every `DateStyle` reads back the same.
 pub(crate) const CITUS_DELETE_EXPIRED_AS_OF_BATCH: &str =
     "SELECT coalesce(sum(result::int8), 0)::int8 \
-     FROM unnest(ARRAY['pushed_authorization_requests', \
-         'pushed_authorization_request_markers']::regclass[]) AS t(tab), \
-     LATERAL run_command_on_shards(t.tab, format( \
-         'WITH deleted AS (DELETE FROM %%1$s \
+     FROM run_command_on_colocated_placements('pushed_authorization_requests', \
+         'pushed_authorization_request_markers', format( \
+         'WITH requests AS (DELETE FROM %%1$s \
              WHERE reference_value_hash = ANY(ARRAY( \
                  SELECT reference_value_hash FROM %%1$s \
                  WHERE expires_at <= %2$L::timestamptz \
                  ORDER BY expires_at \
                  LIMIT %1$s \
                  FOR UPDATE SKIP LOCKED)) \
+             RETURNING 1), \
+         markers AS (DELETE FROM %%2$s \
+             WHERE reference_value_hash = ANY(ARRAY( \
+                 SELECT reference_value_hash FROM %%2$s \
+                 WHERE expires_at <= %2$L::timestamptz \
+                 ORDER BY expires_at \
+                 LIMIT %1$s \
+                 FOR UPDATE SKIP LOCKED)) \
              RETURNING 1) \
-         SELECT count(*) FROM deleted', \
+         SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM markers)', \
          $1::int8, \
          to_char($2::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), false)";
 

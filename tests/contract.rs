@@ -1296,10 +1296,15 @@ mod modes {
         store.consume_by_hash("warm-up").await.unwrap();
         store.delete_expired().await.unwrap();
         let mut conn = schema.connection().await;
-        par_store::sqlx::query("DELETE FROM pushed_authorization_requests")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        for table in [
+            "DELETE FROM pushed_authorization_requests",
+            "DELETE FROM pushed_authorization_request_markers",
+        ] {
+            par_store::sqlx::query(table)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
         Some((store, Some(Box::new(schema))))
     }
 
