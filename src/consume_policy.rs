@@ -75,9 +75,14 @@ pub enum ConsumePolicy {
     Once,
     /// The session that consumed a request may consume it again while less than this
     /// duration has passed since its first consumption (by the store's clock: the
-    /// database's, for PostgreSQL), and never once the request has expired.
+    /// database's, for PostgreSQL), and never once the request has expired. A window under
+    /// one microsecond (the databases' resolution) is no window: it acts as `Once`, and no
+    /// parameters are kept.
     ReloadWithin(Duration),
 }
+
+/// The shortest window that is a window at all: PostgreSQL's clock counts microseconds.
+const SMALLEST_WINDOW: Duration = Duration::from_micros(1);
 
 /// Longest window the stores pass on: far beyond any request's lifetime, and small enough
 /// that `consumed_at` plus the window stays a valid PostgreSQL timestamp.
@@ -88,7 +93,9 @@ impl ConsumePolicy {
     pub(crate) fn reload_window(self) -> Option<Duration> {
         match self {
             ConsumePolicy::Once => None,
-            ConsumePolicy::ReloadWithin(window) if window.is_zero() => None,
+            // The databases count time in microseconds: a shorter window could never answer a
+            // reload, yet would keep the parameters.
+            ConsumePolicy::ReloadWithin(window) if window < SMALLEST_WINDOW => None,
             ConsumePolicy::ReloadWithin(window) => Some(window.min(MAX_WINDOW)),
         }
     }

@@ -1186,6 +1186,73 @@ async fn with_markers_off_the_reload_window_has_no_effect<S: Backend>(store: S) 
     );
 }
 
+/// docs/security.md, "Edges": a marker lasts until cleanup removes it at `expires_at` (or
+/// `delete_by_client_id`); after that the hash is free again, as a hash never stored. Safe
+/// because a reference value is 256 random bits that no server mints twice.
+async fn once_its_marker_is_gone_the_hash_can_be_stored_again<S: Backend>(store: S) {
+    let request = bound(1, "client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store.consume_for_client(&hash(1), "client-a").await.unwrap(),
+        Consumption::Consumed(request.clone())
+    );
+    assert!(matches!(
+        store.store(&request).await,
+        Err(StoreError::Duplicate)
+    ));
+    assert_eq!(
+        store
+            .delete_expired_as_of(request.expires_at)
+            .await
+            .unwrap(),
+        1
+    );
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store.consume_for_client(&hash(1), "client-a").await.unwrap(),
+        Consumption::Consumed(request)
+    );
+}
+
+/// docs/security.md, "Edges": a request pushed without a client binding is reloaded for
+/// any client that presents the session binding that consumed it (there is no client to
+/// compare with); a bound one only for its client.
+async fn an_unbound_request_is_reloaded_for_any_client_in_the_same_session<S: Backend>(
+    store: S,
+) {
+    let store = store.consume_policy(long_window());
+    store.store(&live(1)).await.unwrap();
+    store.store(&bound(2, "client-a")).await.unwrap();
+    for n in [1, 2] {
+        assert!(matches!(
+            in_session(&store, n, "client-a", "session-1").await,
+            Consumption::Consumed(_)
+        ));
+    }
+    assert!(matches!(
+        in_session(&store, 1, "client-b", "session-1").await,
+        Consumption::Consumed(_)
+    ));
+    assert_eq!(
+        in_session(&store, 2, "client-b", "session-1").await,
+        Consumption::WrongClient
+    );
+}
+
+/// A window under a microsecond (the databases' resolution) is no window: nothing is
+/// reloaded, as with `ConsumePolicy::Once`.
+async fn a_window_under_a_microsecond_is_no_window<S: Backend>(store: S) {
+    let store = store.consume_policy(ConsumePolicy::ReloadWithin(
+        std::time::Duration::from_nanos(999),
+    ));
+    store.store(&bound(1, "client-a")).await.unwrap();
+    assert!(matches!(
+        in_session(&store, 1, "client-a", "session-1").await,
+        Consumption::Consumed(_)
+    ));
+    consumed_at(in_session(&store, 1, "client-a", "session-1").await);
+}
+
 async fn bad_session_bindings_are_refused_and_nothing_consumed<S: Backend>(store: S) {
     let too_long = "s".repeat(par_store::MAX_SESSION_BINDING_LEN + 1);
     let request = bound(1, "client-a");
@@ -1398,4 +1465,7 @@ contract!(
     with_policy_once_consume_in_session_is_consume_for_client,
     with_markers_off_the_reload_window_has_no_effect,
     bad_session_bindings_are_refused_and_nothing_consumed,
+    once_its_marker_is_gone_the_hash_can_be_stored_again,
+    an_unbound_request_is_reloaded_for_any_client_in_the_same_session,
+    a_window_under_a_microsecond_is_no_window,
 );

@@ -1183,3 +1183,31 @@ async fn a_reload_that_waited_for_the_marker_past_its_window_finds_it_consumed()
     .unwrap();
     assert_eq!(kept, None);
 }
+
+/// docs/security.md, "Edges": a window under a microsecond keeps no parameters (it once
+/// rounded to a zero window in SQL yet kept them).
+#[tokio::test]
+async fn a_window_under_a_microsecond_keeps_no_parameters() {
+    let db = TestDb::new().await;
+    let store = db
+        .store()
+        .consume_policy(par_store::ConsumePolicy::ReloadWithin(
+            StdDuration::from_nanos(999),
+        ));
+    store
+        .store(&request("h").with_client_id("client-a"))
+        .await
+        .unwrap();
+    store
+        .consume_in_session("h", "client-a", "session-1")
+        .await
+        .unwrap();
+    let (kept, binding): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT kept_parameters, consumed_by FROM pushed_authorization_request_markers \
+         WHERE reference_value_hash = 'h'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((kept, binding), (None, None));
+}

@@ -277,6 +277,14 @@ async fn the_runtime_role_runs_every_operation_and_cannot_change_the_schema() {
         "UPDATE pushed_authorization_requests SET reference_value_hash = 'other'",
         "SELECT * FROM _par_store_migrations",
         "DELETE FROM _par_store_migrations",
+        // docs/security.md, "Edges": a consumed marker cannot be revived or moved by the
+        // runtime role (only its kept parameters can be cleared, which RELOAD does).
+        "UPDATE pushed_authorization_request_markers SET consumed_at = now()",
+        "UPDATE pushed_authorization_request_markers SET consumed_by = 'other'",
+        "UPDATE pushed_authorization_request_markers SET expires_at = now() + interval '1 year'",
+        "UPDATE pushed_authorization_request_markers SET client_id = 'other'",
+        "UPDATE pushed_authorization_request_markers SET reopenable = true",
+        "DELETE FROM _par_store_compatibility",
     ];
     for statement in refused {
         let err = sqlx::query(statement)
