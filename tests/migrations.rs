@@ -37,7 +37,7 @@ async fn host_cli_without_config() -> Migrator {
 /// The same with `--config <par-store>/sqlx.toml`: history in `_par_store_migrations`.
 async fn host_cli_with_config() -> Migrator {
     let mut migrator = host_cli_without_config().await;
-    migrator.dangerous_set_table_name(par_store::MIGRATIONS_TABLE);
+    migrator.dangerous_set_table_name(par_store::PostgresStore::MIGRATIONS_TABLE);
     migrator
 }
 
@@ -413,7 +413,9 @@ async fn a_migration_waiting_past_its_lock_timeout_names_the_lock() {
     let owned = PostgresStoreOptions::new()
         .migration_lock_timeout(Some(limit))
         .connect_lazy_with(db.options.clone());
-    let shared = PostgresStore::new(db.pool.clone()).migration_lock_timeout(Some(limit));
+    let shared = PostgresStoreOptions::new()
+        .migration_lock_timeout(Some(limit))
+        .with_pool(db.pool.clone());
     let holder = hold_the_migration_lock(&db).await;
     for store in [&owned, &shared] {
         let err = tokio::time::timeout(StdDuration::from_secs(20), store.migrate())
