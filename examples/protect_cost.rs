@@ -12,8 +12,8 @@
 
 use chrono::{Duration, Utc};
 use par_store::{
-    envelope_len, KeyRing, ProtectedStore, ProtectionKey, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, StoreError,
+    protect::{envelope_len, KeyRing, ProtectionKey},
+    ProtectedStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError,
 };
 use std::hint::black_box;
 use std::sync::{Mutex, PoisonError};

@@ -265,10 +265,6 @@ impl<B: Backend> PushedAuthorizationRequestStore for B {
         consume_by_hash(self, reference_value_hash).await
     }
 
-    async fn consume(&self, reference_value_hash: &str) -> Result<Consumption, StoreError> {
-        consume(self, reference_value_hash).await
-    }
-
     async fn consume_for_client(
         &self,
         reference_value_hash: &str,
@@ -327,8 +323,8 @@ async fn get_by_hash<B: Backend>(
     .await
 }
 
-/// `PushedAuthorizationRequestStore::consume_by_hash` for any backend: `consume`, seen as an
-/// `Option`.
+/// `PushedAuthorizationRequestStore::consume_by_hash` for any backend: a consumption
+/// without a client check, seen as an `Option`.
 async fn consume_by_hash<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
@@ -364,7 +360,7 @@ fn reload<'a, B: Backend>(backend: &B, session_binding: Option<&'a str>) -> Relo
     }
 }
 
-/// `consume`, `consume_for_client`, `consume_in_session` and oauth-as's take for any
+/// `consume_for_client`, `consume_in_session` and oauth-as's take for any
 /// backend: a hash that could never have been stored is not found, without a round trip; a
 /// client id or session binding that no request could be bound to is refused, and nothing
 /// is consumed.
@@ -405,22 +401,6 @@ async fn consume_traced<B: Backend>(
     .await
 }
 
-/// `PushedAuthorizationRequestStore::consume` for any backend.
-async fn consume<B: Backend>(
-    backend: &B,
-    reference_value_hash: &str,
-) -> Result<Consumption, StoreError> {
-    consume_traced(
-        backend,
-        Operation::ConsumeOutcome,
-        reference_value_hash,
-        None,
-        false,
-        None,
-    )
-    .await
-}
-
 /// `PushedAuthorizationRequestStore::consume_for_client` for any backend.
 async fn consume_for_client<B: Backend>(
     backend: &B,
@@ -456,7 +436,7 @@ pub(crate) async fn consume_in_session<B: Backend>(
     .await
 }
 
-/// oauth-as's take: `consume`, leaving a marker that its put-back (`store_or_replace`) may
+/// oauth-as's take: a consumption of any client's request that reports what it found, leaving a marker that its put-back (`store_or_replace`) may
 /// replace.
 #[cfg(feature = "oauth-as")]
 pub(crate) async fn take<B: Backend>(

@@ -10,27 +10,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{field, Instrument};
 
-/// Rows deleted per statement unless configured otherwise.
-///
-/// Chosen from the cleanup benchmark (`BENCHMARKS.md`): large enough that a pass over a big
-/// backlog is not dominated by round trips, small enough that each statement holds its row
-/// locks for a few milliseconds only.
-pub const DEFAULT_BATCH_SIZE: u32 = 1_000;
-
-/// Time between cleanup passes unless configured otherwise: 60 s.
-///
-/// PAR lifetimes are short (60 s in Keycloak, 600 s in Duende IdentityServer) and the table
-/// churns constantly, so expired rows are reclaimed every minute rather than every hour
-/// (Duende's default for its broader grant store). A pass that finds nothing costs one
-/// index probe.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-
-/// First retry delay after a failed pass; it doubles with each consecutive failure and never
-/// exceeds the interval.
-pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// Pause between two batches of one pass unless configured otherwise: none.
-pub const DEFAULT_PAUSE_BETWEEN_BATCHES: Duration = Duration::ZERO;
+/// [`CleanupOptions::DEFAULT_BATCH_SIZE`], for the stores' `delete_expired`.
+pub(crate) const DEFAULT_BATCH_SIZE: u32 = CleanupOptions::DEFAULT_BATCH_SIZE;
 
 /// A store whose expired requests can be deleted in batches. Implemented by
 /// [`PostgresStore`](crate::PostgresStore) and [`MemoryStore`](crate::MemoryStore); implement it
@@ -162,11 +143,11 @@ pub(crate) async fn delete_expired_in_batches<C: ExpiredRequestCleaner + ?Sized>
 ///
 /// | setting | default | constant | why |
 /// |---|---|---|---|
-/// | [`interval`](Self::interval) | 60 s | [`DEFAULT_INTERVAL`](crate::DEFAULT_INTERVAL) | PAR lifetimes are 60-600 s; a minute keeps the table small at the cost of one cheap query per instance |
-/// | [`batch_size`](Self::batch_size) | 1,000 rows | [`DEFAULT_BATCH_SIZE`](crate::DEFAULT_BATCH_SIZE) | large enough that a big backlog is not dominated by round trips, small enough to hold row locks briefly |
+/// | [`interval`](Self::interval) | 60 s | [`DEFAULT_INTERVAL`](Self::DEFAULT_INTERVAL) | PAR lifetimes are 60-600 s; a minute keeps the table small at the cost of one cheap query per instance |
+/// | [`batch_size`](Self::batch_size) | 1,000 rows | [`DEFAULT_BATCH_SIZE`](Self::DEFAULT_BATCH_SIZE) | large enough that a big backlog is not dominated by round trips, small enough to hold row locks briefly |
 /// | [`first_run_jitter`](Self::first_run_jitter) | `true` | - | instances restarted together do not clean in lock-step |
-/// | [`pause_between_batches`](Self::pause_between_batches) | 0 s | [`DEFAULT_PAUSE_BETWEEN_BATCHES`](crate::DEFAULT_PAUSE_BETWEEN_BATCHES) | batches skip locked rows and are short; raise it to leave more room to live traffic |
-/// | [`retry_delay`](Self::retry_delay) | 1 s | [`DEFAULT_RETRY_DELAY`](crate::DEFAULT_RETRY_DELAY) | first retry after a failed pass; doubles, capped at the interval |
+/// | [`pause_between_batches`](Self::pause_between_batches) | 0 s | [`DEFAULT_PAUSE_BETWEEN_BATCHES`](Self::DEFAULT_PAUSE_BETWEEN_BATCHES) | batches skip locked rows and are short; raise it to leave more room to live traffic |
+/// | [`retry_delay`](Self::retry_delay) | 1 s | [`DEFAULT_RETRY_DELAY`](Self::DEFAULT_RETRY_DELAY) | first retry after a failed pass; doubles, capped at the interval |
 ///
 /// ```
 /// use std::time::Duration;
@@ -190,16 +171,38 @@ pub struct CleanupOptions {
 impl Default for CleanupOptions {
     fn default() -> Self {
         CleanupOptions {
-            interval: DEFAULT_INTERVAL,
-            batch_size: DEFAULT_BATCH_SIZE,
+            interval: Self::DEFAULT_INTERVAL,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
             first_run_jitter: true,
-            pause_between_batches: DEFAULT_PAUSE_BETWEEN_BATCHES,
-            retry_delay: DEFAULT_RETRY_DELAY,
+            pause_between_batches: Self::DEFAULT_PAUSE_BETWEEN_BATCHES,
+            retry_delay: Self::DEFAULT_RETRY_DELAY,
         }
     }
 }
 
 impl CleanupOptions {
+    /// Rows deleted per statement unless configured otherwise.
+    ///
+    /// Chosen from the cleanup benchmark (`BENCHMARKS.md`): large enough that a pass over a big
+    /// backlog is not dominated by round trips, small enough that each statement holds its row
+    /// locks for a few milliseconds only.
+    pub const DEFAULT_BATCH_SIZE: u32 = 1_000;
+
+    /// Time between cleanup passes unless configured otherwise: 60 s.
+    ///
+    /// PAR lifetimes are short (60 s in Keycloak, 600 s in Duende IdentityServer) and the table
+    /// churns constantly, so expired rows are reclaimed every minute rather than every hour
+    /// (Duende's default for its broader grant store). A pass that finds nothing costs one
+    /// index probe.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+    /// First retry delay after a failed pass; it doubles with each consecutive failure and never
+    /// exceeds the interval.
+    pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+    /// Pause between two batches of one pass unless configured otherwise: none.
+    pub const DEFAULT_PAUSE_BETWEEN_BATCHES: Duration = Duration::ZERO;
+
     /// The defaults (see the table above).
     #[must_use = "options do nothing until they are passed to CleanupJob::spawn"]
     pub fn new() -> Self {

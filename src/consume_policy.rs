@@ -32,7 +32,7 @@ use std::time::Duration;
 ///   early and should move its consumption to when the authorization response is produced.
 ///
 /// A reload is never answered past the request's `expires_at`; another session (another
-/// binding), and every `consume`, `consume_for_client` and `consume_by_hash`, gets
+/// binding), and every `consume_for_client` and `consume_by_hash`, gets
 /// [`AlreadyConsumed`](crate::Consumption::AlreadyConsumed) as before;
 /// [`get_by_hash`](crate::PushedAuthorizationRequestStore::get_by_hash) never returns a
 /// consumed request. With consumed markers turned off (`consumed_markers(false)`, 0.2's
@@ -89,6 +89,16 @@ const SMALLEST_WINDOW: Duration = Duration::from_micros(1);
 const MAX_WINDOW: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 impl ConsumePolicy {
+    /// Longest accepted session binding
+    /// ([`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session)), in
+    /// bytes: room for a hash of the server's session id in any common encoding (SHA-512 as
+    /// hex is 128). Migration 0006's CHECK constraint enforces the same bound.
+    ///
+    /// ```
+    /// assert_eq!(par_store::ConsumePolicy::MAX_SESSION_BINDING_LEN, 128);
+    /// ```
+    pub const MAX_SESSION_BINDING_LEN: usize = 128;
+
     /// The reload window, if any (a zero window allows no reload).
     pub(crate) fn reload_window(self) -> Option<Duration> {
         match self {

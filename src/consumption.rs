@@ -1,6 +1,6 @@
 //! What a consumption found: the outcome of
-//! [`consume`](crate::PushedAuthorizationRequestStore::consume) and
-//! [`consume_for_client`](crate::PushedAuthorizationRequestStore::consume_for_client).
+//! [`consume_for_client`](crate::PushedAuthorizationRequestStore::consume_for_client) and
+//! [`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session).
 
 use crate::model::PushedAuthorizationRequest;
 use chrono::{DateTime, Utc};
@@ -34,9 +34,39 @@ use chrono::{DateTime, Utc};
 ///     store.consume_for_client("hash-1", "client-a").await?,
 ///     Consumption::AlreadyConsumed { .. }
 /// ));
-/// assert_eq!(store.consume("hash-2").await?, Consumption::NotFound);
+/// assert_eq!(store.consume_for_client("hash-2", "client-a").await?, Consumption::NotFound);
 /// # Ok(())
 /// # }
+/// ```
+///
+/// At the authorization endpoint, a whole `match`. The enum is `#[non_exhaustive]` (a later
+/// release may add an outcome), so code outside this crate needs the last `_` arm; treat it
+/// like the other refusals:
+///
+/// ```
+/// use par_store::{Consumption, PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError};
+///
+/// /// The request to answer, or the OAuth error to send back to the client.
+/// async fn authorize(
+///     store: &dyn PushedAuthorizationRequestStore,
+///     reference_value_hash: &str,
+///     client_id: &str,
+/// ) -> Result<Result<PushedAuthorizationRequest, &'static str>, StoreError> {
+///     Ok(match store.consume_for_client(reference_value_hash, client_id).await? {
+///         Consumption::Consumed(request) => Ok(request),
+///         Consumption::AlreadyConsumed { consumed_at } => {
+///             // A security event: the request_uri was used before.
+///             tracing::warn!(%consumed_at, client_id, "reused request_uri");
+///             Err("invalid_request_uri")
+///         }
+///         Consumption::Expired | Consumption::NotFound | Consumption::WrongClient => {
+///             Err("invalid_request_uri")
+///         }
+///         // Required outside par-store: Consumption is #[non_exhaustive].
+///         _ => Err("invalid_request_uri"),
+///     })
+/// }
+/// # let _ = authorize;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -54,7 +54,7 @@ const FIXED_LEN: usize = ENVELOPE_VERSION.len() + 3 + base64_len(NONCE_LEN);
 /// overhead is 59 bytes plus the key id plus a third of the parameters.
 ///
 /// ```
-/// use par_store::envelope_len;
+/// use par_store::protect::envelope_len;
 ///
 /// assert_eq!(envelope_len(0, 2), 61);
 /// assert_eq!(envelope_len(600, 2), 861);
@@ -71,9 +71,10 @@ pub const fn envelope_len(parameters_len: usize, key_id_len: usize) -> usize {
 /// [`envelope_len`], for sizing a server's own limit on what it accepts.
 ///
 /// ```
-/// use par_store::{envelope_len, max_parameters_len_within, DEFAULT_MAX_PARAMETERS_LEN, MAX_KEY_ID_LEN};
+/// use par_store::protect::{envelope_len, max_parameters_len_within, MAX_KEY_ID_LEN};
 ///
 /// // With the default 64 KiB store limit and the longest key id:
+/// const DEFAULT_MAX_PARAMETERS_LEN: usize = par_store::PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN;
 /// let most = max_parameters_len_within(DEFAULT_MAX_PARAMETERS_LEN, MAX_KEY_ID_LEN).unwrap();
 /// assert_eq!(most, 49_084);
 /// assert!(envelope_len(most, MAX_KEY_ID_LEN) <= DEFAULT_MAX_PARAMETERS_LEN);

@@ -1,7 +1,25 @@
-//! The one error type every store returns.
+//! The errors: [`StoreError`], the one error type every store operation returns (also at the
+//! crate root), the details it carries ([`InputField`], [`InvalidDatabaseUrl`],
+//! [`ProtectionErrorKind`], [`BoxError`]), and [`InvalidRequestUri`], the error of parsing a
+//! `request_uri`. The key ring's own error is
+//! [`protect::KeyRingError`](crate::protect::KeyRingError).
+//!
+//! ```
+//! use par_store::error::{InputField, StoreError};
+//! use par_store::{MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let past = par_store::chrono::Utc::now() - par_store::chrono::Duration::seconds(1);
+//! let err = MemoryStore::new().store(&PushedAuthorizationRequest::new("h", past, "p")).await.unwrap_err();
+//! assert!(matches!(err, StoreError::InvalidInput { field: InputField::ExpiresAt, .. }));
+//! # }
+//! ```
 
 use std::error::Error as StdError;
 use std::fmt;
+
+pub use crate::reference::InvalidRequestUri;
 
 /// A boxed, opaque error from the layer below (the database driver, the migrator).
 ///
@@ -19,7 +37,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 ///
 /// | error | cause | PAR endpoint (`POST /par`) | authorization endpoint (`request_uri`) |
 /// |---|---|---|---|
-/// | [`InvalidRequestUri`](crate::InvalidRequestUri) (from [`ReferenceValue::from_request_uri`](crate::ReferenceValue::from_request_uri)) | a malformed `request_uri` from the browser: client input | - | `400 invalid_request_uri`, the same answer as an unknown one |
+/// | [`InvalidRequestUri`](InvalidRequestUri) (from [`ReferenceValue::from_request_uri`](crate::ReferenceValue::from_request_uri)) | a malformed `request_uri` from the browser: client input | - | `400 invalid_request_uri`, the same answer as an unknown one |
 /// | `Ok(None)` from `get_by_hash` / `consume_by_hash` | unknown, expired or already used | - | `400 invalid_request_uri`; so is a `request_uri` pushed by another client |
 /// | [`InvalidInput`](Self::InvalidInput) with [`InputField::Parameters`] | the client's parameters are too large (or hold NUL) | `413` (or `400`) `invalid_request` | - |
 /// | [`InvalidInput`](Self::InvalidInput), other fields | the server built a bad hash or expiry: a bug in the server | `500 server_error`, log it | `500 server_error` |
@@ -31,7 +49,8 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// | [`Migration`](Self::Migration), [`MigrationNeedsDirectConnection`](Self::MigrationNeedsDirectConnection), [`IncompatibleSchema`](Self::IncompatibleSchema), [`InvalidDatabaseUrl`](Self::InvalidDatabaseUrl) | at start-up: `migrate()` failed (e.g. the role may not create tables, or another instance's run held the lock past the migration lock timeout), was called in pooler mode without a direct address, found a schema only a newer release can serve, or a bad URL | not a request error: fix the deployment, do not serve | - |
 ///
 /// ```
-/// use par_store::{InputField, ProtectionErrorKind, StoreError};
+/// use par_store::error::{InputField, ProtectionErrorKind};
+/// use par_store::StoreError;
 ///
 /// /// Status and OAuth error code at the PAR endpoint, for a failed `store`.
 /// fn par_endpoint_answer(err: &StoreError) -> (u16, &'static str) {
@@ -161,7 +180,7 @@ pub enum StoreError {
         /// What went wrong.
         kind: ProtectionErrorKind,
         /// True when the request was consumed all the same: a consume (`consume_by_hash`,
-        /// `consume`, `consume_for_client`) consumes the row before it can decrypt it, so a
+        /// `consume_for_client`, `consume_in_session`) consumes the row before it can decrypt it, so a
         /// request that fails to open there is gone (its `request_uri` is spent). Always
         /// false for `store` and `get_by_hash`.
         consumed: bool,
@@ -172,7 +191,8 @@ pub enum StoreError {
 /// [`StoreError::InvalidInput`] refers to.
 ///
 /// ```
-/// use par_store::{InputField, MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError};
+/// use par_store::error::InputField;
+/// use par_store::{MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore, StoreError};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let store = MemoryStore::new().max_parameters_len(4);
@@ -196,7 +216,7 @@ pub enum InputField {
     ClientId,
     /// The session binding given to
     /// [`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session):
-    /// empty, over [`MAX_SESSION_BINDING_LEN`](crate::MAX_SESSION_BINDING_LEN) bytes, or
+    /// empty, over [`MAX_SESSION_BINDING_LEN`](crate::ConsumePolicy::MAX_SESSION_BINDING_LEN) bytes, or
     /// with control characters. Not a field of the request: it is recorded only when a
     /// [`ConsumePolicy::ReloadWithin`](crate::ConsumePolicy::ReloadWithin) store consumes.
     SessionBinding,

@@ -32,13 +32,13 @@ const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
 /// dropped.
 ///
 /// ```
-/// use par_store::ProtectionKey;
+/// use par_store::protect::ProtectionKey;
 ///
 /// let key = ProtectionKey::new("2026-05", [7u8; 32])?;
 /// assert_eq!(key.id(), "2026-05");
 /// assert_eq!(format!("{key:?}"), r#"ProtectionKey { id: "2026-05", .. }"#);
 /// assert!(ProtectionKey::new("no spaces", [7u8; 32]).is_err());
-/// # Ok::<(), par_store::KeyRingError>(())
+/// # Ok::<(), par_store::protect::KeyRingError>(())
 /// ```
 #[derive(Clone)]
 pub struct ProtectionKey {
@@ -196,14 +196,14 @@ fn entry_prefix(entry: Option<usize>) -> String {
 ///    sealed under `A` then fails with [`ProtectionErrorKind::UnknownKey`].
 ///
 /// ```
-/// use par_store::{KeyRing, ProtectionKey};
+/// use par_store::protect::{KeyRing, ProtectionKey};
 ///
 /// let ring = KeyRing::new(ProtectionKey::generate("b")?)
 ///     .with_previous(ProtectionKey::generate("a")?)?;
 /// assert_eq!(ring.current_key_id(), "b");
 /// assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["b", "a"]);
 /// assert_eq!(format!("{ring:?}"), r#"KeyRing { current: "b", previous: ["a"] }"#);
-/// # Ok::<(), par_store::KeyRingError>(())
+/// # Ok::<(), par_store::protect::KeyRingError>(())
 /// ```
 #[derive(Clone)]
 pub struct KeyRing {
@@ -228,7 +228,7 @@ impl KeyRing {
     /// envelopes as [`Tampered`](ProtectionErrorKind::Tampered)).
     ///
     /// ```
-    /// use par_store::{KeyRing, KeyRingError, ProtectionKey};
+    /// use par_store::protect::{KeyRing, KeyRingError, ProtectionKey};
     ///
     /// let ring = KeyRing::new(ProtectionKey::generate("b")?);
     /// let err = ring.with_previous(ProtectionKey::generate("b")?).unwrap_err();
@@ -251,10 +251,10 @@ impl KeyRing {
     ///
     /// ```
     /// std::env::set_var("DOC_PAR_STORE_KEYS", "b:fkVOqkMvnP7gsxbejQmlHX+g+CVfbVyhO7WIcHdNZIM=");
-    /// let ring = par_store::KeyRing::from_env("DOC_PAR_STORE_KEYS")?;
+    /// let ring = par_store::protect::KeyRing::from_env("DOC_PAR_STORE_KEYS")?;
     /// assert_eq!(ring.current_key_id(), "b");
-    /// assert!(par_store::KeyRing::from_env("DOC_PAR_STORE_NOT_SET").is_err());
-    /// # Ok::<(), par_store::KeyRingError>(())
+    /// assert!(par_store::protect::KeyRing::from_env("DOC_PAR_STORE_NOT_SET").is_err());
+    /// # Ok::<(), par_store::protect::KeyRingError>(())
     /// ```
     pub fn from_env(var: &str) -> Result<Self, KeyRingError> {
         match std::env::var(var) {
@@ -282,7 +282,7 @@ impl KeyRing {
     /// that names the entry by position (from 1) and id, never by its secret.
     ///
     /// ```
-    /// use par_store::{KeyRing, KeyRingError};
+    /// use par_store::protect::{KeyRing, KeyRingError};
     ///
     /// let ring = KeyRing::parse(
     ///     "b:fkVOqkMvnP7gsxbejQmlHX+g+CVfbVyhO7WIcHdNZIM=, a:rrpxdufk5uKc5GVhTrb5BbhXx82kViKLGXYhBK08-f4",

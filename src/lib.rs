@@ -31,7 +31,8 @@
 //! - [`ReferenceValue`] mints and parses `request_uri`s and computes the hash to store them
 //!   under, in Duende IdentityServer's format.
 //! - [`ProtectedStore`] wraps any store and keeps the parameters encrypted at rest
-//!   (XChaCha20-Poly1305, bound to the request's hash, with key rotation through a [`KeyRing`]).
+//!   (XChaCha20-Poly1305, bound to the request's hash, with key rotation through a [`KeyRing`](protect::KeyRing); the `protect` module has the keys and the
+//!   envelope's size).
 //! - Every error is a [`StoreError`]; bad input is refused before it reaches the database.
 //! - With the cargo feature `oauth-as`, `oauth_as::OauthAsStorage` makes a [`PostgresStore`]
 //!   the pushed-request storage of the [oauth-as](https://docs.rs/oauth-as) authorization
@@ -66,7 +67,7 @@
 //!
 //! The schema is one table, `pushed_authorization_requests`, created by the reversible sqlx
 //! migrations in the crate's `migrations/` folder, whose history is kept in
-//! [`MIGRATIONS_TABLE`] (`_par_store_migrations`) beside the application's own
+//! [`PostgresStore::MIGRATIONS_TABLE`] (`_par_store_migrations`) beside the application's own
 //! `_sqlx_migrations`. Apply them either way, in any order:
 //!
 //! - from code, at start-up: [`PostgresStore::migrate`] (idempotent, safe from many instances
@@ -92,7 +93,8 @@
 //!
 //! Store operations return [`StoreError`], whose documentation holds the table of what a
 //! server answers over HTTP for each error; parsing has its own error types
-//! ([`InvalidRequestUri`], [`KeyRingError`]). `chrono` and `uuid`, which appear in the API,
+//! ([`error::InvalidRequestUri`], [`protect::KeyRingError`]); the [`error`] module has them
+//! all. `chrono` and `uuid`, which appear in the API,
 //! are re-exported as [`par_store::chrono`](chrono) and [`par_store::uuid`](uuid), like
 //! [`par_store::sqlx`](sqlx).
 #![forbid(unsafe_code)]
@@ -104,7 +106,7 @@ mod cleanup;
 mod consume_policy;
 mod consumption;
 mod envelope;
-mod error;
+pub mod error;
 mod execution;
 mod key_ring;
 mod memory;
@@ -117,7 +119,8 @@ pub mod oauth_as;
 mod operation;
 mod pool;
 mod postgres;
-mod protect;
+pub mod prelude;
+pub mod protect;
 mod reference;
 mod sql;
 mod store;
@@ -125,33 +128,17 @@ mod store_ext;
 mod telemetry;
 mod validate;
 
-pub use cleanup::{
-    CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE,
-    DEFAULT_INTERVAL, DEFAULT_PAUSE_BETWEEN_BATCHES, DEFAULT_RETRY_DELAY,
-};
+pub use cleanup::{CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleaner};
 pub use consume_policy::ConsumePolicy;
 pub use consumption::Consumption;
-pub use envelope::{envelope_len, max_parameters_len_within, ENVELOPE_VERSION, MAX_KEY_ID_LEN};
-pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
-pub use key_ring::{KeyRing, KeyRingError, ProtectionKey};
+pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use migrations::MIGRATIONS_TABLE;
 pub use model::PushedAuthorizationRequest;
-pub use postgres::{
-    PostgresStore, PostgresStoreOptions, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTION_LIFETIME, DEFAULT_MIGRATION_LOCK_TIMEOUT,
-    DEFAULT_OPERATION_TIMEOUT, DEFAULT_PING_IDLE_AFTER, DEFAULT_STATEMENT_TIMEOUT,
-};
+pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use protect::ProtectedStore;
-pub use reference::{InvalidRequestUri, ReferenceValue, REQUEST_URI_PREFIX};
+pub use reference::ReferenceValue;
 pub use store::PushedAuthorizationRequestStore;
 pub use store_ext::PushedAuthorizationRequestStoreExt;
-#[allow(deprecated)]
-pub use validate::DEFAULT_MAX_LIFETIME;
-pub use validate::{
-    DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME, MAX_CLIENT_ID_LEN,
-    MAX_REFERENCE_VALUE_HASH_LEN, MAX_SESSION_BINDING_LEN,
-};
 
 /// The `sqlx` this crate is built on, so that applications build their `PgPool` with the
 /// same version.

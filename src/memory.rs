@@ -109,7 +109,8 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// Sets the largest `parameters` accepted by `store`, in bytes (default 64 KiB).
+    /// Sets the largest `parameters` accepted by `store`, in bytes (default
+    /// [`DEFAULT_MAX_PARAMETERS_LEN`](crate::PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN), 64 KiB).
     ///
     /// ```
     /// let store = par_store::MemoryStore::new().max_parameters_len(1024);
@@ -121,8 +122,8 @@ impl MemoryStore {
     }
 
     /// Sets the longest lifetime accepted by `store` (`expires_at` minus now; default
-    /// [`DEFAULT_MAX_REQUEST_LIFETIME`](crate::DEFAULT_MAX_REQUEST_LIFETIME), 1 hour), as
-    /// [`PostgresStore::max_request_lifetime`](crate::PostgresStore::max_request_lifetime)
+    /// [`DEFAULT_MAX_REQUEST_LIFETIME`](crate::PostgresStoreOptions::DEFAULT_MAX_REQUEST_LIFETIME), 1 hour), as
+    /// [`PostgresStoreOptions::max_request_lifetime`](crate::PostgresStoreOptions::max_request_lifetime)
     /// does.
     ///
     /// ```
@@ -135,23 +136,8 @@ impl MemoryStore {
         self
     }
 
-    /// The former name of [`max_request_lifetime`](Self::max_request_lifetime).
-    ///
-    /// ```
-    /// #![allow(deprecated)]
-    /// let store = par_store::MemoryStore::new().max_lifetime(std::time::Duration::from_secs(600));
-    /// ```
-    #[deprecated(
-        since = "0.3.0",
-        note = "renamed max_request_lifetime: sqlx's max_lifetime is a connection's"
-    )]
-    #[must_use = "this returns the changed store and leaves the original as it was"]
-    pub fn max_lifetime(self, lifetime: Duration) -> Self {
-        self.max_request_lifetime(lifetime)
-    }
-
     /// Whether a consumed request leaves a marker until it expires (`true`, the default), as
-    /// [`PostgresStore::consumed_markers`](crate::PostgresStore::consumed_markers) describes.
+    /// [`PostgresStoreOptions::consumed_markers`](crate::PostgresStoreOptions::consumed_markers) describes.
     /// `false` is par-store 0.2's behaviour: a consumed request is removed, and
     /// [`Consumption::AlreadyConsumed`] is never reported.
     ///

@@ -18,7 +18,7 @@
 //!
 //! - **`db.client.operation.duration`** is OpenTelemetry's database client metric: one
 //!   sample per store operation (`store`, `store_or_replace`, `get_by_hash`,
-//!   `consume_by_hash`, `consume`, `consume_for_client`, `consume_in_session`,
+//!   `consume_by_hash`, `consume_for_client`, `consume_in_session`,
 //!   `delete_by_client_id`, and with the
 //!   `oauth-as` feature `take_pushed_authorization_request`), from the call to its result,
 //!   input checks included. `db.system.name` is `postgresql` for
@@ -36,7 +36,7 @@
 //!   operation.
 //! - **The request counters** count what the store did: `stored` for each successful `store`
 //!   and `store_or_replace`; the others for each outcome of a consumption
-//!   ([`Consumption`]) by `consume`, `consume_for_client`, `consume_in_session` (a reload
+//!   ([`Consumption`]) by `consume_for_client`, `consume_in_session` (a reload
 //!   within a [`ConsumePolicy::ReloadWithin`](crate::ConsumePolicy::ReloadWithin) window
 //!   counts as `consumed` again), `consume_by_hash` (which sees the same outcomes, though it answers only the request) and
 //!   oauth-as's take. `already_consumed` is a reused `request_uri`: worth an alert.

@@ -1,5 +1,5 @@
 //! Applying the schema: par-store's migrations, with their history in
-//! [`MIGRATIONS_TABLE`](crate::MIGRATIONS_TABLE), converging with a host application that
+//! [`MIGRATIONS_TABLE`](crate::PostgresStore::MIGRATIONS_TABLE), converging with a host application that
 //! applies the same migrations with sqlx-cli.
 //!
 //! A host may run `sqlx migrate run --source <par-store>/migrations` without par-store's
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 /// The table in which par-store records its applied migrations, apart from the host
 /// application's `_sqlx_migrations`. `sqlx.toml` names the same table for sqlx-cli.
-pub const MIGRATIONS_TABLE: &str = "_par_store_migrations";
+pub(crate) const MIGRATIONS_TABLE: &str = "_par_store_migrations";
 
 /// `PostgresStore::migrator`: the embedded migrations, one statement each, their history in
 /// [`MIGRATIONS_TABLE`].

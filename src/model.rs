@@ -51,7 +51,7 @@ pub struct PushedAuthorizationRequest {
     /// The client the request is bound to (RFC 9126 section 2.2), if any; `None` unless set
     /// with [`with_client_id`](Self::with_client_id).
     ///
-    /// 1 to [`MAX_CLIENT_ID_LEN`](crate::MAX_CLIENT_ID_LEN) bytes, no control characters. The
+    /// 1 to [`MAX_CLIENT_ID_LEN`](Self::MAX_CLIENT_ID_LEN) bytes, no control characters. The
     /// stores keep it beside the request (not inside the parameters, so it stays readable
     /// when [`ProtectedStore`](crate::ProtectedStore) encrypts them) and return it from
     /// every read; it is what `delete_by_client_id` matches.
@@ -59,6 +59,23 @@ pub struct PushedAuthorizationRequest {
 }
 
 impl PushedAuthorizationRequest {
+    /// Longest accepted [`reference_value_hash`](Self::reference_value_hash), in bytes. The
+    /// migration's CHECK constraint enforces the same bound in the database.
+    ///
+    /// ```
+    /// assert_eq!(par_store::PushedAuthorizationRequest::MAX_REFERENCE_VALUE_HASH_LEN, 128);
+    /// ```
+    pub const MAX_REFERENCE_VALUE_HASH_LEN: usize = 128;
+
+    /// Longest accepted [`client_id`](Self::client_id), in bytes: room for the URL-shaped
+    /// client ids of client ID metadata documents. The migration's CHECK constraint enforces
+    /// the same bound.
+    ///
+    /// ```
+    /// assert_eq!(par_store::PushedAuthorizationRequest::MAX_CLIENT_ID_LEN, 1024);
+    /// ```
+    pub const MAX_CLIENT_ID_LEN: usize = 1024;
+
     /// Creates a request from its three parts, bound to no client.
     ///
     /// `expires_at` is truncated to whole microseconds, the precision both stores keep, so

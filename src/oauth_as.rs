@@ -23,7 +23,7 @@
 //! | `Storage` method | what happens in par-store |
 //! |---|---|
 //! | `put_pushed_authorization_request` | the record, serialized as JSON without its `request_uri`, becomes the request's `parameters`; it is stored under the SHA-256 of its `request_uri` (Base64, as [`ReferenceValue::hash`](crate::ReferenceValue::hash) computes it) with its `expires_at` and bound to its `client_id`, replacing any request stored under the same `request_uri` ([`store_or_replace`](crate::PushedAuthorizationRequestStoreExt::store_or_replace)). The `request_uri` itself, a bearer secret, is never stored. A record that has already expired is not stored (the put answers `Applied`; a take would not return it anyway) |
-//! | `take_pushed_authorization_request` | a [`consume`](crate::PushedAuthorizationRequestStore::consume): one atomic statement, so exactly one of any number of concurrent takers gets the record, on any number of server instances; an expired request is never returned. The request leaves a consumed marker until it expires; a second take finds it and logs the reuse (below). Unlike a marker left by `consume`, `consume_for_client` or `consume_by_hash`, this one may be replaced by the next `put_pushed_authorization_request`: oauth-as puts a request back after a stranger presented its `request_uri`, and that put-back must succeed |
+//! | `take_pushed_authorization_request` | a consumption as [`consume_by_hash`](crate::PushedAuthorizationRequestStore::consume_by_hash) does it, without a client check (oauth-as's take is given no `client_id`) but telling a reuse apart: one atomic statement, so exactly one of any number of concurrent takers gets the record, on any number of server instances; an expired request is never returned. The request leaves a consumed marker until it expires; a second take finds it and logs the reuse (below). Unlike a marker left by `consume_for_client` or `consume_by_hash`, this one may be replaced by the next `put_pushed_authorization_request`: oauth-as puts a request back after a stranger presented its `request_uri`, and that put-back must succeed |
 //! | `delete_client` | the inner store deletes the client, cascades and records its revocation barrier; then [`delete_by_client_id`](crate::PushedAuthorizationRequestStoreExt::delete_by_client_id) removes the client's pushed requests |
 //! | `sweep_expired(now)` | the inner store's sweep, plus [`delete_expired_as_of`](crate::PushedAuthorizationRequestStoreExt::delete_expired_as_of)`(now)`; the count returned is the sum |
 //!
@@ -62,7 +62,7 @@
 //! `request_uri`): route those warnings to your security monitoring, and see `docs/security.md`
 //! ("A reused request_uri") for what to do about one. A reuse is recorded until the request's
 //! `expires_at`, and not at all on a store with
-//! [`consumed_markers(false)`](PostgresStore::consumed_markers).
+//! [`consumed_markers(false)`](crate::PostgresStoreOptions::consumed_markers).
 //!
 //! # What the host still owes
 //!
@@ -181,7 +181,7 @@ impl<S> OauthAsStorage<S> {
     ///
     /// ```no_run
     /// use par_store::oauth_as::OauthAsStorage;
-    /// use par_store::{KeyRing, PostgresStore};
+    /// use par_store::{protect::KeyRing, PostgresStore};
     ///
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let pushed = PostgresStore::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;

@@ -7,7 +7,6 @@ pub(crate) enum Operation {
     Replace,
     Get,
     Consume,
-    ConsumeOutcome,
     ConsumeForClient,
     ConsumeInSession,
     #[cfg(feature = "oauth-as")]
@@ -23,7 +22,6 @@ impl Operation {
         Operation::Replace,
         Operation::Get,
         Operation::Consume,
-        Operation::ConsumeOutcome,
         Operation::ConsumeForClient,
         Operation::ConsumeInSession,
         #[cfg(feature = "oauth-as")]
@@ -38,7 +36,6 @@ impl Operation {
             Operation::DeleteByClientId => "delete_by_client_id",
             Operation::Get => "get_by_hash",
             Operation::Consume => "consume_by_hash",
-            Operation::ConsumeOutcome => "consume",
             Operation::ConsumeForClient => "consume_for_client",
             Operation::ConsumeInSession => "consume_in_session",
             #[cfg(feature = "oauth-as")]

@@ -36,10 +36,13 @@ use std::time::Duration;
 /// `docs/postgresql.md`):
 /// - [`PostgresStore::connect`] / [`PostgresStoreOptions`]: the store's own pool, fair under
 ///   overload and one round trip per operation. Recommended.
-/// - [`PostgresStore::new`]: on your `PgPool`, shared with the rest of your application, with
+/// - [`PostgresStore::new`] / [`PostgresStoreOptions::with_pool`]: on your `PgPool`, shared with the rest of your application, with
 ///   sqlx's pool behaviour (two more round trips per operation with sqlx's defaults: a ping
 ///   before use, `test_before_acquire`, and one when the connection comes back; one more
 ///   with `test_before_acquire(false)`).
+///
+/// Every setting (timeouts, the lifetime bound, consumed markers...) is made on
+/// [`PostgresStoreOptions`], before the store is built; a store's settings do not change.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -70,34 +73,6 @@ pub struct PostgresStore {
     metrics: Arc<StoreMetrics>,
 }
 
-/// Default for [`PostgresStoreOptions::max_connections`]: 10, sqlx's default.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
-
-/// Default for [`PostgresStoreOptions::acquire_timeout`]: 3 s (sqlx's is 30 s).
-pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Default for [`PostgresStoreOptions::statement_timeout`], the server-side bound on every
-/// statement: 5 s.
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Default for [`PostgresStoreOptions::ping_idle_after`]: a connection idle for 1 s is
-/// pinged before use.
-pub const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
-
-/// Default for [`PostgresStoreOptions::max_connection_lifetime`] (sqlx's `max_lifetime`):
-/// 30 min.
-pub const DEFAULT_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(30 * 60);
-
-/// Default for [`PostgresStoreOptions::idle_timeout`]: 10 min.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-
-/// Default bound on one store operation, connection wait included: 10 s.
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Default bound on each lock wait of [`PostgresStore::migrate`], among them the wait for
-/// another instance's run: 60 s (see [`PostgresStore::migration_lock_timeout`]).
-pub const DEFAULT_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
-
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The pool's own Debug would show connection options; keep to what is useful.
@@ -119,6 +94,16 @@ impl fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
+    /// The table in which the store's migrations record their history,
+    /// `_par_store_migrations`: not sqlx's default `_sqlx_migrations`, so that the store's
+    /// migrations and the host application's own never mix. sqlx-cli 0.9 uses it when given
+    /// the crate's `sqlx.toml` (`--config`).
+    ///
+    /// ```
+    /// assert_eq!(par_store::PostgresStore::MIGRATIONS_TABLE, "_par_store_migrations");
+    /// ```
+    pub const MIGRATIONS_TABLE: &'static str = migrations::MIGRATIONS_TABLE;
+
     /// Creates a store on an existing pool, which it shares with whoever else uses it. Run
     /// [`migrate`](Self::migrate) (or sqlx-cli) once before use.
     ///
@@ -138,20 +123,12 @@ impl PostgresStore {
     /// store.migrate().await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// This is [`PostgresStoreOptions::new().with_pool(pool)`](PostgresStoreOptions::with_pool):
+    /// the store's other settings (consumed markers, lifetime bound, timeouts...) are set on
+    /// [`PostgresStoreOptions`] before `with_pool`.
     pub fn new(pool: PgPool) -> Self {
-        PostgresStore {
-            connections: Connections::Shared(pool),
-            protocol: Arc::new(Protocol::Prepared),
-            max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
-            max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
-            operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
-            citus_cleanup: Arc::default(),
-            migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
-            consumed_markers: true,
-            consume_policy: ConsumePolicy::Once,
-            closed: Arc::new(AtomicBool::new(false)),
-            metrics: Arc::default(),
-        }
+        PostgresStoreOptions::new().with_pool(pool)
     }
 
     /// Connects with the recommended settings ([`PostgresStoreOptions::default`]): the store
@@ -165,94 +142,6 @@ impl PostgresStore {
     /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         PostgresStoreOptions::new().connect(url).await
-    }
-
-    /// Bounds each operation (waiting for a connection included) to `timeout`; past it the
-    /// operation fails with [`StoreError::Timeout`]. `None` leaves only the pool's acquire
-    /// timeout and the server's `statement_timeout`. Default: [`DEFAULT_OPERATION_TIMEOUT`].
-    ///
-    /// This is a client-side backstop (for a network that swallows packets): a statement
-    /// already sent cannot be taken back, so a timed-out `consume_by_hash` may still consume
-    /// the request on the server (see
-    /// [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
-    /// The connection of an operation that timed out is closed, never reused (in pooler mode
-    /// it is rolled back, its pending replies read, and kept when that succeeds within 1 s:
-    /// closing it would close the pooler's server connection too). Keep it above
-    /// the server's `statement_timeout`, which cancels the statement itself.
-    #[must_use = "this returns the changed store and leaves the original as it was"]
-    pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.operation_timeout = timeout;
-        self
-    }
-
-    /// Bounds each lock wait of [`migrate`](Self::migrate) to `timeout` (`None`: no bound).
-    /// Default: [`DEFAULT_MIGRATION_LOCK_TIMEOUT`] (60 s).
-    ///
-    /// `migrate()` runs without a statement timeout (a migration may rewrite a large table),
-    /// so this is what bounds its waits: for the advisory lock another instance holds while
-    /// it migrates (past the bound, [`StoreError::Migration`] naming that lock, nothing
-    /// applied), for sqlx's migration lock, and for the table locks the migrations take.
-    /// Instances that start together wait for the first one's run, however long it is within
-    /// this bound, then find nothing left to do.
-    ///
-    /// ```no_run
-    /// # use par_store::{sqlx::PgPool, PostgresStore};
-    /// # use std::time::Duration;
-    /// # async fn f(pool: PgPool) -> Result<(), par_store::StoreError> {
-    /// let store = PostgresStore::new(pool).migration_lock_timeout(Some(Duration::from_secs(300)));
-    /// store.migrate().await?;
-    /// # Ok(()) }
-    /// ```
-    #[must_use = "this returns the changed store and leaves the original as it was"]
-    pub fn migration_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.migration_lock_timeout = timeout;
-        self
-    }
-
-    /// Whether a consumed request leaves a marker until it expires (`true`, the default), so
-    /// that [`consume`](crate::PushedAuthorizationRequestStore::consume) and
-    /// [`consume_for_client`](crate::PushedAuthorizationRequestStore::consume_for_client) can
-    /// answer [`Consumption::AlreadyConsumed`] to a reused `request_uri`.
-    ///
-    /// `false` is par-store 0.2's behaviour: a consumed request's row is deleted, a second
-    /// consumption answers [`Consumption::NotFound`], and `AlreadyConsumed` is never
-    /// reported; the table then holds only unconsumed requests (a marker costs a row until
-    /// `expires_at`). Every store on the same table should use the same setting: a store with
-    /// markers off consumes (deletes) a marker's row as it would an expired one.
-    ///
-    /// ```no_run
-    /// # use par_store::{sqlx::PgPool, PostgresStore};
-    /// # fn f(pool: PgPool) {
-    /// let store = PostgresStore::new(pool).consumed_markers(false); // 0.2: delete on consume
-    /// # }
-    /// ```
-    #[must_use = "this returns the changed store and leaves the original as it was"]
-    pub fn consumed_markers(mut self, enabled: bool) -> Self {
-        self.consumed_markers = enabled;
-        self
-    }
-
-    /// What [`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session)
-    /// allows after a first consumption: [`ConsumePolicy::Once`] (the default, single use) or
-    /// [`ConsumePolicy::ReloadWithin`], which lets the session that consumed a request consume
-    /// it again within a window, keeping its parameters in the table meanwhile (see
-    /// [`ConsumePolicy`] for what that costs and why it is off by default). Needs migration
-    /// 0006 (`consumed_by`); has no effect with [`consumed_markers`](Self::consumed_markers)
-    /// off. Every store on the same table should use the same policy: a store whose window is
-    /// shorter clears the kept parameters of a request consumed longer ago than its own
-    /// window.
-    ///
-    /// ```no_run
-    /// # use par_store::{sqlx::PgPool, ConsumePolicy, PostgresStore};
-    /// # fn f(pool: PgPool) {
-    /// let store = PostgresStore::new(pool)
-    ///     .consume_policy(ConsumePolicy::ReloadWithin(std::time::Duration::from_secs(30)));
-    /// # }
-    /// ```
-    #[must_use = "this returns the changed store and leaves the original as it was"]
-    pub fn consume_policy(mut self, policy: ConsumePolicy) -> Self {
-        self.consume_policy = policy;
-        self
     }
 
     /// Runs one statement under the operation timeout; `retry` says whether it may run again
@@ -283,60 +172,6 @@ impl PostgresStore {
                 }),
             },
         }
-    }
-
-    /// Sets the largest `parameters` accepted by [`store`](crate::PushedAuthorizationRequestStore::store),
-    /// in bytes (default 64 KiB). Larger requests fail with [`StoreError::InvalidInput`].
-    ///
-    /// ```no_run
-    /// # use par_store::PostgresStore;
-    /// # async fn f(url: &str) -> Result<(), par_store::StoreError> {
-    /// let store = PostgresStore::connect(url).await?.max_parameters_len(16 * 1024);
-    /// # Ok(()) }
-    /// ```
-    #[must_use = "this returns the changed store and leaves the original as it was"]
-    pub fn max_parameters_len(mut self, bytes: usize) -> Self {
-        self.max_parameters_len = bytes;
-        self
-    }
-
-    /// Sets the longest lifetime accepted by [`store`](crate::PushedAuthorizationRequestStore::store)
-    /// (`expires_at` minus the application's current time; default
-    /// [`DEFAULT_MAX_REQUEST_LIFETIME`], 1 hour). Requests that expire later fail with
-    /// [`StoreError::InvalidInput`]. This is the lifetime of a pushed *request*; the lifetime
-    /// of a *connection* (sqlx's `max_lifetime`) is
-    /// [`PostgresStoreOptions::max_connection_lifetime`].
-    ///
-    /// ```no_run
-    /// # use par_store::PostgresStore;
-    /// # async fn f(url: &str) -> Result<(), par_store::StoreError> {
-    /// let store = PostgresStore::connect(url)
-    ///     .await?
-    ///     .max_request_lifetime(std::time::Duration::from_secs(600));
-    /// # Ok(()) }
-    /// ```
-    #[must_use = "this returns the changed store and leaves the original as it was"]
-    pub fn max_request_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_request_lifetime = lifetime;
-        self
-    }
-
-    /// The former name of [`max_request_lifetime`](Self::max_request_lifetime).
-    ///
-    /// ```no_run
-    /// # #![allow(deprecated)]
-    /// # use par_store::PostgresStore;
-    /// # async fn f(url: &str) -> Result<(), par_store::StoreError> {
-    /// let store = PostgresStore::connect(url).await?.max_lifetime(std::time::Duration::from_secs(600));
-    /// # Ok(()) }
-    /// ```
-    #[deprecated(
-        since = "0.3.0",
-        note = "renamed max_request_lifetime: sqlx's max_lifetime is a connection's"
-    )]
-    #[must_use = "this returns the changed store and leaves the original as it was"]
-    pub fn max_lifetime(self, lifetime: Duration) -> Self {
-        self.max_request_lifetime(lifetime)
     }
 
     /// The caller's pool for a store built by [`new`](Self::new); `None` for a store that
@@ -385,7 +220,7 @@ impl PostgresStore {
     }
 
     /// The store's migrations (embedded from `migrations/`), recording their history in
-    /// [`MIGRATIONS_TABLE`](crate::MIGRATIONS_TABLE) so that they coexist with the host
+    /// [`MIGRATIONS_TABLE`](Self::MIGRATIONS_TABLE) so that they coexist with the host
     /// application's own.
     ///
     /// Each migration runs as one statement: its file's statements inside a PL/pgSQL
@@ -404,7 +239,7 @@ impl PostgresStore {
 
     /// Applies the store's migrations. Idempotent, and safe to call from many instances at
     /// once (it takes an advisory lock; the others wait for it, up to
-    /// [`migration_lock_timeout`](Self::migration_lock_timeout)).
+    /// [`migration_lock_timeout`](PostgresStoreOptions::migration_lock_timeout)).
     ///
     /// Converges with sqlx-cli in any order: run with par-store's `sqlx.toml` it shares this
     /// history table; run without it, it records par-store's migrations in the host's
@@ -417,7 +252,7 @@ impl PostgresStore {
     /// a store built by [`new`](Self::new), a connection of your pool that is closed instead
     /// of given back. That session has no statement timeout (the store's
     /// [`statement_timeout`](PostgresStoreOptions::statement_timeout) does not apply), a
-    /// `lock_timeout` of [`migration_lock_timeout`](Self::migration_lock_timeout), and the
+    /// `lock_timeout` of [`migration_lock_timeout`](PostgresStoreOptions::migration_lock_timeout), and the
     /// migrator's "already exists, skipping" notices switched off.
     ///
     /// In [pooler mode](PostgresStoreOptions::pooler_mode) it refuses with
@@ -949,17 +784,17 @@ impl ExpiredRequestCleaner for PostgresStore {
 ///
 /// | setting | default | constant | why |
 /// |---|---|---|---|
-/// | [`max_connections`](Self::max_connections) | 10 | [`DEFAULT_MAX_CONNECTIONS`](crate::DEFAULT_MAX_CONNECTIONS) | sqlx's default; more callers than this wait their turn in FIFO order |
-/// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | [`DEFAULT_ACQUIRE_TIMEOUT`](crate::DEFAULT_ACQUIRE_TIMEOUT) | fail fast with [`StoreError::Unavailable`] when no connection can be had, rather than sqlx's 30 s |
-/// | [`statement_timeout`](Self::statement_timeout) | 5 s | [`DEFAULT_STATEMENT_TIMEOUT`](crate::DEFAULT_STATEMENT_TIMEOUT) | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
-/// | [`operation_timeout`](Self::operation_timeout) | 10 s | [`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT) | bounds a whole operation even when the network swallows packets |
-/// | [`migration_lock_timeout`](Self::migration_lock_timeout) | 60 s | [`DEFAULT_MIGRATION_LOCK_TIMEOUT`](crate::DEFAULT_MIGRATION_LOCK_TIMEOUT) | [`migrate`](PostgresStore::migrate) has no statement timeout; this bounds its wait for another instance's run |
-/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | [`DEFAULT_PING_IDLE_AFTER`](crate::DEFAULT_PING_IDLE_AFTER) | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
-/// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | [`DEFAULT_MAX_CONNECTION_LIFETIME`](crate::DEFAULT_MAX_CONNECTION_LIFETIME) | connections are replaced regularly (credential rotation, failover, server-side memory) |
-/// | [`idle_timeout`](Self::idle_timeout) | 10 min | [`DEFAULT_IDLE_TIMEOUT`](crate::DEFAULT_IDLE_TIMEOUT) | connections left over from a burst are closed |
+/// | [`max_connections`](Self::max_connections) | 10 | [`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS) | sqlx's default; more callers than this wait their turn in FIFO order |
+/// | [`acquire_timeout`](Self::acquire_timeout) | 3 s | [`DEFAULT_ACQUIRE_TIMEOUT`](Self::DEFAULT_ACQUIRE_TIMEOUT) | fail fast with [`StoreError::Unavailable`] when no connection can be had, rather than sqlx's 30 s |
+/// | [`statement_timeout`](Self::statement_timeout) | 5 s | [`DEFAULT_STATEMENT_TIMEOUT`](Self::DEFAULT_STATEMENT_TIMEOUT) | the server cancels a statement stuck on locks or I/O ([`StoreError::Timeout`]) |
+/// | [`operation_timeout`](Self::operation_timeout) | 10 s | [`DEFAULT_OPERATION_TIMEOUT`](Self::DEFAULT_OPERATION_TIMEOUT) | bounds a whole operation even when the network swallows packets |
+/// | [`migration_lock_timeout`](PostgresStoreOptions::migration_lock_timeout) | 60 s | [`DEFAULT_MIGRATION_LOCK_TIMEOUT`](Self::DEFAULT_MIGRATION_LOCK_TIMEOUT) | [`migrate`](PostgresStore::migrate) has no statement timeout; this bounds its wait for another instance's run |
+/// | [`ping_idle_after`](Self::ping_idle_after) | 1 s | [`DEFAULT_PING_IDLE_AFTER`](Self::DEFAULT_PING_IDLE_AFTER) | a connection idle that long is pinged before use, so one that died while idle is replaced instead of failing a request; busy connections skip the extra round trip |
+/// | [`max_connection_lifetime`](Self::max_connection_lifetime) | 30 min | [`DEFAULT_MAX_CONNECTION_LIFETIME`](Self::DEFAULT_MAX_CONNECTION_LIFETIME) | connections are replaced regularly (credential rotation, failover, server-side memory) |
+/// | [`idle_timeout`](Self::idle_timeout) | 10 min | [`DEFAULT_IDLE_TIMEOUT`](Self::DEFAULT_IDLE_TIMEOUT) | connections left over from a burst are closed |
 /// | [`pooler_mode`](Self::pooler_mode) | `false` | - | `true` for a transaction-mode pooler without prepared-statement support |
-/// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | [`DEFAULT_MAX_PARAMETERS_LEN`](crate::DEFAULT_MAX_PARAMETERS_LEN) | see [`PostgresStore::max_parameters_len`] |
-/// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | [`DEFAULT_MAX_REQUEST_LIFETIME`](crate::DEFAULT_MAX_REQUEST_LIFETIME) | see [`PostgresStore::max_request_lifetime`] |
+/// | [`max_parameters_len`](Self::max_parameters_len) | 64 KiB | [`DEFAULT_MAX_PARAMETERS_LEN`](Self::DEFAULT_MAX_PARAMETERS_LEN) | a request is a URL-encoded set of parameters, a few KiB at most; this refuses a runaway one before it reaches the database |
+/// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | [`DEFAULT_MAX_REQUEST_LIFETIME`](Self::DEFAULT_MAX_REQUEST_LIFETIME) | PAR lifetimes are 60-600 s; a longer one is a bug (seconds taken for milliseconds) |
 /// | [`consumed_markers`](Self::consumed_markers) | `true` | - | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
 /// | [`consume_policy`](Self::consume_policy) | [`ConsumePolicy::Once`] | - | single use; a reload window keeps a consumed request usable by its session (see [`ConsumePolicy`]) |
 ///
@@ -996,17 +831,17 @@ pub struct PostgresStoreOptions {
 impl Default for PostgresStoreOptions {
     fn default() -> Self {
         PostgresStoreOptions {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
-            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
-            operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
-            ping_idle_after: Some(DEFAULT_PING_IDLE_AFTER),
-            max_connection_lifetime: Some(DEFAULT_MAX_CONNECTION_LIFETIME),
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+            statement_timeout: Some(Self::DEFAULT_STATEMENT_TIMEOUT),
+            operation_timeout: Some(Self::DEFAULT_OPERATION_TIMEOUT),
+            ping_idle_after: Some(Self::DEFAULT_PING_IDLE_AFTER),
+            max_connection_lifetime: Some(Self::DEFAULT_MAX_CONNECTION_LIFETIME),
+            idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
             pooler_mode: false,
-            max_parameters_len: DEFAULT_MAX_PARAMETERS_LEN,
-            max_request_lifetime: DEFAULT_MAX_REQUEST_LIFETIME,
-            migration_lock_timeout: Some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
+            max_parameters_len: Self::DEFAULT_MAX_PARAMETERS_LEN,
+            max_request_lifetime: Self::DEFAULT_MAX_REQUEST_LIFETIME,
+            migration_lock_timeout: Some(Self::DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
             consume_policy: ConsumePolicy::Once,
         }
@@ -1014,6 +849,45 @@ impl Default for PostgresStoreOptions {
 }
 
 impl PostgresStoreOptions {
+    /// Default for [`max_connections`](Self::max_connections): 10, sqlx's default.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+    /// Default for [`Self::acquire_timeout`]: 3 s (sqlx's is 30 s).
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+    /// Default for [`Self::statement_timeout`], the server-side bound on every
+    /// statement: 5 s.
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Default for [`Self::ping_idle_after`]: a connection idle for 1 s is
+    /// pinged before use.
+    pub const DEFAULT_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+    /// Default for [`Self::max_connection_lifetime`] (sqlx's `max_lifetime`):
+    /// 30 min.
+    pub const DEFAULT_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+    /// Default for [`Self::idle_timeout`]: 10 min.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+    /// Default bound on one store operation, connection wait included: 10 s.
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Default bound on each lock wait of [`PostgresStore::migrate`], among them the wait for
+    /// another instance's run: 60 s (see [`migration_lock_timeout`](Self::migration_lock_timeout)).
+    pub const DEFAULT_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Default for [`max_parameters_len`](Self::max_parameters_len), also
+    /// [`MemoryStore`](crate::MemoryStore)'s: 64 KiB.
+    pub const DEFAULT_MAX_PARAMETERS_LEN: usize = DEFAULT_MAX_PARAMETERS_LEN;
+
+    /// Default for [`max_request_lifetime`](Self::max_request_lifetime), also
+    /// [`MemoryStore`](crate::MemoryStore)'s: 1 hour. PAR lifetimes are short (Duende
+    /// IdentityServer's default is 600 s, Keycloak's 60 s); a longer one is a bug (e.g. seconds
+    /// taken for milliseconds), and the bound also keeps `expires_at` within what every store
+    /// can represent.
+    pub const DEFAULT_MAX_REQUEST_LIFETIME: Duration = DEFAULT_MAX_REQUEST_LIFETIME;
+
     /// The defaults (see the table above).
     #[must_use = "options do nothing until connect() is called on them"]
     pub fn new() -> Self {
@@ -1049,7 +923,26 @@ impl PostgresStoreOptions {
         self
     }
 
-    /// See [`PostgresStore::operation_timeout`].
+    /// Bounds each operation (waiting for a connection included) to `timeout`; past it the
+    /// operation fails with [`StoreError::Timeout`]. `None` leaves only the pool's acquire
+    /// timeout and the server's `statement_timeout`. Default:
+    /// [`DEFAULT_OPERATION_TIMEOUT`](Self::DEFAULT_OPERATION_TIMEOUT) (10 s).
+    ///
+    /// This is a client-side backstop (for a network that swallows packets): a statement
+    /// already sent cannot be taken back, so a timed-out consumption may still consume
+    /// the request on the server (see
+    /// [docs/failure-behaviour.md](https://github.com/par-store/par-store/blob/main/docs/failure-behaviour.md#the-one-inherent-window)).
+    /// The connection of an operation that timed out is closed, never reused (in pooler mode
+    /// it is rolled back, its pending replies read, and kept when that succeeds within 1 s:
+    /// closing it would close the pooler's server connection too). Keep it above
+    /// the server's `statement_timeout`, which cancels the statement itself. Applies to
+    /// [`with_pool`](Self::with_pool) too.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let options = par_store::PostgresStoreOptions::new().operation_timeout(Some(Duration::from_secs(2)));
+    /// assert!(format!("{options:?}").contains("operation_timeout: Some(2s)"));
+    /// ```
     #[must_use = "options do nothing until connect() is called on them"]
     pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.operation_timeout = timeout;
@@ -1100,36 +993,34 @@ impl PostgresStoreOptions {
         self
     }
 
-    /// The former, inverted name of [`pooler_mode`](Self::pooler_mode):
-    /// `statement_cache(false)` is `pooler_mode(true)`.
+    /// The largest `parameters` accepted by
+    /// [`store`](crate::PushedAuthorizationRequestStore::store), in bytes (default
+    /// [`DEFAULT_MAX_PARAMETERS_LEN`](Self::DEFAULT_MAX_PARAMETERS_LEN), 64 KiB). Larger
+    /// requests fail with [`StoreError::InvalidInput`]. Applies to
+    /// [`with_pool`](Self::with_pool) too.
     ///
     /// ```
-    /// #![allow(deprecated)]
-    /// let options = par_store::PostgresStoreOptions::new().statement_cache(false);
-    /// assert!(format!("{options:?}").contains("pooler_mode: true"));
+    /// let options = par_store::PostgresStoreOptions::new().max_parameters_len(16 * 1024);
+    /// assert!(format!("{options:?}").contains("max_parameters_len: 16384"));
     /// ```
-    #[deprecated(
-        since = "0.3.0",
-        note = "renamed pooler_mode, inverted: statement_cache(false) is pooler_mode(true)"
-    )]
-    #[must_use = "options do nothing until connect() is called on them"]
-    pub fn statement_cache(self, enabled: bool) -> Self {
-        self.pooler_mode(!enabled)
-    }
-
-    /// See [`PostgresStore::max_parameters_len`].
     #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_parameters_len(mut self, bytes: usize) -> Self {
         self.max_parameters_len = bytes;
         self
     }
 
-    /// See [`PostgresStore::max_request_lifetime`] (a request's lifetime; a connection's
-    /// is [`max_connection_lifetime`](Self::max_connection_lifetime)).
+    /// The longest lifetime accepted by [`store`](crate::PushedAuthorizationRequestStore::store)
+    /// (`expires_at` minus the application's current time; default
+    /// [`DEFAULT_MAX_REQUEST_LIFETIME`](Self::DEFAULT_MAX_REQUEST_LIFETIME), 1 hour). Requests
+    /// that expire later fail with [`StoreError::InvalidInput`]. This is the lifetime of a
+    /// pushed *request*; the lifetime of a *connection* (sqlx's `max_lifetime`) is
+    /// [`max_connection_lifetime`](Self::max_connection_lifetime). Applies to
+    /// [`with_pool`](Self::with_pool) too.
     ///
     /// ```
     /// let options = par_store::PostgresStoreOptions::new()
     ///     .max_request_lifetime(std::time::Duration::from_secs(600));
+    /// assert!(format!("{options:?}").contains("max_request_lifetime: 600s"));
     /// ```
     #[must_use = "options do nothing until connect() is called on them"]
     pub fn max_request_lifetime(mut self, lifetime: Duration) -> Self {
@@ -1137,43 +1028,126 @@ impl PostgresStoreOptions {
         self
     }
 
-    /// The former name of [`max_request_lifetime`](Self::max_request_lifetime).
+    /// Bounds each lock wait of [`migrate`](PostgresStore::migrate) to `timeout` (`None`: no
+    /// bound). Default: [`DEFAULT_MIGRATION_LOCK_TIMEOUT`](Self::DEFAULT_MIGRATION_LOCK_TIMEOUT)
+    /// (60 s). Applies to [`with_pool`](Self::with_pool) too.
     ///
+    /// `migrate()` runs without a statement timeout (a migration may rewrite a large table),
+    /// so this is what bounds its waits: for the advisory lock another instance holds while
+    /// it migrates (past the bound, [`StoreError::Migration`] naming that lock, nothing
+    /// applied), for sqlx's migration lock, and for the table locks the migrations take.
+    /// Instances that start together wait for the first one's run, however long it is within
+    /// this bound, then find nothing left to do.
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, PostgresStoreOptions};
+    /// # use std::time::Duration;
+    /// # async fn f(pool: PgPool) -> Result<(), par_store::StoreError> {
+    /// let store = PostgresStoreOptions::new()
+    ///     .migration_lock_timeout(Some(Duration::from_secs(300)))
+    ///     .with_pool(pool);
+    /// store.migrate().await?;
+    /// # Ok(()) }
     /// ```
-    /// #![allow(deprecated)]
-    /// let options = par_store::PostgresStoreOptions::new()
-    ///     .max_lifetime(std::time::Duration::from_secs(600));
-    /// ```
-    #[deprecated(
-        since = "0.3.0",
-        note = "renamed max_request_lifetime: sqlx's max_lifetime is a connection's"
-    )]
-    #[must_use = "options do nothing until connect() is called on them"]
-    pub fn max_lifetime(self, lifetime: Duration) -> Self {
-        self.max_request_lifetime(lifetime)
-    }
-
-    /// See [`PostgresStore::migration_lock_timeout`].
     #[must_use = "options do nothing until connect() is called on them"]
     pub fn migration_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.migration_lock_timeout = timeout;
         self
     }
 
-    /// See [`PostgresStore::consumed_markers`] (default `true`; `false`: 0.2's delete on
-    /// consume, `AlreadyConsumed` never reported).
+    /// Whether a consumed request leaves a marker until it expires (`true`, the default), so
+    /// that [`consume_for_client`](crate::PushedAuthorizationRequestStore::consume_for_client)
+    /// can answer [`Consumption::AlreadyConsumed`] to a reused `request_uri`. Applies to
+    /// [`with_pool`](Self::with_pool) too.
+    ///
+    /// `false` is par-store 0.2's behaviour: a consumed request's row is deleted, a second
+    /// consumption answers [`Consumption::NotFound`], and `AlreadyConsumed` is never
+    /// reported; the table then holds only unconsumed requests (a marker costs a row until
+    /// `expires_at`). Every store on the same table should use the same setting: a store with
+    /// markers off consumes (deletes) a marker's row as it would an expired one.
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, PostgresStoreOptions};
+    /// # fn f(pool: PgPool) {
+    /// let store = PostgresStoreOptions::new()
+    ///     .consumed_markers(false) // 0.2: delete on consume
+    ///     .with_pool(pool);
+    /// # }
+    /// ```
     #[must_use = "options do nothing until connect() is called on them"]
     pub fn consumed_markers(mut self, enabled: bool) -> Self {
         self.consumed_markers = enabled;
         self
     }
 
-    /// See [`PostgresStore::consume_policy`] (default [`ConsumePolicy::Once`]: single use;
-    /// [`ConsumePolicy::ReloadWithin`] lets the consuming session reload within a window).
+    /// What [`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session)
+    /// allows after a first consumption: [`ConsumePolicy::Once`] (the default, single use) or
+    /// [`ConsumePolicy::ReloadWithin`], which lets the session that consumed a request consume
+    /// it again within a window, keeping its parameters in the table meanwhile (see
+    /// [`ConsumePolicy`] for what that costs and why it is off by default). Needs migration
+    /// 0006 (`consumed_by`); has no effect with [`consumed_markers`](Self::consumed_markers)
+    /// off. Every store on the same table should use the same policy: a store whose window is
+    /// shorter clears the kept parameters of a request consumed longer ago than its own
+    /// window. Applies to [`with_pool`](Self::with_pool) too.
+    ///
+    /// ```no_run
+    /// # use par_store::{sqlx::PgPool, ConsumePolicy, PostgresStoreOptions};
+    /// # fn f(pool: PgPool) {
+    /// let store = PostgresStoreOptions::new()
+    ///     .consume_policy(ConsumePolicy::ReloadWithin(std::time::Duration::from_secs(30)))
+    ///     .with_pool(pool);
+    /// # }
+    /// ```
     #[must_use = "options do nothing until connect() is called on them"]
     pub fn consume_policy(mut self, policy: ConsumePolicy) -> Self {
         self.consume_policy = policy;
         self
+    }
+
+    /// A store on your existing pool, which it shares with whoever else uses it, with these
+    /// settings. Run [`migrate`](PostgresStore::migrate) (or sqlx-cli) once before use.
+    ///
+    /// The settings of the store itself apply: [`operation_timeout`](Self::operation_timeout),
+    /// [`migration_lock_timeout`](Self::migration_lock_timeout),
+    /// [`max_parameters_len`](Self::max_parameters_len),
+    /// [`max_request_lifetime`](Self::max_request_lifetime),
+    /// [`consumed_markers`](Self::consumed_markers) and
+    /// [`consume_policy`](Self::consume_policy). Those of the connections are your pool's and
+    /// are not used here: [`max_connections`](Self::max_connections),
+    /// [`acquire_timeout`](Self::acquire_timeout), [`statement_timeout`](Self::statement_timeout),
+    /// [`ping_idle_after`](Self::ping_idle_after),
+    /// [`max_connection_lifetime`](Self::max_connection_lifetime),
+    /// [`idle_timeout`](Self::idle_timeout) and [`pooler_mode`](Self::pooler_mode) (set them on
+    /// your `PgPoolOptions` and `PgConnectOptions`). See [`PostgresStore::new`], which is
+    /// `PostgresStoreOptions::new().with_pool(pool)`, for how a store on your pool behaves.
+    ///
+    /// ```no_run
+    /// use par_store::{sqlx::PgPool, PostgresStoreOptions};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PgPool::connect("postgres://postgres:postgres@127.0.0.1:5432/postgres").await?;
+    /// let store = PostgresStoreOptions::new()
+    ///     .max_request_lifetime(Duration::from_secs(600))
+    ///     .operation_timeout(Some(Duration::from_secs(5)))
+    ///     .with_pool(pool.clone());
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_pool(&self, pool: PgPool) -> PostgresStore {
+        PostgresStore {
+            connections: Connections::Shared(pool),
+            protocol: Arc::new(Protocol::Prepared),
+            max_parameters_len: self.max_parameters_len,
+            max_request_lifetime: self.max_request_lifetime,
+            operation_timeout: self.operation_timeout,
+            citus_cleanup: Arc::default(),
+            migration_lock_timeout: self.migration_lock_timeout,
+            consumed_markers: self.consumed_markers,
+            consume_policy: self.consume_policy,
+            closed: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::default(),
+        }
     }
 
     /// Adds the per-connection settings to `options`: the statement timeout as a startup

@@ -1,14 +1,25 @@
 //! Protected parameters: authenticated encryption at rest, as a decorator over any store.
 //!
-//! [`ProtectedStore`] seals `parameters` with XChaCha20-Poly1305 before they reach the inner
-//! store and opens them on the way out. The request's `reference_value_hash` is the AEAD's
-//! associated data, so an envelope only opens on the row it was written for. The envelope's
-//! format is described at [`envelope_len`](crate::envelope_len); the keys are a [`KeyRing`].
+//! [`ProtectedStore`] (also at the crate root) seals `parameters` with XChaCha20-Poly1305
+//! before they reach the inner store and opens them on the way out. The request's
+//! `reference_value_hash` is the AEAD's associated data, so an envelope only opens on the row
+//! it was written for. The keys are a [`KeyRing`] of [`ProtectionKey`]s; the envelope's format
+//! and size are described at [`envelope_len`], for sizing the inner store's limit.
+//!
+//! ```
+//! use par_store::protect::{KeyRing, ProtectionKey};
+//! use par_store::{MemoryStore, ProtectedStore};
+//!
+//! # fn main() -> Result<(), par_store::protect::KeyRingError> {
+//! let keys = KeyRing::new(ProtectionKey::generate("k1")?); // or KeyRing::from_env("PAR_STORE_KEYS")?
+//! let store = ProtectedStore::new(MemoryStore::new(), keys);
+//! # drop(store);
+//! # Ok(()) }
+//! ```
 
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::consumption::Consumption;
 use crate::error::{InputField, StoreError};
-use crate::key_ring::KeyRing;
 use crate::model::{HashPrefix, PushedAuthorizationRequest};
 use crate::store::PushedAuthorizationRequestStore;
 use crate::store_ext::PushedAuthorizationRequestStoreExt;
@@ -18,6 +29,11 @@ use chrono::{DateTime, Utc};
 use std::fmt;
 use std::sync::Arc;
 
+pub use crate::envelope::{
+    envelope_len, max_parameters_len_within, ENVELOPE_VERSION, MAX_KEY_ID_LEN,
+};
+pub use crate::key_ring::{KeyRing, KeyRingError, ProtectionKey};
+
 /// A store that keeps `parameters` encrypted: a decorator over any
 /// [`PushedAuthorizationRequestStore`].
 ///
@@ -25,7 +41,7 @@ use std::sync::Arc;
 ///   rules as every store (hash, NUL characters, expiry), then seals the parameters with
 ///   XChaCha20-Poly1305 under the ring's current key, a fresh random 192-bit nonce, and the
 ///   `reference_value_hash` as associated data, and stores the envelope (see
-///   [`envelope_len`](crate::envelope_len) for its size; the inner store's size limit
+///   [`envelope_len`] for its size; the inner store's size limit
 ///   applies to it).
 /// - [`get_by_hash`](PushedAuthorizationRequestStore::get_by_hash) and
 ///   [`consume_by_hash`](PushedAuthorizationRequestStore::consume_by_hash) return exactly
@@ -33,8 +49,7 @@ use std::sync::Arc;
 ///   not open (unknown key, tampered or copied from another row, malformed). A
 ///   `consume_by_hash` that fails this way has still removed the request, and says so
 ///   (`consumed: true`).
-/// - [`consume`](PushedAuthorizationRequestStore::consume),
-///   [`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client) and
+/// - [`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client) and
 ///   [`consume_in_session`](PushedAuthorizationRequestStore::consume_in_session) (under the
 ///   inner store's [`ConsumePolicy`](crate::ConsumePolicy)) are the inner store's, with the
 ///   same outcomes; only a
@@ -47,10 +62,8 @@ use std::sync::Arc;
 ///
 /// ```
 /// use par_store::chrono::{Duration, Utc};
-/// use par_store::{
-///     KeyRing, MemoryStore, ProtectedStore, ProtectionKey, PushedAuthorizationRequest,
-///     PushedAuthorizationRequestStore,
-/// };
+/// use par_store::protect::{KeyRing, ProtectionKey};
+/// use par_store::{MemoryStore, ProtectedStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -258,11 +271,6 @@ impl<S: PushedAuthorizationRequestStore> PushedAuthorizationRequestStore for Pro
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
         let found = self.inner.get_by_hash(reference_value_hash).await?;
         self.open(reference_value_hash, found, false)
-    }
-
-    async fn consume(&self, reference_value_hash: &str) -> Result<Consumption, StoreError> {
-        let consumed = self.inner.consume(reference_value_hash).await?;
-        self.open_consumed(reference_value_hash, consumed)
     }
 
     async fn consume_for_client(

@@ -5,12 +5,8 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// The prefix of every `request_uri` issued by a PAR endpoint (RFC 9126, section 2.2).
-///
-/// ```
-/// assert_eq!(par_store::REQUEST_URI_PREFIX, "urn:ietf:params:oauth:request_uri:");
-/// ```
-pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
+/// [`ReferenceValue::REQUEST_URI_PREFIX`].
+const REQUEST_URI_PREFIX: &str = ReferenceValue::REQUEST_URI_PREFIX;
 
 /// Random bytes in a reference value: 256 bits, so a `request_uri` cannot be guessed.
 const RANDOM_BYTES: usize = 32;
@@ -25,7 +21,7 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidRequestUri {
-    /// It does not start with [`REQUEST_URI_PREFIX`] (compared exactly, case included).
+    /// It does not start with [`ReferenceValue::REQUEST_URI_PREFIX`] (compared exactly, case included).
     #[error("the request_uri must start with {REQUEST_URI_PREFIX}")]
     WrongPrefix,
     /// The reference value after the prefix is not 64 characters long.
@@ -60,7 +56,7 @@ pub enum InvalidRequestUri {
 /// ```
 /// use par_store::ReferenceValue;
 ///
-/// # fn main() -> Result<(), par_store::InvalidRequestUri> {
+/// # fn main() -> Result<(), par_store::error::InvalidRequestUri> {
 /// // At the PAR endpoint: mint a value, store the request under its hash, return the URI.
 /// let value = ReferenceValue::generate();
 /// let request_uri = value.request_uri();
@@ -82,6 +78,15 @@ pub struct ReferenceValue {
 }
 
 impl ReferenceValue {
+    /// The prefix of every `request_uri` issued by a PAR endpoint (RFC 9126, section 2.2).
+    ///
+    /// ```
+    /// use par_store::ReferenceValue;
+    ///
+    /// assert_eq!(ReferenceValue::REQUEST_URI_PREFIX, "urn:ietf:params:oauth:request_uri:");
+    /// ```
+    pub const REQUEST_URI_PREFIX: &'static str = "urn:ietf:params:oauth:request_uri:";
+
     /// A new reference value: 32 bytes from the operating system's random number generator.
     ///
     /// ```
@@ -117,14 +122,14 @@ impl ReferenceValue {
 
     /// Parses a `request_uri` of the form `urn:ietf:params:oauth:request_uri:<value>`.
     ///
-    /// Parsing is strict: the prefix must be exactly [`REQUEST_URI_PREFIX`] (same case), and
+    /// Parsing is strict: the prefix must be exactly [`ReferenceValue::REQUEST_URI_PREFIX`] (same case), and
     /// the value exactly 64 characters from `0-9A-F`; no whitespace, lowercase hex or other
     /// characters are accepted. Anything else fails with an [`InvalidRequestUri`], which
     /// never repeats the input. The `request_uri` comes from a browser: this is client input,
     /// answered like an unknown `request_uri` (see [`StoreError`](crate::StoreError)'s table).
     ///
     /// ```
-    /// use par_store::{InvalidRequestUri, ReferenceValue};
+    /// use par_store::{error::InvalidRequestUri, ReferenceValue};
     ///
     /// let uri = format!("urn:ietf:params:oauth:request_uri:{}", "0123456789ABCDEF".repeat(4));
     /// let value = ReferenceValue::from_request_uri(&uri).unwrap();
@@ -151,7 +156,7 @@ impl ReferenceValue {
         })
     }
 
-    /// The `request_uri` to give the client: [`REQUEST_URI_PREFIX`] followed by the value.
+    /// The `request_uri` to give the client: [`ReferenceValue::REQUEST_URI_PREFIX`] followed by the value.
     ///
     /// ```
     /// let value = par_store::ReferenceValue::generate();
@@ -166,7 +171,7 @@ impl ReferenceValue {
     /// padded Base64 (44 characters), exactly as Duende IdentityServer computes it.
     ///
     /// ```
-    /// # fn main() -> Result<(), par_store::InvalidRequestUri> {
+    /// # fn main() -> Result<(), par_store::error::InvalidRequestUri> {
     /// let uri = format!("urn:ietf:params:oauth:request_uri:{}", "0".repeat(64));
     /// let value = par_store::ReferenceValue::from_request_uri(&uri)?;
     /// assert_eq!(value.hash(), "YOBb0bGVry+UES+nGXpciCiQWIQM58bflpN1a8YlD1U=");

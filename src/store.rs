@@ -22,18 +22,19 @@ use crate::model::PushedAuthorizationRequest;
 /// - [`get_by_hash`](Self::get_by_hash) returns the request while it is live
 ///   (`expires_at` in the future) and never an expired one, whether or not cleanup has run.
 ///   It does not consume: call it as often as login and consent need.
-/// - [`consume`](Self::consume) atomically consumes the request and says what it found
-///   ([`Consumption`]): of any number of concurrent callers exactly one gets
+/// - [`consume_for_client`](Self::consume_for_client) atomically consumes the request and
+///   says what it found ([`Consumption`]), but only for a request bound to that client (or to
+///   none): a request bound to another client is left untouched and answered
+///   [`WrongClient`](Consumption::WrongClient). Of any number of concurrent callers exactly
+///   one gets
 ///   [`Consumed`](Consumption::Consumed); the others get
 ///   [`AlreadyConsumed`](Consumption::AlreadyConsumed) with the instant it was consumed. The
 ///   consumed request leaves a marker (its hash, expiry, client binding and `consumed_at`, no
 ///   parameters) until its `expires_at`, when cleanup removes it like any expired request.
 ///   An expired request is answered [`Expired`](Consumption::Expired) and removed.
-/// - [`consume_for_client`](Self::consume_for_client) does the same in the same single step,
-///   but only for a request bound to that client (or to none): a request bound to another
-///   client is left untouched and answered [`WrongClient`](Consumption::WrongClient).
-/// - [`consume_by_hash`](Self::consume_by_hash) is [`consume`](Self::consume) seen as an
-///   `Option`: `Some` only for [`Consumed`](Consumption::Consumed), `None` otherwise.
+/// - [`consume_by_hash`](Self::consume_by_hash) is the seed's consume (Duende's), without a
+///   client check and seen as an `Option`: `Some` only for
+///   [`Consumed`](Consumption::Consumed), `None` otherwise.
 /// - [`consume_in_session`](Self::consume_in_session) is `consume_for_client`, except under a
 ///   store's opt-in [`ConsumePolicy::ReloadWithin`](crate::ConsumePolicy::ReloadWithin):
 ///   then the session that consumed a request gets it again within the window (never past
@@ -78,8 +79,10 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
     async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError>;
 
     /// Consumes the request and returns it if it was live; `None` otherwise (unknown, already
-    /// consumed, expired). [`consume`](Self::consume) says which; this is its `Option` view,
-    /// the contract of Duende IdentityServer's store and of par-store 0.2.
+    /// consumed, expired, without saying which): the contract of Duende IdentityServer's store
+    /// and of par-store 0.2. Every PAR request has a client, so a server should rather call
+    /// [`consume_for_client`](Self::consume_for_client), which checks it and tells a reused
+    /// `request_uri` apart.
     ///
     /// This is what makes a `request_uri` single use: call it when the authorization
     /// response is produced.
@@ -94,31 +97,6 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError>;
 
-    /// Consumes the request and says what was found, in one atomic step: see [`Consumption`].
-    ///
-    /// The stores of this crate answer every outcome. The default implementation, for other
-    /// stores, is [`consume_by_hash`](Self::consume_by_hash): it answers only
-    /// [`Consumed`](Consumption::Consumed) and [`NotFound`](Consumption::NotFound).
-    ///
-    /// ```
-    /// # use par_store::chrono::{Duration, Utc};
-    /// # use par_store::{Consumption, MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), par_store::StoreError> {
-    /// let store = MemoryStore::new();
-    /// store.store(&PushedAuthorizationRequest::new("h", Utc::now() + Duration::seconds(60), "p")).await?;
-    /// assert!(matches!(store.consume("h").await?, Consumption::Consumed(_)));
-    /// assert!(matches!(store.consume("h").await?, Consumption::AlreadyConsumed { .. }));
-    /// # Ok(())
-    /// # }
-    /// ```
-    async fn consume(&self, reference_value_hash: &str) -> Result<Consumption, StoreError> {
-        Ok(match self.consume_by_hash(reference_value_hash).await? {
-            Some(request) => Consumption::Consumed(request),
-            None => Consumption::NotFound,
-        })
-    }
-
     /// Consumes the request only if it is bound to `client_id` (or to no client), in one
     /// atomic step; a request bound to another client is left untouched and answered
     /// [`WrongClient`](Consumption::WrongClient). This is RFC 9126 section 4's check that the
@@ -126,7 +104,7 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
     /// before anything is consumed.
     ///
     /// The stores of this crate do it in one statement, and refuse a `client_id` no request
-    /// could be bound to (empty, over [`MAX_CLIENT_ID_LEN`](crate::MAX_CLIENT_ID_LEN) bytes,
+    /// could be bound to (empty, over [`MAX_CLIENT_ID_LEN`](crate::PushedAuthorizationRequest::MAX_CLIENT_ID_LEN) bytes,
     /// control characters) with [`StoreError::InvalidInput`], consuming nothing. The default implementation, for
     /// other stores, is only best effort: it reads the request
     /// ([`get_by_hash`](Self::get_by_hash)), answers `WrongClient` if it is bound to another
@@ -190,14 +168,13 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
     /// - a consumption with the same binding while less than `window` has passed since the
     ///   first and the request is live answers `Consumed` again, with the same request;
     /// - another binding, a consumption after the window, or any
-    ///   [`consume`](Self::consume), `consume_for_client` or
-    ///   [`consume_by_hash`](Self::consume_by_hash) answers
+    ///   `consume_for_client` or [`consume_by_hash`](Self::consume_by_hash) answers
     ///   [`AlreadyConsumed`](Consumption::AlreadyConsumed) (or `None`); another client, as
     ///   ever, [`WrongClient`](Consumption::WrongClient) with nothing changed;
     /// - [`get_by_hash`](Self::get_by_hash) never returns the consumed request.
     ///
     /// The stores of this crate refuse a binding that is empty, over
-    /// [`MAX_SESSION_BINDING_LEN`](crate::MAX_SESSION_BINDING_LEN) bytes or holds control
+    /// [`MAX_SESSION_BINDING_LEN`](crate::ConsumePolicy::MAX_SESSION_BINDING_LEN) bytes or holds control
     /// characters with [`StoreError::InvalidInput`]
     /// ([`InputField::SessionBinding`](crate::InputField::SessionBinding)), whatever their
     /// policy, consuming nothing. The default implementation, for other stores, is

@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 /// ```
 /// use std::sync::Arc;
 /// use par_store::chrono::{Duration, Utc};
+/// use par_store::protect::{KeyRing, ProtectionKey};
 /// use par_store::{
-///     KeyRing, MemoryStore, ProtectedStore, ProtectionKey, PushedAuthorizationRequest,
-///     PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt, StoreError,
+///     MemoryStore, ProtectedStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+///     PushedAuthorizationRequestStoreExt, StoreError,
 /// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -79,7 +80,7 @@ pub trait PushedAuthorizationRequestStoreExt: PushedAuthorizationRequestStore {
     /// to the client that pushed it, so a deleted client's requests can never be
     /// used. Requests stored without a client id are never removed by this. An id no
     /// request could be bound to (empty, over
-    /// [`MAX_CLIENT_ID_LEN`](crate::MAX_CLIENT_ID_LEN) bytes, control characters)
+    /// [`MAX_CLIENT_ID_LEN`](crate::PushedAuthorizationRequest::MAX_CLIENT_ID_LEN) bytes, control characters)
     /// removes nothing. The client id is stored in clear, so a
     /// [`ProtectedStore`](crate::ProtectedStore) decrypts nothing.
     async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError>;

@@ -147,7 +147,7 @@ pub(crate) fn found_or_not<T>(value: &Option<T>) -> &'static str {
     }
 }
 
-/// Outcome of `consume` and `consume_for_client` on success.
+/// Outcome of `consume_for_client`, `consume_in_session` and oauth-as's take on success.
 pub(crate) fn consumption(value: &crate::consumption::Consumption) -> &'static str {
     value.as_str()
 }

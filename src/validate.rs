@@ -1,48 +1,23 @@
 //! The input rules, written once and applied by every store before anything reaches storage.
 
+use crate::consume_policy::ConsumePolicy;
 use crate::error::{InputField, StoreError};
 use crate::model::PushedAuthorizationRequest;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use std::time::Duration;
 
-/// Longest accepted reference value hash, in bytes. The migration's CHECK constraint
-/// enforces the same bound in the database.
-pub const MAX_REFERENCE_VALUE_HASH_LEN: usize = 128;
+const MAX_REFERENCE_VALUE_HASH_LEN: usize =
+    PushedAuthorizationRequest::MAX_REFERENCE_VALUE_HASH_LEN;
+const MAX_CLIENT_ID_LEN: usize = PushedAuthorizationRequest::MAX_CLIENT_ID_LEN;
+const MAX_SESSION_BINDING_LEN: usize = ConsumePolicy::MAX_SESSION_BINDING_LEN;
 
-/// Default largest accepted `parameters`, in bytes (64 KiB).
-pub const DEFAULT_MAX_PARAMETERS_LEN: usize = 64 * 1024;
+/// [`PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN`](crate::PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN),
+/// also `MemoryStore`'s default.
+pub(crate) const DEFAULT_MAX_PARAMETERS_LEN: usize = 64 * 1024;
 
-/// Longest accepted client id, in bytes: room for the URL-shaped client ids of client ID
-/// metadata documents. The migration's CHECK constraint enforces the same bound.
-pub const MAX_CLIENT_ID_LEN: usize = 1024;
-
-/// Longest accepted session binding
-/// ([`consume_in_session`](crate::PushedAuthorizationRequestStore::consume_in_session)), in
-/// bytes: room for a hash of the server's session id in any common encoding (SHA-512 as hex
-/// is 128). Migration 0006's CHECK constraint enforces the same bound.
-///
-/// ```
-/// assert_eq!(par_store::MAX_SESSION_BINDING_LEN, 128);
-/// ```
-pub const MAX_SESSION_BINDING_LEN: usize = 128;
-
-/// Default longest accepted lifetime of a request (`expires_at` minus the time it is
-/// stored): 1 hour. PAR lifetimes are short (Duende IdentityServer's default is 600 s,
-/// Keycloak's 60 s); a longer one is a bug (e.g. seconds taken for milliseconds), and the
-/// bound also keeps `expires_at` within what every store can represent.
-pub const DEFAULT_MAX_REQUEST_LIFETIME: Duration = Duration::from_secs(60 * 60);
-
-/// The former name of [`DEFAULT_MAX_REQUEST_LIFETIME`].
-///
-/// ```
-/// #![allow(deprecated)]
-/// assert_eq!(par_store::DEFAULT_MAX_LIFETIME, par_store::DEFAULT_MAX_REQUEST_LIFETIME);
-/// ```
-#[deprecated(
-    since = "0.3.0",
-    note = "renamed DEFAULT_MAX_REQUEST_LIFETIME: sqlx's max_lifetime is a connection's"
-)]
-pub const DEFAULT_MAX_LIFETIME: Duration = DEFAULT_MAX_REQUEST_LIFETIME;
+/// [`PostgresStoreOptions::DEFAULT_MAX_REQUEST_LIFETIME`](crate::PostgresStoreOptions::DEFAULT_MAX_REQUEST_LIFETIME),
+/// also `MemoryStore`'s default.
+pub(crate) const DEFAULT_MAX_REQUEST_LIFETIME: Duration = Duration::from_secs(60 * 60);
 
 /// The error for an `expires_at` that is not in the future when the request is stored, by
 /// the store's clock (the application's, or the database's for `PostgresStore`).

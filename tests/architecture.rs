@@ -292,3 +292,90 @@ fn a_cycle_is_found_and_named() {
     let cycle = find_cycle(&graph).unwrap();
     assert_eq!(cycle.join(" -> "), "a -> b -> c -> d -> a");
 }
+
+/// The names a `lib.rs` puts at the crate root: every item of its `pub use`s (groups
+/// included) and every `pub mod`, `pub struct`, ... it declares itself (feature-gated ones
+/// included), comments left out.
+fn root_names(lib: &str) -> BTreeSet<String> {
+    let code = code_only(lib);
+    let mut names = BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("pub ") {
+        let ident_before = rest[..at].chars().next_back().is_some_and(is_ident);
+        let after = &rest[at + "pub ".len()..];
+        rest = after;
+        if ident_before {
+            continue;
+        }
+        if let Some(path) = after.strip_prefix("use ") {
+            let path = &path[..path.find(';').unwrap()];
+            let items = match (path.find('{'), path.rfind('}')) {
+                (Some(open), Some(close)) => path[open + 1..close].split(',').collect(),
+                _ => vec![path],
+            };
+            for item in items.into_iter().map(str::trim).filter(|i| !i.is_empty()) {
+                let name = item.rsplit(" as ").next().unwrap();
+                names.insert(name.rsplit("::").next().unwrap().trim().to_owned());
+            }
+        } else {
+            for keyword in [
+                "mod ", "struct ", "enum ", "fn ", "const ", "trait ", "type ",
+            ] {
+                if let Some(item) = after.strip_prefix(keyword) {
+                    names.insert(item.chars().take_while(|&c| is_ident(c)).collect());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The crate root is what a reader takes in at once: at most 25 names (issue 28), these.
+/// A name added here is a decision, not an accident: add it to the list, or put it in a
+/// module (`error`, `protect`) or on its type as an associated item.
+#[test]
+fn the_crate_root_holds_at_most_25_names() {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let names = root_names(&lib);
+    let expected: BTreeSet<String> = [
+        "CleanupJob",
+        "CleanupOptions",
+        "CleanupStats",
+        "ConsumePolicy",
+        "Consumption",
+        "ExpiredRequestCleaner",
+        "MemoryStore",
+        "PostgresStore",
+        "PostgresStoreOptions",
+        "ProtectedStore",
+        "PushedAuthorizationRequest",
+        "PushedAuthorizationRequestStore",
+        "PushedAuthorizationRequestStoreExt",
+        "ReferenceValue",
+        "StoreError",
+        "chrono",
+        "error",
+        "metrics",
+        "oauth_as",
+        "prelude",
+        "protect",
+        "sqlx",
+        "uuid",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(names, expected);
+    assert!(names.len() <= 25, "{} names: {names:?}", names.len());
+}
+
+#[test]
+fn root_names_are_read_from_groups_renames_and_declarations() {
+    let lib = "// pub use hidden::InComment;\n\
+               pub use a::{B, c::D as E, F};\npub use g::H;\n\
+               #[cfg(feature = \"x\")]\npub mod m;\nmod private;\npub(crate) use z::Y;\n\
+               pub const K: u8 = 1;\nfn f() { let s = \"pub use s::S;\"; }";
+    let names: Vec<String> = root_names(lib).into_iter().collect();
+    assert_eq!(names, ["B", "E", "F", "H", "K", "m"]);
+}

@@ -332,7 +332,7 @@ async fn the_store_refuses_a_request_that_reaches_citus_expired() {
     proxy.restore();
     match pending.await.unwrap() {
         Err(par_store::StoreError::InvalidInput { field, .. }) => {
-            assert_eq!(field, par_store::InputField::ExpiresAt)
+            assert_eq!(field, par_store::error::InputField::ExpiresAt)
         }
         other => panic!("expected InvalidInput for expires_at, got {other:?}"),
     }

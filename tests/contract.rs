@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `memory` | `MemoryStore` |
 //! | `owned_pool` | `PostgresStoreOptions::connect_with` (the store's own pool, as the README recommends) |
-//! | `caller_pool` | `PostgresStore::new(PgPool)` |
+//! | `caller_pool` | `PostgresStoreOptions::with_pool(PgPool)` (`PostgresStore::new`) |
 //! | `bouncer_pooler_mode` | pooler mode (`pooler_mode(true)`) through PgBouncer 1.18 in transaction mode |
 //! | `bouncer_prepared` | the default mode (named prepared statements) through PgBouncer 1.25.2 in transaction mode, `max_prepared_statements = 100` |
 //! | `protected_memory` | `ProtectedStore` over `MemoryStore` |
@@ -22,10 +22,11 @@
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
+use par_store::protect::{KeyRing, ProtectionKey};
 use par_store::{
-    ConsumePolicy, Consumption, KeyRing, MemoryStore, PostgresStore, ProtectedStore, ProtectionKey,
-    PushedAuthorizationRequest, PushedAuthorizationRequestStore,
-    PushedAuthorizationRequestStoreExt, StoreError,
+    ConsumePolicy, Consumption, ExpiredRequestCleaner, MemoryStore, PostgresStore,
+    PostgresStoreOptions, ProtectedStore, PushedAuthorizationRequest,
+    PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt, StoreError,
 };
 use std::sync::Arc;
 
@@ -38,33 +39,135 @@ trait Backend: PushedAuthorizationRequestStoreExt + Clone + 'static {
     fn max_request_lifetime(self, lifetime: std::time::Duration) -> Self;
     /// The longest `parameters` the store accepts as it is set up.
     fn parameters_limit(&self) -> usize {
-        par_store::DEFAULT_MAX_PARAMETERS_LEN
+        par_store::PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN
     }
     fn consumed_markers(self, enabled: bool) -> Self;
     fn consume_policy(self, policy: ConsumePolicy) -> Self;
 }
 
-macro_rules! backend {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl Backend for $store {
-            async fn delete_expired(&self) -> Result<u64, StoreError> {
-                <$store>::delete_expired(self).await
-            }
-            fn max_request_lifetime(self, lifetime: std::time::Duration) -> Self {
-                <$store>::max_request_lifetime(self, lifetime)
-            }
-            fn consumed_markers(self, enabled: bool) -> Self {
-                <$store>::consumed_markers(self, enabled)
-            }
-            fn consume_policy(self, policy: ConsumePolicy) -> Self {
-                <$store>::consume_policy(self, policy)
-            }
-        }
-    };
+#[async_trait::async_trait]
+impl Backend for MemoryStore {
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        MemoryStore::delete_expired(self).await
+    }
+    fn max_request_lifetime(self, lifetime: std::time::Duration) -> Self {
+        MemoryStore::max_request_lifetime(self, lifetime)
+    }
+    fn consumed_markers(self, enabled: bool) -> Self {
+        MemoryStore::consumed_markers(self, enabled)
+    }
+    fn consume_policy(self, policy: ConsumePolicy) -> Self {
+        MemoryStore::consume_policy(self, policy)
+    }
 }
-backend!(PostgresStore);
-backend!(MemoryStore);
+
+/// A `PostgresStore` and how it was made: its settings live on `PostgresStoreOptions` only,
+/// so a test that changes one makes another store on the same database with the changed
+/// options. Every operation is the store's own (forwarded, none left to a default).
+#[derive(Clone, Debug)]
+struct Pg {
+    store: PostgresStore,
+    options: PostgresStoreOptions,
+    to: To,
+}
+
+#[derive(Clone, Debug)]
+enum To {
+    /// The store's own pool, to this address.
+    Connect(par_store::sqlx::postgres::PgConnectOptions),
+    /// The caller's pool.
+    Pool(par_store::sqlx::PgPool),
+}
+
+impl Pg {
+    fn new(options: PostgresStoreOptions, store: PostgresStore, to: To) -> Self {
+        Pg { store, options, to }
+    }
+
+    fn with(self, change: impl FnOnce(PostgresStoreOptions) -> PostgresStoreOptions) -> Self {
+        let options = change(self.options);
+        let store = match &self.to {
+            To::Connect(to) => options.connect_lazy_with(to.clone()),
+            To::Pool(pool) => options.with_pool(pool.clone()),
+        };
+        Pg::new(options, store, self.to)
+    }
+}
+
+#[async_trait::async_trait]
+impl PushedAuthorizationRequestStore for Pg {
+    async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
+        self.store.store(request).await
+    }
+    async fn consume_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        self.store.consume_by_hash(hash).await
+    }
+    async fn get_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        self.store.get_by_hash(hash).await
+    }
+    async fn consume_for_client(
+        &self,
+        hash: &str,
+        client_id: &str,
+    ) -> Result<Consumption, StoreError> {
+        self.store.consume_for_client(hash, client_id).await
+    }
+    async fn consume_in_session(
+        &self,
+        hash: &str,
+        client_id: &str,
+        session_binding: &str,
+    ) -> Result<Consumption, StoreError> {
+        self.store
+            .consume_in_session(hash, client_id, session_binding)
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl PushedAuthorizationRequestStoreExt for Pg {
+    async fn store_or_replace(
+        &self,
+        request: &PushedAuthorizationRequest,
+    ) -> Result<(), StoreError> {
+        self.store.store_or_replace(request).await
+    }
+    async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
+        self.store.delete_by_client_id(client_id).await
+    }
+    async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.store.delete_expired_as_of(cutoff).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ExpiredRequestCleaner for Pg {
+    async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
+        self.store.delete_expired_batch(batch_size).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Pg {
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.store.delete_expired().await
+    }
+    fn max_request_lifetime(self, lifetime: std::time::Duration) -> Self {
+        self.with(|options| options.max_request_lifetime(lifetime))
+    }
+    fn consumed_markers(self, enabled: bool) -> Self {
+        self.with(|options| options.consumed_markers(enabled))
+    }
+    fn consume_policy(self, policy: ConsumePolicy) -> Self {
+        self.with(|options| options.consume_policy(policy))
+    }
+}
 
 /// The protected stores' key id; the key is fixed, so that a store rebuilt with another
 /// lifetime bound opens what it sealed before.
@@ -90,8 +193,8 @@ macro_rules! protected_backend {
             /// The inner store's default limit applies to the envelope: the parameters may
             /// be as long as fits in it.
             fn parameters_limit(&self) -> usize {
-                par_store::max_parameters_len_within(
-                    par_store::DEFAULT_MAX_PARAMETERS_LEN,
+                par_store::protect::max_parameters_len_within(
+                    par_store::PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN,
                     KEY_ID.len(),
                 )
                 .unwrap()
@@ -111,7 +214,7 @@ macro_rules! protected_backend {
         }
     };
 }
-protected_backend!(PostgresStore);
+protected_backend!(Pg);
 protected_backend!(MemoryStore);
 
 use common::hash;
@@ -304,7 +407,10 @@ async fn expiry_not_in_the_future_is_refused<S: Backend>(store: S) {
 
 async fn lifetime_beyond_max_request_lifetime_is_refused<S: Backend>(store: S) {
     // The default bound, 1 hour.
-    assert_eq!(par_store::DEFAULT_MAX_REQUEST_LIFETIME.as_secs(), 3600);
+    assert_eq!(
+        par_store::PostgresStoreOptions::DEFAULT_MAX_REQUEST_LIFETIME.as_secs(),
+        3600
+    );
     for expires_at in [
         Utc::now() + Duration::seconds(3601),
         Utc::now() + Duration::days(365),
@@ -444,6 +550,10 @@ async fn usable_as_an_extension_trait_object<S: Backend>(store: S) {
     assert_eq!(store.delete_expired_as_of(after_expiry).await.unwrap(), 1);
 }
 
+/// The client every test's bound requests are bound to (`bound(n, CLIENT)`); a request stored
+/// without a client is consumed by any.
+const CLIENT: &str = "client-a";
+
 fn bound(n: u32, client_id: &str) -> PushedAuthorizationRequest {
     live(n).with_client_id(client_id)
 }
@@ -466,7 +576,7 @@ async fn client_binding_is_returned_by_every_read<S: Backend>(store: S) {
 }
 
 async fn bad_client_ids_are_refused_and_nothing_stored<S: Backend>(store: S) {
-    let too_long = "c".repeat(par_store::MAX_CLIENT_ID_LEN + 1);
+    let too_long = "c".repeat(par_store::PushedAuthorizationRequest::MAX_CLIENT_ID_LEN + 1);
     for client_id in ["", "nul\0", "line\nbreak", too_long.as_str()] {
         let request = bound(1, client_id);
         assert_eq!(invalid_field(store.store(&request).await), "client_id");
@@ -476,7 +586,10 @@ async fn bad_client_ids_are_refused_and_nothing_stored<S: Backend>(store: S) {
         );
         assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
     }
-    let longest = bound(1, &"c".repeat(par_store::MAX_CLIENT_ID_LEN));
+    let longest = bound(
+        1,
+        &"c".repeat(par_store::PushedAuthorizationRequest::MAX_CLIENT_ID_LEN),
+    );
     store.store(&longest).await.unwrap();
     assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), Some(longest));
 }
@@ -561,7 +674,7 @@ async fn delete_by_unstorable_client_id_removes_nothing<S: Backend>(store: S) {
     // Requests without a binding are never matched, not even by the empty id.
     store.store(&live(1)).await.unwrap();
     store.store(&bound(2, "client-a")).await.unwrap();
-    let too_long = "c".repeat(par_store::MAX_CLIENT_ID_LEN + 1);
+    let too_long = "c".repeat(par_store::PushedAuthorizationRequest::MAX_CLIENT_ID_LEN + 1);
     for client_id in ["", "client-a\0", too_long.as_str()] {
         assert_eq!(store.delete_by_client_id(client_id).await.unwrap(), 0);
     }
@@ -618,24 +731,30 @@ async fn a_second_consume_is_told_apart_from_an_unknown_request<S: Backend>(stor
     store.store(&request).await.unwrap();
     let before = Utc::now() - Duration::seconds(5);
     assert_eq!(
-        store.consume(&hash(1)).await.unwrap(),
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
         Consumption::Consumed(request)
     );
     let after = Utc::now() + Duration::seconds(5);
     // The database's clock, within a generous margin of the test's.
-    let first = consumed_at(store.consume(&hash(1)).await.unwrap());
+    let first = consumed_at(store.consume_for_client(&hash(1), CLIENT).await.unwrap());
     assert!(before <= first && first <= after, "{first}");
     // The same instant every time: when it was consumed, not when it was asked.
-    assert_eq!(consumed_at(store.consume(&hash(1)).await.unwrap()), first);
+    assert_eq!(
+        consumed_at(store.consume_for_client(&hash(1), CLIENT).await.unwrap()),
+        first
+    );
     assert_eq!(
         consumed_at(store.consume_for_client(&hash(1), "anyone").await.unwrap()),
         first
     );
     assert_eq!(
-        store.consume(&hash(2)).await.unwrap(),
+        store.consume_for_client(&hash(2), CLIENT).await.unwrap(),
         Consumption::NotFound
     );
-    assert_eq!(store.consume("").await.unwrap(), Consumption::NotFound);
+    assert_eq!(
+        store.consume_for_client("", CLIENT).await.unwrap(),
+        Consumption::NotFound
+    );
 }
 
 async fn consume_by_hash_leaves_a_marker_too<S: Backend>(store: S) {
@@ -645,7 +764,7 @@ async fn consume_by_hash_leaves_a_marker_too<S: Backend>(store: S) {
         store.consume_by_hash(&hash(1)).await.unwrap(),
         Some(request)
     );
-    consumed_at(store.consume(&hash(1)).await.unwrap());
+    consumed_at(store.consume_for_client(&hash(1), CLIENT).await.unwrap());
     assert_eq!(store.consume_by_hash(&hash(1)).await.unwrap(), None);
 }
 
@@ -653,12 +772,16 @@ async fn a_consumed_request_is_never_returned_or_brought_back<S: Backend>(store:
     for (n, by_client) in [(1, false), (2, true)] {
         let request = bound(n, "client-a");
         store.store(&request).await.unwrap();
-        let outcome = if by_client {
-            store.consume_for_client(&hash(n), "client-a").await
+        let consumed = if by_client {
+            store
+                .consume_for_client(&hash(n), "client-a")
+                .await
+                .unwrap()
+                .into_consumed()
         } else {
-            store.consume(&hash(n)).await
+            store.consume_by_hash(&hash(n)).await.unwrap()
         };
-        assert_eq!(outcome.unwrap(), Consumption::Consumed(request.clone()));
+        assert_eq!(consumed, Some(request.clone()));
         assert_eq!(store.get_by_hash(&hash(n)).await.unwrap(), None);
         assert!(matches!(
             store.store(&request).await,
@@ -679,7 +802,7 @@ async fn a_consumed_request_is_never_returned_or_brought_back<S: Backend>(store:
             Err(StoreError::Duplicate)
         ));
         assert_eq!(store.get_by_hash(&hash(n)).await.unwrap(), None);
-        consumed_at(store.consume(&hash(n)).await.unwrap());
+        consumed_at(store.consume_for_client(&hash(n), CLIENT).await.unwrap());
     }
 }
 
@@ -740,7 +863,7 @@ async fn consume_for_client_consumes_a_request_stored_without_a_client<S: Backen
 
 async fn consume_for_client_refuses_a_client_id_no_request_could_be_bound_to<S: Backend>(store: S) {
     store.store(&live(1)).await.unwrap();
-    let too_long = "c".repeat(par_store::MAX_CLIENT_ID_LEN + 1);
+    let too_long = "c".repeat(par_store::PushedAuthorizationRequest::MAX_CLIENT_ID_LEN + 1);
     for client_id in ["", "client-a\0", too_long.as_str()] {
         assert!(matches!(
             store.consume_for_client(&hash(1), client_id).await,
@@ -757,9 +880,12 @@ async fn an_expired_request_is_reported_expired_and_removed<S: Backend>(store: S
         .await
         .unwrap();
     wait_until_expired().await;
-    assert_eq!(store.consume(&hash(1)).await.unwrap(), Consumption::Expired);
     assert_eq!(
-        store.consume(&hash(1)).await.unwrap(),
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
+        Consumption::Expired
+    );
+    assert_eq!(
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
         Consumption::NotFound
     );
     // Another client's expired request is left to cleanup.
@@ -797,7 +923,7 @@ async fn a_consumed_marker_lasts_until_expiry_and_cleanup_removes_it<S: Backend>
         .unwrap();
     for n in 1..=3 {
         assert!(matches!(
-            store.consume(&hash(n)).await.unwrap(),
+            store.consume_for_client(&hash(n), CLIENT).await.unwrap(),
             Consumption::Consumed(_)
         ));
     }
@@ -808,17 +934,17 @@ async fn a_consumed_marker_lasts_until_expiry_and_cleanup_removes_it<S: Backend>
     assert_eq!(store.delete_expired_as_of(expires_at).await.unwrap(), 2);
     for n in 1..=2 {
         assert_eq!(
-            store.consume(&hash(n)).await.unwrap(),
+            store.consume_for_client(&hash(n), CLIENT).await.unwrap(),
             Consumption::NotFound
         );
     }
-    consumed_at(store.consume(&hash(3)).await.unwrap());
+    consumed_at(store.consume_for_client(&hash(3), CLIENT).await.unwrap());
     // delete_by_client_id removes a client's markers as well.
     store.store(&bound(4, "client-a")).await.unwrap();
-    store.consume(&hash(4)).await.unwrap();
+    store.consume_for_client(&hash(4), CLIENT).await.unwrap();
     assert_eq!(store.delete_by_client_id("client-a").await.unwrap(), 1);
     assert_eq!(
-        store.consume(&hash(4)).await.unwrap(),
+        store.consume_for_client(&hash(4), CLIENT).await.unwrap(),
         Consumption::NotFound
     );
 }
@@ -829,17 +955,17 @@ async fn an_expired_marker_is_still_reported_until_cleanup<S: Backend>(store: S)
     let request = PushedAuthorizationRequest::new(hash(1), expires_at, "p=1");
     store.store(&request).await.unwrap();
     assert!(matches!(
-        store.consume(&hash(1)).await.unwrap(),
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
         Consumption::Consumed(_)
     ));
     let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
     // Consumed, then expired: the reuse is what matters, every time, until cleanup.
-    consumed_at(store.consume(&hash(1)).await.unwrap());
-    consumed_at(store.consume(&hash(1)).await.unwrap());
+    consumed_at(store.consume_for_client(&hash(1), CLIENT).await.unwrap());
+    consumed_at(store.consume_for_client(&hash(1), CLIENT).await.unwrap());
     assert_eq!(store.delete_expired().await.unwrap(), 1);
     assert_eq!(
-        store.consume(&hash(1)).await.unwrap(),
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
         Consumption::NotFound
     );
 }
@@ -856,12 +982,12 @@ async fn with_markers_off_a_consumed_request_is_removed<S: Backend>(store: S) {
         Consumption::WrongClient
     );
     assert_eq!(
-        store.consume(&hash(1)).await.unwrap(),
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
         Consumption::Consumed(request.clone())
     );
     // 0.2's behaviour: gone, so a second consumption finds nothing, and the hash is free.
     assert_eq!(
-        store.consume(&hash(1)).await.unwrap(),
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
         Consumption::NotFound
     );
     store.store(&request).await.unwrap();
@@ -883,7 +1009,10 @@ async fn of_32_concurrent_consumers_one_consumes_and_31_find_it_consumed<S: Back
                 tokio::spawn(async move {
                     barrier.wait().await;
                     if i % 2 == 0 {
-                        store.consume(&hash(round)).await.unwrap()
+                        store
+                            .consume_for_client(&hash(round), CLIENT)
+                            .await
+                            .unwrap()
                     } else {
                         store
                             .consume_for_client(&hash(round), "client-a")
@@ -905,8 +1034,8 @@ async fn of_32_concurrent_consumers_one_consumes_and_31_find_it_consumed<S: Back
     }
 }
 
-/// A store of another crate that implements only the three required methods: `consume` and
-/// `consume_for_client` have default implementations over them (best effort: `Consumed` /
+/// A store of another crate that implements only the three required methods:
+/// `consume_for_client` and `consume_in_session` have default implementations over them (best effort: `Consumed` /
 /// `NotFound` / `WrongClient` only).
 struct ThreeMethods(MemoryStore);
 
@@ -950,13 +1079,19 @@ async fn the_default_consumptions_work_over_the_three_required_methods() {
     );
     // The defaults cannot tell a reuse from an unknown request.
     assert_eq!(
-        store.consume(&hash(1)).await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
         Consumption::NotFound
     );
     let unbound = live(2);
     store.store(&unbound).await.unwrap();
     assert_eq!(
-        store.consume(&hash(2)).await.unwrap(),
+        store
+            .consume_for_client(&hash(2), "client-b")
+            .await
+            .unwrap(),
         Consumption::Consumed(unbound)
     );
     // consume_in_session's default is consume_for_client: the binding is ignored and nothing
@@ -1017,7 +1152,10 @@ async fn within_the_window_every_other_consumption_finds_it_consumed<S: Backend>
         Consumption::Consumed(request.clone())
     );
     let first = consumed_at(in_session(&store, 1, "client-a", "session-2").await);
-    assert_eq!(consumed_at(store.consume(&hash(1)).await.unwrap()), first);
+    assert_eq!(
+        consumed_at(store.consume_for_client(&hash(1), CLIENT).await.unwrap()),
+        first
+    );
     assert_eq!(
         consumed_at(
             store
@@ -1092,7 +1230,7 @@ async fn after_the_window_a_reload_finds_it_consumed<S: Backend>(store: S) {
         consumed
     );
     assert_eq!(
-        consumed_at(store.consume(&hash(1)).await.unwrap()),
+        consumed_at(store.consume_for_client(&hash(1), CLIENT).await.unwrap()),
         consumed
     );
     assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
@@ -1193,7 +1331,10 @@ async fn once_its_marker_is_gone_the_hash_can_be_stored_again<S: Backend>(store:
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
     assert_eq!(
-        store.consume_for_client(&hash(1), "client-a").await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
         Consumption::Consumed(request.clone())
     );
     assert!(matches!(
@@ -1209,7 +1350,10 @@ async fn once_its_marker_is_gone_the_hash_can_be_stored_again<S: Backend>(store:
     );
     store.store(&request).await.unwrap();
     assert_eq!(
-        store.consume_for_client(&hash(1), "client-a").await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
         Consumption::Consumed(request)
     );
 }
@@ -1217,9 +1361,7 @@ async fn once_its_marker_is_gone_the_hash_can_be_stored_again<S: Backend>(store:
 /// docs/security.md, "Edges": a request pushed without a client binding is reloaded for
 /// any client that presents the session binding that consumed it (there is no client to
 /// compare with); a bound one only for its client.
-async fn an_unbound_request_is_reloaded_for_any_client_in_the_same_session<S: Backend>(
-    store: S,
-) {
+async fn an_unbound_request_is_reloaded_for_any_client_in_the_same_session<S: Backend>(store: S) {
     let store = store.consume_policy(long_window());
     store.store(&live(1)).await.unwrap();
     store.store(&bound(2, "client-a")).await.unwrap();
@@ -1254,7 +1396,7 @@ async fn a_window_under_a_microsecond_is_no_window<S: Backend>(store: S) {
 }
 
 async fn bad_session_bindings_are_refused_and_nothing_consumed<S: Backend>(store: S) {
-    let too_long = "s".repeat(par_store::MAX_SESSION_BINDING_LEN + 1);
+    let too_long = "s".repeat(par_store::ConsumePolicy::MAX_SESSION_BINDING_LEN + 1);
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
     for policy in [ConsumePolicy::Once, long_window()] {
@@ -1276,7 +1418,7 @@ async fn bad_session_bindings_are_refused_and_nothing_consumed<S: Backend>(store
         );
     }
     let store = store.consume_policy(long_window());
-    let longest = "s".repeat(par_store::MAX_SESSION_BINDING_LEN);
+    let longest = "s".repeat(par_store::ConsumePolicy::MAX_SESSION_BINDING_LEN);
     for _ in 0..2 {
         assert_eq!(
             store
@@ -1294,8 +1436,9 @@ mod modes {
     use crate::common::citus::CitusSchema;
     use crate::common::pgbouncer::{route, Flavor, PgBouncer};
     use crate::common::TestDb;
+    use crate::{Pg, To};
     use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    use par_store::{MemoryStore, PostgresStore, PostgresStoreOptions, ProtectedStore};
+    use par_store::{MemoryStore, PostgresStoreOptions, ProtectedStore};
 
     /// The store, and what must live as long as the test (its database or schema).
     pub type Running<S> = Option<(S, Option<Box<dyn Send>>)>;
@@ -1304,18 +1447,24 @@ mod modes {
         Some((MemoryStore::new(), None))
     }
 
-    pub async fn owned_pool(_test: &str) -> Running<PostgresStore> {
+    pub async fn owned_pool(_test: &str) -> Running<Pg> {
         let db = TestDb::new().await;
         let store = connect(PostgresStoreOptions::new(), db.options.clone()).await;
         Some((store, Some(Box::new(db))))
     }
 
-    pub async fn caller_pool(_test: &str) -> Running<PostgresStore> {
+    pub async fn caller_pool(_test: &str) -> Running<Pg> {
         let db = TestDb::with_pool(PgPoolOptions::new().max_connections(32)).await;
-        Some((db.store(), Some(Box::new(db))))
+        let options = PostgresStoreOptions::new();
+        let store = Pg::new(
+            options.clone(),
+            options.with_pool(db.pool.clone()),
+            To::Pool(db.pool.clone()),
+        );
+        Some((store, Some(Box::new(db))))
     }
 
-    pub async fn bouncer_pooler_mode(test: &str) -> Running<PostgresStore> {
+    pub async fn bouncer_pooler_mode(test: &str) -> Running<Pg> {
         Flavor::Stock.require(test)?;
         let port = PgBouncer::shared(Flavor::Stock);
         let db = TestDb::new().await;
@@ -1324,7 +1473,7 @@ mod modes {
         Some((store, Some(Box::new(db))))
     }
 
-    pub async fn bouncer_prepared(test: &str) -> Running<PostgresStore> {
+    pub async fn bouncer_prepared(test: &str) -> Running<Pg> {
         Flavor::Prepared.require(test)?;
         let port = PgBouncer::shared(Flavor::Prepared);
         let db = TestDb::new().await;
@@ -1337,7 +1486,7 @@ mod modes {
         Some((ProtectedStore::new(inner, super::keys()), db))
     }
 
-    pub async fn protected_owned_pool(test: &str) -> Running<ProtectedStore<PostgresStore>> {
+    pub async fn protected_owned_pool(test: &str) -> Running<ProtectedStore<Pg>> {
         let (inner, db) = owned_pool(test).await?;
         Some((ProtectedStore::new(inner, super::keys()), db))
     }
@@ -1345,10 +1494,10 @@ mod modes {
     /// On the throwaway Citus cluster (tests/common/citus.rs): a schema per test, the table
     /// distributed by `distribute_on_citus`, the store's own pool to the coordinator.
     /// Without Citus, skipped outside CI with one line; fails under `CI=true`.
-    pub async fn citus(_test: &str) -> Running<PostgresStore> {
+    pub async fn citus(_test: &str) -> Running<Pg> {
         let schema = CitusSchema::new(crate::common::citus::citus()?).await;
         let store = connect(PostgresStoreOptions::new(), schema.options.clone()).await;
-        assert!(store.distribute_on_citus().await.unwrap());
+        assert!(store.store.distribute_on_citus().await.unwrap());
         // Warm up, so that the tests' short lifetimes (300 ms) are not spent on first uses
         // (connections, the coordinator's planning, the cleanup's switch to shards); then
         // leave the table empty.
@@ -1361,7 +1510,7 @@ mod modes {
         store.store(&warm).await.unwrap();
         store.get_by_hash("warm-up").await.unwrap();
         store.consume_by_hash("warm-up").await.unwrap();
-        store.delete_expired().await.unwrap();
+        store.store.delete_expired().await.unwrap();
         let mut conn = schema.connection().await;
         for table in [
             "DELETE FROM pushed_authorization_requests",
@@ -1375,12 +1524,13 @@ mod modes {
         Some((store, Some(Box::new(schema))))
     }
 
-    async fn connect(options: PostgresStoreOptions, to: PgConnectOptions) -> PostgresStore {
+    async fn connect(options: PostgresStoreOptions, to: PgConnectOptions) -> Pg {
         let at = format!("{}:{}", to.get_host(), to.get_port());
-        options
-            .connect_with(to)
+        let store = options
+            .connect_with(to.clone())
             .await
-            .unwrap_or_else(|err| panic!("connect to {at}: {err}"))
+            .unwrap_or_else(|err| panic!("connect to {at}: {err}"));
+        Pg::new(options, store, To::Connect(to))
     }
 }
 

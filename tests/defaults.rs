@@ -3,7 +3,7 @@
 //! constant shows that constant's value, every constant is what `Default` uses (seen through
 //! `Debug`), and every setting of the options appears in the table.
 
-use par_store::*;
+use par_store::{CleanupOptions, PostgresStoreOptions};
 use std::time::Duration;
 
 /// A duration as the tables write it: `5 s`, `60 s`, `30 min`, `1 hour`.
@@ -89,63 +89,66 @@ fn postgres_store_options_defaults_are_the_documented_constants() {
         (
             "max_connections",
             "DEFAULT_MAX_CONNECTIONS",
-            DEFAULT_MAX_CONNECTIONS.to_string(),
-            format!("{DEFAULT_MAX_CONNECTIONS:?}"),
+            PostgresStoreOptions::DEFAULT_MAX_CONNECTIONS.to_string(),
+            format!("{:?}", PostgresStoreOptions::DEFAULT_MAX_CONNECTIONS),
         ),
         (
             "acquire_timeout",
             "DEFAULT_ACQUIRE_TIMEOUT",
-            duration(DEFAULT_ACQUIRE_TIMEOUT),
-            format!("{DEFAULT_ACQUIRE_TIMEOUT:?}"),
+            duration(PostgresStoreOptions::DEFAULT_ACQUIRE_TIMEOUT),
+            format!("{:?}", PostgresStoreOptions::DEFAULT_ACQUIRE_TIMEOUT),
         ),
         (
             "statement_timeout",
             "DEFAULT_STATEMENT_TIMEOUT",
-            duration(DEFAULT_STATEMENT_TIMEOUT),
-            some(DEFAULT_STATEMENT_TIMEOUT),
+            duration(PostgresStoreOptions::DEFAULT_STATEMENT_TIMEOUT),
+            some(PostgresStoreOptions::DEFAULT_STATEMENT_TIMEOUT),
         ),
         (
             "operation_timeout",
             "DEFAULT_OPERATION_TIMEOUT",
-            duration(DEFAULT_OPERATION_TIMEOUT),
-            some(DEFAULT_OPERATION_TIMEOUT),
+            duration(PostgresStoreOptions::DEFAULT_OPERATION_TIMEOUT),
+            some(PostgresStoreOptions::DEFAULT_OPERATION_TIMEOUT),
         ),
         (
             "migration_lock_timeout",
             "DEFAULT_MIGRATION_LOCK_TIMEOUT",
-            duration(DEFAULT_MIGRATION_LOCK_TIMEOUT),
-            some(DEFAULT_MIGRATION_LOCK_TIMEOUT),
+            duration(PostgresStoreOptions::DEFAULT_MIGRATION_LOCK_TIMEOUT),
+            some(PostgresStoreOptions::DEFAULT_MIGRATION_LOCK_TIMEOUT),
         ),
         (
             "ping_idle_after",
             "DEFAULT_PING_IDLE_AFTER",
-            duration(DEFAULT_PING_IDLE_AFTER),
-            some(DEFAULT_PING_IDLE_AFTER),
+            duration(PostgresStoreOptions::DEFAULT_PING_IDLE_AFTER),
+            some(PostgresStoreOptions::DEFAULT_PING_IDLE_AFTER),
         ),
         (
             "max_connection_lifetime",
             "DEFAULT_MAX_CONNECTION_LIFETIME",
-            duration(DEFAULT_MAX_CONNECTION_LIFETIME),
-            some(DEFAULT_MAX_CONNECTION_LIFETIME),
+            duration(PostgresStoreOptions::DEFAULT_MAX_CONNECTION_LIFETIME),
+            some(PostgresStoreOptions::DEFAULT_MAX_CONNECTION_LIFETIME),
         ),
         (
             "idle_timeout",
             "DEFAULT_IDLE_TIMEOUT",
-            duration(DEFAULT_IDLE_TIMEOUT),
-            some(DEFAULT_IDLE_TIMEOUT),
+            duration(PostgresStoreOptions::DEFAULT_IDLE_TIMEOUT),
+            some(PostgresStoreOptions::DEFAULT_IDLE_TIMEOUT),
         ),
         ("pooler_mode", "", "`false`".to_owned(), "false".to_owned()),
         (
             "max_parameters_len",
             "DEFAULT_MAX_PARAMETERS_LEN",
-            format!("{} KiB", DEFAULT_MAX_PARAMETERS_LEN / 1024),
-            format!("{DEFAULT_MAX_PARAMETERS_LEN:?}"),
+            format!(
+                "{} KiB",
+                PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN / 1024
+            ),
+            format!("{:?}", PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN),
         ),
         (
             "max_request_lifetime",
             "DEFAULT_MAX_REQUEST_LIFETIME",
-            duration(DEFAULT_MAX_REQUEST_LIFETIME),
-            format!("{DEFAULT_MAX_REQUEST_LIFETIME:?}"),
+            duration(PostgresStoreOptions::DEFAULT_MAX_REQUEST_LIFETIME),
+            format!("{:?}", PostgresStoreOptions::DEFAULT_MAX_REQUEST_LIFETIME),
         ),
         (
             "consumed_markers",
@@ -161,7 +164,7 @@ fn postgres_store_options_defaults_are_the_documented_constants() {
         ),
     ];
     check(source, &debug, &expected);
-    assert_eq!(DEFAULT_MAX_PARAMETERS_LEN % 1024, 0);
+    assert_eq!(PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN % 1024, 0);
 }
 
 #[test]
@@ -172,14 +175,17 @@ fn cleanup_options_defaults_are_the_documented_constants() {
         (
             "interval",
             "DEFAULT_INTERVAL",
-            duration(DEFAULT_INTERVAL),
-            format!("{DEFAULT_INTERVAL:?}"),
+            duration(CleanupOptions::DEFAULT_INTERVAL),
+            format!("{:?}", CleanupOptions::DEFAULT_INTERVAL),
         ),
         (
             "batch_size",
             "DEFAULT_BATCH_SIZE",
-            format!("{} rows", thousands(DEFAULT_BATCH_SIZE.into())),
-            format!("{DEFAULT_BATCH_SIZE:?}"),
+            format!(
+                "{} rows",
+                thousands(CleanupOptions::DEFAULT_BATCH_SIZE.into())
+            ),
+            format!("{:?}", CleanupOptions::DEFAULT_BATCH_SIZE),
         ),
         (
             "first_run_jitter",
@@ -190,48 +196,28 @@ fn cleanup_options_defaults_are_the_documented_constants() {
         (
             "pause_between_batches",
             "DEFAULT_PAUSE_BETWEEN_BATCHES",
-            duration(DEFAULT_PAUSE_BETWEEN_BATCHES),
-            format!("{DEFAULT_PAUSE_BETWEEN_BATCHES:?}"),
+            duration(CleanupOptions::DEFAULT_PAUSE_BETWEEN_BATCHES),
+            format!("{:?}", CleanupOptions::DEFAULT_PAUSE_BETWEEN_BATCHES),
         ),
         (
             "retry_delay",
             "DEFAULT_RETRY_DELAY",
-            duration(DEFAULT_RETRY_DELAY),
-            format!("{DEFAULT_RETRY_DELAY:?}"),
+            duration(CleanupOptions::DEFAULT_RETRY_DELAY),
+            format!("{:?}", CleanupOptions::DEFAULT_RETRY_DELAY),
         ),
     ];
     check(source, &debug, &expected);
 }
 
-/// `PostgresStoreOptions::new()` is the same as `default()`, and the deprecated aliases set
-/// what their new names set.
+/// `PostgresStoreOptions::new()` is the same as `default()`.
 #[test]
-#[allow(deprecated)]
-fn deprecated_aliases_set_the_renamed_settings() {
-    let d = Duration::from_secs(600);
+fn new_options_are_the_defaults() {
     assert_eq!(
         format!("{:?}", PostgresStoreOptions::new()),
         format!("{:?}", PostgresStoreOptions::default())
     );
     assert_eq!(
-        format!("{:?}", PostgresStoreOptions::new().max_lifetime(d)),
-        format!("{:?}", PostgresStoreOptions::new().max_request_lifetime(d))
-    );
-    for pooler in [false, true] {
-        assert_eq!(
-            format!("{:?}", PostgresStoreOptions::new().statement_cache(!pooler)),
-            format!("{:?}", PostgresStoreOptions::new().pooler_mode(pooler))
-        );
-    }
-    assert_eq!(
-        format!("{:?}", par_store::MemoryStore::new().max_lifetime(d)),
-        format!(
-            "{:?}",
-            par_store::MemoryStore::new().max_request_lifetime(d)
-        )
-    );
-    assert_eq!(
-        par_store::DEFAULT_MAX_LIFETIME,
-        par_store::DEFAULT_MAX_REQUEST_LIFETIME
+        format!("{:?}", CleanupOptions::new()),
+        format!("{:?}", CleanupOptions::default())
     );
 }

@@ -10,8 +10,9 @@
 use par_store::chrono::{Duration, Utc};
 use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use par_store::{
-    KeyRing, MemoryStore, PostgresStore, PostgresStoreOptions, ProtectedStore, ProtectionKey,
-    PushedAuthorizationRequest, PushedAuthorizationRequestStoreExt,
+    protect::{KeyRing, ProtectionKey},
+    MemoryStore, PostgresStore, PostgresStoreOptions, ProtectedStore, PushedAuthorizationRequest,
+    PushedAuthorizationRequestStoreExt,
 };
 
 /// Far above what each operation needs now (at most 1.3 KB in debug and release builds),
@@ -30,7 +31,6 @@ fn sizes<S: PushedAuthorizationRequestStoreExt>(store: &S) -> Vec<(&'static str,
             "consume_by_hash",
             size_of_val(&*store.consume_by_hash(&hash)),
         ),
-        ("consume", size_of_val(&*store.consume(&hash))),
         (
             "consume_for_client",
             size_of_val(&*store.consume_for_client(&hash, "client")),

@@ -105,14 +105,17 @@ async fn sequence<S: PushedAuthorizationRequestStore>(store: &S, expired: &str) 
         Consumption::Consumed(a.clone())
     );
     assert!(matches!(
-        store.consume(hash_a).await.unwrap(),
+        store.consume_for_client(hash_a, "client-a").await.unwrap(),
         Consumption::AlreadyConsumed { .. }
     ));
     // consume_by_hash answers only an Option, but its outcome is counted as well.
     assert_eq!(store.consume_by_hash(hash_a).await.unwrap(), None);
     assert_eq!(store.consume_by_hash(&hash(99)).await.unwrap(), None);
     assert!(matches!(store.store(&a).await, Err(StoreError::Duplicate)));
-    assert_eq!(store.consume(expired).await.unwrap(), Consumption::Expired);
+    assert_eq!(
+        store.consume_for_client(expired, "client-a").await.unwrap(),
+        Consumption::Expired
+    );
 }
 
 /// What both stores must have recorded after `sequence`, `stored` successful stores in all
@@ -124,10 +127,14 @@ fn check(recorded: &Recorded, system: &str, stored: u64, cleaned: u64) {
     assert_eq!(samples("store", None).len() as u64, stored, "{recorded:#?}");
     assert_eq!(samples("store", Some("duplicate")).len(), 1);
     assert_eq!(samples("get_by_hash", None).len(), 1);
-    assert_eq!(samples("consume_for_client", None).len(), 2);
-    assert_eq!(samples("consume", None).len(), 2);
+    assert_eq!(samples("consume_for_client", None).len(), 4);
     assert_eq!(samples("consume_by_hash", None).len(), 2);
-    for operation in ["store", "get_by_hash", "consume_for_client", "consume"] {
+    for operation in [
+        "store",
+        "get_by_hash",
+        "consume_for_client",
+        "consume_by_hash",
+    ] {
         for seconds in samples(operation, None) {
             assert!(
                 seconds.is_finite() && (0.0..60.0).contains(&seconds),
@@ -139,7 +146,7 @@ fn check(recorded: &Recorded, system: &str, stored: u64, cleaned: u64) {
     assert_eq!(count("par_store.requests.stored"), stored);
     assert_eq!(count("par_store.requests.wrong_client"), 1);
     assert_eq!(count("par_store.requests.consumed"), 1);
-    // consume, then consume_by_hash of the same request
+    // consume_for_client, then consume_by_hash of the same request
     assert_eq!(count("par_store.requests.already_consumed"), 2);
     assert_eq!(count("par_store.requests.not_found"), 1);
     assert_eq!(count("par_store.requests.expired"), 1);
@@ -239,7 +246,14 @@ async fn a_store_registers_its_metrics_with_the_recorder_of_its_first_operation(
     let clone = store.clone();
     assert_eq!(store.get_by_hash(&hash(2)).await.unwrap(), None);
     clone.store(&request(3, "client-a")).await.unwrap();
-    assert_eq!(clone.consume(&hash(3)).await.unwrap().as_str(), "consumed");
+    assert_eq!(
+        clone
+            .consume_for_client(&hash(3), "client-a")
+            .await
+            .unwrap()
+            .as_str(),
+        "consumed"
+    );
     // A failure is looked up in the recorder of the moment: the recorder works on this
     // thread.
     let expired = PushedAuthorizationRequest::new(hash(4), Utc::now() - Duration::seconds(1), "p");
@@ -266,7 +280,7 @@ async fn a_store_registers_its_metrics_with_the_recorder_of_its_first_operation(
     // its first operation (none), not this one; the later store's pool registered here.
     assert!(
         durations(&recorded, "postgresql", "store", None).is_empty()
-            && durations(&recorded, "postgresql", "consume", None).is_empty(),
+            && durations(&recorded, "postgresql", "consume_for_client", None).is_empty(),
         "{recorded:#?}"
     );
     // (The later store registered its counters too, at 0.)

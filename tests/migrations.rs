@@ -37,7 +37,7 @@ async fn host_cli_without_config() -> Migrator {
 /// The same with `--config <par-store>/sqlx.toml`: history in `_par_store_migrations`.
 async fn host_cli_with_config() -> Migrator {
     let mut migrator = host_cli_without_config().await;
-    migrator.dangerous_set_table_name(par_store::MIGRATIONS_TABLE);
+    migrator.dangerous_set_table_name(par_store::PostgresStore::MIGRATIONS_TABLE);
     migrator
 }
 
@@ -413,7 +413,9 @@ async fn a_migration_waiting_past_its_lock_timeout_names_the_lock() {
     let owned = PostgresStoreOptions::new()
         .migration_lock_timeout(Some(limit))
         .connect_lazy_with(db.options.clone());
-    let shared = PostgresStore::new(db.pool.clone()).migration_lock_timeout(Some(limit));
+    let shared = PostgresStoreOptions::new()
+        .migration_lock_timeout(Some(limit))
+        .with_pool(db.pool.clone());
     let holder = hold_the_migration_lock(&db).await;
     for store in [&owned, &shared] {
         let err = tokio::time::timeout(StdDuration::from_secs(20), store.migrate())
@@ -546,7 +548,9 @@ async fn migrate_accepts_a_later_releases_additive_migration_and_serves() {
     store.migrate().await.unwrap();
     one_lifecycle(&store, "later-additive").await;
     assert_eq!(
-        history(&db.pool, par_store::MIGRATIONS_TABLE).await.last(),
+        history(&db.pool, PostgresStore::MIGRATIONS_TABLE)
+            .await
+            .last(),
         Some(&99_999)
     );
 }
@@ -559,7 +563,7 @@ async fn migrate_refuses_a_schema_only_a_later_release_can_serve() {
     let db = TestDb::new().await;
     let store = db.store();
     store.migrate().await.unwrap();
-    let before = history(&db.pool, par_store::MIGRATIONS_TABLE).await;
+    let before = history(&db.pool, PostgresStore::MIGRATIONS_TABLE).await;
     apply_a_later_migration(
         &db.pool,
         99_999,
@@ -592,7 +596,7 @@ async fn migrate_refuses_a_schema_only_a_later_release_can_serve() {
         message.contains("99.0.0") && message.contains("99999"),
         "{message}"
     );
-    let mut after = history(&db.pool, par_store::MIGRATIONS_TABLE).await;
+    let mut after = history(&db.pool, PostgresStore::MIGRATIONS_TABLE).await;
     after.insert(0, before[0]);
     assert_eq!(
         after,

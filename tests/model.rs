@@ -32,9 +32,12 @@ use chrono::{DateTime, Utc};
 use common::TestDb;
 use par_store::sqlx;
 use par_store::{
-    ConsumePolicy, Consumption, MemoryStore, PostgresStore, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStoreExt, StoreError, MAX_REFERENCE_VALUE_HASH_LEN,
+    ConsumePolicy, Consumption, MemoryStore, PostgresStore, PostgresStoreOptions,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStoreExt, StoreError,
 };
+
+const MAX_REFERENCE_VALUE_HASH_LEN: usize =
+    PushedAuthorizationRequest::MAX_REFERENCE_VALUE_HASH_LEN;
 use proptest::prelude::*;
 use proptest::test_runner::{
     Config, FileFailurePersistence, RngSeed, TestCaseError, TestError, TestRunner,
@@ -155,8 +158,6 @@ enum Step {
     },
     Get(Key),
     Consume(Key),
-    /// `consume`, with its outcome.
-    ConsumeOutcome(Key),
     /// `consume_for_client` with `client_id(client)`.
     ConsumeForClient(Key, usize),
     /// `consume_in_session` with `client_id(client)` and `session(binding)`.
@@ -185,7 +186,6 @@ impl fmt::Debug for Step {
             Step::StoreBad { key, bad } => write!(f, "StoreBad({:?}, {bad:?})", pool_hash(*key)),
             Step::Get(key) => write!(f, "Get({:?})", key.hash()),
             Step::Consume(key) => write!(f, "ConsumeByHash({:?})", key.hash()),
-            Step::ConsumeOutcome(key) => write!(f, "Consume({:?})", key.hash()),
             Step::ConsumeForClient(key, client) => write!(
                 f,
                 "ConsumeForClient({:?}, {:?})",
@@ -258,7 +258,6 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(key, bad)| Step::StoreBad { key, bad }),
         3 => key().prop_map(Step::Get),
         2 => key().prop_map(Step::Consume),
-        2 => key().prop_map(Step::ConsumeOutcome),
         5 => (key(), prop_oneof![4 => 0..2usize, 1 => Just(2usize)])
             .prop_map(|(key, client)| Step::ConsumeForClient(key, client)),
         5 => (
@@ -456,7 +455,6 @@ impl Model {
                 found @ Outcome::Found(..) => found,
                 _ => Outcome::NotFound,
             },
-            (Step::ConsumeOutcome(key), _) => self.consume(&key.hash(), None, None, now, span),
             (Step::ConsumeForClient(key, client), _) => {
                 let client = client_id(*client);
                 if client.is_empty() {
@@ -575,7 +573,6 @@ async fn execute(
         (_, Some(request)) => stored(store.store(request).await),
         (Step::Get(key), None) => looked_up(store.get_by_hash(&key.hash()).await),
         (Step::Consume(key), None) => looked_up(store.consume_by_hash(&key.hash()).await),
-        (Step::ConsumeOutcome(key), None) => consumed(store.consume(&key.hash()).await),
         (Step::ConsumeForClient(key, client), None) => consumed(
             store
                 .consume_for_client(&key.hash(), client_id(*client))
@@ -638,17 +635,14 @@ async fn run_sequence(
             .map_err(|err| format!("truncate: {err}"))?;
     }
     let policy = ConsumePolicy::ReloadWithin(RELOAD_WINDOW);
-    let postgres = PostgresStore::new(db.pool.clone())
+    let options = PostgresStoreOptions::new()
         .max_parameters_len(MAX_PARAMETERS_LEN)
         .consume_policy(policy);
+    let postgres = options.with_pool(db.pool.clone());
     let memory = MemoryStore::new()
         .max_parameters_len(MAX_PARAMETERS_LEN)
         .consume_policy(policy);
-    let distributed = citus.map(|pool| {
-        PostgresStore::new(pool.clone())
-            .max_parameters_len(MAX_PARAMETERS_LEN)
-            .consume_policy(policy)
-    });
+    let distributed = citus.map(|pool| options.with_pool(pool.clone()));
     let mut subjects: Vec<(&str, &dyn Subject)> =
         vec![("memory", &memory), ("postgres", &postgres)];
     if let Some(distributed) = &distributed {

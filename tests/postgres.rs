@@ -7,7 +7,7 @@ use chrono::{Duration, Utc};
 use common::TestDb;
 use par_store::sqlx::{self, migrate::Migrator};
 use par_store::{
-    InputField, PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
+    error::InputField, PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt, StoreError,
 };
 use std::time::{Duration as StdDuration, Instant};
@@ -188,7 +188,7 @@ async fn consumed_markers_migrate_both_ways() {
     let store = db.store();
     assert!(store.get_by_hash("old-1").await.unwrap().is_some());
     assert!(matches!(
-        store.consume("old-1").await.unwrap(),
+        store.consume_for_client("old-1", "client-a").await.unwrap(),
         par_store::Consumption::Consumed(_)
     ));
     let refused = sqlx::query(
@@ -229,9 +229,9 @@ async fn consumed_markers_migrate_both_ways() {
 async fn a_reload_window_keeps_the_parameters_until_the_first_consumption_after_it() {
     let db = TestDb::new().await;
     let window = StdDuration::from_millis(300);
-    let store = db
-        .store()
-        .consume_policy(par_store::ConsumePolicy::ReloadWithin(window));
+    let store = PostgresStoreOptions::new()
+        .consume_policy(par_store::ConsumePolicy::ReloadWithin(window))
+        .with_pool(db.pool.clone());
     let row = |hash: &'static str| {
         sqlx::query_as::<_, (Option<String>, Option<String>)>(
             "SELECT kept_parameters, consumed_by FROM pushed_authorization_request_markers \
@@ -264,7 +264,10 @@ async fn a_reload_window_keeps_the_parameters_until_the_first_consumption_after_
     // After it, still kept until a consumption comes...
     assert_eq!(row("in-session").await.unwrap(), kept);
     assert!(matches!(
-        store.consume("in-session").await.unwrap(),
+        store
+            .consume_for_client("in-session", "client-a")
+            .await
+            .unwrap(),
         par_store::Consumption::AlreadyConsumed { .. }
     ));
     // ... which clears the parameters.
@@ -281,7 +284,9 @@ async fn reload_tolerance_migrates_both_ways() {
     let db = TestDb::new().await;
     let migrator = PostgresStore::migrator();
     let policy = par_store::ConsumePolicy::ReloadWithin(StdDuration::from_secs(600));
-    let store = db.store().consume_policy(policy);
+    let store = PostgresStoreOptions::new()
+        .consume_policy(policy)
+        .with_pool(db.pool.clone());
     store.store(&request("kept")).await.unwrap();
     store
         .consume_in_session("kept", "client-a", "session-1")
@@ -318,7 +323,9 @@ async fn reload_tolerance_migrates_both_ways() {
     assert_eq!(column, None);
 
     db.store().migrate().await.unwrap();
-    let store = db.store().consume_policy(policy);
+    let store = PostgresStoreOptions::new()
+        .consume_policy(policy)
+        .with_pool(db.pool.clone());
     assert!(matches!(
         store
             .consume_in_session("kept", "client-a", "session-1")
@@ -566,7 +573,10 @@ async fn client_binding_migration_reverts_to_the_first_schema_and_applies_again(
 #[tokio::test]
 async fn database_refuses_a_client_id_the_store_would_refuse() {
     let db = TestDb::new().await;
-    for client_id in [String::new(), "c".repeat(par_store::MAX_CLIENT_ID_LEN + 1)] {
+    for client_id in [
+        String::new(),
+        "c".repeat(par_store::PushedAuthorizationRequest::MAX_CLIENT_ID_LEN + 1),
+    ] {
         let err = sqlx::query(
             "INSERT INTO pushed_authorization_requests \
              (reference_value_hash, expires_at, parameters, client_id) \
@@ -1126,9 +1136,9 @@ async fn a_consume_that_waited_for_a_table_lock_past_expiry_answers_expired() {
 async fn a_reload_that_waited_for_the_marker_past_its_window_finds_it_consumed() {
     let db = TestDb::new().await;
     let window = StdDuration::from_millis(1500);
-    let store = db
-        .store()
-        .consume_policy(par_store::ConsumePolicy::ReloadWithin(window));
+    let store = PostgresStoreOptions::new()
+        .consume_policy(par_store::ConsumePolicy::ReloadWithin(window))
+        .with_pool(db.pool.clone());
     store
         .store(&request("h").with_client_id("client-a"))
         .await
@@ -1189,11 +1199,11 @@ async fn a_reload_that_waited_for_the_marker_past_its_window_finds_it_consumed()
 #[tokio::test]
 async fn a_window_under_a_microsecond_keeps_no_parameters() {
     let db = TestDb::new().await;
-    let store = db
-        .store()
+    let store = PostgresStoreOptions::new()
         .consume_policy(par_store::ConsumePolicy::ReloadWithin(
             StdDuration::from_nanos(999),
-        ));
+        ))
+        .with_pool(db.pool.clone());
     store
         .store(&request("h").with_client_id("client-a"))
         .await
@@ -1210,4 +1220,69 @@ async fn a_window_under_a_microsecond_keeps_no_parameters() {
     .await
     .unwrap();
     assert_eq!((kept, binding), (None, None));
+}
+
+/// `PostgresStoreOptions::with_pool`: the store settings of the options apply to a store on
+/// the caller's pool ("Applies to `with_pool` too"), and `PostgresStore::new(pool)` is
+/// `PostgresStoreOptions::new().with_pool(pool)`.
+#[tokio::test]
+async fn with_pool_applies_the_store_settings_of_the_options() {
+    let db = TestDb::new().await;
+    let store = PostgresStoreOptions::new()
+        .max_parameters_len(8)
+        .max_request_lifetime(StdDuration::from_secs(120))
+        .consumed_markers(false)
+        .consume_policy(par_store::ConsumePolicy::ReloadWithin(
+            StdDuration::from_secs(30),
+        ))
+        .operation_timeout(Some(StdDuration::from_secs(4)))
+        .migration_lock_timeout(Some(StdDuration::from_secs(7)))
+        .with_pool(db.pool.clone());
+    assert!(store.shared_pool().is_some());
+    let shown = format!("{store:?}");
+    for setting in [
+        "max_parameters_len: 8,",
+        "max_request_lifetime: 120s,",
+        "consumed_markers: false,",
+        "consume_policy: ReloadWithin(30s),",
+        "operation_timeout: Some(4s),",
+        "migration_lock_timeout: Some(7s),",
+    ] {
+        assert!(shown.contains(setting), "{setting} in {shown}");
+    }
+    // What they do: 9 bytes are refused, 8 stored; 10 minutes ahead is beyond the bound;
+    // without markers a consumed request is gone.
+    let sized = |hash: &str, parameters: &str| {
+        PushedAuthorizationRequest::new(hash, Utc::now() + Duration::seconds(60), parameters)
+    };
+    assert!(matches!(
+        store.store(&sized("long", "123456789")).await,
+        Err(StoreError::InvalidInput {
+            field: InputField::Parameters,
+            ..
+        })
+    ));
+    let far = PushedAuthorizationRequest::new("far", Utc::now() + Duration::seconds(600), "p");
+    assert!(matches!(
+        store.store(&far).await,
+        Err(StoreError::InvalidInput {
+            field: InputField::ExpiresAt,
+            ..
+        })
+    ));
+    store.store(&sized("fits", "12345678")).await.unwrap();
+    assert!(store.consume_by_hash("fits").await.unwrap().is_some());
+    assert_eq!(
+        store.consume_for_client("fits", "client-a").await.unwrap(),
+        par_store::Consumption::NotFound
+    );
+    assert_eq!(db.row_count().await, 0);
+
+    assert_eq!(
+        format!("{:?}", PostgresStore::new(db.pool.clone())),
+        format!(
+            "{:?}",
+            PostgresStoreOptions::new().with_pool(db.pool.clone())
+        )
+    );
 }

@@ -7,9 +7,11 @@ mod common;
 use chrono::{Duration, Utc};
 use common::TestDb;
 use par_store::{
-    envelope_len, CleanupJob, CleanupOptions, Consumption, KeyRing, KeyRingError, MemoryStore,
-    ProtectedStore, ProtectionErrorKind, ProtectionKey, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt, StoreError,
+    error::ProtectionErrorKind,
+    protect::{envelope_len, KeyRing, KeyRingError, ProtectionKey},
+    CleanupJob, CleanupOptions, Consumption, MemoryStore, ProtectedStore,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+    PushedAuthorizationRequestStoreExt, StoreError,
 };
 
 const SECRET_A: [u8; 32] = [0xa1; 32];
@@ -94,7 +96,10 @@ async fn round_trip_over_memory_store() {
     // Consumed: only its marker is left, and the marker holds no envelope.
     assert_eq!(inner.len(), 1);
     assert!(matches!(
-        inner.consume(&hash(1)).await.unwrap(),
+        inner
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
         Consumption::AlreadyConsumed { .. }
     ));
 }
@@ -946,17 +951,26 @@ where
         Consumption::Consumed(request)
     );
     assert!(matches!(
-        store.consume(&hash(1)).await.unwrap(),
+        store
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
         Consumption::AlreadyConsumed { .. }
     ));
     assert_eq!(
-        store.consume(&hash(2)).await.unwrap(),
+        store
+            .consume_for_client(&hash(2), "client-a")
+            .await
+            .unwrap(),
         Consumption::NotFound
     );
     let unbound = live(3);
     store.store(&unbound).await.unwrap();
     assert_eq!(
-        store.consume(&hash(3)).await.unwrap(),
+        store
+            .consume_for_client(&hash(3), "client-b")
+            .await
+            .unwrap(),
         Consumption::Consumed(unbound)
     );
 }

@@ -9,8 +9,9 @@
 
 use par_store::{
     MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore, ReferenceValue,
-    REQUEST_URI_PREFIX,
 };
+
+const REQUEST_URI_PREFIX: &str = ReferenceValue::REQUEST_URI_PREFIX;
 use std::collections::HashSet;
 
 /// (reference value, Base64(SHA-256(UTF-8 bytes of the value))), from `python3` as above.

@@ -75,10 +75,15 @@ async fn of_64_racers_on_two_instances_exactly_one_consumes_and_63_find_it_consu
     let (mut consumed, mut already, mut by_instance) = (0u32, 0u32, [0u32; 2]);
     for round in 0..ROUNDS {
         stores[0].store(&request(round)).await.unwrap();
-        // Half the racers call consume, half consume_for_client with the right client.
+        // Half the racers call consume_in_session (one session each: under the default
+        // policy it consumes as consume_for_client does), half consume_for_client, with the
+        // right client.
         let outcomes = race(&stores, move |store, racer| async move {
             if racer % 4 < 2 {
-                store.consume(&hash(round)).await.unwrap()
+                store
+                    .consume_in_session(&hash(round), "client-a", &format!("session-{racer}"))
+                    .await
+                    .unwrap()
             } else {
                 store
                     .consume_for_client(&hash(round), "client-a")

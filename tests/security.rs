@@ -808,7 +808,7 @@ async fn round_trip(store: &PostgresStore, hash: &str, parameters: &str) -> Resu
     }
     // Its consumed marker is found under the same hostile key, and removed by a sweep
     // (every request here expires within the hour), so that the next round may reuse the key.
-    match store.consume(hash).await {
+    match store.consume_for_client(hash, "client-a").await {
         Ok(par_store::Consumption::AlreadyConsumed { .. }) => {}
         other => return Err(format!("consume {hash:?} again: {other:?}")),
     }

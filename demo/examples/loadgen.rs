@@ -51,8 +51,9 @@ use hdrhistogram::Histogram;
 use par_store::sqlx::postgres::{PgConnectOptions, PgPool};
 use par_store::sqlx::{self, Connection, PgConnection};
 use par_store::{
-    CleanupJob, CleanupOptions, KeyRing, PostgresStore, PostgresStoreOptions, ProtectedStore,
-    ProtectionKey, PushedAuthorizationRequest, PushedAuthorizationRequestStore,
+    protect::{KeyRing, ProtectionKey},
+    CleanupJob, CleanupOptions, PostgresStore, PostgresStoreOptions, ProtectedStore,
+    PushedAuthorizationRequest, PushedAuthorizationRequestStore,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -402,7 +403,7 @@ struct Setup {
 /// The connect options of `url` with the per-connection settings a store with the default
 /// options sends: the statement timeout as a startup parameter.
 fn with_store_settings(url: &str) -> Result<PgConnectOptions, BoxError> {
-    let timeout = par_store::DEFAULT_STATEMENT_TIMEOUT.as_millis();
+    let timeout = par_store::PostgresStoreOptions::DEFAULT_STATEMENT_TIMEOUT.as_millis();
     Ok(PgConnectOptions::from_str(url)?.options([("statement_timeout", timeout)]))
 }
 
@@ -1168,7 +1169,11 @@ async fn fault_client(
                     clean = false;
                 }
             }
-            let (first, second) = tokio::join!(store.consume(&hash), store.consume(&hash));
+            // The request is bound to no client: any client consumes it.
+            let (first, second) = tokio::join!(
+                store.consume_for_client(&hash, "loadgen"),
+                store.consume_for_client(&hash, "loadgen")
+            );
             let mut winners = 0;
             for outcome in [first, second] {
                 match outcome {
@@ -1281,7 +1286,7 @@ async fn worker_failure(args: &Args) -> Result<(), BoxError> {
             // Consumed by a consume whose caller got an error: burned, never handed out.
             Some(true) if times == 0 => consumed_unanswered += 1,
             Some(true) => {}
-            Some(false) => match store.consume(hash).await {
+            Some(false) => match store.consume_for_client(hash, "loadgen").await {
                 Ok(par_store::Consumption::Consumed(_)) if times == 0 => consumed_now += 1,
                 Ok(par_store::Consumption::Consumed(_)) => {
                     // Handed out before and again now: a second hand-out.

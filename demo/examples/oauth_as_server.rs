@@ -54,7 +54,10 @@ use oauth_as::server::{AuthorizationServer, ServerConfig};
 use oauth_as::store::Storage;
 use oauth_as::MemoryStorage;
 use par_store::oauth_as::OauthAsStorage;
-use par_store::{CleanupJob, CleanupOptions, KeyRing, KeyRingError, PostgresStore};
+use par_store::{
+    protect::{KeyRing, KeyRingError},
+    CleanupJob, CleanupOptions, PostgresStore,
+};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 

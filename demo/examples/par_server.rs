@@ -48,8 +48,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{TimeDelta, Utc};
 use par_store::{
-    CleanupJob, CleanupOptions, Consumption, InputField, ProtectionErrorKind,
-    PushedAuthorizationRequest, PushedAuthorizationRequestStore, ReferenceValue, StoreError,
+    error::{InputField, ProtectionErrorKind},
+    CleanupJob, CleanupOptions, Consumption, PushedAuthorizationRequest,
+    PushedAuthorizationRequestStore, ReferenceValue, StoreError,
 };
 use serde_json::json;
 use std::sync::Arc;

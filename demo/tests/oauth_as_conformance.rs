@@ -18,7 +18,8 @@ use oauth_as::MemoryStorage;
 use par_store::oauth_as::OauthAsStorage;
 use par_store::sqlx::postgres::PgPoolOptions;
 use par_store::{
-    Consumption, KeyRing, PostgresStore, ProtectionKey, PushedAuthorizationRequestStore,
+    protect::{KeyRing, ProtectionKey},
+    Consumption, PostgresStore, PostgresStoreOptions, PushedAuthorizationRequestStore,
 };
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,8 +53,9 @@ async fn fresh_store(db: &TestDb, n: usize) -> PostgresStore {
         .unwrap();
     // The harness's records are dated a year or more ahead (a fixed synthetic clock); a real
     // PAR lifetime is far below the store's default one-hour cap, which stays on elsewhere.
-    let store =
-        PostgresStore::new(pool).max_request_lifetime(Duration::from_secs(10 * 366 * 24 * 3600));
+    let store = PostgresStoreOptions::new()
+        .max_request_lifetime(Duration::from_secs(10 * 366 * 24 * 3600))
+        .with_pool(pool);
     store.migrate().await.unwrap();
     store
 }
@@ -420,7 +422,7 @@ async fn a_put_back_after_a_take_makes_the_request_usable_again() {
     assert!(again == pushed, "{again:?}");
 }
 
-/// A request consumed through `consume` or `consume_for_client` by its client is final: a put
+/// A request consumed through `consume_for_client` or `consume_by_hash` by its client is final: a put
 /// of the same record fails (oauth-as answers `server_error`) and nothing is brought back.
 #[tokio::test]
 async fn a_request_consumed_by_its_client_is_never_brought_back_by_a_put() {
@@ -441,7 +443,11 @@ async fn a_request_consumed_by_its_client_is_never_brought_back_by_a_put() {
                 .consume_for_client(&key_of(&uri), "client-a")
                 .await
         } else {
-            storage.pushed().consume(&key_of(&uri)).await
+            storage
+                .pushed()
+                .consume_by_hash(&key_of(&uri))
+                .await
+                .map(|found| found.map_or(Consumption::NotFound, Consumption::Consumed))
         };
         assert!(matches!(outcome.unwrap(), Consumption::Consumed(_)));
         let err = storage

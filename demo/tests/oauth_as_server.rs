@@ -14,7 +14,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use common::TestDb;
 use oauth_as_server::DemoConfig;
-use par_store::{KeyRing, ProtectionKey};
+use par_store::protect::{KeyRing, ProtectionKey};
 use reqwest::header::LOCATION;
 use reqwest::StatusCode;
 use serde_json::Value;
