@@ -106,6 +106,7 @@ mod consumption;
 mod envelope;
 mod error;
 mod execution;
+mod hosts;
 mod key_ring;
 mod memory;
 #[cfg(feature = "metrics")]
@@ -133,6 +134,7 @@ pub use consume_policy::ConsumePolicy;
 pub use consumption::Consumption;
 pub use envelope::{envelope_len, max_parameters_len_within, ENVELOPE_VERSION, MAX_KEY_ID_LEN};
 pub use error::{BoxError, InputField, InvalidDatabaseUrl, ProtectionErrorKind, StoreError};
+pub use hosts::TargetSessionAttrs;
 pub use key_ring::{KeyRing, KeyRingError, ProtectionKey};
 pub use memory::MemoryStore;
 pub use migrations::MIGRATIONS_TABLE;
