@@ -515,3 +515,145 @@ impl Targets {
 async fn close(conn: PgConnection) {
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(url: &str) -> Vec<(String, u16)> {
+        parse_url(url).unwrap().hosts
+    }
+
+    fn reason(url: &str) -> String {
+        parse_url(url).unwrap_err().reason().to_owned()
+    }
+
+    #[test]
+    fn a_host_list_is_read_as_libpq_reads_it() {
+        let parsed =
+            parse_url("postgres://u:p%40ss@h1:5432,h2:5433/db?target_session_attrs=read-write&sslmode=disable")
+                .unwrap();
+        assert_eq!(
+            parsed.hosts,
+            [("h1".to_owned(), 5432), ("h2".to_owned(), 5433)]
+        );
+        assert_eq!(
+            parsed.target_session_attrs,
+            Some(TargetSessionAttrs::ReadWrite)
+        );
+        assert_eq!(parsed.options.get_database(), Some("db"));
+        assert_eq!(parsed.options.get_username(), "u");
+        assert!(matches!(parsed.options.get_ssl_mode(), PgSslMode::Disable));
+        // A host without a port gets the default; a port parameter applies to every host.
+        let default = parse_url("postgres://h/db").unwrap().options.get_port();
+        assert_eq!(
+            hosts("postgresql://h1,h2:6000/db"),
+            [("h1".to_owned(), default), ("h2".to_owned(), 6000)]
+        );
+        assert_eq!(
+            hosts("postgres://h1:1,h2/db?port=7000"),
+            [("h1".to_owned(), 7000), ("h2".to_owned(), 7000)]
+        );
+        assert_eq!(
+            hosts("postgres://[::1]:5433,[fe80::2]/db"),
+            [("::1".to_owned(), 5433), ("fe80::2".to_owned(), default)]
+        );
+        assert_eq!(
+            hosts("POSTGRES://h1:1,h2:2"),
+            [("h1".to_owned(), 1), ("h2".to_owned(), 2)]
+        );
+    }
+
+    #[test]
+    fn a_single_host_url_is_sqlx_s_with_target_session_attrs_taken_out() {
+        let parsed = parse_url("postgres://u@db.example:6543/app?target_session_attrs=primary")
+            .unwrap();
+        assert!(parsed.hosts.is_empty());
+        assert_eq!(parsed.options.get_host(), "db.example");
+        assert_eq!(parsed.options.get_port(), 6543);
+        assert_eq!(parsed.target_session_attrs, Some(TargetSessionAttrs::Primary));
+        assert_eq!(
+            parse_url("postgres://u@h/app").unwrap().target_session_attrs,
+            None
+        );
+        for attrs in TargetSessionAttrs::ALL {
+            let url = format!("postgres://h/app?target_session_attrs={attrs}");
+            assert_eq!(parse_url(&url).unwrap().target_session_attrs, Some(attrs));
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_served_is_refused_without_repeating_the_url() {
+        assert!(reason("mysql://x@127.0.0.1/x").contains("`mysql`"));
+        assert!(reason("MySQL://x@127.0.0.1/x").contains("`MySQL`"));
+        assert!(reason("redis://h").contains("postgres://"));
+        // Not a scheme: not repeated (it could be a user name).
+        let odd = reason("us er:hunter2@h://x");
+        assert!(!odd.contains("hunter2") && !odd.contains("us er"), "{odd}");
+        assert!(reason("host=localhost dbname=x").contains("not a URL"));
+        for (url, expected) in [
+            ("postgres://u:hunter2@h1:abc,h2/db", "invalid port"),
+            ("postgres://u:hunter2@h1:0,h2/db", "invalid port"),
+            ("postgres://u:hunter2@h1,,h2/db", "empty host"),
+            ("postgres://u:hunter2@[::1,h2/db", "`]`"),
+            ("postgres://u:hunter2@h1,h2/db?host=h3", "host"),
+            ("postgres://u:hunter2@h1,h2/db?port=1,2", "port"),
+            ("postgres://u:hunter2@%2Ftmp,h2/db", "socket"),
+            ("postgres://u:hunter2@h/db?target_session_attrs=writable", "read-write"),
+            ("postgres://u:hunter2@h/db?load_balance_hosts=random", "load_balance_hosts"),
+            ("postgres://u:hunter2@h:notaport/db", "not a PostgreSQL URL"),
+        ] {
+            let reason = reason(url);
+            assert!(reason.contains(expected), "{url}: {reason}");
+            assert!(!reason.contains("hunter2"), "{url}: {reason}");
+        }
+    }
+
+    #[test]
+    fn tls_is_refused_only_where_it_is_required_and_missing() {
+        let options = |mode: &str| {
+            parse_url(&format!("postgres://h/db?sslmode={mode}"))
+                .unwrap()
+                .options
+        };
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let refused = check_tls(&options(mode), false).unwrap_err();
+            assert!(refused.reason().contains(&format!("sslmode={mode}")), "{refused}");
+            assert!(refused.reason().contains("`rustls` cargo feature"), "{refused}");
+            assert!(check_tls(&options(mode), true).is_ok());
+        }
+        for mode in ["disable", "allow", "prefer"] {
+            assert!(check_tls(&options(mode), false).is_ok());
+        }
+        // The build's own answer is sqlx's: with par-store's `rustls` feature it has TLS.
+        if cfg!(feature = "rustls") {
+            assert!(tls_available());
+        }
+    }
+
+    #[test]
+    fn each_target_session_attrs_keeps_the_servers_libpq_keeps() {
+        use TargetSessionAttrs::*;
+        let primary = SessionState { read_only: false, in_recovery: false };
+        let read_only_primary = SessionState { read_only: true, in_recovery: false };
+        let standby = SessionState { read_only: true, in_recovery: true };
+        let fits = |attrs: TargetSessionAttrs| {
+            [primary, read_only_primary, standby].map(|state| attrs.fits(state))
+        };
+        assert_eq!(fits(Any), [true, true, true]);
+        assert_eq!(fits(ReadWrite), [true, false, false]);
+        assert_eq!(fits(ReadOnly), [false, true, true]);
+        assert_eq!(fits(Primary), [true, true, false]);
+        assert_eq!(fits(Standby), [false, false, true]);
+        assert_eq!(fits(PreferStandby), [false, false, true]);
+    }
+
+    #[test]
+    fn targets_take_every_setting_but_the_address_from_the_url() {
+        let parsed = parse_url("postgres://app@h1:1,h2:2/db").unwrap();
+        let targets = Targets::new(parsed.options, &parsed.hosts, TargetSessionAttrs::ReadWrite);
+        assert_eq!(targets.addresses(), "h1:1, h2:2");
+        assert!(targets.hosts.iter().all(|o| o.get_database() == Some("db")
+            && o.get_username() == "app"));
+    }
+}
