@@ -458,8 +458,7 @@ impl From<sqlx::Error> for StoreError {
                 source: Box::new(err),
             },
             DriverErrorKind::InvalidDatabaseUrl => match err {
-                sqlx::Error::Configuration(cause) => match cause.downcast::<InvalidDatabaseUrl>()
-                {
+                sqlx::Error::Configuration(cause) => match cause.downcast::<InvalidDatabaseUrl>() {
                     Ok(invalid) => StoreError::InvalidDatabaseUrl(*invalid),
                     Err(cause) => StoreError::Database { source: cause },
                 },

@@ -166,7 +166,10 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, InvalidDatabaseUrl> {
             "not a URL of the form postgres://user@host:port/database",
         ));
     };
-    if !SCHEMES.iter().any(|known| scheme.eq_ignore_ascii_case(known)) {
+    if !SCHEMES
+        .iter()
+        .any(|known| scheme.eq_ignore_ascii_case(known))
+    {
         let well_formed = !scheme.is_empty()
             && scheme.len() <= 32
             && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -423,7 +426,10 @@ impl Targets {
 
     /// Whether an open connection still fits (checked when an idle one is pinged before
     /// use): `None` when there is nothing to check (`Any`), which leaves the plain ping.
-    pub(crate) async fn still_fits(&self, conn: &mut PgConnection) -> Option<Result<bool, sqlx::Error>> {
+    pub(crate) async fn still_fits(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Option<Result<bool, sqlx::Error>> {
         match self.attrs {
             TargetSessionAttrs::Any => None,
             // A standby preferred and found gone: any server will do until the connection
@@ -566,14 +572,19 @@ mod tests {
 
     #[test]
     fn a_single_host_url_is_sqlx_s_with_target_session_attrs_taken_out() {
-        let parsed = parse_url("postgres://u@db.example:6543/app?target_session_attrs=primary")
-            .unwrap();
+        let parsed =
+            parse_url("postgres://u@db.example:6543/app?target_session_attrs=primary").unwrap();
         assert!(parsed.hosts.is_empty());
         assert_eq!(parsed.options.get_host(), "db.example");
         assert_eq!(parsed.options.get_port(), 6543);
-        assert_eq!(parsed.target_session_attrs, Some(TargetSessionAttrs::Primary));
         assert_eq!(
-            parse_url("postgres://u@h/app").unwrap().target_session_attrs,
+            parsed.target_session_attrs,
+            Some(TargetSessionAttrs::Primary)
+        );
+        assert_eq!(
+            parse_url("postgres://u@h/app")
+                .unwrap()
+                .target_session_attrs,
             None
         );
         for attrs in TargetSessionAttrs::ALL {
@@ -599,8 +610,14 @@ mod tests {
             ("postgres://u:hunter2@h1,h2/db?host=h3", "host"),
             ("postgres://u:hunter2@h1,h2/db?port=1,2", "port"),
             ("postgres://u:hunter2@%2Ftmp,h2/db", "socket"),
-            ("postgres://u:hunter2@h/db?target_session_attrs=writable", "read-write"),
-            ("postgres://u:hunter2@h/db?load_balance_hosts=random", "load_balance_hosts"),
+            (
+                "postgres://u:hunter2@h/db?target_session_attrs=writable",
+                "read-write",
+            ),
+            (
+                "postgres://u:hunter2@h/db?load_balance_hosts=random",
+                "load_balance_hosts",
+            ),
             ("postgres://u:hunter2@h:notaport/db", "not a PostgreSQL URL"),
         ] {
             let reason = reason(url);
@@ -618,8 +635,14 @@ mod tests {
         };
         for mode in ["require", "verify-ca", "verify-full"] {
             let refused = check_tls(&options(mode), false).unwrap_err();
-            assert!(refused.reason().contains(&format!("sslmode={mode}")), "{refused}");
-            assert!(refused.reason().contains("`rustls` cargo feature"), "{refused}");
+            assert!(
+                refused.reason().contains(&format!("sslmode={mode}")),
+                "{refused}"
+            );
+            assert!(
+                refused.reason().contains("`rustls` cargo feature"),
+                "{refused}"
+            );
             assert!(check_tls(&options(mode), true).is_ok());
         }
         for mode in ["disable", "allow", "prefer"] {
@@ -634,9 +657,18 @@ mod tests {
     #[test]
     fn each_target_session_attrs_keeps_the_servers_libpq_keeps() {
         use TargetSessionAttrs::*;
-        let primary = SessionState { read_only: false, in_recovery: false };
-        let read_only_primary = SessionState { read_only: true, in_recovery: false };
-        let standby = SessionState { read_only: true, in_recovery: true };
+        let primary = SessionState {
+            read_only: false,
+            in_recovery: false,
+        };
+        let read_only_primary = SessionState {
+            read_only: true,
+            in_recovery: false,
+        };
+        let standby = SessionState {
+            read_only: true,
+            in_recovery: true,
+        };
         let fits = |attrs: TargetSessionAttrs| {
             [primary, read_only_primary, standby].map(|state| attrs.fits(state))
         };
@@ -653,7 +685,9 @@ mod tests {
         let parsed = parse_url("postgres://app@h1:1,h2:2/db").unwrap();
         let targets = Targets::new(parsed.options, &parsed.hosts, TargetSessionAttrs::ReadWrite);
         assert_eq!(targets.addresses(), "h1:1, h2:2");
-        assert!(targets.hosts.iter().all(|o| o.get_database() == Some("db")
-            && o.get_username() == "app"));
+        assert!(targets
+            .hosts
+            .iter()
+            .all(|o| o.get_database() == Some("db") && o.get_username() == "app"));
     }
 }

@@ -466,10 +466,8 @@ impl Connections {
             Ok(Err(err)) => return Err(StoreError::from(err).connecting_to(address)),
             Err(_) => {
                 return Err(StoreError::Unavailable {
-                    source: format!(
-                        "connecting to {address} took longer than {connect_timeout:?}"
-                    )
-                    .into(),
+                    source: format!("connecting to {address} took longer than {connect_timeout:?}")
+                        .into(),
                 })
             }
         };
@@ -588,11 +586,7 @@ mod tests {
     async fn a_checkout_future_is_small() {
         let options = PgConnectOptions::new().host("127.0.0.1").port(9);
         let owned = Connections::owned(
-            Targets::new(
-                options.clone(),
-                &[],
-                crate::hosts::TargetSessionAttrs::Any,
-            ),
+            Targets::new(options.clone(), &[], crate::hosts::TargetSessionAttrs::Any),
             OwnedSettings {
                 max_connections: 1,
                 acquire_timeout: Duration::from_secs(1),

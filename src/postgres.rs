@@ -1200,8 +1200,12 @@ impl PostgresStoreOptions {
     /// ```
     pub async fn connect(&self, url: &str) -> Result<PostgresStore, StoreError> {
         let parsed = parse_url(url)?;
-        self.connect_targets(self.targets(parsed.options, &parsed.hosts, parsed.target_session_attrs))
-            .await
+        self.connect_targets(self.targets(
+            parsed.options,
+            &parsed.hosts,
+            parsed.target_session_attrs,
+        ))
+        .await
     }
 
     /// Like [`connect`](Self::connect), from parsed connect options (one host; give a list
@@ -1237,10 +1241,7 @@ impl PostgresStoreOptions {
         } else {
             &self.hosts
         };
-        let attrs = self
-            .target_session_attrs
-            .or(url_attrs)
-            .unwrap_or_default();
+        let attrs = self.target_session_attrs.or(url_attrs).unwrap_or_default();
         Targets::new(self.apply_to(options), hosts, attrs)
     }
 
