@@ -85,8 +85,8 @@
 //! ## TLS
 //!
 //! Enable the `rustls` feature (sqlx's `tls-rustls`) and connect with
-//! `sslmode=verify-full&sslrootcert=<CA file>`; without it a URL that asks for TLS fails to
-//! connect. See [docs/security.md](https://github.com/par-store/par-store/blob/main/docs/security.md#tls).
+//! `sslmode=verify-full&sslrootcert=<CA file>`; without it `connect` refuses a URL that asks
+//! for TLS with [`StoreError::InvalidDatabaseUrl`], which names the feature. See [docs/security.md](https://github.com/par-store/par-store/blob/main/docs/security.md#tls).
 //!
 //! ## Errors
 //!
