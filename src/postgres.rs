@@ -896,6 +896,8 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | [`DEFAULT_MAX_REQUEST_LIFETIME`](crate::DEFAULT_MAX_REQUEST_LIFETIME) | see [`PostgresStore::max_request_lifetime`] |
 /// | [`consumed_markers`](Self::consumed_markers) | `true` | - | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
 /// | [`consume_policy`](Self::consume_policy) | [`ConsumePolicy::Once`] | - | single use; a reload window keeps a consumed request usable by its session (see [`ConsumePolicy`]) |
+/// | [`hosts`](Self::hosts) | none | - | the URL's host, or its host list, tried in order |
+/// | [`target_session_attrs`](Self::target_session_attrs) | the URL's, else [`TargetSessionAttrs::Any`] | - | with several hosts, [`TargetSessionAttrs::ReadWrite`] follows the primary through a failover |
 ///
 /// ```no_run
 /// use std::time::Duration;
