@@ -507,11 +507,15 @@ impl Targets {
             Some(err) if all_permanent || !self.is_list() => Err(err),
             _ => Err(sqlx::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
-                format!(
-                    "no server fit target_session_attrs={}: {}",
-                    self.attrs,
-                    report.join("; ")
-                ),
+                match self.attrs {
+                    TargetSessionAttrs::Any => {
+                        format!("no host accepted a connection: {}", report.join("; "))
+                    }
+                    attrs => format!(
+                        "no server fit target_session_attrs={attrs}: {}",
+                        report.join("; ")
+                    ),
+                },
             ))),
         }
     }

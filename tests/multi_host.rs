@@ -328,3 +328,84 @@ async fn sessions_ended_on_the_old_primary_reconnect_to_the_new_one() {
     assert!(!stored_on(&a, "after").await);
     store.close().await;
 }
+
+/// The store's sessions (by `application_name`) on a server.
+async fn sessions_on(cluster: &TempCluster, application_name: &str) -> i64 {
+    let mut conn = admin(cluster).await;
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(application_name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let _ = conn.close().await;
+    count
+}
+
+/// Whether the store keeps sessions on `kept` and none on `passed_over`. A connection
+/// passed over was closed, but its server process may take a moment to leave
+/// `pg_stat_activity`: waited for, up to a generous bound.
+async fn connected_to(kept: &TempCluster, passed_over: &TempCluster, application_name: &str) {
+    assert!(
+        sessions_on(kept, application_name).await > 0,
+        "{application_name}: no session where expected"
+    );
+    for _ in 0..400 {
+        if sessions_on(passed_over, application_name).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{application_name}: a session stayed on the server passed over");
+}
+
+#[tokio::test]
+async fn primary_standby_and_prefer_standby_on_a_real_standby() {
+    let primary = TempCluster::start_new().await;
+    let store = PostgresStoreOptions::new()
+        .connect_with(primary.connect_options().ssl_mode(PgSslMode::Disable))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.close().await;
+    let standby = TempCluster::standby_of(&primary, primary.address(), "multi_host_standby").await;
+    standby.start().await;
+    // The standby first, so that `primary` has to pass it over.
+    let ports = [standby.port(), primary.port()];
+    let connect = |attrs: &'static str| {
+        let url = url(
+            ports,
+            &format!("&application_name=mh_{attrs}&target_session_attrs={attrs}"),
+        );
+        async move { PostgresStoreOptions::new().connect(&url).await }
+    };
+
+    let store = connect("primary").await.unwrap();
+    connected_to(&primary, &standby, "mh_primary").await;
+    store.store(&request("via-primary")).await.unwrap();
+    store.close().await;
+
+    for attrs in ["standby", "prefer-standby", "read-only"] {
+        let store = connect(attrs).await.unwrap();
+        connected_to(&standby, &primary, &format!("mh_{attrs}")).await;
+        // A standby serves reads and refuses writes (25006: Unavailable).
+        let err = store.store(&request(attrs)).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }),
+            "{attrs}: {err:?}"
+        );
+        store.close().await;
+    }
+
+    // Without a standby, `prefer-standby` takes the primary and `standby` finds nothing.
+    standby.stop_fast().await;
+    let store = connect("prefer-standby").await.unwrap();
+    assert!(sessions_on(&primary, "mh_prefer-standby").await > 0);
+    store
+        .store(&request("preferred-standby-gone"))
+        .await
+        .unwrap();
+    store.close().await;
+    let err = connect("standby").await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+}
