@@ -160,6 +160,9 @@ async fn the_first_host_down_the_second_is_used() {
 
 #[tokio::test]
 async fn read_write_picks_the_writable_server() {
+    if common::require_server_bindir("read_write_picks_the_writable_server").is_none() {
+        return;
+    }
     let (a, b) = two_servers(true).await;
     let ports = [a.port(), b.port()];
 
@@ -218,6 +221,10 @@ async fn read_write_picks_the_writable_server() {
 
 #[tokio::test]
 async fn the_store_follows_the_primary_when_the_roles_flip() {
+    if common::require_server_bindir("the_store_follows_the_primary_when_the_roles_flip").is_none()
+    {
+        return;
+    }
     // The first server is the primary, the second read-only.
     let (a, b) = two_servers(false).await;
     set_read_only(&b, true).await;
@@ -272,6 +279,13 @@ async fn the_store_follows_the_primary_when_the_roles_flip() {
 
 #[tokio::test]
 async fn an_idle_connection_to_a_demoted_primary_is_replaced_before_use() {
+    if common::require_server_bindir(
+        "an_idle_connection_to_a_demoted_primary_is_replaced_before_use",
+    )
+    .is_none()
+    {
+        return;
+    }
     let (a, b) = two_servers(false).await;
     set_read_only(&b, true).await;
     // Every checkout checks the server first (as after `ping_idle_after` of idleness).
@@ -297,6 +311,11 @@ async fn an_idle_connection_to_a_demoted_primary_is_replaced_before_use() {
 
 #[tokio::test]
 async fn sessions_ended_on_the_old_primary_reconnect_to_the_new_one() {
+    if common::require_server_bindir("sessions_ended_on_the_old_primary_reconnect_to_the_new_one")
+        .is_none()
+    {
+        return;
+    }
     let (a, b) = two_servers(false).await;
     set_read_only(&b, true).await;
     let store = PostgresStoreOptions::new()
@@ -361,6 +380,11 @@ async fn connected_to(kept: &TempCluster, passed_over: &TempCluster, application
 
 #[tokio::test]
 async fn primary_standby_and_prefer_standby_on_a_real_standby() {
+    if common::require_server_bindir("primary_standby_and_prefer_standby_on_a_real_standby")
+        .is_none()
+    {
+        return;
+    }
     let primary = TempCluster::start_new().await;
     let store = PostgresStoreOptions::new()
         .connect_with(primary.connect_options().ssl_mode(PgSslMode::Disable))
