@@ -160,7 +160,7 @@ async fn the_first_host_down_the_second_is_used() {
 
 #[tokio::test]
 async fn read_write_picks_the_writable_server() {
-    if common::require_server_bindir("read_write_picks_the_writable_server").is_none() {
+    if common::require_server_bindir("multi_host::read_write_picks_the_writable_server").is_none() {
         return;
     }
     let (a, b) = two_servers(true).await;
@@ -221,7 +221,10 @@ async fn read_write_picks_the_writable_server() {
 
 #[tokio::test]
 async fn the_store_follows_the_primary_when_the_roles_flip() {
-    if common::require_server_bindir("the_store_follows_the_primary_when_the_roles_flip").is_none()
+    if common::require_server_bindir(
+        "multi_host::the_store_follows_the_primary_when_the_roles_flip",
+    )
+    .is_none()
     {
         return;
     }
@@ -311,8 +314,10 @@ async fn an_idle_connection_to_a_demoted_primary_is_replaced_before_use() {
 
 #[tokio::test]
 async fn sessions_ended_on_the_old_primary_reconnect_to_the_new_one() {
-    if common::require_server_bindir("sessions_ended_on_the_old_primary_reconnect_to_the_new_one")
-        .is_none()
+    if common::require_server_bindir(
+        "multi_host::sessions_ended_on_the_old_primary_reconnect_to_the_new_one",
+    )
+    .is_none()
     {
         return;
     }
@@ -380,8 +385,10 @@ async fn connected_to(kept: &TempCluster, passed_over: &TempCluster, application
 
 #[tokio::test]
 async fn primary_standby_and_prefer_standby_on_a_real_standby() {
-    if common::require_server_bindir("primary_standby_and_prefer_standby_on_a_real_standby")
-        .is_none()
+    if common::require_server_bindir(
+        "multi_host::primary_standby_and_prefer_standby_on_a_real_standby",
+    )
+    .is_none()
     {
         return;
     }
