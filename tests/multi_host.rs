@@ -283,7 +283,7 @@ async fn the_store_follows_the_primary_when_the_roles_flip() {
 #[tokio::test]
 async fn an_idle_connection_to_a_demoted_primary_is_replaced_before_use() {
     if common::require_server_bindir(
-        "an_idle_connection_to_a_demoted_primary_is_replaced_before_use",
+        "multi_host::an_idle_connection_to_a_demoted_primary_is_replaced_before_use",
     )
     .is_none()
     {
