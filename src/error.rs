@@ -134,7 +134,20 @@ pub enum StoreError {
     MigrationNeedsDirectConnection,
 
     /// The database URL given to [`PostgresStoreOptions::connect`](crate::PostgresStoreOptions::connect)
-    /// is not a PostgreSQL URL: a configuration error, found before any connection is made.
+    /// (or the connect options) cannot be used: malformed, of another scheme than
+    /// `postgres://` / `postgresql://` (`mysql://...` is refused, not sent to port 5432), or
+    /// asking for TLS (`sslmode=require`, `verify-ca`, `verify-full`) in a build without TLS
+    /// (enable par-store's `rustls` feature). A configuration error, found before any
+    /// connection is made, and not transient: retrying cannot help.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = par_store::PostgresStore::connect("mysql://app@127.0.0.1/app").await.unwrap_err();
+    /// assert!(matches!(err, par_store::StoreError::InvalidDatabaseUrl(_)));
+    /// assert!(!err.is_transient());
+    /// assert!(err.to_string().contains("`mysql`"));
+    /// # }
+    /// ```
     #[error(transparent)]
     InvalidDatabaseUrl(#[from] InvalidDatabaseUrl),
 
@@ -241,23 +254,40 @@ impl fmt::Display for InputField {
     }
 }
 
-/// A database URL that is not a PostgreSQL connection URL, from
-/// [`PostgresStoreOptions::connect`](crate::PostgresStoreOptions::connect). The message never
-/// repeats the URL, which may hold a password.
+/// A database URL (or connect options) the store cannot use, from
+/// [`PostgresStoreOptions::connect`](crate::PostgresStoreOptions::connect) and its
+/// siblings: malformed, not a `postgres://` or `postgresql://` URL (the scheme is named), or
+/// asking for TLS in a build without it (the fix, par-store's `rustls` feature, is named).
+/// The message never repeats the URL, which may hold a password.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let err = par_store::PostgresStore::connect("postgres://app:secret@db:notaport/app").await.unwrap_err();
+/// let par_store::StoreError::InvalidDatabaseUrl(invalid) = err else { panic!() };
+/// assert!(!invalid.reason().contains("secret"));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
-#[error("the database URL is not a PostgreSQL URL ({reason})")]
+#[error("the database URL cannot be used: {reason}")]
 pub struct InvalidDatabaseUrl {
     reason: String,
 }
 
 impl InvalidDatabaseUrl {
+    pub(crate) fn new(reason: String) -> Self {
+        InvalidDatabaseUrl { reason }
+    }
+
     /// Parses `url` as PostgreSQL connect options.
     pub(crate) fn parse(url: &str) -> Result<sqlx::postgres::PgConnectOptions, InvalidDatabaseUrl> {
         url.parse().map_err(|err: sqlx::Error| InvalidDatabaseUrl {
-            reason: match err {
-                sqlx::Error::Configuration(cause) => cause.to_string(),
-                other => other.to_string(),
-            },
+            reason: format!(
+                "not a PostgreSQL URL ({})",
+                match err {
+                    sqlx::Error::Configuration(cause) => cause.to_string(),
+                    other => other.to_string(),
+                }
+            ),
         })
     }
 
@@ -323,8 +353,8 @@ impl fmt::Display for ProtectionErrorKind {
 /// A failure to open a connection, with where it was going.
 #[derive(Debug)]
 struct ConnectError {
-    host: String,
-    port: u16,
+    /// `host:port`, or several of them.
+    address: String,
     source: BoxError,
 }
 
@@ -332,8 +362,8 @@ impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "could not connect to PostgreSQL at {}:{}: {}",
-            self.host, self.port, self.source
+            "could not connect to PostgreSQL at {}: {}",
+            self.address, self.source
         )
     }
 }
@@ -345,15 +375,10 @@ impl StdError for ConnectError {
 }
 
 impl StoreError {
-    /// The same error, saying which server a failed connection attempt was for.
-    pub(crate) fn connecting_to(self, host: &str, port: u16) -> Self {
-        let wrap = |source| -> BoxError {
-            Box::new(ConnectError {
-                host: host.to_owned(),
-                port,
-                source,
-            })
-        };
+    /// The same error, saying which servers (`host:port`, or a list of them) a failed
+    /// connection attempt was for.
+    pub(crate) fn connecting_to(self, address: String) -> Self {
+        let wrap = |source| -> BoxError { Box::new(ConnectError { address, source }) };
         match self {
             StoreError::Unavailable { source } => StoreError::Unavailable {
                 source: wrap(source),
@@ -420,38 +445,65 @@ fn is_fatal(err: &dyn sqlx::error::DatabaseError) -> bool {
         .is_some_and(|pg| matches!(pg.severity(), sqlx::postgres::PgSeverity::Fatal))
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        match &err {
+/// How a driver error is reported.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum DriverErrorKind {
+    Unavailable,
+    Timeout,
+    Database,
+    /// A configuration the store refused ([`InvalidDatabaseUrl`], carried through the pool).
+    InvalidDatabaseUrl,
+}
+
+impl DriverErrorKind {
+    /// How `err` is reported (see `From<sqlx::Error> for StoreError`).
+    pub(crate) fn of(err: &sqlx::Error) -> Self {
+        match err {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable {
-                source: Box::new(err),
-            },
+            | sqlx::Error::WorkerCrashed => DriverErrorKind::Unavailable,
             sqlx::Error::Database(db) => match db.code().as_deref() {
-                Some("57014") => StoreError::Timeout {
-                    source: Box::new(err),
-                },
-                Some(code) if is_unavailable_sqlstate(code) => StoreError::Unavailable {
-                    source: Box::new(err),
-                },
+                Some("57014") => DriverErrorKind::Timeout,
+                Some(code) if is_unavailable_sqlstate(code) => DriverErrorKind::Unavailable,
                 // FATAL "database ... is not currently accepting connections": connections
                 // to it are switched off (`ALTER DATABASE ... ALLOW_CONNECTIONS false`, as
                 // during maintenance). The server is there, but not for us right now, like
                 // 57P03 while it starts. Only the FATAL one: 55000 from a statement is a
                 // request the server will keep refusing.
-                Some("55000") if is_fatal(db.as_ref()) => StoreError::Unavailable {
-                    source: Box::new(err),
-                },
-                _ => StoreError::Database {
-                    source: Box::new(err),
-                },
+                Some("55000") if is_fatal(db.as_ref()) => DriverErrorKind::Unavailable,
+                _ => DriverErrorKind::Database,
             },
-            _ => StoreError::Database {
+            sqlx::Error::Configuration(cause) if cause.is::<InvalidDatabaseUrl>() => {
+                DriverErrorKind::InvalidDatabaseUrl
+            }
+            _ => DriverErrorKind::Database,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match DriverErrorKind::of(&err) {
+            DriverErrorKind::Unavailable => StoreError::Unavailable {
                 source: Box::new(err),
+            },
+            DriverErrorKind::Timeout => StoreError::Timeout {
+                source: Box::new(err),
+            },
+            DriverErrorKind::Database => StoreError::Database {
+                source: Box::new(err),
+            },
+            DriverErrorKind::InvalidDatabaseUrl => match err {
+                sqlx::Error::Configuration(cause) => match cause.downcast::<InvalidDatabaseUrl>() {
+                    Ok(invalid) => StoreError::InvalidDatabaseUrl(*invalid),
+                    Err(cause) => StoreError::Database { source: cause },
+                },
+                other => StoreError::Database {
+                    source: Box::new(other),
+                },
             },
         }
     }

@@ -86,8 +86,8 @@
 //! ## TLS
 //!
 //! Enable the `rustls` feature (sqlx's `tls-rustls`) and connect with
-//! `sslmode=verify-full&sslrootcert=<CA file>`; without it a URL that asks for TLS fails to
-//! connect. See [docs/security.md](https://github.com/par-store/par-store/blob/main/docs/security.md#tls).
+//! `sslmode=verify-full&sslrootcert=<CA file>`; without it `connect` refuses a URL that asks
+//! for TLS with [`StoreError::InvalidDatabaseUrl`], which names the feature. See [docs/security.md](https://github.com/par-store/par-store/blob/main/docs/security.md#tls).
 //!
 //! ## Errors
 //!
@@ -108,6 +108,7 @@ mod consumption;
 mod envelope;
 pub mod error;
 mod execution;
+mod hosts;
 mod key_ring;
 mod memory;
 #[cfg(feature = "metrics")]
@@ -132,6 +133,7 @@ pub use cleanup::{CleanupJob, CleanupOptions, CleanupStats, ExpiredRequestCleane
 pub use consume_policy::ConsumePolicy;
 pub use consumption::Consumption;
 pub use error::StoreError;
+pub use hosts::TargetSessionAttrs;
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{PostgresStore, PostgresStoreOptions};

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Id as RuntimeId};
 
 use crate::error::StoreError;
+use crate::hosts::Targets;
 use crate::sql::ROLLBACK;
 
 /// Settings of the store's own pool.
@@ -68,7 +69,9 @@ pub(crate) struct PooledConnection {
 }
 
 pub(crate) struct Manager {
-    connect_options: PgConnectOptions,
+    /// Where connections go: one host, or a list tried in order, and what a server must be
+    /// (`target_session_attrs`).
+    targets: Targets,
     settings: OwnedSettings,
     /// When a pooled connection was last found dead, in nanoseconds after `epoch` (0:
     /// never). Its siblings released before then probably died with it (a restart, a
@@ -106,7 +109,9 @@ impl managed::Manager for Manager {
     async fn create(&self) -> Result<PooledConnection, sqlx::Error> {
         // Boxed, like the ping below: deadpool's checkout future holds this future inline,
         // and every operation allocates and copies its attempt, checkout included, whole.
-        let conn = Box::pin(PgConnection::connect_with(&self.connect_options)).await?;
+        // Hosts are tried in order, each new connection kept only where the server fits
+        // `target_session_attrs`; `lease` bounds the whole checkout.
+        let conn = Box::pin(self.targets.open(self.settings.acquire_timeout)).await?;
         Ok(PooledConnection {
             conn,
             runtime: Handle::current().id(),
@@ -135,9 +140,24 @@ impl managed::Manager for Manager {
         if idle_long || self.released_before_a_loss(pooled) {
             // A ping that gets no answer (a network that swallows packets) is a dead
             // connection too: it must not use up the caller's whole acquire_timeout.
+            // With `target_session_attrs`, the check of the server's state is the ping: a
+            // primary demoted while the connection sat idle is found here, and the
+            // connection (and, through the recorded loss, its idle siblings) replaced.
             let limit = PING_TIMEOUT.min(self.settings.acquire_timeout);
-            match tokio::time::timeout(limit, Box::pin(pooled.conn.ping())).await {
-                Ok(Ok(())) => {}
+            let ping = async {
+                match self.targets.still_fits(&mut pooled.conn).await {
+                    None => pooled.conn.ping().await.map(|()| true),
+                    Some(fits) => fits,
+                }
+            };
+            match tokio::time::timeout(limit, Box::pin(ping)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    self.record_loss();
+                    return Err(RecycleError::message(
+                        "the server no longer fits target_session_attrs",
+                    ));
+                }
                 Ok(Err(err)) => {
                     self.record_loss();
                     return Err(err.into());
@@ -312,7 +332,7 @@ async fn roll_back_and_return(mut object: Object<Manager>) {
 }
 
 impl Connections {
-    pub(crate) fn owned(connect_options: PgConnectOptions, settings: OwnedSettings) -> Self {
+    pub(crate) fn owned(targets: Targets, settings: OwnedSettings) -> Self {
         // deadpool bounds the wait, each creation and each recycle separately, and moves on
         // to the next idle connection after a failed recycle: one checkout could take
         // wait + n x recycle. `lease` bounds the whole checkout by `acquire_timeout`
@@ -323,7 +343,7 @@ impl Connections {
             recycle: None,
         };
         let manager = Manager {
-            connect_options,
+            targets,
             settings: settings.clone(),
             last_loss: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -414,9 +434,26 @@ impl Connections {
         if Handle::try_current().is_err() {
             return Err(StoreError::NoRuntime);
         }
-        let options = match (direct, self) {
-            (Some(options), _) => options,
-            (None, Connections::Owned(owned)) => &owned.pool.manager().connect_options,
+        let connect_timeout = self.acquire_timeout();
+        // To `direct`, or to the store's own hosts, in order, where the server fits the
+        // store's `target_session_attrs` (with `read-write`, the primary).
+        let (address, opened) = match (direct, self) {
+            (Some(options), _) => (
+                format!("{}:{}", options.get_host(), options.get_port()),
+                tokio::time::timeout(
+                    connect_timeout,
+                    Box::pin(PgConnection::connect_with(options)),
+                )
+                .await,
+            ),
+            (None, Connections::Owned(owned)) => {
+                let targets = &owned.pool.manager().targets;
+                (
+                    targets.addresses(),
+                    tokio::time::timeout(connect_timeout, Box::pin(targets.open(connect_timeout)))
+                        .await,
+                )
+            }
             (None, Connections::Shared(_)) => {
                 let mut lease = self.lease().await?;
                 let result = crate::migrations::run(lease.conn()?, lock_timeout).await;
@@ -424,22 +461,13 @@ impl Connections {
                 return result;
             }
         };
-        let (host, port) = (options.get_host(), options.get_port());
-        let connect_timeout = self.acquire_timeout();
-        let mut conn = match tokio::time::timeout(
-            connect_timeout,
-            PgConnection::connect_with(options),
-        )
-        .await
-        {
+        let mut conn = match opened {
             Ok(Ok(conn)) => conn,
-            Ok(Err(err)) => return Err(StoreError::from(err).connecting_to(host, port)),
+            Ok(Err(err)) => return Err(StoreError::from(err).connecting_to(address)),
             Err(_) => {
                 return Err(StoreError::Unavailable {
-                    source: format!(
-                        "connecting to {host}:{port} took longer than {connect_timeout:?}"
-                    )
-                    .into(),
+                    source: format!("connecting to {address} took longer than {connect_timeout:?}")
+                        .into(),
                 })
             }
         };
@@ -494,10 +522,9 @@ impl OwnedPool {
             )
         } else {
             format!(
-                "no working connection to {}:{} within {:?} (idle ones did not answer a ping \
+                "no working connection to {} within {:?} (idle ones did not answer a ping \
                  in time, or opening a new one took too long)",
-                manager.connect_options.get_host(),
-                manager.connect_options.get_port(),
+                manager.targets.addresses(),
                 self.settings.acquire_timeout
             )
         };
@@ -510,10 +537,7 @@ impl OwnedPool {
         let manager = self.pool.manager();
         let message = match err {
             PoolError::Backend(err) => {
-                return StoreError::from(err).connecting_to(
-                    manager.connect_options.get_host(),
-                    manager.connect_options.get_port(),
-                )
+                return StoreError::from(err).connecting_to(manager.targets.addresses())
             }
             // deadpool's own timeouts are off: `lease` bounds the whole checkout.
             PoolError::Closed => "the store was closed".to_owned(),
@@ -562,7 +586,7 @@ mod tests {
     async fn a_checkout_future_is_small() {
         let options = PgConnectOptions::new().host("127.0.0.1").port(9);
         let owned = Connections::owned(
-            options.clone(),
+            Targets::new(options.clone(), &[], crate::hosts::TargetSessionAttrs::Any),
             OwnedSettings {
                 max_connections: 1,
                 acquire_timeout: Duration::from_secs(1),

@@ -4,8 +4,9 @@ use crate::backend::{Backend, Inserted, Reload};
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::consume_policy::ConsumePolicy;
 use crate::consumption::Consumption;
-use crate::error::{InvalidDatabaseUrl, StoreError};
+use crate::error::StoreError;
 use crate::execution::{Outcome, Protocol, Retry, Returns};
+use crate::hosts::{parse_url, TargetSessionAttrs, Targets};
 use crate::migrations;
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, OwnedSettings};
@@ -113,6 +114,14 @@ impl PostgresStore {
     /// default (`test_before_acquire`) before handing it out: two more round trips per
     /// operation than a store built by [`connect`](Self::connect), one more with
     /// `test_before_acquire(false)`.
+    ///
+    /// sqlx's pool cannot follow a primary: sqlx 0.9 reads one host per URL (a libpq host
+    /// list `h1:5432,h2:5432` is "invalid port number") and ignores `target_session_attrs`,
+    /// so after a failover its connections keep reaching the demoted server, whose
+    /// read-only refusals (SQLSTATE 25006) the store reports as
+    /// [`StoreError::Unavailable`] until the address itself moves (a proxy, a DNS name).
+    /// The store's own pool ([`PostgresStoreOptions::connect`] with a host list and
+    /// `target_session_attrs=read-write`) does follow it.
     ///
     /// ```no_run
     /// use par_store::{sqlx::PgPool, PostgresStore};
@@ -797,6 +806,8 @@ impl ExpiredRequestCleaner for PostgresStore {
 /// | [`max_request_lifetime`](Self::max_request_lifetime) | 1 hour | [`DEFAULT_MAX_REQUEST_LIFETIME`](Self::DEFAULT_MAX_REQUEST_LIFETIME) | PAR lifetimes are 60-600 s; a longer one is a bug (seconds taken for milliseconds) |
 /// | [`consumed_markers`](Self::consumed_markers) | `true` | - | a reused `request_uri` is told apart from an unknown one ([`Consumption::AlreadyConsumed`]) |
 /// | [`consume_policy`](Self::consume_policy) | [`ConsumePolicy::Once`] | - | single use; a reload window keeps a consumed request usable by its session (see [`ConsumePolicy`]) |
+/// | [`hosts`](Self::hosts) | none | - | the URL's host, or its host list, tried in order |
+/// | [`target_session_attrs`](Self::target_session_attrs) | the URL's, else [`TargetSessionAttrs::Any`] | - | with several hosts, [`TargetSessionAttrs::ReadWrite`] follows the primary through a failover |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -826,6 +837,8 @@ pub struct PostgresStoreOptions {
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
     consume_policy: ConsumePolicy,
+    hosts: Vec<(String, u16)>,
+    target_session_attrs: Option<TargetSessionAttrs>,
 }
 
 impl Default for PostgresStoreOptions {
@@ -844,6 +857,8 @@ impl Default for PostgresStoreOptions {
             migration_lock_timeout: Some(Self::DEFAULT_MIGRATION_LOCK_TIMEOUT),
             consumed_markers: true,
             consume_policy: ConsumePolicy::Once,
+            hosts: Vec::new(),
+            target_session_attrs: None,
         }
     }
 }
@@ -1150,6 +1165,56 @@ impl PostgresStoreOptions {
         }
     }
 
+    /// The servers to connect to, tried in order: each new connection goes to the first host
+    /// that answers and fits [`target_session_attrs`](Self::target_session_attrs), as
+    /// libpq does with `postgres://h1:5432,h2:5432/db`. Replaces the URL's host (or host
+    /// list) and the connect options' host and port; everything else (user, password,
+    /// database, TLS) comes from the URL or options, for every host. Empty (the default):
+    /// the URL's host or host list.
+    ///
+    /// sqlx's own `PgPool` cannot do this (sqlx 0.9 reads one host); see
+    /// `docs/postgresql.md`.
+    ///
+    /// ```no_run
+    /// use par_store::{PostgresStoreOptions, TargetSessionAttrs};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), par_store::StoreError> {
+    /// let store = PostgresStoreOptions::new()
+    ///     .hosts([("db1.internal", 5432), ("db2.internal", 5432)])
+    ///     .target_session_attrs(TargetSessionAttrs::ReadWrite)
+    ///     .connect("postgres://app@db1.internal/app")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "options do nothing until connect() is called on them"]
+    pub fn hosts<H: Into<String>>(mut self, hosts: impl IntoIterator<Item = (H, u16)>) -> Self {
+        self.hosts = hosts
+            .into_iter()
+            .map(|(host, port)| (host.into(), port))
+            .collect();
+        self
+    }
+
+    /// Which of the [`hosts`](Self::hosts) the store keeps connections to (see
+    /// [`TargetSessionAttrs`]). Overrides the URL's `target_session_attrs`; without either,
+    /// [`TargetSessionAttrs::Any`]. With `ReadWrite`, a primary demoted under live
+    /// connections is left: a statement that meets its read-only refusal (SQLSTATE 25006)
+    /// fails with [`StoreError::Unavailable`] and is not run again, its connection and the
+    /// idle ones are closed, and the next operation connects to the host that is writable
+    /// now.
+    ///
+    /// ```
+    /// use par_store::{PostgresStoreOptions, TargetSessionAttrs};
+    ///
+    /// let options = PostgresStoreOptions::new().target_session_attrs(TargetSessionAttrs::ReadWrite);
+    /// assert!(format!("{options:?}").contains("ReadWrite"));
+    /// ```
+    #[must_use = "options do nothing until connect() is called on them"]
+    pub fn target_session_attrs(mut self, attrs: TargetSessionAttrs) -> Self {
+        self.target_session_attrs = Some(attrs);
+        self
+    }
+
     /// Adds the per-connection settings to `options`: the statement timeout as a startup
     /// parameter, or, in pooler mode, no startup parameter a pooler would refuse.
     pub(crate) fn apply_to(&self, options: PgConnectOptions) -> PgConnectOptions {
@@ -1162,20 +1227,50 @@ impl PostgresStoreOptions {
         }
     }
 
-    /// Connects to `url` and returns a store that owns its connections. Fails with
-    /// [`StoreError::InvalidDatabaseUrl`] for a malformed URL and [`StoreError::Unavailable`]
-    /// when the server cannot be reached (the error names the host and port).
+    /// Connects to `url` and returns a store that owns its connections.
+    ///
+    /// The URL is read as libpq reads it: `postgres://` or `postgresql://`, one host or a
+    /// list tried in order (`postgres://app@h1:5432,h2:5433/app`), and
+    /// `target_session_attrs` (`any`, `read-write`, `read-only`, `primary`, `standby`,
+    /// `prefer-standby`; see [`TargetSessionAttrs`]); the rest as sqlx reads it.
+    ///
+    /// Fails with [`StoreError::InvalidDatabaseUrl`] (not transient: a configuration error)
+    /// for a malformed URL, another scheme (`mysql://...`), or a URL that asks for TLS
+    /// (`sslmode=require`, `verify-ca`, `verify-full`) in a build without TLS (the fix:
+    /// par-store's `rustls` feature), before any connection is made; with
+    /// [`StoreError::Unavailable`] when no server can be reached (the error names the hosts
+    /// and ports).
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), par_store::StoreError> {
+    /// // The primary, wherever it is now.
+    /// let store = par_store::PostgresStoreOptions::new()
+    ///     .connect("postgres://app@db1:5432,db2:5432/app?target_session_attrs=read-write")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(&self, url: &str) -> Result<PostgresStore, StoreError> {
-        let options = InvalidDatabaseUrl::parse(url)?;
-        self.connect_with(options).await
+        let parsed = parse_url(url)?;
+        self.connect_targets(self.targets(
+            parsed.options,
+            &parsed.hosts,
+            parsed.target_session_attrs,
+        ))
+        .await
     }
 
-    /// Like [`connect`](Self::connect), from parsed connect options.
+    /// Like [`connect`](Self::connect), from parsed connect options (one host; give a list
+    /// with [`hosts`](Self::hosts)).
     pub async fn connect_with(
         &self,
         options: PgConnectOptions,
     ) -> Result<PostgresStore, StoreError> {
-        let store = self.connect_lazy_with(options);
+        self.connect_targets(self.targets(options, &[], None)).await
+    }
+
+    async fn connect_targets(&self, targets: Targets) -> Result<PostgresStore, StoreError> {
+        targets.check()?;
+        let store = self.connect_lazy_targets(targets);
         // Open the first connection now, so that a wrong address fails here.
         store
             .run(Retry::Always, Returns::Row, || sqlx::query("SELECT 1"))
@@ -1183,10 +1278,29 @@ impl PostgresStoreOptions {
         Ok(store)
     }
 
+    /// Where the store's connections go: this store's hosts if any were given, else the
+    /// URL's (`url_hosts`), else the options' own; this store's `target_session_attrs`, else
+    /// the URL's, else `any`.
+    fn targets(
+        &self,
+        options: PgConnectOptions,
+        url_hosts: &[(String, u16)],
+        url_attrs: Option<TargetSessionAttrs>,
+    ) -> Targets {
+        let hosts = if self.hosts.is_empty() {
+            url_hosts
+        } else {
+            &self.hosts
+        };
+        let attrs = self.target_session_attrs.or(url_attrs).unwrap_or_default();
+        Targets::new(self.apply_to(options), hosts, attrs)
+    }
+
     /// Like [`connect_with`](Self::connect_with), but connects on first use: nothing is
-    /// checked here, and an unreachable server or a wrong password shows as the first
-    /// operation's error. Needs no runtime; an operation run without one fails with
-    /// [`StoreError::NoRuntime`].
+    /// checked here, and an unreachable server, a wrong password or options this build
+    /// cannot serve (TLS without the `rustls` feature: [`StoreError::InvalidDatabaseUrl`])
+    /// show as the first operation's error. Needs no runtime; an operation run without one
+    /// fails with [`StoreError::NoRuntime`].
     ///
     /// ```
     /// use par_store::{sqlx::postgres::PgConnectOptions, PostgresStoreOptions};
@@ -1198,6 +1312,10 @@ impl PostgresStoreOptions {
     /// # Ok(()) }
     /// ```
     pub fn connect_lazy_with(&self, options: PgConnectOptions) -> PostgresStore {
+        self.connect_lazy_targets(self.targets(options, &[], None))
+    }
+
+    fn connect_lazy_targets(&self, targets: Targets) -> PostgresStore {
         let settings = OwnedSettings {
             max_connections: self.max_connections,
             acquire_timeout: self.acquire_timeout,
@@ -1218,7 +1336,7 @@ impl PostgresStoreOptions {
             Protocol::Pooler { begin }
         };
         PostgresStore {
-            connections: Connections::owned(self.apply_to(options), settings),
+            connections: Connections::owned(targets, settings),
             protocol: Arc::new(protocol),
             max_parameters_len: self.max_parameters_len,
             max_request_lifetime: self.max_request_lifetime,

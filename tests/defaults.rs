@@ -162,6 +162,13 @@ fn postgres_store_options_defaults_are_the_documented_constants() {
             "[`ConsumePolicy::Once`]".to_owned(),
             "Once".to_owned(),
         ),
+        ("hosts", "", "none".to_owned(), "[]".to_owned()),
+        (
+            "target_session_attrs",
+            "",
+            "the URL's, else [`TargetSessionAttrs::Any`]".to_owned(),
+            "None".to_owned(),
+        ),
     ];
     check(source, &debug, &expected);
     assert_eq!(PostgresStoreOptions::DEFAULT_MAX_PARAMETERS_LEN % 1024, 0);
