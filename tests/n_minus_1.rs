@@ -15,19 +15,18 @@
 //!
 //! Every request is stored by one side, read by an old and a new instance at once, consumed
 //! by an old and a new instance at once, then consumed again by each as another caller, one
-//! after the other (in a phase without main's instances, two old instances play both parts). Counted per phase:
-//! requests handed out twice (to two callers), acknowledged stores lost (handed out to
-//! nobody), reads that missed an acknowledged request or returned other data, and errors on
-//! either version. Each mode of main runs the whole deploy on a database of its own: markers
-//! on (the default), markers off (`consumed_markers(false)`), and reload tolerance
-//! (`ConsumePolicy::ReloadWithin(30 s)` with `consume_in_session`).
+//! after the other (in a phase without main's instances, two old instances play both
+//! parts). Counted per phase: requests handed out twice (to two callers), acknowledged
+//! stores lost (handed out to nobody), reads that missed an acknowledged request or returned
+//! other data, and errors on either version. Each mode of main runs the whole deploy on a
+//! database of its own: markers on (the default), markers off (`consumed_markers(false)`),
+//! and reload tolerance (`ConsumePolicy::ReloadWithin(30 s)` with `consume_in_session`).
 //!
-//! [`MODES`] and [`PHASES`] are the tables to adjust: which phases of which mode the docs
-//! allow (there every error fails the test), which steps may fail in which mode, and what
-//! happens in each phase. A request
-//! handed out twice, a lost one, a missed or wrong read, and a failed migration or revert
-//! fail the test in every phase of every mode. Each test prints its table of counts, and
-//! fails with it.
+//! [`MODES`] and [`PHASES`] are the tables to adjust: in which phases of a mode the docs
+//! allow the mix (there every error fails the test), which steps may fail in a mode, and
+//! what happens in each phase. A request handed out twice, a lost one, and a missed or wrong
+//! read fail the test in every phase of every mode. Each test prints its table of counts,
+//! and fails with it.
 
 mod common;
 
