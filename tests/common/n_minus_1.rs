@@ -217,7 +217,7 @@ fn build() -> PreviousRelease {
     let driver = target.join(&profile).join(DRIVER);
     assert!(driver.is_file(), "no driver at {}", driver.display());
     super::print_once(&format!(
-        "N-1: the previous release {} built in {:.1} s (cargo build of {}; 0 s when up to date)",
+        "N-1: the previous release {} built in {:.1} s (cargo build of {}; about a second when up to date)",
         &commit[..7],
         build_time.as_secs_f64(),
         driver_dir.display()
