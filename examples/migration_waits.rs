@@ -150,10 +150,7 @@ async fn measure(options: &PgConnectOptions) -> Result<(), Failure> {
             migrator.undo(&mut conn, version - 1).await
         };
         let end = t0.elapsed();
-        let what = format!(
-            "{} {version:04}_{name}",
-            if up { "up  " } else { "down" }
-        );
+        let what = format!("{} {version:04}_{name}", if up { "up  " } else { "down" });
         if let Err(err) = done {
             migration_failure = Some(format!("{what}: {err}"));
             break;
