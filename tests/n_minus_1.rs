@@ -400,7 +400,23 @@ async fn run_step(deploy: &Deploy, step: Step) -> Vec<StepOutcome> {
         }
         Step::RevertToOld => vec![revert_to_old(deploy).await],
         Step::RestartOneOld => {
-            vec![restart_old(deploy, 0, "migrate() at restart in the mixed fleet").await]
+            // docs/upgrading.md: the previous release's `migrate()` (sqlx's plain migrator)
+            // refuses main's history, so an old instance restarting during the mix must
+            // start without it; the restarted process serves all the same. What is asserted
+            // is exactly that documented refusal: a `migrate()` that passed, or failed any
+            // other way, fails the step.
+            let mut outcome = restart_old(
+                deploy,
+                0,
+                "migrate() at restart in the mixed fleet (refused)",
+            )
+            .await;
+            outcome.failure = match outcome.failure.take() {
+                Some(failure) if failure.contains("missing in the resolved migrations") => None,
+                Some(other) => Some(other),
+                None => Some("the previous release's migrate() accepted main's history".into()),
+            };
+            vec![outcome]
         }
         Step::RestartOld => {
             let mut outcomes = Vec::new();
