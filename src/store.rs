@@ -229,7 +229,7 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
     /// The stores of this crate refuse a binding that is empty, over
     /// [`MAX_SESSION_BINDING_LEN`](crate::ConsumePolicy::MAX_SESSION_BINDING_LEN) bytes or holds control
     /// characters with [`StoreError::InvalidInput`]
-    /// ([`InputField::SessionBinding`](crate::InputField::SessionBinding)), whatever their
+    /// ([`InputField::SessionBinding`](crate::error::InputField::SessionBinding)), whatever their
     /// policy, consuming nothing. The default implementation, for other stores, is
     /// `consume_for_client`: the binding is ignored and a request is never consumed twice.
     ///

@@ -74,7 +74,7 @@ struct Pg {
 #[derive(Clone, Debug)]
 enum To {
     /// The store's own pool, to this address.
-    Connect(par_store::sqlx::postgres::PgConnectOptions),
+    Connect(Box<par_store::sqlx::postgres::PgConnectOptions>),
     /// The caller's pool.
     Pool(par_store::sqlx::PgPool),
 }
@@ -87,7 +87,7 @@ impl Pg {
     fn with(self, change: impl FnOnce(PostgresStoreOptions) -> PostgresStoreOptions) -> Self {
         let options = change(self.options);
         let store = match &self.to {
-            To::Connect(to) => options.connect_lazy_with(to.clone()),
+            To::Connect(to) => options.connect_lazy_with(to.as_ref().clone()),
             To::Pool(pool) => options.with_pool(pool.clone()),
         };
         Pg::new(options, store, self.to)
@@ -1525,7 +1525,7 @@ mod modes {
             .connect_with(to.clone())
             .await
             .unwrap_or_else(|err| panic!("connect to {at}: {err}"));
-        Pg::new(options, store, To::Connect(to))
+        Pg::new(options, store, To::Connect(Box::new(to)))
     }
 }
 
