@@ -8,7 +8,7 @@
 //! ```
 //!
 //! - `v1`: the format version.
-//! - `<key id>`: the id of the [`ProtectionKey`](crate::ProtectionKey) that sealed it, 1-32 characters of
+//! - `<key id>`: the id of the [`ProtectionKey`](crate::protect::ProtectionKey) that sealed it, 1-32 characters of
 //!   `A-Z a-z 0-9 _ -` (so it never contains a `.`).
 //! - `<nonce>`: the 24-byte (192-bit) random nonce, base64url without padding (32 characters).
 //! - `<ciphertext>`: XChaCha20-Poly1305 of the UTF-8 parameters, with the 16-byte tag

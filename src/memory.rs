@@ -370,6 +370,8 @@ fn within(consumed_at: DateTime<Utc>, window: Duration, now: DateTime<Utc>) -> b
     }
 }
 
+crate::backend::store_impls!(MemoryStore);
+
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for MemoryStore {
     async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {

@@ -775,6 +775,8 @@ impl Backend for PostgresStore {
     }
 }
 
+crate::backend::store_impls!(PostgresStore);
+
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {
     async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
