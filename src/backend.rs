@@ -4,10 +4,11 @@
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::consumption::Consumption;
 use crate::error::StoreError;
+use crate::lookup::Lookup;
 use crate::model::PushedAuthorizationRequest;
 use crate::operation::Operation;
 use crate::telemetry::{
-    consumption, count_consumption, count_stored, found_or_not, removed, stored, traced,
+    consumption, count_consumption, count_stored, found_or_not, lookup, removed, stored, traced,
     StoreMetrics,
 };
 use crate::validate::{
@@ -68,6 +69,16 @@ pub(crate) trait Backend: Send + Sync {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
+
+    /// What the backend holds under the hash, for `client_id`, without changing anything:
+    /// `WrongClient` for a request or marker bound to another client; a marker is
+    /// `AlreadyConsumed` (expired or not, until cleanup removes it); a request `Expired` or
+    /// `Found`; nothing `NotFound`.
+    fn look_up(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
 
     /// The request if it exists and is live.
     fn select_live(
@@ -282,6 +293,14 @@ macro_rules! store_impls {
                 $crate::backend::get_by_hash(self, reference_value_hash).await
             }
 
+            async fn get_for_client(
+                &self,
+                reference_value_hash: &str,
+                client_id: &str,
+            ) -> Result<$crate::lookup::Lookup, $crate::error::StoreError> {
+                $crate::backend::get_for_client(self, reference_value_hash, client_id).await
+            }
+
             async fn consume_for_client(
                 &self,
                 reference_value_hash: &str,
@@ -344,6 +363,32 @@ pub(crate) async fn get_by_hash<B: Backend>(
         Operation::Get,
         reference_value_hash,
         round_trip,
+    )
+    .await
+}
+
+/// `PushedAuthorizationRequestStore::get_for_client` for any backend: a hash that could never
+/// have been stored is not found, without a round trip; a client id that no request could be
+/// bound to is refused, as by `consume_for_client`.
+pub(crate) async fn get_for_client<B: Backend>(
+    backend: &B,
+    reference_value_hash: &str,
+    client_id: &str,
+) -> Result<Lookup, StoreError> {
+    let run = async {
+        check_client_id(client_id)?;
+        if !is_storable_hash(reference_value_hash) {
+            return Ok(Lookup::NotFound);
+        }
+        backend.look_up(reference_value_hash, client_id).await
+    };
+    traced(
+        backend.metrics(),
+        Operation::GetForClient,
+        B::NAME,
+        Some(reference_value_hash),
+        lookup,
+        run,
     )
     .await
 }
