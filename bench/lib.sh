@@ -63,7 +63,7 @@ EOF
 
 # Empties the table and writes a checkpoint: every measured run starts from the same state.
 empty_table() { # database-url
-  psql -q "$1" -c "TRUNCATE pushed_authorization_requests" -c "CHECKPOINT" >/dev/null
+  psql -q "$1" -c "TRUNCATE pushed_authorization_requests, pushed_authorization_request_markers" -c "CHECKPOINT" >/dev/null
 }
 
 # The modes in the order of one round: as given in odd rounds, reversed in even ones, so

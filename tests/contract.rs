@@ -861,6 +861,66 @@ async fn get_for_client_answers_another_client_wrong_client_and_changes_nothing<
     );
 }
 
+/// A reuse is reported at the first read (issue 28): a replayed `request_uri` reaches the
+/// authorization endpoint's read, not its consume. The read changes nothing.
+async fn get_for_client_reports_a_reuse_at_the_read<S: Backend>(store: S) {
+    let request = bound(1, CLIENT);
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
+        Consumption::Consumed(request)
+    );
+    let consumed_at = consumed_at(store.consume_for_client(&hash(1), CLIENT).await.unwrap());
+    for _ in 0..2 {
+        assert_eq!(
+            store.get_for_client(&hash(1), CLIENT).await.unwrap(),
+            Lookup::AlreadyConsumed { consumed_at }
+        );
+    }
+    // Another client learns nothing about it.
+    assert_eq!(
+        store.get_for_client(&hash(1), "client-b").await.unwrap(),
+        Lookup::WrongClient
+    );
+    assert_eq!(store.get_by_hash(&hash(1)).await.unwrap(), None);
+}
+
+/// An expired request is `Expired` at the read, and the read removes nothing: the consume
+/// still finds it (and removes it).
+async fn get_for_client_reports_an_expired_request_and_changes_nothing<S: Backend>(store: S) {
+    store
+        .store(&short_lived(1).with_client_id(CLIENT))
+        .await
+        .unwrap();
+    wait_until_expired().await;
+    for _ in 0..2 {
+        assert_eq!(
+            store.get_for_client(&hash(1), CLIENT).await.unwrap(),
+            Lookup::Expired
+        );
+    }
+    assert_eq!(
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
+        Consumption::Expired
+    );
+    assert_eq!(
+        store.get_for_client(&hash(1), CLIENT).await.unwrap(),
+        Lookup::NotFound
+    );
+}
+
+/// A client id that no request could be bound to is refused, as by `consume_for_client`.
+async fn get_for_client_refuses_a_client_id_no_request_could_be_bound_to<S: Backend>(store: S) {
+    store.store(&live(1)).await.unwrap();
+    let too_long = "c".repeat(par_store::PushedAuthorizationRequest::MAX_CLIENT_ID_LEN + 1);
+    for client_id in ["", "client-a\0", too_long.as_str()] {
+        assert!(matches!(
+            store.get_for_client(&hash(1), client_id).await,
+            Err(StoreError::InvalidInput { .. })
+        ));
+    }
+}
+
 async fn consume_for_client_leaves_another_clients_request_untouched<S: Backend>(store: S) {
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
@@ -1693,6 +1753,9 @@ contract!(
     with_markers_off_the_reload_window_has_no_effect,
     bad_session_bindings_are_refused_and_nothing_consumed,
     once_its_marker_is_gone_the_hash_can_be_stored_again,
+    get_for_client_reports_a_reuse_at_the_read,
+    get_for_client_reports_an_expired_request_and_changes_nothing,
+    get_for_client_refuses_a_client_id_no_request_could_be_bound_to,
     an_unbound_request_is_reloaded_for_any_client_in_the_same_session,
     a_window_under_a_microsecond_is_no_window,
 );

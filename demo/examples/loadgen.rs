@@ -1205,8 +1205,11 @@ async fn fault_client(
 /// The rows of `hashes` now in the table: hash -> consumed (a consumed marker).
 /// Retries for up to a minute while a node is still coming back.
 async fn rows_of(url: &str, hashes: &[String]) -> Result<HashMap<String, bool>, BoxError> {
-    const ROWS: &str = "SELECT reference_value_hash::text, consumed_at IS NOT NULL \
-         FROM pushed_authorization_requests WHERE reference_value_hash = ANY($1)";
+    const ROWS: &str = "SELECT reference_value_hash::text, false \
+         FROM pushed_authorization_requests WHERE reference_value_hash = ANY($1) \
+         UNION ALL \
+         SELECT reference_value_hash::text, true \
+         FROM pushed_authorization_request_markers WHERE reference_value_hash = ANY($1)";
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = async {

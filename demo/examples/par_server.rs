@@ -21,8 +21,9 @@
 //!   demo clients in [`CLIENTS`]), validates `response_type` and `redirect_uri`, stores the
 //!   request under the hash of a fresh [`ReferenceValue`] and answers `201 Created` with
 //!   `{"request_uri": "...", "expires_in": N}` (RFC 9126, section 2.2); errors as in section 2.3.
-//! - `GET /authorize?client_id=...&request_uri=...` consumes the pushed request only if it was
-//!   pushed by the same client, in one atomic step
+//! - `GET /authorize?client_id=...&request_uri=...` reads the pushed request for the client
+//!   ([`get_for_client`](PushedAuthorizationRequestStore::get_for_client), as login and consent
+//!   would), then consumes it only if it was pushed by the same client, in one atomic step
 //!   ([`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client)), and answers
 //!   as an authorization server would after a successful login: `302 Found` to the pushed `redirect_uri` with `code` (a random
 //!   stand-in: this example issues no real codes) and the pushed `state`. An unknown, expired,
@@ -31,7 +32,8 @@
 //!   holds a leaked `request_uri` must not learn that it is live): the redirect URI is only
 //!   trusted once the request is resolved, so errors are not redirected. A `request_uri`
 //!   presented again after it was used is logged as a security event (`warn`, with the first
-//!   characters of its hash and when it was consumed, never the `request_uri`); a server that
+//!   characters of its hash, when it was consumed and the step, `read` or `consume`, that
+//!   found it, never the `request_uri`); a server that
 //!   issues real codes would also revoke what it issued from that request (see
 //!   `docs/security.md`, "A reused request_uri").
 //!
@@ -46,10 +48,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use par_store::{
     error::{InputField, ProtectionErrorKind},
-    CleanupJob, CleanupOptions, Consumption, PushedAuthorizationRequest,
+    CleanupJob, CleanupOptions, Consumption, Lookup, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore, ReferenceValue, StoreError,
 };
 use serde_json::json;
@@ -419,6 +421,26 @@ async fn push(
     Err(OAuthError::server_error())
 }
 
+/// A `request_uri` presented again after it was used, at the read or at the consume: a
+/// security event (a replayed or leaked `request_uri`, or a form sent twice), logged with the
+/// first characters of the hash and when it was consumed, never the `request_uri`.
+fn reused(hash: &str, consumed_at: DateTime<Utc>, client_id: &str, step: &str) -> OAuthError {
+    tracing::warn!(
+        hash = hash.get(..6).unwrap_or_default(),
+        %consumed_at,
+        client_id,
+        step,
+        "request_uri presented again after it was used"
+    );
+    OAuthError::unusable_request_uri()
+}
+
+/// A `request_uri` presented by a client it was not pushed by.
+fn wrong_client(client_id: &str) -> OAuthError {
+    tracing::info!(client_id, "request_uri presented by another client");
+    OAuthError::unusable_request_uri()
+}
+
 /// `GET /authorize` with a `request_uri`: RFC 9126, section 4.
 async fn authorize(
     State(app): State<AppState>,
@@ -440,11 +462,27 @@ async fn authorize(
     let hash = reference_value.hash();
     let unusable = OAuthError::unusable_request_uri;
 
-    // A real server authenticates the user and asks for consent before this, reading the
-    // request with get_by_hash at every step. The response is produced now, so the request is
-    // consumed now, and only for the client it was pushed by: a mismatch leaves it in place
-    // (whoever learnt someone else's request_uri must not be able to burn it). Every refusal
+    // A real server authenticates the user and asks for consent here, reading the request
+    // at every step with get_for_client, which changes nothing. A replayed request_uri shows
+    // up at the first read: it is the same security event as at the consume. Every refusal
     // gets the answer an unknown request_uri gets (no oracle).
+    match app
+        .store
+        .get_for_client(&hash, client_id)
+        .await
+        .map_err(OAuthError::from_store)?
+    {
+        Lookup::Found(_) => {}
+        Lookup::AlreadyConsumed { consumed_at } => {
+            return Err(reused(&hash, consumed_at, client_id, "read"))
+        }
+        Lookup::WrongClient => return Err(wrong_client(client_id)),
+        // Unknown or expired.
+        _ => return Err(unusable()),
+    }
+    // The response is produced now, so the request is consumed now, and only for the client
+    // it was pushed by: a mismatch leaves it in place (whoever learnt someone else's
+    // request_uri must not be able to burn it).
     let consumed = match app
         .store
         .consume_for_client(&hash, client_id)
@@ -452,21 +490,12 @@ async fn authorize(
         .map_err(OAuthError::from_store)?
     {
         Consumption::Consumed(request) => request,
+        // Another browser tab won the race since the read.
         Consumption::AlreadyConsumed { consumed_at } => {
-            // A security event: a replayed or leaked request_uri, or a form sent twice.
-            tracing::warn!(
-                hash = hash.get(..6).unwrap_or_default(),
-                %consumed_at,
-                client_id,
-                "request_uri presented again after it was used"
-            );
-            return Err(unusable());
+            return Err(reused(&hash, consumed_at, client_id, "consume"))
         }
-        Consumption::WrongClient => {
-            tracing::info!(client_id, "request_uri presented by another client");
-            return Err(unusable());
-        }
-        // Unknown, expired (another browser tab may have won the race meanwhile).
+        Consumption::WrongClient => return Err(wrong_client(client_id)),
+        // Unknown, expired.
         _ => return Err(unusable()),
     };
     let pushed = Params::decode(&consumed.parameters)?;

@@ -113,8 +113,7 @@ impl Server {
     /// left out), read through the test's own pool.
     async fn rows(&self) -> Vec<(String, Option<String>)> {
         par_store::sqlx::query_as(
-            "SELECT reference_value_hash, client_id FROM pushed_authorization_requests \
-             WHERE consumed_at IS NULL",
+            "SELECT reference_value_hash, client_id FROM pushed_authorization_requests",
         )
         .fetch_all(&self.db.pool)
         .await

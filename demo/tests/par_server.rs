@@ -220,6 +220,8 @@ async fn a_reused_request_uri_gets_the_answer_of_an_unknown_one_and_is_logged_as
     assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
     assert!(warnings[0].contains(&hash[..6]), "{}", warnings[0]);
     assert!(warnings[0].contains("consumed_at="), "{}", warnings[0]);
+    // A replay is reported at the authorization endpoint's first read, before any consume.
+    assert!(warnings[0].contains("step=\"read\""), "{}", warnings[0]);
     assert!(!logs.contains(value), "the reference value is logged");
     assert!(!logs.contains(&hash), "the whole hash is logged");
 }
