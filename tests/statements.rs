@@ -666,6 +666,9 @@ async fn round_trips_per_operation_in_every_mode() {
     // Pooler mode: `BEGIN; SET LOCAL statement_timeout` (one simple Query); the statement
     // unnamed, which sqlx sends in two round trips (Parse, Describe, Sync to learn its
     // types, then Bind, Execute, Sync); `COMMIT` (one simple Query): four round trips.
+    // Without the transaction it would be two, and a transaction-mode pooler could run the
+    // Bind on a server connection where another client's unnamed statement waits
+    // (tests/pgbouncer.rs, an_unnamed_statement_outside_a_transaction_can_run_another_...).
     let proxy = CountingProxy::start(
         tokio::net::lookup_host((db.options.get_host(), db.options.get_port()))
             .await
