@@ -566,7 +566,10 @@ async fn until_ready(stream: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
         let kind = stream.read_u8().await.expect("read a message type");
         let len = stream.read_u32().await.expect("read a message length") as usize;
         let mut body = vec![0; len - 4];
-        stream.read_exact(&mut body).await.expect("read a message body");
+        stream
+            .read_exact(&mut body)
+            .await
+            .expect("read a message body");
         messages.push((kind, body));
         if kind == b'Z' {
             return messages;
@@ -622,7 +625,10 @@ async fn bind_execute(stream: &mut tokio::net::TcpStream, parameter: &str) -> St
     execute.extend(0u32.to_be_bytes());
     flight.extend(message(b'E', &execute));
     flight.extend(message(b'S', &[]));
-    stream.write_all(&flight).await.expect("send Bind and Execute");
+    stream
+        .write_all(&flight)
+        .await
+        .expect("send Bind and Execute");
     let replies = until_ready(stream).await;
     let (_, row) = replies
         .iter()
