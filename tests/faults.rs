@@ -561,8 +561,7 @@ async fn concurrent_load_through_three_cuts_loses_nothing_and_never_hands_out_tw
 
     // Everything in the table now, read directly (not through the proxy).
     let rows: HashMap<String, String> = sqlx::query_as(
-        "SELECT reference_value_hash, parameters FROM pushed_authorization_requests \
-         WHERE consumed_at IS NULL",
+        "SELECT reference_value_hash, parameters FROM pushed_authorization_requests",
     )
     .fetch_all(&db.pool)
     .await
@@ -791,8 +790,7 @@ async fn acknowledged_requests_survive_a_server_crash_and_the_same_store_recover
         .await
         .unwrap();
     let rows: HashMap<String, String> = sqlx::query_as(
-        "SELECT reference_value_hash, parameters FROM pushed_authorization_requests \
-         WHERE consumed_at IS NULL",
+        "SELECT reference_value_hash, parameters FROM pushed_authorization_requests",
     )
     .fetch_all(&mut check)
     .await

@@ -175,8 +175,8 @@ async fn a_consume_that_pgbouncer_times_out_after_it_ran_is_an_error_never_not_f
     // The first attempt's consume, freed from the lock, commits (it leaves a consumed marker).
     wait_until(
         &db,
-        "SELECT EXISTS (SELECT FROM pushed_authorization_requests \
-         WHERE reference_value_hash = $1 AND consumed_at IS NOT NULL)",
+        "SELECT EXISTS (SELECT FROM pushed_authorization_request_markers \
+         WHERE reference_value_hash = $1)",
         &hash(2),
     )
     .await;
