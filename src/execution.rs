@@ -46,7 +46,10 @@
 //!   may have committed and its reply been lost;
 //! - not after CommandComplete: the statement completed and commits at Sync.
 //!
-//! In pooler mode a statement runs inside `BEGIN ... COMMIT`: whatever fails before COMMIT
+//! In pooler mode a statement runs inside `BEGIN ... COMMIT` (sqlx sends an unnamed
+//! statement in two flights, Parse then Bind, each ending in Sync; only the transaction keeps
+//! a transaction-mode pooler from binding the second to another client's statement, so the
+//! default mode's rule above cannot serve there): whatever fails before COMMIT
 //! is sent cannot have committed, whoever reports it, and a write runs again after it as it
 //! would after PostgreSQL's word (`store_or_replace` still never does); a failure during
 //! COMMIT leaves the outcome open and nothing runs again.

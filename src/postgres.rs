@@ -1055,6 +1055,9 @@ impl PostgresStoreOptions {
     /// without prepared-statement support. Each operation then runs unnamed inside its own
     /// `BEGIN ... COMMIT` (four round trips), so that no statement can land on another
     /// server connection, and the store sends no startup parameter a pooler refuses.
+    /// (sqlx 0.9 sends an unnamed statement in two flights, each ending in Sync; without the
+    /// transaction a pooler could bind the second flight to another client's statement:
+    /// [docs/postgresql.md](https://github.com/par-store/par-store/blob/main/docs/postgresql.md#behind-pgbouncer-supavisor-or-another-transaction-mode-pooler).)
     ///
     /// ```
     /// let options = par_store::PostgresStoreOptions::new().pooler_mode(true);

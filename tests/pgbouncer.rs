@@ -542,3 +542,125 @@ async fn default_mode_through_pgbouncer_is_refused_and_corrupts_data() {
         "named statements through a transaction-mode pooler must go wrong, or this file tests nothing: {figures:?}"
     );
 }
+
+/// A frontend message: type byte, length, body.
+fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn cstring(s: &str) -> Vec<u8> {
+    let mut out = s.as_bytes().to_vec();
+    out.push(0);
+    out
+}
+
+/// Reads backend messages up to and including ReadyForQuery; returns their types and bodies.
+async fn until_ready(stream: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut messages = Vec::new();
+    loop {
+        let kind = stream.read_u8().await.expect("read a message type");
+        let len = stream.read_u32().await.expect("read a message length") as usize;
+        let mut body = vec![0; len - 4];
+        stream
+            .read_exact(&mut body)
+            .await
+            .expect("read a message body");
+        messages.push((kind, body));
+        if kind == b'Z' {
+            return messages;
+        }
+    }
+}
+
+/// A raw protocol connection through `bouncer` (trust authentication), ready for queries.
+async fn raw_client(bouncer: &PgBouncer, db: &TestDb) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", bouncer.port()))
+        .await
+        .expect("connect to PgBouncer");
+    let mut body = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
+    for part in ["user", db.options.get_username(), "database", &db.name, ""] {
+        body.extend(cstring(part));
+    }
+    let mut startup = (body.len() as u32 + 4).to_be_bytes().to_vec();
+    startup.extend(body);
+    stream.write_all(&startup).await.expect("send the startup");
+    until_ready(&mut stream).await;
+    stream
+}
+
+/// Parse of the unnamed statement (one text parameter), then Sync: what sqlx 0.9 sends for
+/// an unnamed statement (`persistent(false)`) before it sends Bind and Execute.
+async fn parse_then_sync(stream: &mut tokio::net::TcpStream, sql: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut body = cstring("");
+    body.extend(cstring(sql));
+    body.extend(1u16.to_be_bytes());
+    body.extend(25u32.to_be_bytes()); // text
+    let mut flight = message(b'P', &body);
+    flight.extend(message(b'S', &[]));
+    stream.write_all(&flight).await.expect("send Parse");
+    let replies = until_ready(stream).await;
+    assert_eq!(replies.first().map(|m| m.0), Some(b'1'), "ParseComplete");
+}
+
+/// Bind of the unnamed statement with one text parameter, Execute, Sync; returns the text
+/// of the first column of the first row.
+async fn bind_execute(stream: &mut tokio::net::TcpStream, parameter: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut body = cstring("");
+    body.extend(cstring(""));
+    body.extend(0u16.to_be_bytes());
+    body.extend(1u16.to_be_bytes());
+    body.extend((parameter.len() as u32).to_be_bytes());
+    body.extend(parameter.as_bytes());
+    body.extend(0u16.to_be_bytes());
+    let mut flight = message(b'B', &body);
+    let mut execute = cstring("");
+    execute.extend(0u32.to_be_bytes());
+    flight.extend(message(b'E', &execute));
+    flight.extend(message(b'S', &[]));
+    stream
+        .write_all(&flight)
+        .await
+        .expect("send Bind and Execute");
+    let replies = until_ready(stream).await;
+    let (_, row) = replies
+        .iter()
+        .find(|m| m.0 == b'D')
+        .unwrap_or_else(|| panic!("no row: {replies:?}"));
+    // DataRow: column count (2 bytes), then the first column's length (4) and bytes.
+    String::from_utf8_lossy(&row[6..]).into_owned()
+}
+
+/// Why pooler mode keeps each statement inside `BEGIN ... COMMIT` (docs/postgresql.md):
+/// sqlx 0.9 sends an unnamed statement in two flights, Parse + Describe + Sync, then Bind +
+/// Execute + Sync. At the first ReadyForQuery a transaction-mode PgBouncer 1.18 gives the
+/// server connection back to its pool, so the Bind can land where another client has parsed
+/// *its* unnamed statement in between, and runs that statement with the first client's
+/// parameters. Shown here with one server connection, so that the interleaving is certain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_statement_outside_a_transaction_can_run_another_clients_statement() {
+    let test = "an_unnamed_statement_outside_a_transaction_can_run_another_clients_statement";
+    if Flavor::Stock.require(test).is_none() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let bouncer = PgBouncer::start_with(common::pgbouncer::Settings {
+        pool_size: 1,
+        ..Default::default()
+    })
+    .await;
+    let mut a = raw_client(&bouncer, &db).await;
+    let mut b = raw_client(&bouncer, &db).await;
+    parse_then_sync(&mut a, "SELECT 'statement of A: ' || $1").await;
+    parse_then_sync(&mut b, "SELECT 'statement of B: ' || $1").await;
+    let answer = bind_execute(&mut a, "parameters of A").await;
+    println!("pgbouncer: A's Bind after B's Parse ran {answer:?}");
+    assert_eq!(answer, "statement of B: parameters of A");
+}

@@ -110,7 +110,7 @@ async fn round_trip_over_postgres_store() {
     round_trip(db.store()).await;
     assert_eq!(db.unconsumed_row_count().await, 0);
     let parameters: Option<String> =
-        sqlx::query_scalar("SELECT parameters FROM pushed_authorization_requests")
+        sqlx::query_scalar("SELECT kept_parameters FROM pushed_authorization_request_markers")
             .fetch_one(&db.pool)
             .await
             .unwrap();

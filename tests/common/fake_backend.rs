@@ -52,15 +52,17 @@ impl Kind {
             && sql.contains("DO NOTHING")
         {
             Kind::Insert
-        } else if sql.starts_with("INSERT INTO pushed_authorization_requests") {
+        } else if sql.starts_with("WITH locked AS (")
+            && sql.contains("INSERT INTO pushed_authorization_requests")
+        {
             Kind::Upsert
         } else if sql.starts_with("SELECT expires_at") {
             Kind::SelectLive
-        } else if sql.starts_with("WITH target") {
+        } else if sql.starts_with("WITH taken") {
             Kind::Consume
-        } else if sql.starts_with("DELETE") && sql.contains("client_id = $1") {
+        } else if sql.starts_with("WITH requests") && sql.contains("client_id = $1") {
             Kind::DeleteByClient
-        } else if sql.starts_with("DELETE") {
+        } else if sql.starts_with("WITH requests") {
             Kind::DeleteExpired
         } else if sql.starts_with("SELECT 1") {
             Kind::Select1
@@ -177,6 +179,7 @@ impl Drop for FakeBackend {
 
 // Type OIDs.
 const BOOL: i32 = 16;
+const INT8: i32 = 20;
 const INT4: i32 = 23;
 const TEXT: i32 = 25;
 const TIMESTAMPTZ: i32 = 1184;
@@ -192,17 +195,17 @@ fn columns(kind: Kind) -> &'static [(&'static str, i32)] {
             ("client_id", TEXT),
         ],
         Kind::Consume => &[
+            ("taken", BOOL),
             ("expires_at", TIMESTAMPTZ),
             ("parameters", TEXT),
             ("client_id", TEXT),
+            ("?column?", BOOL),
             ("consumed_at", TIMESTAMPTZ),
-            ("live", BOOL),
-            ("right_client", BOOL),
-            ("taken", BOOL),
-            ("reloaded", BOOL),
+            ("kept", BOOL),
         ],
         Kind::Upsert => &[("?column?", INT4)],
-        Kind::DeleteByClient | Kind::DeleteExpired | Kind::Commit | Kind::Other => &[],
+        Kind::DeleteByClient | Kind::DeleteExpired => &[("?column?", INT8)],
+        Kind::Commit | Kind::Other => &[],
     }
 }
 
@@ -229,20 +232,19 @@ fn result(kind: Kind) -> (Option<Vec<Option<Vec<u8>>>>, &'static str) {
         // A live request of no client, consumed by this statement.
         Kind::Consume => (
             Some(vec![
+                Some(vec![1]),
                 Some(an_hour_ahead()),
                 Some(b"scope=openid".to_vec()),
                 None,
+                Some(vec![1]),
                 None,
-                Some(vec![1]),
-                Some(vec![1]),
-                Some(vec![1]),
                 Some(vec![0]),
             ]),
             "SELECT 1",
         ),
         Kind::Upsert => (Some(vec![Some(1i32.to_be_bytes().to_vec())]), "INSERT 0 1"),
-        Kind::DeleteByClient => (None, "DELETE 1"),
-        Kind::DeleteExpired => (None, "DELETE 0"),
+        Kind::DeleteByClient => (Some(vec![Some(1i64.to_be_bytes().to_vec())]), "SELECT 1"),
+        Kind::DeleteExpired => (Some(vec![Some(0i64.to_be_bytes().to_vec())]), "SELECT 1"),
         Kind::Commit | Kind::Other => (None, "SELECT 0"),
     }
 }
