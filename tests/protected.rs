@@ -382,6 +382,54 @@ async fn reload_of_a_rewritten_client_binding_fails_to_open() {
     );
 }
 
+/// docs/security.md, "What the runtime role can change": kept parameters written into a
+/// marker open only for that hash and, from envelope v2, that client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_parameters_sealed_for_another_client_fail_to_open() {
+    let db = TestDb::new().await;
+    let inner = PostgresStoreOptions::new()
+        .consume_policy(ConsumePolicy::ReloadWithin(std::time::Duration::from_secs(
+            600,
+        )))
+        .with_pool(db.pool.clone());
+    let store = ProtectedStore::new(inner, ring_a());
+    let request = live(1).with_client_id("client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    // The same hash sealed under the same key, for another client, elsewhere.
+    let elsewhere = MemoryStore::new();
+    ProtectedStore::new(elsewhere.clone(), ring_a())
+        .store(&live(1).with_client_id("client-b"))
+        .await
+        .unwrap();
+    let foreign = stored_envelope(&elsewhere, &hash(1)).await;
+    let changed = par_store::sqlx::query(
+        "UPDATE pushed_authorization_request_markers SET kept_parameters = $1 \
+         WHERE reference_value_hash = $2",
+    )
+    .bind(&foreign)
+    .bind(hash(1))
+    .execute(&db.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(changed, 1);
+    assert_eq!(
+        protection_error(
+            store
+                .consume_in_session(&hash(1), "client-a", "session-1")
+                .await
+        ),
+        (ProtectionErrorKind::Tampered, true)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_keeps_opening_bound_envelopes_sealed_under_the_old_key() {
     let db = TestDb::new().await;
