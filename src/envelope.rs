@@ -8,7 +8,7 @@
 //! ```
 //!
 //! - `v2`: the format version.
-//! - `<key id>`: the id of the [`ProtectionKey`](crate::ProtectionKey) that sealed it, 1-32 characters of
+//! - `<key id>`: the id of the [`ProtectionKey`](crate::protect::ProtectionKey) that sealed it, 1-32 characters of
 //!   `A-Z a-z 0-9 _ -` (so it never contains a `.`).
 //! - `<nonce>`: the 24-byte (192-bit) random nonce, base64url without padding (32 characters).
 //! - `<ciphertext>`: XChaCha20-Poly1305 of the UTF-8 parameters, with the 16-byte tag
@@ -27,7 +27,7 @@
 //! (lengths in bytes, big-endian; strings as UTF-8). An envelope therefore opens only on a
 //! row with the same hash *and* the same client binding: a `client_id` rewritten, added or
 //! removed behind the store's back fails to open with
-//! [`ProtectionErrorKind::Tampered`](crate::error::ProtectionErrorKind::Tampered). The
+//! [`ProtectionErrorKind::Tampered`](crate::error::ProtectionErrorKind). The
 //! version itself is not in the associated data, but cannot be downgraded either: version 1's
 //! associated data is the bare hash, which never contains a NUL byte, while version 2's
 //! always starts with one.
