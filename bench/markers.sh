@@ -67,12 +67,10 @@ fresh_db() { # server-url database
 }
 
 # 0.3's lifecycle with consumed_markers(false): CONSUME's $3 (markers) false.
-sed -e 's/ AND true AND r.consumed_at IS NULL/ AND false AND r.consumed_at IS NULL/' \
-    -e 's/ AND true AND r.consumed_at IS NOT NULL/ AND false AND r.consumed_at IS NOT NULL/' \
-    -e 's/(NOT true OR NOT t.live)/(NOT false OR NOT t.live)/' bench/lifecycle.sql >"$tmp/lifecycle-off.sql"
-grep -q 'AND false AND r.consumed_at IS NULL' "$tmp/lifecycle-off.sql" \
-  && grep -q 'AND false AND r.consumed_at IS NOT NULL' "$tmp/lifecycle-off.sql" \
-  && grep -q '(NOT false OR' "$tmp/lifecycle-off.sql" \
+# (Migration 0007's CONSUME: $3 gates only the marker's INSERT.)
+sed -e 's/ WHERE expires_at > decided_at AND true ON CONFLICT / WHERE expires_at > decided_at AND false ON CONFLICT /' \
+    bench/lifecycle.sql >"$tmp/lifecycle-off.sql"
+grep -q ' WHERE expires_at > decided_at AND false ON CONFLICT ' "$tmp/lifecycle-off.sql" \
   || { echo "bench/lifecycle.sql changed: cannot derive the markers-off lifecycle" >&2; exit 1; }
 
 script_for() {

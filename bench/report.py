@@ -2,7 +2,8 @@
 """Helpers for bench/run.sh (standard library only).
 
   report.py append RAW key=value...       JSON lines on stdin -> RAW, with the keys added
-  report.py pgbench LOGDIR STDOUT N       pgbench's per-transaction log + output -> one JSON line
+  report.py pgbench LOGDIR STDOUT N [MODE]  pgbench's per-transaction log + output -> one JSON
+                                          line (mode: MODE, default pgbench)
   report.py cpu -- CMD...                 run CMD; its last JSON line + client CPU (user, sys)
   report.py strace FILE LIFECYCLES        strace -c -f summary -> calls per lifecycle
   report.py markdown RAW                  the Markdown report of a run
@@ -51,7 +52,7 @@ def cmd_append(raw, pairs):
             print("  " + json.dumps(brief), file=sys.stderr)
 
 
-def cmd_pgbench(logdir, stdout_file, clients):
+def cmd_pgbench(logdir, stdout_file, clients, mode="pgbench"):
     text = open(stdout_file).read()
     tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
     failed = re.search(r"number of failed transactions: (\d+)", text)
@@ -67,7 +68,7 @@ def cmd_pgbench(logdir, stdout_file, clients):
     statements = {}
     for name, pattern in (("store", r"^\s*([0-9.]+)\s+\d+\s+(?:INSERT|WITH inserted)"),
                           ("get", r"^\s*([0-9.]+)\s+\d+\s+SELECT"),
-                          ("consume", r"^\s*([0-9.]+)\s+\d+\s+(?:DELETE|WITH target)")):
+                          ("consume", r"^\s*([0-9.]+)\s+\d+\s+(?:DELETE|WITH taken|WITH target)")):
         found = re.search(pattern, text, re.M)
         if found:
             statements[name] = {"mean": round(float(found.group(1)) * 1000, 1)}
@@ -83,7 +84,7 @@ def cmd_pgbench(logdir, stdout_file, clients):
         }
     print(json.dumps({
         "cmd": "lifecycle",
-        "mode": "pgbench",
+        "mode": mode,
         "clients": int(clients),
         "per_s": float(tps.group(1)) if tps else None,
         "lifecycles": int(processed.group(1)) if processed else None,
@@ -172,6 +173,58 @@ def pooler_row(bouncer, n, mode, protocol, base, mine):
             f"| {errors}{f' ({failed} runs failed)' if failed else ''} |")
 
 
+def round_ratios(mine, base):
+    """Per-round ratios mine/base (round -> record each), in round order, and their median."""
+    values = [mine[k]["per_s"] / base[k]["per_s"] for k in sorted(mine)
+              if k in base and base[k].get("per_s") and mine[k].get("per_s") is not None]
+    return med(values), values
+
+
+def both_ratios(records):
+    """The store against pgbench running its SQL and pgbench running the least SQL
+    (bench/lifecycle-least.sql), at every point of the lifecycle and overload sections that
+    ran pgbench-least: rows of Markdown."""
+    points = []
+    for r in records:
+        if r.get("mode") != "pgbench-least":
+            continue
+        if r.get("section") == "lifecycle":
+            key = ("lifecycle", r["clients"], r["clients"])
+        elif r.get("section") == "overload":
+            key = ("overload", r["callers"], r["connections"])
+        else:
+            continue
+        if key not in points:
+            points.append(key)
+    if not points:
+        return []
+    out = ["### The store against both pgbench scripts (interleaved rounds)", "",
+           "store / pgbench of the same round: \"same SQL\" runs bench/lifecycle.sql (the "
+           "store's statements), \"least SQL\" bench/lifecycle-least.sql (insert, read, "
+           "`DELETE ... RETURNING`). Medians, then every round's value in round order.", "",
+           "| N (callers / connections) | store /s | pgbench same SQL /s | pgbench least SQL /s "
+           "| store / same SQL | store / least SQL | same SQL / least SQL |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for section, callers, connections in sorted(points, key=lambda p: (p[0], p[2], p[1])):
+        def of(mode):
+            return {r.get("round", 1): r for r in records
+                    if r.get("section") == section and r.get("mode") == mode
+                    and (r.get("clients") if section == "lifecycle" else r.get("callers")) == callers
+                    and (section == "lifecycle" or r.get("connections") == connections)}
+        store, same, least = of("store"), of("pgbench"), of("pgbench-least")
+        cells = []
+        for mine, base in ((store, same), (store, least), (same, least)):
+            ratio, values = round_ratios(mine, base)
+            cells.append(f"**{fmt(ratio, 2)}** ({', '.join(fmt(v, 2) for v in values)})")
+        label = str(callers) if section == "lifecycle" else f"{callers} / {connections}"
+        out.append(f"| {label} | {fmt(med([r.get('per_s') for r in store.values()]))} "
+                   f"| {fmt(med([r.get('per_s') for r in same.values()]))} "
+                   f"| {fmt(med([r.get('per_s') for r in least.values()]))} "
+                   f"| {' | '.join(cells)} |")
+    out.append("")
+    return out
+
+
 def cmd_markdown(raw):
     records = load(raw)
     out = []
@@ -184,6 +237,8 @@ def cmd_markdown(raw):
         out.append("")
         out.append(f"Server settings: {e.get('settings')}.")
         out.append("")
+
+    out.extend(both_ratios(records))
 
     life = [r for r in records if r.get("section") == "lifecycle"]
     if life:
@@ -253,7 +308,8 @@ def cmd_markdown(raw):
         out.append("")
         out.append("Where the time goes, lifecycles/s by client (medians; ratio to pgbench of the same round):")
         out.append("")
-        modes = [m for m in ("pgbench", "conn", "lite", "pool", "shared", "store", "protected")
+        modes = [m for m in ("pgbench", "pgbench-least", "conn", "lite", "pool", "shared",
+                             "store", "protected")
                  if any(r["mode"] == m for r in life)]
         out.append("| N | " + " | ".join(modes) + " |")
         out.append("|---:|" + "---:|" * len(modes))
@@ -300,7 +356,7 @@ def cmd_markdown(raw):
         for pair in sorted({(r["connections"], r["callers"]) for r in over}):
             recs = [r for r in over if (r["connections"], r["callers"]) == pair]
             base = {r.get("round", 1): r for r in recs if r["mode"] == "pgbench"}
-            for mode in ("pgbench", "store", "shared", "lite"):
+            for mode in ("pgbench", "pgbench-least", "store", "shared", "lite"):
                 mine = {r.get("round", 1): r for r in recs if r["mode"] == mode}
                 if not mine:
                     continue
@@ -309,7 +365,8 @@ def cmd_markdown(raw):
                 p = " / ".join(fmt(med([lat(r, "lifecycle", q) for r in mine.values()]))
                                for q in ("p50", "p99"))
                 errors = sum(max(r.get("errors") or 0, 0) for r in mine.values())
-                out.append(f"| {pair[0]} | {pair[1] if mode != 'pgbench' else pair[0]} | {mode} "
+                pg = mode.startswith("pgbench")
+                out.append(f"| {pair[0]} | {pair[0] if pg else pair[1]} | {mode} "
                            f"| {fmt(med([r.get('per_s') for r in mine.values()]))} "
                            f"| {'–' if mode == 'pgbench' else '**' + fmt(ratio, 2) + '**'} | {p} | {errors} |")
         out.append("")

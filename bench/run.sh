@@ -2,19 +2,27 @@
 # par-store benchmark: the store against pgbench running the same statements, on the same
 # database at the same moment (see BENCHMARKS.md).
 #
-#   bash bench/run.sh            lifecycles (N = 1, 4, 16, 64; store, pgbench, shared, and
-#                                conn, pool, protected at N = 1 and 16; 3 interleaved
-#                                rounds of 10 s; modes: see demo/examples/loadgen.rs),
+#   bash bench/run.sh            lifecycles (N = 1, 4, 16, 64; store, pgbench, pgbench-least,
+#                                shared, and conn, pool, protected at N = 1 and 16; 3
+#                                interleaved rounds of 10 s; pgbench runs the store's SQL,
+#                                bench/lifecycle.sql, pgbench-least the least SQL,
+#                                bench/lifecycle-least.sql; other modes: see
+#                                demo/examples/loadgen.rs),
 #                                system calls per lifecycle, cleanup (1,000,000 expired rows
 #                                at batch sizes 100, 1000, 10000): about 13 minutes
 #   bash bench/run.sh --quick    the same, 1 round of 3 s, 100,000 rows: about 3 minutes
 #   bash bench/run.sh --soak     10 minutes of lifecycles with the CleanupJob, a report a minute
-#   bash bench/run.sh --lifecycles-only   only the lifecycle comparison (e.g. with CLIENTS="1 4"
-#                                ROUNDS=5 RUN_SECONDS=5 MODES="store pgbench protected")
+#   bash bench/run.sh --plain    BENCHMARKS.md's plain rows: the store, pgbench (store's SQL)
+#                                and pgbench-least in interleaved rounds at N = 1, 4, 16 and
+#                                16 callers on 4 connections (CLIENTS="1 4 16",
+#                                OVERLOAD="4:16"), both ratios per round
+#   bash bench/run.sh --lifecycles-only   only the lifecycle comparison and the overload
+#                                case (e.g. with CLIENTS="1 4" ROUNDS=5 RUN_SECONDS=5
+#                                MODES="store pgbench protected")
 #   bash bench/run.sh --overload-only   only the overload case: 4x more callers than
 #                                connections (OVERLOAD="4:16 16:64", connections:callers),
-#                                store and shared against pgbench with as many clients as
-#                                connections
+#                                store, shared and lite against pgbench and pgbench-least
+#                                with as many clients as connections (OVERLOAD_MODES)
 #   bash bench/run.sh --pooler   only the lifecycle through PgBouncer in transaction mode
 #                                (POOLER_CLIENTS="4 16"): the store's default mode vs
 #                                pgbench -M prepared through PgBouncer 1.25.2
@@ -33,7 +41,8 @@
 # /usr/sbin/pgbouncer); the script starts them on free ports (as user postgres when run as
 # root: PgBouncer refuses root) and stops them on exit.
 # Environment: DATABASE_URL, BENCH_DB (par_store_bench), ROUNDS, RUN_SECONDS, CLIENTS,
-# CLEANUP_ROWS, SOAK_SECONDS, SOAK_CLIENTS, SCALE_ROWS, POOLER_CLIENTS.
+# MODES, OVERLOAD, OVERLOAD_MODES, CLEANUP_ROWS, SOAK_SECONDS, SOAK_CLIENTS, SCALE_ROWS,
+# POOLER_CLIENTS, POOLER_PAIRS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,12 +53,13 @@ for arg in "$@"; do
     --soak) kind=soak ;;
     --scale) kind=scale ;;
     --pooler) kind=pooler ;;
+    --plain) kind=plain ;;
     --lifecycles-only) kind=lifecycles ;;
     --overload-only) kind=overload ;;
     --citus|--sql-forms) exec bash bench/citus.sh "$arg" ;; # Citus, INSERT forms: bench/citus.sh
     --markers) exec bash bench/markers.sh ;;
     --metrics) exec bash bench/metrics.sh ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +70,11 @@ if [ "$kind" = quick ]; then
   ROUNDS="${ROUNDS:-1}"; RUN_SECONDS="${RUN_SECONDS:-3}"; CLEANUP_ROWS="${CLEANUP_ROWS:-100000}"
 else
   ROUNDS="${ROUNDS:-3}"; RUN_SECONDS="${RUN_SECONDS:-10}"; CLEANUP_ROWS="${CLEANUP_ROWS:-1000000}"
+fi
+if [ "$kind" = plain ]; then
+  CLIENTS="${CLIENTS:-1 4 16}"; OVERLOAD="${OVERLOAD:-4:16}"
+  MODES="${MODES:-store pgbench pgbench-least}"
+  OVERLOAD_MODES="${OVERLOAD_MODES:-store pgbench pgbench-least}"
 fi
 CLIENTS="${CLIENTS:-1 4 16 64}"
 SOAK_SECONDS="${SOAK_SECONDS:-600}"
@@ -149,15 +164,29 @@ b = ("client_id=s6BhdRkqt3&response_type=code&scope=openid%20profile%20email"
      "&code_challenge_method=S256&nonce=n-0S6_WzA2Mj&")
 print((b * 10)[:600])')
 
+# The pgbench modes and their scripts: the store's SQL, and the least SQL that does the job.
+pgbench_script() {
+  case "$1" in
+    pgbench) echo bench/lifecycle.sql ;;
+    pgbench-least) echo bench/lifecycle-least.sql ;;
+    *) return 1 ;;
+  esac
+}
+
 run_pgbench() { # url clients seconds|-t count  -> one JSON line; -M $PGBENCH_PROTOCOL
-  local url="$1" n="$2"; shift 2
+  run_pgbench_mode pgbench "$@"
+}
+
+run_pgbench_mode() { # mode url clients seconds|-t count  -> one JSON line
+  local mode="$1" url="$2" n="$3"; shift 3
+  local script; script=$(pgbench_script "$mode")
   rm -rf "$tmp/pglog"; mkdir -p "$tmp/pglog"
   local expires
   expires=$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(seconds=600)).isoformat())')
   (cd "$tmp/pglog" && pgbench -M "${PGBENCH_PROTOCOL:-prepared}" -n -c "$n" -j "$n" "$@" -r --log \
-     -f "$OLDPWD/bench/lifecycle.sql" -D params="$PARAMS" -D expires_at="$expires" "$url") \
-     >"$tmp/pgbench.out" 2>&1 || { cat "$tmp/pgbench.out" >&2; echo '{"cmd":"lifecycle","mode":"pgbench","errors":-1}'; return 0; }
-  python3 bench/report.py pgbench "$tmp/pglog" "$tmp/pgbench.out" "$n"
+     -f "$OLDPWD/$script" -D params="$PARAMS" -D expires_at="$expires" "$url") \
+     >"$tmp/pgbench.out" 2>&1 || { cat "$tmp/pgbench.out" >&2; echo "{\"cmd\":\"lifecycle\",\"mode\":\"$mode\",\"errors\":-1}"; return 0; }
+  python3 bench/report.py pgbench "$tmp/pglog" "$tmp/pgbench.out" "$n" "$mode"
 }
 
 lifecycles() {
@@ -165,14 +194,14 @@ lifecycles() {
   fresh_db "$BENCH_DB"
   for n in $CLIENTS; do
     for round in $(seq 1 "$ROUNDS"); do
-      modes="store pgbench shared"
-      case " 1 16 " in *" $n "*) modes="store pgbench shared conn pool protected" ;; esac
+      modes="store pgbench pgbench-least shared"
+      case " 1 16 " in *" $n "*) modes="store pgbench pgbench-least shared conn pool protected" ;; esac
       modes="${MODES:-$modes}"
       for mode in $modes; do
         settle "$url"
         note "N=$n round $round/$ROUNDS: $mode"
-        if [ "$mode" = pgbench ]; then
-          run_pgbench "$url" "$n" -T "$RUN_SECONDS"
+        if pgbench_script "$mode" >/dev/null; then
+          run_pgbench_mode "$mode" "$url" "$n" -T "$RUN_SECONDS"
         else
           $loadgen lifecycle --url "$url" --mode "$mode" --clients "$n" --seconds "$RUN_SECONDS" \
             || echo "{\"cmd\":\"lifecycle\",\"mode\":\"$mode\",\"errors\":-1}"
@@ -193,11 +222,11 @@ overload() {
   for pair in ${OVERLOAD:-4:16 16:64}; do
     local connections=${pair%%:*} callers=${pair#*:}
     for round in $(seq 1 "$ROUNDS"); do
-      for mode in ${OVERLOAD_MODES:-store pgbench shared lite}; do
+      for mode in ${OVERLOAD_MODES:-store pgbench pgbench-least shared lite}; do
         settle "$url"
         note "overload $callers callers on $connections connections, round $round/$ROUNDS: $mode"
-        if [ "$mode" = pgbench ]; then
-          run_pgbench "$url" "$connections" -T "$RUN_SECONDS"
+        if pgbench_script "$mode" >/dev/null; then
+          run_pgbench_mode "$mode" "$url" "$connections" -T "$RUN_SECONDS"
         else
           $loadgen lifecycle --url "$url" --mode "$mode" --clients "$callers" \
             --connections "$connections" --seconds "$RUN_SECONDS" \
@@ -409,7 +438,7 @@ case "$kind" in
   pooler) pooler ;;
   soak) soak ;;
   scale) scale ;;
-  lifecycles) lifecycles; overload ;;
+  lifecycles|plain) lifecycles; overload ;;
   overload) overload ;;
 esac
 python3 - "$raw" <<'EOF'

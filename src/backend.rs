@@ -4,12 +4,11 @@
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::consumption::Consumption;
 use crate::error::StoreError;
+use crate::lookup::Lookup;
 use crate::model::PushedAuthorizationRequest;
 use crate::operation::Operation;
-use crate::store::PushedAuthorizationRequestStore;
-use crate::store_ext::PushedAuthorizationRequestStoreExt;
 use crate::telemetry::{
-    consumption, count_consumption, count_stored, found_or_not, removed, stored, traced,
+    consumption, count_consumption, count_stored, found_or_not, lookup, removed, stored, traced,
     StoreMetrics,
 };
 use crate::validate::{
@@ -71,6 +70,16 @@ pub(crate) trait Backend: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
 
+    /// What the backend holds under the hash, for `client_id`, without changing anything:
+    /// `WrongClient` for a request or marker bound to another client; a marker is
+    /// `AlreadyConsumed` (expired or not, until cleanup removes it); a request `Expired` or
+    /// `Found`; nothing `NotFound`.
+    fn look_up(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
+
     /// The request if it exists and is live.
     fn select_live(
         &self,
@@ -123,7 +132,7 @@ pub(crate) trait Backend: Send + Sync {
 }
 
 /// `PushedAuthorizationRequestStore::store` for any backend.
-async fn store<B: Backend>(
+pub(crate) async fn store<B: Backend>(
     backend: &B,
     request: &PushedAuthorizationRequest,
 ) -> Result<(), StoreError> {
@@ -131,7 +140,7 @@ async fn store<B: Backend>(
 }
 
 /// `store_or_replace` for any backend: the same input rules as `store`.
-async fn store_or_replace<B: Backend>(
+pub(crate) async fn store_or_replace<B: Backend>(
     backend: &B,
     request: &PushedAuthorizationRequest,
 ) -> Result<(), StoreError> {
@@ -182,7 +191,10 @@ fn stored_or_refused<B: Backend>(backend: &B, inserted: Inserted) -> Result<(), 
 
 /// `delete_by_client_id` for any backend: an id no request could be bound to removes
 /// nothing, without a round trip.
-async fn delete_by_client_id<B: Backend>(backend: &B, client_id: &str) -> Result<u64, StoreError> {
+pub(crate) async fn delete_by_client_id<B: Backend>(
+    backend: &B,
+    client_id: &str,
+) -> Result<u64, StoreError> {
     let run = async {
         if !is_storable_client_id(client_id) {
             return Ok(0);
@@ -217,7 +229,7 @@ impl<B: Backend> ExpiredRequestCleaner for AsOf<'_, B> {
 }
 
 /// `delete_expired_as_of` for any backend.
-async fn delete_expired_as_of<B: Backend>(
+pub(crate) async fn delete_expired_as_of<B: Backend>(
     backend: &B,
     cutoff: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
@@ -250,66 +262,98 @@ async fn look_up<B: Backend>(
     .await
 }
 
-// Every backend is a store through the shared operations of this file. `ProtectedStore`
-// is no backend, so its own impls of both traits do not overlap these.
-#[async_trait::async_trait]
-impl<B: Backend> PushedAuthorizationRequestStore for B {
-    async fn store(&self, request: &PushedAuthorizationRequest) -> Result<(), StoreError> {
-        store(self, request).await
-    }
+/// Writes `impl PushedAuthorizationRequestStore` and `impl PushedAuthorizationRequestStoreExt`
+/// for a backend, each method one of the shared operations of this file. Explicit impls per
+/// store (not a blanket `impl<B: Backend>`), so that each store's rustdoc page shows the
+/// traits among its own implementations; `ProtectedStore` writes its own.
+macro_rules! store_impls {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::PushedAuthorizationRequestStore for $store {
+            async fn store(
+                &self,
+                request: &$crate::model::PushedAuthorizationRequest,
+            ) -> Result<(), $crate::error::StoreError> {
+                $crate::backend::store(self, request).await
+            }
 
-    async fn consume_by_hash(
-        &self,
-        reference_value_hash: &str,
-    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        consume_by_hash(self, reference_value_hash).await
-    }
+            async fn consume_by_hash(
+                &self,
+                reference_value_hash: &str,
+            ) -> Result<Option<$crate::model::PushedAuthorizationRequest>, $crate::error::StoreError>
+            {
+                $crate::backend::consume_by_hash(self, reference_value_hash).await
+            }
 
-    async fn consume_for_client(
-        &self,
-        reference_value_hash: &str,
-        client_id: &str,
-    ) -> Result<Consumption, StoreError> {
-        consume_for_client(self, reference_value_hash, client_id).await
-    }
+            async fn get_by_hash(
+                &self,
+                reference_value_hash: &str,
+            ) -> Result<Option<$crate::model::PushedAuthorizationRequest>, $crate::error::StoreError>
+            {
+                $crate::backend::get_by_hash(self, reference_value_hash).await
+            }
 
-    async fn consume_in_session(
-        &self,
-        reference_value_hash: &str,
-        client_id: &str,
-        session_binding: &str,
-    ) -> Result<Consumption, StoreError> {
-        consume_in_session(self, reference_value_hash, client_id, session_binding).await
-    }
+            async fn get_for_client(
+                &self,
+                reference_value_hash: &str,
+                client_id: &str,
+            ) -> Result<$crate::lookup::Lookup, $crate::error::StoreError> {
+                $crate::backend::get_for_client(self, reference_value_hash, client_id).await
+            }
 
-    async fn get_by_hash(
-        &self,
-        reference_value_hash: &str,
-    ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        get_by_hash(self, reference_value_hash).await
-    }
+            async fn consume_for_client(
+                &self,
+                reference_value_hash: &str,
+                client_id: &str,
+            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
+                $crate::backend::consume_for_client(self, reference_value_hash, client_id).await
+            }
+
+            async fn consume_in_session(
+                &self,
+                reference_value_hash: &str,
+                client_id: &str,
+                session_binding: &str,
+            ) -> Result<$crate::consumption::Consumption, $crate::error::StoreError> {
+                $crate::backend::consume_in_session(
+                    self,
+                    reference_value_hash,
+                    client_id,
+                    session_binding,
+                )
+                .await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store_ext::PushedAuthorizationRequestStoreExt for $store {
+            async fn store_or_replace(
+                &self,
+                request: &$crate::model::PushedAuthorizationRequest,
+            ) -> Result<(), $crate::error::StoreError> {
+                $crate::backend::store_or_replace(self, request).await
+            }
+
+            async fn delete_by_client_id(
+                &self,
+                client_id: &str,
+            ) -> Result<u64, $crate::error::StoreError> {
+                $crate::backend::delete_by_client_id(self, client_id).await
+            }
+
+            async fn delete_expired_as_of(
+                &self,
+                cutoff: chrono::DateTime<chrono::Utc>,
+            ) -> Result<u64, $crate::error::StoreError> {
+                $crate::backend::delete_expired_as_of(self, cutoff).await
+            }
+        }
+    };
 }
-
-#[async_trait::async_trait]
-impl<B: Backend> PushedAuthorizationRequestStoreExt for B {
-    async fn store_or_replace(
-        &self,
-        request: &PushedAuthorizationRequest,
-    ) -> Result<(), StoreError> {
-        store_or_replace(self, request).await
-    }
-
-    async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
-        delete_by_client_id(self, client_id).await
-    }
-
-    async fn delete_expired_as_of(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        delete_expired_as_of(self, cutoff).await
-    }
-}
+pub(crate) use store_impls;
 
 /// `PushedAuthorizationRequestStore::get_by_hash` for any backend.
-async fn get_by_hash<B: Backend>(
+pub(crate) async fn get_by_hash<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
@@ -323,9 +367,35 @@ async fn get_by_hash<B: Backend>(
     .await
 }
 
+/// `PushedAuthorizationRequestStore::get_for_client` for any backend: a hash that could never
+/// have been stored is not found, without a round trip; a client id that no request could be
+/// bound to is refused, as by `consume_for_client`.
+pub(crate) async fn get_for_client<B: Backend>(
+    backend: &B,
+    reference_value_hash: &str,
+    client_id: &str,
+) -> Result<Lookup, StoreError> {
+    let run = async {
+        check_client_id(client_id)?;
+        if !is_storable_hash(reference_value_hash) {
+            return Ok(Lookup::NotFound);
+        }
+        backend.look_up(reference_value_hash, client_id).await
+    };
+    traced(
+        backend.metrics(),
+        Operation::GetForClient,
+        B::NAME,
+        Some(reference_value_hash),
+        lookup,
+        run,
+    )
+    .await
+}
+
 /// `PushedAuthorizationRequestStore::consume_by_hash` for any backend: a consumption
 /// without a client check, seen as an `Option`.
-async fn consume_by_hash<B: Backend>(
+pub(crate) async fn consume_by_hash<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
 ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
@@ -402,7 +472,7 @@ async fn consume_traced<B: Backend>(
 }
 
 /// `PushedAuthorizationRequestStore::consume_for_client` for any backend.
-async fn consume_for_client<B: Backend>(
+pub(crate) async fn consume_for_client<B: Backend>(
     backend: &B,
     reference_value_hash: &str,
     client_id: &str,

@@ -37,7 +37,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 ///
 /// | error | cause | PAR endpoint (`POST /par`) | authorization endpoint (`request_uri`) |
 /// |---|---|---|---|
-/// | [`InvalidRequestUri`](InvalidRequestUri) (from [`ReferenceValue::from_request_uri`](crate::ReferenceValue::from_request_uri)) | a malformed `request_uri` from the browser: client input | - | `400 invalid_request_uri`, the same answer as an unknown one |
+/// | [`InvalidRequestUri`] (from [`ReferenceValue::from_request_uri`](crate::ReferenceValue::from_request_uri)) | a malformed `request_uri` from the browser: client input | - | `400 invalid_request_uri`, the same answer as an unknown one |
 /// | `Ok(None)` from `get_by_hash` / `consume_by_hash` | unknown, expired or already used | - | `400 invalid_request_uri`; so is a `request_uri` pushed by another client |
 /// | [`InvalidInput`](Self::InvalidInput) with [`InputField::Parameters`] | the client's parameters are too large (or hold NUL) | `413` (or `400`) `invalid_request` | - |
 /// | [`InvalidInput`](Self::InvalidInput), other fields | the server built a bad hash or expiry: a bug in the server | `500 server_error`, log it | `500 server_error` |
@@ -309,7 +309,7 @@ fn consumed_note(consumed: bool) -> &'static str {
 ///
 /// | kind | cause | what to do |
 /// |---|---|---|
-/// | [`UnknownKey`](Self::UnknownKey) | the envelope names a key id that is not in the [`KeyRing`](crate::KeyRing) | a key was dropped while requests sealed under it were still live, or instances run with different rings: restore the key as a previous key |
+/// | [`UnknownKey`](Self::UnknownKey) | the envelope names a key id that is not in the [`KeyRing`](crate::protect::KeyRing) | a key was dropped while requests sealed under it were still live, or instances run with different rings: restore the key as a previous key |
 /// | [`Tampered`](Self::Tampered) | authentication failed: the envelope was altered, copied onto another request's row, or sealed by a different key that has the same id | treat as an attack or a key mix-up; the request is unusable |
 /// | [`MalformedEnvelope`](Self::MalformedEnvelope) | the stored text is not a well-formed envelope of a supported version (e.g. plaintext written before protection was enabled) | unusable; such requests disappear when they expire |
 /// | [`RandomUnavailable`](Self::RandomUnavailable) | the operating system's random source failed (nonce or key generation) | nothing was stored; retry, and check the host |

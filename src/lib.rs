@@ -9,12 +9,14 @@
 //! At its PAR endpoint a server protects the request parameters, picks a random reference
 //! value, and stores the request under the **hash** of that value; the client receives
 //! `request_uri = urn:ietf:params:oauth:request_uri:<reference value>`. At the authorize
-//! endpoint the server hashes the reference from the `request_uri`, reads the request with
-//! [`get_by_hash`](PushedAuthorizationRequestStore::get_by_hash) (as often as login and
+//! endpoint the server hashes the reference from the `request_uri`, reads the request for the
+//! client that presents it with
+//! [`get_for_client`](PushedAuthorizationRequestStore::get_for_client) (as often as login and
 //! consent need) and finally consumes it with
 //! [`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client), so that the
-//! `request_uri` is single use and bound to the client that pushed it. The [`Consumption`]
-//! it answers tells a reused `request_uri` (a security event) from an unknown one. What the
+//! `request_uri` is single use and bound to the client that pushed it. The [`Lookup`] and
+//! the [`Consumption`] they answer tell a reused `request_uri` (a security event) from an
+//! unknown one. [`prelude`] brings the traits into scope. What the
 //! crate promises is stated once, in the README's
 //! [Guarantees](https://github.com/par-store/par-store#guarantees).
 //!
@@ -110,6 +112,7 @@ pub mod error;
 mod execution;
 mod hosts;
 mod key_ring;
+mod lookup;
 mod memory;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -134,6 +137,7 @@ pub use consume_policy::ConsumePolicy;
 pub use consumption::Consumption;
 pub use error::StoreError;
 pub use hosts::TargetSessionAttrs;
+pub use lookup::Lookup;
 pub use memory::MemoryStore;
 pub use model::PushedAuthorizationRequest;
 pub use postgres::{PostgresStore, PostgresStoreOptions};

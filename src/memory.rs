@@ -5,6 +5,7 @@ use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_B
 use crate::consume_policy::ConsumePolicy;
 use crate::consumption::Consumption;
 use crate::error::StoreError;
+use crate::lookup::Lookup;
 use crate::model::PushedAuthorizationRequest;
 use crate::telemetry::StoreMetrics;
 use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
@@ -231,6 +232,34 @@ impl Backend for MemoryStore {
         }
     }
 
+    async fn look_up(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+    ) -> Result<Lookup, StoreError> {
+        // The same decisions, in the same order, as PostgreSQL's `LOOK_UP` and `CONSUME`.
+        let requests = self.lock();
+        let now = Utc::now();
+        let Some(held) = requests.get(reference_value_hash) else {
+            return Ok(Lookup::NotFound);
+        };
+        if held
+            .request
+            .client_id
+            .as_deref()
+            .is_some_and(|bound| bound != client_id)
+        {
+            return Ok(Lookup::WrongClient);
+        }
+        Ok(match &held.consumed {
+            Some(marker) => Lookup::AlreadyConsumed {
+                consumed_at: marker.consumed_at,
+            },
+            None if held.request.expires_at > now => Lookup::Found(held.request.clone()),
+            None => Lookup::Expired,
+        })
+    }
+
     async fn select_live(
         &self,
         reference_value_hash: &str,
@@ -369,6 +398,8 @@ fn within(consumed_at: DateTime<Utc>, window: Duration, now: DateTime<Utc>) -> b
         Err(_) => true,
     }
 }
+
+crate::backend::store_impls!(MemoryStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for MemoryStore {

@@ -7,12 +7,13 @@ use crate::consumption::Consumption;
 use crate::error::StoreError;
 use crate::execution::{Outcome, Protocol, Retry, Returns};
 use crate::hosts::{parse_url, TargetSessionAttrs, Targets};
+use crate::lookup::Lookup;
 use crate::migrations;
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
     CITUS_DELETE_EXPIRED_AS_OF_BATCH, CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE, CONSUME,
-    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT, RELOAD,
+    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT, LOOK_UP, RELOAD,
     SELECT_LIVE, UPSERT,
 };
 use crate::telemetry::StoreMetrics;
@@ -445,6 +446,44 @@ fn into_consumed(
     }
 }
 
+/// A row `LOOK_UP` returns: `expires_at`, the parameters (a request's; none for a marker),
+/// `client_id`, whether it is live by the database clock, and a marker's `consumed_at`.
+type LookedUpRow = (
+    StoredExpiry,
+    Option<String>,
+    Option<String>,
+    bool,
+    Option<StoredExpiry>,
+);
+
+/// What `get_for_client` answers, from the row `LOOK_UP` returned (`None`: no row).
+fn into_lookup(
+    reference_value_hash: &str,
+    client_id: &str,
+    row: Option<LookedUpRow>,
+) -> Result<Lookup, StoreError> {
+    let Some((expires_at, parameters, bound, live, consumed_at)) = row else {
+        return Ok(Lookup::NotFound);
+    };
+    if !right_client(bound.as_deref(), Some(client_id)) {
+        return Ok(Lookup::WrongClient);
+    }
+    Ok(match (consumed_at, live, parameters) {
+        (Some(StoredExpiry(consumed_at)), _, _) => Lookup::AlreadyConsumed { consumed_at },
+        (None, false, _) => Lookup::Expired,
+        (None, true, Some(parameters)) => Lookup::Found(into_request(
+            reference_value_hash,
+            (expires_at, parameters, bound),
+        )),
+        // The column is NOT NULL: a request always has its parameters.
+        (None, true, None) => {
+            return Err(StoreError::from(sqlx::Error::Protocol(
+                "the look-up returned a request without parameters".into(),
+            )))
+        }
+    })
+}
+
 /// What a consumption that found a marker keeping parameters gets, from `RELOAD`'s row.
 fn into_reloaded(
     reference_value_hash: &str,
@@ -677,6 +716,23 @@ impl Backend for PostgresStore {
         }
     }
 
+    async fn look_up(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+    ) -> Result<Lookup, StoreError> {
+        let outcome = self
+            .run(Retry::Always, Returns::Row, || {
+                sqlx::query(LOOK_UP).bind(reference_value_hash)
+            })
+            .await?;
+        into_lookup(
+            reference_value_hash,
+            client_id,
+            decode::<LookedUpRow>(&outcome)?,
+        )
+    }
+
     async fn select_live(
         &self,
         reference_value_hash: &str,
@@ -774,6 +830,8 @@ impl Backend for PostgresStore {
         .await
     }
 }
+
+crate::backend::store_impls!(PostgresStore);
 
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {

@@ -21,6 +21,7 @@
 
 pub use crate::consumption::Consumption;
 pub use crate::error::StoreError;
+pub use crate::lookup::Lookup;
 pub use crate::memory::MemoryStore;
 pub use crate::model::PushedAuthorizationRequest;
 pub use crate::postgres::{PostgresStore, PostgresStoreOptions};

@@ -21,6 +21,7 @@
 use crate::cleanup::{delete_expired_in_batches, ExpiredRequestCleaner, DEFAULT_BATCH_SIZE};
 use crate::consumption::Consumption;
 use crate::error::{InputField, StoreError};
+use crate::lookup::Lookup;
 use crate::model::{HashPrefix, PushedAuthorizationRequest};
 use crate::store::PushedAuthorizationRequestStore;
 use crate::store_ext::PushedAuthorizationRequestStoreExt;
@@ -52,6 +53,10 @@ pub use crate::key_ring::{KeyRing, KeyRingError, ProtectionKey};
 ///   rewritten, malformed). A
 ///   `consume_by_hash` that fails this way has still removed the request, and says so
 ///   (`consumed: true`).
+/// - [`get_for_client`](PushedAuthorizationRequestStore::get_for_client) is the inner
+///   store's, with the same outcomes; only a [`Found`](Lookup::Found) request is opened (a
+///   request bound to another client is never decrypted), with the same error when it does
+///   not open (`consumed: false`).
 /// - [`consume_for_client`](PushedAuthorizationRequestStore::consume_for_client) and
 ///   [`consume_in_session`](PushedAuthorizationRequestStore::consume_in_session) (under the
 ///   inner store's [`ConsumePolicy`](crate::ConsumePolicy)) are the inner store's, with the
@@ -284,6 +289,25 @@ impl<S: PushedAuthorizationRequestStore> PushedAuthorizationRequestStore for Pro
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
         let found = self.inner.get_by_hash(reference_value_hash).await?;
         self.open(reference_value_hash, found, false)
+    }
+
+    async fn get_for_client(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+    ) -> Result<Lookup, StoreError> {
+        // The client binding is stored in clear: the inner store checks it, and nothing is
+        // decrypted unless it found the request for this client.
+        match self
+            .inner
+            .get_for_client(reference_value_hash, client_id)
+            .await?
+        {
+            Lookup::Found(request) => Ok(self
+                .open(reference_value_hash, Some(request), false)?
+                .map_or(Lookup::NotFound, Lookup::Found)),
+            other => Ok(other),
+        }
     }
 
     async fn consume_for_client(

@@ -81,6 +81,18 @@ pub(crate) const SELECT_LIVE: &str = "SELECT expires_at, parameters, client_id \
      FROM pushed_authorization_requests \
      WHERE reference_value_hash = $1 AND expires_at > clock_timestamp()";
 
+/// Reads what the store knows of a hash, for `get_for_client`, without changing anything:
+/// the request (`consumed_at` NULL, with its parameters) or its consumed marker (no
+/// parameters), each with whether it is live by the database clock. At most one row each; one
+/// snapshot, so a consumption committing meanwhile is seen either before or after, never as
+/// neither.
+pub(crate) const LOOK_UP: &str = "SELECT expires_at, parameters, client_id, \
+         expires_at > clock_timestamp() AS live, NULL::timestamptz AS consumed_at \
+     FROM pushed_authorization_requests WHERE reference_value_hash = $1 \
+     UNION ALL \
+     SELECT expires_at, NULL, client_id, expires_at > clock_timestamp(), consumed_at \
+     FROM pushed_authorization_request_markers WHERE reference_value_hash = $1";
+
 /// Consumes a request in one atomic statement. $1 = hash; $2 = the client that must be bound
 /// (NULL: any); $3 = leave a consumed marker (true) or only delete (false: 0.2's behaviour);
 /// $4 = whether the marker is `reopenable` (oauth-as's take); $5 = the session binding of a

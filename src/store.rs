@@ -2,6 +2,7 @@
 
 use crate::consumption::Consumption;
 use crate::error::StoreError;
+use crate::lookup::Lookup;
 use crate::model::PushedAuthorizationRequest;
 
 /// Storage for pushed authorization requests (RFC 9126), keyed by the hash of their
@@ -19,6 +20,10 @@ use crate::model::PushedAuthorizationRequest;
 /// - [`store`](Self::store) inserts and never overwrites: a second request with the same
 ///   hash fails with [`StoreError::Duplicate`] (whether or not the first has expired) and the
 ///   first is left untouched.
+/// - [`get_for_client`](Self::get_for_client) reads the request for a client without changing
+///   it and says what it found ([`Lookup`]): [`Found`](Lookup::Found) while it is live and
+///   bound to that client or to none, [`WrongClient`](Lookup::WrongClient) when it is bound
+///   to another client, and otherwise why there is nothing.
 /// - [`get_by_hash`](Self::get_by_hash) returns the request while it is live
 ///   (`expires_at` in the future) and never an expired one, whether or not cleanup has run.
 ///   It does not consume: call it as often as login and consent need.
@@ -96,6 +101,54 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError>;
+
+    /// Reads the request for the client that presents its `request_uri`, without changing
+    /// anything, and says what was found: see [`Lookup`]. This is the read of the
+    /// authorization endpoint: call it as often as login and consent need, and consume with
+    /// [`consume_for_client`](Self::consume_for_client) when the authorization response is
+    /// produced. Unlike [`get_by_hash`](Self::get_by_hash) it makes RFC 9126 section 4's
+    /// client check: a request bound to another client is
+    /// [`WrongClient`](Lookup::WrongClient), and is left as it was.
+    ///
+    /// The default implementation, for other stores, is built on
+    /// [`get_by_hash`](Self::get_by_hash): [`Found`](Lookup::Found) for a live request bound
+    /// to `client_id` or to no client, `WrongClient` for one bound to another client,
+    /// [`NotFound`](Lookup::NotFound) otherwise; it never answers
+    /// [`AlreadyConsumed`](Lookup::AlreadyConsumed) or [`Expired`](Lookup::Expired).
+    ///
+    /// ```
+    /// # use par_store::chrono::{Duration, Utc};
+    /// # use par_store::{Lookup, MemoryStore, PushedAuthorizationRequest, PushedAuthorizationRequestStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), par_store::StoreError> {
+    /// let store = MemoryStore::new();
+    /// let request = PushedAuthorizationRequest::new("h", Utc::now() + Duration::seconds(60), "p")
+    ///     .with_client_id("a");
+    /// store.store(&request).await?;
+    /// assert_eq!(store.get_for_client("h", "b").await?, Lookup::WrongClient);
+    /// assert_eq!(store.get_for_client("h", "a").await?, Lookup::Found(request.clone()));
+    /// assert_eq!(store.get_for_client("h", "a").await?, Lookup::Found(request)); // not consumed
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn get_for_client(
+        &self,
+        reference_value_hash: &str,
+        client_id: &str,
+    ) -> Result<Lookup, StoreError> {
+        Ok(match self.get_by_hash(reference_value_hash).await? {
+            Some(request)
+                if request
+                    .client_id
+                    .as_deref()
+                    .is_some_and(|bound| bound != client_id) =>
+            {
+                Lookup::WrongClient
+            }
+            Some(request) => Lookup::Found(request),
+            None => Lookup::NotFound,
+        })
+    }
 
     /// Consumes the request only if it is bound to `client_id` (or to no client), in one
     /// atomic step; a request bound to another client is left untouched and answered
@@ -176,7 +229,7 @@ pub trait PushedAuthorizationRequestStore: Send + Sync {
     /// The stores of this crate refuse a binding that is empty, over
     /// [`MAX_SESSION_BINDING_LEN`](crate::ConsumePolicy::MAX_SESSION_BINDING_LEN) bytes or holds control
     /// characters with [`StoreError::InvalidInput`]
-    /// ([`InputField::SessionBinding`](crate::InputField::SessionBinding)), whatever their
+    /// ([`InputField::SessionBinding`](crate::error::InputField::SessionBinding)), whatever their
     /// policy, consuming nothing. The default implementation, for other stores, is
     /// `consume_for_client`: the binding is ignored and a request is never consumed twice.
     ///

@@ -147,6 +147,11 @@ pub(crate) fn found_or_not<T>(value: &Option<T>) -> &'static str {
     }
 }
 
+/// Outcome of `get_for_client` on success.
+pub(crate) fn lookup(value: &crate::lookup::Lookup) -> &'static str {
+    value.as_str()
+}
+
 /// Outcome of `consume_for_client`, `consume_in_session` and oauth-as's take on success.
 pub(crate) fn consumption(value: &crate::consumption::Consumption) -> &'static str {
     value.as_str()

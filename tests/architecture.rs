@@ -345,6 +345,7 @@ fn the_crate_root_holds_at_most_25_names() {
         "ConsumePolicy",
         "Consumption",
         "ExpiredRequestCleaner",
+        "Lookup",
         "MemoryStore",
         "PostgresStore",
         "PostgresStoreOptions",

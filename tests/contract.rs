@@ -24,7 +24,7 @@ mod common;
 use chrono::{DateTime, Duration, Utc};
 use par_store::protect::{KeyRing, ProtectionKey};
 use par_store::{
-    ConsumePolicy, Consumption, ExpiredRequestCleaner, MemoryStore, PostgresStore,
+    ConsumePolicy, Consumption, ExpiredRequestCleaner, Lookup, MemoryStore, PostgresStore,
     PostgresStoreOptions, ProtectedStore, PushedAuthorizationRequest,
     PushedAuthorizationRequestStore, PushedAuthorizationRequestStoreExt, StoreError,
 };
@@ -74,7 +74,7 @@ struct Pg {
 #[derive(Clone, Debug)]
 enum To {
     /// The store's own pool, to this address.
-    Connect(par_store::sqlx::postgres::PgConnectOptions),
+    Connect(Box<par_store::sqlx::postgres::PgConnectOptions>),
     /// The caller's pool.
     Pool(par_store::sqlx::PgPool),
 }
@@ -87,7 +87,7 @@ impl Pg {
     fn with(self, change: impl FnOnce(PostgresStoreOptions) -> PostgresStoreOptions) -> Self {
         let options = change(self.options);
         let store = match &self.to {
-            To::Connect(to) => options.connect_lazy_with(to.clone()),
+            To::Connect(to) => options.connect_lazy_with(to.as_ref().clone()),
             To::Pool(pool) => options.with_pool(pool.clone()),
         };
         Pg::new(options, store, self.to)
@@ -110,6 +110,9 @@ impl PushedAuthorizationRequestStore for Pg {
         hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
         self.store.get_by_hash(hash).await
+    }
+    async fn get_for_client(&self, hash: &str, client_id: &str) -> Result<Lookup, StoreError> {
+        self.store.get_for_client(hash, client_id).await
     }
     async fn consume_for_client(
         &self,
@@ -806,6 +809,58 @@ async fn a_consumed_request_is_never_returned_or_brought_back<S: Backend>(store:
     }
 }
 
+async fn get_for_client_finds_a_live_request_of_that_client_or_of_none<S: Backend>(store: S) {
+    let mine = bound(1, CLIENT);
+    let unbound = live(2);
+    store.store(&mine).await.unwrap();
+    store.store(&unbound).await.unwrap();
+    // As often as login and consent need: a read changes nothing.
+    for _ in 0..3 {
+        assert_eq!(
+            store.get_for_client(&hash(1), CLIENT).await.unwrap(),
+            Lookup::Found(mine.clone())
+        );
+        assert_eq!(
+            store.get_for_client(&hash(2), "client-b").await.unwrap(),
+            Lookup::Found(unbound.clone())
+        );
+    }
+    assert_eq!(
+        store.get_for_client(&hash(3), CLIENT).await.unwrap(),
+        Lookup::NotFound
+    );
+    assert_eq!(
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
+        Consumption::Consumed(mine)
+    );
+    assert_eq!(
+        store.consume_for_client(&hash(2), CLIENT).await.unwrap(),
+        Consumption::Consumed(unbound)
+    );
+}
+
+async fn get_for_client_answers_another_client_wrong_client_and_changes_nothing<S: Backend>(
+    store: S,
+) {
+    let request = bound(1, CLIENT);
+    store.store(&request).await.unwrap();
+    for wrong in ["client-b", "client-", "CLIENT-A", "client-a "] {
+        assert_eq!(
+            store.get_for_client(&hash(1), wrong).await.unwrap(),
+            Lookup::WrongClient,
+            "{wrong:?}"
+        );
+    }
+    assert_eq!(
+        store.get_by_hash(&hash(1)).await.unwrap(),
+        Some(request.clone())
+    );
+    assert_eq!(
+        store.consume_for_client(&hash(1), CLIENT).await.unwrap(),
+        Consumption::Consumed(request)
+    );
+}
+
 async fn consume_for_client_leaves_another_clients_request_untouched<S: Backend>(store: S) {
     let request = bound(1, "client-a");
     store.store(&request).await.unwrap();
@@ -1093,6 +1148,26 @@ async fn the_default_consumptions_work_over_the_three_required_methods() {
             .await
             .unwrap(),
         Consumption::Consumed(unbound)
+    );
+    // get_for_client's default reads through get_by_hash: it cannot tell a consumed request
+    // from an unknown one either.
+    let fourth = bound(4, "client-a");
+    store.store(&fourth).await.unwrap();
+    assert_eq!(
+        store.get_for_client(&hash(4), "client-b").await.unwrap(),
+        Lookup::WrongClient
+    );
+    assert_eq!(
+        store.get_for_client(&hash(4), "client-a").await.unwrap(),
+        Lookup::Found(fourth.clone())
+    );
+    assert_eq!(
+        store.get_for_client(&hash(2), "client-b").await.unwrap(),
+        Lookup::NotFound
+    );
+    assert_eq!(
+        store.get_for_client(&hash(5), "client-a").await.unwrap(),
+        Lookup::NotFound
     );
     // consume_in_session's default is consume_for_client: the binding is ignored and nothing
     // is consumed twice.
@@ -1530,7 +1605,7 @@ mod modes {
             .connect_with(to.clone())
             .await
             .unwrap_or_else(|err| panic!("connect to {at}: {err}"));
-        Pg::new(options, store, To::Connect(to))
+        Pg::new(options, store, To::Connect(Box::new(to)))
     }
 }
 
@@ -1599,6 +1674,8 @@ contract!(
     consume_by_hash_leaves_a_marker_too,
     a_consumed_request_is_never_returned_or_brought_back,
     consume_for_client_leaves_another_clients_request_untouched,
+    get_for_client_finds_a_live_request_of_that_client_or_of_none,
+    get_for_client_answers_another_client_wrong_client_and_changes_nothing,
     consume_for_client_consumes_a_request_stored_without_a_client,
     consume_for_client_refuses_a_client_id_no_request_could_be_bound_to,
     an_expired_request_is_reported_expired_and_removed,
