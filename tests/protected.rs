@@ -277,7 +277,7 @@ async fn set_client_id(db: &TestDb, n: u32, client_id: Option<&str>) {
 async fn rewritten_client_id_fails_to_open_as_tampered() {
     let db = TestDb::new().await;
     let store = ProtectedStore::new(db.store(), ring_a());
-    for n in 1..=3 {
+    for n in 1..=4 {
         store
             .store(&live(n).with_client_id("client-a"))
             .await
@@ -296,6 +296,11 @@ async fn rewritten_client_id_fails_to_open_as_tampered() {
     assert_eq!(
         protection_error(store.consume_by_hash(&hash(3)).await),
         (ProtectionErrorKind::Tampered, true)
+    );
+    // The authorization endpoint's read finds it for client-b; it does not open either.
+    assert_eq!(
+        protection_error(store.get_for_client(&hash(4), "client-b").await),
+        (ProtectionErrorKind::Tampered, false)
     );
     // Put back, the binding opens again: only the rewrite was refused.
     set_client_id(&db, 1, Some("client-a")).await;
