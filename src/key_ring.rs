@@ -371,10 +371,12 @@ impl KeyRing {
         self.keys().find(|key| key.id == id)
     }
 
-    /// Seals `plaintext` under the current key with a fresh random nonce.
+    /// Seals `plaintext` under the current key with a fresh random nonce, bound to the
+    /// request's hash and client binding.
     pub(crate) fn seal(
         &self,
         reference_value_hash: &str,
+        client_id: Option<&str>,
         plaintext: &str,
     ) -> Result<String, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -387,17 +389,20 @@ impl KeyRing {
             &self.current.id,
             nonce,
             reference_value_hash,
+            client_id,
             plaintext,
         )
     }
 
-    /// Opens an envelope stored for `reference_value_hash` with the key it names.
+    /// Opens an envelope stored on the row of `reference_value_hash` and `client_id` with the
+    /// key it names (the current one or a previous one: rotation).
     pub(crate) fn open(
         &self,
         reference_value_hash: &str,
+        client_id: Option<&str>,
         envelope: &str,
     ) -> Result<String, ProtectionErrorKind> {
-        envelope::open(reference_value_hash, envelope, |key_id| {
+        envelope::open(reference_value_hash, client_id, envelope, |key_id| {
             self.find(key_id).map(|key| &key.cipher)
         })
     }

@@ -2,8 +2,9 @@
 //!
 //! [`ProtectedStore`] (also at the crate root) seals `parameters` with XChaCha20-Poly1305
 //! before they reach the inner store and opens them on the way out. The request's
-//! `reference_value_hash` is the AEAD's associated data, so an envelope only opens on the row
-//! it was written for. The keys are a [`KeyRing`] of [`ProtectionKey`]s; the envelope's format
+//! `reference_value_hash` and its client binding (`client_id`, or its absence) are the AEAD's
+//! associated data, so an envelope only opens on the row it was written for, bound to the
+//! client it was pushed by. The keys are a [`KeyRing`] of [`ProtectionKey`]s; the envelope's format
 //! and size are described at [`envelope_len`], for sizing the inner store's limit.
 //!
 //! ```
@@ -41,13 +42,15 @@ pub use crate::key_ring::{KeyRing, KeyRingError, ProtectionKey};
 /// - [`store`](PushedAuthorizationRequestStore::store) checks the request with the same
 ///   rules as every store (hash, NUL characters, expiry), then seals the parameters with
 ///   XChaCha20-Poly1305 under the ring's current key, a fresh random 192-bit nonce, and the
-///   `reference_value_hash` as associated data, and stores the envelope (see
+///   `reference_value_hash` and `client_id` (or its absence) as associated data, and stores
+///   the envelope (see
 ///   [`envelope_len`] for its size; the inner store's size limit
 ///   applies to it).
 /// - [`get_by_hash`](PushedAuthorizationRequestStore::get_by_hash) and
 ///   [`consume_by_hash`](PushedAuthorizationRequestStore::consume_by_hash) return exactly
 ///   the parameters that were stored, or [`StoreError::Protection`] when the envelope does
-///   not open (unknown key, tampered or copied from another row, malformed). A
+///   not open (unknown key, tampered or copied from another row, its row's `client_id`
+///   rewritten, malformed). A
 ///   `consume_by_hash` that fails this way has still removed the request, and says so
 ///   (`consumed: true`).
 /// - [`get_for_client`](PushedAuthorizationRequestStore::get_for_client) is the inner
@@ -61,9 +64,11 @@ pub use crate::key_ring::{KeyRing, KeyRingError, ProtectionKey};
 ///   [`Consumed`](Consumption::Consumed) request is opened (with the same error when it does
 ///   not open, `consumed: true`).
 ///
-/// Expiry and the hash are stored in clear, as before: someone who can write to the
-/// database can still delete a request or change when it expires, but can neither read
-/// nor forge parameters, nor move them to another request.
+/// Expiry, the hash and the client binding are stored in clear, as before: someone who can
+/// write to the database can still delete a request or change when it expires, but can
+/// neither read nor forge parameters, nor move them to another request or (envelope version
+/// 2, written since 0.3.0) to another client. Envelopes of version 1, written by 0.2, still
+/// open and are bound to the hash only (docs/security.md describes both formats).
 ///
 /// ```
 /// use par_store::chrono::{Duration, Utc};
@@ -85,7 +90,7 @@ pub use crate::key_ring::{KeyRing, KeyRingError, ProtectionKey};
 ///
 /// // The inner store only ever sees the envelope.
 /// let at_rest = inner.get_by_hash(&request.reference_value_hash).await?.unwrap();
-/// assert!(at_rest.parameters.starts_with("v1.k1."));
+/// assert!(at_rest.parameters.starts_with("v2.k1."));
 /// assert!(!at_rest.parameters.contains("s6BhdRkqt3"));
 ///
 /// assert_eq!(store.get_by_hash(&request.reference_value_hash).await?, Some(request.clone()));
@@ -133,9 +138,11 @@ impl<S> ProtectedStore<S> {
         // The inner store checks the envelope, which never contains NUL: check the
         // plaintext here. Its size and lifetime are checked by the inner store.
         check_request(request, usize::MAX, std::time::Duration::MAX, Utc::now())?;
-        let envelope = self
-            .keys
-            .seal(&request.reference_value_hash, &request.parameters)?;
+        let envelope = self.keys.seal(
+            &request.reference_value_hash,
+            request.client_id.as_deref(),
+            &request.parameters,
+        )?;
         let envelope_len = envelope.len();
         let parameters_len = request.parameters.len();
         let sealed = PushedAuthorizationRequest {
@@ -187,8 +194,14 @@ impl<S> ProtectedStore<S> {
         let Some(mut request) = found else {
             return Ok(None);
         };
-        // Bound to the hash the caller asked for: an envelope opens only for its own request.
-        match self.keys.open(reference_value_hash, &request.parameters) {
+        // Bound to the hash the caller asked for and to the client binding of the row the
+        // inner store returned: an envelope opens only for its own request, and only while
+        // that request is bound to the client it was pushed by.
+        match self.keys.open(
+            reference_value_hash,
+            request.client_id.as_deref(),
+            &request.parameters,
+        ) {
             Ok(parameters) => {
                 request.parameters = parameters;
                 Ok(Some(request))
@@ -243,8 +256,8 @@ impl<S: PushedAuthorizationRequestStoreExt> PushedAuthorizationRequestStoreExt
         self.inner.store_or_replace(&sealed).await.map_err(explain)
     }
 
-    /// The inner store's `delete_by_client_id`: the client id is not sealed, so nothing is
-    /// decrypted.
+    /// The inner store's `delete_by_client_id`: the client id is stored in clear (it is
+    /// authenticated, not encrypted), so nothing is decrypted.
     async fn delete_by_client_id(&self, client_id: &str) -> Result<u64, StoreError> {
         self.inner.delete_by_client_id(client_id).await
     }
@@ -303,7 +316,8 @@ impl<S: PushedAuthorizationRequestStore> PushedAuthorizationRequestStore for Pro
         client_id: &str,
     ) -> Result<Consumption, StoreError> {
         // The client binding is stored in clear: the inner store checks it in its own
-        // single atomic step, and nothing is decrypted unless it consumed the request.
+        // single atomic step, and nothing is decrypted unless it consumed the request. The
+        // envelope is bound to the row's binding, so a rewritten one fails to open.
         let consumed = self
             .inner
             .consume_for_client(reference_value_hash, client_id)

@@ -1,4 +1,5 @@
-//! `ProtectedStore`: parameters encrypted at rest, bound to their request, with key rotation.
+//! `ProtectedStore`: parameters encrypted at rest, bound to their request and its client
+//! binding, with key rotation.
 //! Backend behaviour is checked on PostgreSQL (a fresh database per test) and in memory;
 //! tampering is done behind the decorator's back, in SQL or through the inner store.
 
@@ -13,6 +14,7 @@ use par_store::{
     PushedAuthorizationRequest, PushedAuthorizationRequestStore,
     PushedAuthorizationRequestStoreExt, StoreError,
 };
+use par_store::{ConsumePolicy, PostgresStoreOptions};
 
 const SECRET_A: [u8; 32] = [0xa1; 32];
 const SECRET_B: [u8; 32] = [0xb2; 32];
@@ -124,7 +126,7 @@ async fn postgres_holds_only_the_envelope() {
     let request = live(1);
     store.store(&request).await.unwrap();
     let at_rest = sql_envelope(&db, &hash(1)).await;
-    assert!(at_rest.starts_with("v1.a."), "{at_rest}");
+    assert!(at_rest.starts_with("v2.a."), "{at_rest}");
     assert!(!at_rest.contains("client-1"));
     assert_eq!(at_rest.len(), envelope_len(request.parameters.len(), 1));
 }
@@ -255,6 +257,216 @@ async fn envelope_altered_in_sql_fails_to_open() {
     );
 }
 
+// ---- the client binding is sealed (envelope v2) -------------------------------------------
+
+/// Rewrites the stored `client_id` of request `n` (`None`: NULL), behind the store's back.
+async fn set_client_id(db: &TestDb, n: u32, client_id: Option<&str>) {
+    let changed = par_store::sqlx::query(
+        "UPDATE pushed_authorization_requests SET client_id = $1 WHERE reference_value_hash = $2",
+    )
+    .bind(client_id)
+    .bind(hash(n))
+    .execute(&db.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(changed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_client_id_fails_to_open_as_tampered() {
+    let db = TestDb::new().await;
+    let store = ProtectedStore::new(db.store(), ring_a());
+    for n in 1..=4 {
+        store
+            .store(&live(n).with_client_id("client-a"))
+            .await
+            .unwrap();
+        set_client_id(&db, n, Some("client-b")).await;
+    }
+    assert_eq!(
+        protection_error(store.get_by_hash(&hash(1)).await),
+        (ProtectionErrorKind::Tampered, false)
+    );
+    // The inner store sees client-b's row and consumes it; the envelope does not open.
+    assert_eq!(
+        protection_error(store.consume_for_client(&hash(2), "client-b").await),
+        (ProtectionErrorKind::Tampered, true)
+    );
+    assert_eq!(
+        protection_error(store.consume_by_hash(&hash(3)).await),
+        (ProtectionErrorKind::Tampered, true)
+    );
+    // The authorization endpoint's read finds it for client-b; it does not open either.
+    assert_eq!(
+        protection_error(store.get_for_client(&hash(4), "client-b").await),
+        (ProtectionErrorKind::Tampered, false)
+    );
+    // Put back, the binding opens again: only the rewrite was refused.
+    set_client_id(&db, 1, Some("client-a")).await;
+    assert_eq!(
+        store.get_by_hash(&hash(1)).await.unwrap(),
+        Some(live_at(&db, 1).await)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_binding_added_or_removed_in_sql_fails_to_open() {
+    let db = TestDb::new().await;
+    let store = ProtectedStore::new(db.store(), ring_a());
+    // Pushed without a binding, then bound in SQL to the client that will consume it.
+    store.store(&live(1)).await.unwrap();
+    set_client_id(&db, 1, Some("client-b")).await;
+    assert_eq!(
+        protection_error(store.get_by_hash(&hash(1)).await),
+        (ProtectionErrorKind::Tampered, false)
+    );
+    assert_eq!(
+        protection_error(store.consume_for_client(&hash(1), "client-b").await),
+        (ProtectionErrorKind::Tampered, true)
+    );
+    // Pushed bound, then unbound in SQL so that any client may consume it.
+    store
+        .store(&live(2).with_client_id("client-a"))
+        .await
+        .unwrap();
+    set_client_id(&db, 2, None).await;
+    assert_eq!(
+        protection_error(store.get_by_hash(&hash(2)).await),
+        (ProtectionErrorKind::Tampered, false)
+    );
+    assert_eq!(
+        protection_error(store.consume_for_client(&hash(2), "client-b").await),
+        (ProtectionErrorKind::Tampered, true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_of_a_rewritten_client_binding_fails_to_open() {
+    let db = TestDb::new().await;
+    let inner = PostgresStoreOptions::new()
+        .consume_policy(ConsumePolicy::ReloadWithin(std::time::Duration::from_secs(
+            600,
+        )))
+        .with_pool(db.pool.clone());
+    let store = ProtectedStore::new(inner, ring_a());
+    let request = live(1).with_client_id("client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request.clone())
+    );
+    // The reload opens the kept envelope, for the client it was pushed by.
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    let changed = par_store::sqlx::query(
+        "UPDATE pushed_authorization_request_markers SET client_id = 'client-b' \
+         WHERE reference_value_hash = $1",
+    )
+    .bind(hash(1))
+    .execute(&db.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(changed, 1);
+    assert_eq!(
+        protection_error(
+            store
+                .consume_in_session(&hash(1), "client-b", "session-1")
+                .await
+        ),
+        (ProtectionErrorKind::Tampered, true)
+    );
+}
+
+/// docs/security.md, "What the runtime role can change": kept parameters written into a
+/// marker open only for that hash and, from envelope v2, that client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_parameters_sealed_for_another_client_fail_to_open() {
+    let db = TestDb::new().await;
+    let inner = PostgresStoreOptions::new()
+        .consume_policy(ConsumePolicy::ReloadWithin(std::time::Duration::from_secs(
+            600,
+        )))
+        .with_pool(db.pool.clone());
+    let store = ProtectedStore::new(inner, ring_a());
+    let request = live(1).with_client_id("client-a");
+    store.store(&request).await.unwrap();
+    assert_eq!(
+        store
+            .consume_in_session(&hash(1), "client-a", "session-1")
+            .await
+            .unwrap(),
+        Consumption::Consumed(request)
+    );
+    // The same hash sealed under the same key, for another client, elsewhere.
+    let elsewhere = MemoryStore::new();
+    ProtectedStore::new(elsewhere.clone(), ring_a())
+        .store(&live(1).with_client_id("client-b"))
+        .await
+        .unwrap();
+    let foreign = stored_envelope(&elsewhere, &hash(1)).await;
+    let changed = par_store::sqlx::query(
+        "UPDATE pushed_authorization_request_markers SET kept_parameters = $1 \
+         WHERE reference_value_hash = $2",
+    )
+    .bind(&foreign)
+    .bind(hash(1))
+    .execute(&db.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(changed, 1);
+    assert_eq!(
+        protection_error(
+            store
+                .consume_in_session(&hash(1), "client-a", "session-1")
+                .await
+        ),
+        (ProtectionErrorKind::Tampered, true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_opening_bound_envelopes_sealed_under_the_old_key() {
+    let db = TestDb::new().await;
+    let before = ProtectedStore::new(db.store(), KeyRing::new(key("a", SECRET_A)));
+    let request = |n: u32| live(n).with_client_id("client-a");
+    before.store(&request(1)).await.unwrap();
+    before.store(&request(2)).await.unwrap();
+    assert!(sql_envelope(&db, &hash(1)).await.starts_with("v2.a."));
+
+    let rotated = ProtectedStore::new(
+        db.store(),
+        KeyRing::new(key("b", SECRET_B))
+            .with_previous(key("a", SECRET_A))
+            .unwrap(),
+    );
+    let mut expected = request(1);
+    expected.expires_at = live_at(&db, 1).await.expires_at;
+    assert_eq!(
+        rotated
+            .consume_for_client(&hash(1), "client-a")
+            .await
+            .unwrap(),
+        Consumption::Consumed(expected)
+    );
+    // Still bound under the old key: a rewrite fails as tampered, not as an unknown key.
+    set_client_id(&db, 2, Some("client-b")).await;
+    assert_eq!(
+        protection_error(rotated.get_by_hash(&hash(2)).await),
+        (ProtectionErrorKind::Tampered, false)
+    );
+}
+
 #[tokio::test]
 async fn every_single_bit_flip_of_an_envelope_fails_with_a_typed_error() {
     let ring = KeyRing::new(key("k", SECRET_A));
@@ -340,13 +552,14 @@ async fn unsupported_envelope_version_is_malformed() {
     let store = ProtectedStore::new(inner.clone(), ring_a());
     store.store(&live(1)).await.unwrap();
     let envelope = stored_envelope(&inner, &hash(1)).await;
-    let v2 = envelope.replacen("v1.", "v2.", 1);
+    let v3 = envelope.replacen("v2.", "v3.", 1);
+    assert_ne!(v3, envelope);
     inner.consume_by_hash(&hash(1)).await.unwrap();
     inner
         .store(&PushedAuthorizationRequest::new(
             hash(1),
             Utc::now() + Duration::seconds(60),
-            v2,
+            v3,
         ))
         .await
         .unwrap();
@@ -424,8 +637,8 @@ async fn rotation<S: PushedAuthorizationRequestStore + Clone>(inner: S) {
         live(1).parameters
     );
     rotated.store(&live(2)).await.unwrap();
-    assert!(stored_envelope(&inner, &hash(1)).await.starts_with("v1.a."));
-    assert!(stored_envelope(&inner, &hash(2)).await.starts_with("v1.b."));
+    assert!(stored_envelope(&inner, &hash(1)).await.starts_with("v2.a."));
+    assert!(stored_envelope(&inner, &hash(2)).await.starts_with("v2.b."));
     assert_eq!(
         rotated
             .get_by_hash(&hash(2))
@@ -488,23 +701,108 @@ fn a_duplicate_previous_key_is_refused() {
     assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["a", "b"]);
 }
 
-/// The envelope of `src/protect.rs`'s known-answer test: fixed key and nonce, checked against
-/// two independent XChaCha20-Poly1305 implementations. Opening it through the public API
-/// pins the format for reading: data written today must read tomorrow.
+/// The envelopes of `src/envelope.rs`'s known-answer tests: fixed key and nonce. Version 1
+/// (written by 0.2 and the 0.3 pre-releases) was checked against two independent
+/// XChaCha20-Poly1305 implementations; version 2 was produced by this crate and cross-checked
+/// with libsodium (PyNaCl) over the associated data built by hand. Opening them through the
+/// public API pins the format for reading: data written today must read tomorrow.
+const KAT_HASH: &str = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=";
+const KAT_PARAMETERS: &str = "client_id=s6BhdRkqt3&response_type=code&scope=openid";
+const KAT_ENVELOPE_V1: &str = "v1.kat-1.QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZX.kmAakTWEqzOfLwTltMb5B1k2Bl0jNvmfutWbfycKebFwWS0eRAn6W0KwjjkLrjEqpH_DcECPpu9BiVre88KhHLbzx7U";
+/// Bound to the client `s6BhdRkqt3`.
+const KAT_ENVELOPE_V2: &str = "v2.kat-1.QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZX.kmAakTWEqzOfLwTltMb5B1k2Bl0jNvmfutWbfycKebFwWS0eRAn6W0KwjjkLrjEqpH_DcDmgbmCmuh6oKTG_D1auErk";
+
+fn kat_ring() -> KeyRing {
+    let secret: [u8; 32] = std::array::from_fn(|i| 0x80 + i as u8);
+    KeyRing::new(key("kat-1", secret))
+}
+
+/// The inner store with the envelope stored under the KAT hash, bound to `client_id`.
+async fn kat_row(envelope: &str, client_id: Option<&str>) -> MemoryStore {
+    let inner = MemoryStore::new();
+    let mut request =
+        PushedAuthorizationRequest::new(KAT_HASH, Utc::now() + Duration::seconds(60), envelope);
+    request.client_id = client_id.map(str::to_owned);
+    inner.store(&request).await.unwrap();
+    inner
+}
+
 #[tokio::test]
 async fn known_answer_envelope_opens() {
-    const HASH: &str = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=";
-    const ENVELOPE: &str = "v1.kat-1.QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZX.kmAakTWEqzOfLwTltMb5B1k2Bl0jNvmfutWbfycKebFwWS0eRAn6W0KwjjkLrjEqpH_DcECPpu9BiVre88KhHLbzx7U";
-    let secret: [u8; 32] = std::array::from_fn(|i| 0x80 + i as u8);
-    let inner = MemoryStore::new();
-    let request =
-        PushedAuthorizationRequest::new(HASH, Utc::now() + Duration::seconds(60), ENVELOPE);
-    inner.store(&request).await.unwrap();
-    let store = ProtectedStore::new(inner, KeyRing::new(key("kat-1", secret)));
+    let store = ProtectedStore::new(kat_row(KAT_ENVELOPE_V1, None).await, kat_ring());
     assert_eq!(
-        store.get_by_hash(HASH).await.unwrap().unwrap().parameters,
-        "client_id=s6BhdRkqt3&response_type=code&scope=openid"
+        store
+            .get_by_hash(KAT_HASH)
+            .await
+            .unwrap()
+            .unwrap()
+            .parameters,
+        KAT_PARAMETERS
     );
+}
+
+#[tokio::test]
+async fn known_answer_envelope_v2_opens_for_its_client_binding_only() {
+    let store = ProtectedStore::new(
+        kat_row(KAT_ENVELOPE_V2, Some("s6BhdRkqt3")).await,
+        kat_ring(),
+    );
+    match store
+        .consume_for_client(KAT_HASH, "s6BhdRkqt3")
+        .await
+        .unwrap()
+    {
+        Consumption::Consumed(request) => assert_eq!(request.parameters, KAT_PARAMETERS),
+        other => panic!("expected Consumed, got {other:?}"),
+    }
+    for binding in [None, Some("s6BhdRkqt4")] {
+        let store = ProtectedStore::new(kat_row(KAT_ENVELOPE_V2, binding).await, kat_ring());
+        assert_eq!(
+            protection_error(store.get_by_hash(KAT_HASH).await),
+            (ProtectionErrorKind::Tampered, false),
+            "{binding:?}"
+        );
+    }
+}
+
+/// What version 1 does not bind, as docs/security.md says: its row's client binding. Rows
+/// written before the upgrade keep opening, rewritten or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_envelope_opens_on_postgres_and_is_not_bound_to_its_client() {
+    let db = TestDb::new().await;
+    db.store()
+        .store(
+            &PushedAuthorizationRequest::new(
+                KAT_HASH,
+                Utc::now() + Duration::seconds(60),
+                KAT_ENVELOPE_V1,
+            )
+            .with_client_id("s6BhdRkqt3"),
+        )
+        .await
+        .unwrap();
+    let store = ProtectedStore::new(db.store(), kat_ring());
+    assert_eq!(
+        store
+            .get_by_hash(KAT_HASH)
+            .await
+            .unwrap()
+            .unwrap()
+            .parameters,
+        KAT_PARAMETERS
+    );
+    par_store::sqlx::query("UPDATE pushed_authorization_requests SET client_id = 'client-b'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    match store
+        .consume_for_client(KAT_HASH, "client-b")
+        .await
+        .unwrap()
+    {
+        Consumption::Consumed(request) => assert_eq!(request.parameters, KAT_PARAMETERS),
+        other => panic!("expected Consumed, got {other:?}"),
+    }
 }
 
 // ---- input rules and limits --------------------------------------------------------------
@@ -852,7 +1150,7 @@ where
         replacement.parameters = "replaced=1&scope=openid".to_owned();
         store.store_or_replace(&replacement).await.unwrap();
         let second = stored_envelope(&inner, &hash(1)).await;
-        assert!(second.starts_with("v1.a."), "{second}");
+        assert!(second.starts_with("v2.a."), "{second}");
         assert!(!second.contains("replaced"), "{second}");
         assert_ne!(first, second);
         assert_eq!(
