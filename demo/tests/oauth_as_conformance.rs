@@ -216,7 +216,7 @@ async fn conformance_suite_against_postgres(protection: Option<KeyRing>) {
     );
     for parameters in &rows {
         assert_eq!(
-            parameters.starts_with("v1.k1."),
+            parameters.starts_with("v2.k1."),
             sealed,
             "sealed: {sealed}, at rest: {parameters}"
         );
@@ -354,7 +354,7 @@ async fn sealed_records_are_envelopes_at_rest_and_open_only_with_their_keys() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert!(parameters.starts_with("v1.k1."), "{parameters}");
+    assert!(parameters.starts_with("v2.k1."), "{parameters}");
     for secret in ["cb-secret-path", "state-value-xyz", "client-a", "sealed"] {
         assert!(!parameters.contains(secret), "{secret} in {parameters}");
     }

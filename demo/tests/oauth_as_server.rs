@@ -199,7 +199,7 @@ async fn with_keys_the_pushed_request_is_sealed_at_rest_and_the_flow_is_unchange
             .fetch_one(&server.db.pool)
             .await
             .unwrap();
-    assert!(parameters.starts_with("v1.demo."), "{parameters}");
+    assert!(parameters.starts_with("v2.demo."), "{parameters}");
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
     for pushed in [
         "af0ifjsldkj",
