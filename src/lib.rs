@@ -161,4 +161,4 @@ pub use uuid;
 /// newcomer copies keeps compiling.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
+struct ReadmeDoctests;

@@ -355,6 +355,7 @@ fn the_crate_root_holds_at_most_25_names() {
         "PushedAuthorizationRequestStoreExt",
         "ReferenceValue",
         "StoreError",
+        "TargetSessionAttrs",
         "chrono",
         "error",
         "metrics",
