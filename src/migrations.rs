@@ -44,9 +44,10 @@ macro_rules! migration_file {
 
 /// par-store's migration files, embedded in the binary: `(file name, contents)`, in the
 /// order of their versions. Listed by hand rather than with `sqlx::migrate!`, whose proc macro
-/// (`sqlx-macros`) compiles sqlx and tokio a second time for the build host, nearly doubling
-/// a consumer's cold build. `tests/migrations.rs` checks that this list is exactly
-/// `migrations/` as sqlx-cli reads it (same versions, descriptions and checksums).
+/// (`sqlx-macros`) compiles sqlx and tokio a second time for the build host: a third of a
+/// consumer's cold build (129 s of CPU against 85 s without it). `tests/migrations.rs`
+/// checks that this list is exactly `migrations/` as sqlx-cli reads it (same versions,
+/// descriptions and checksums).
 const MIGRATION_FILES: &[(&str, &str)] = &[
     migration_file!("0001_create_pushed_authorization_requests.up.sql"),
     migration_file!("0001_create_pushed_authorization_requests.down.sql"),
@@ -63,7 +64,6 @@ const MIGRATION_FILES: &[(&str, &str)] = &[
     migration_file!("0007_markers_apart.up.sql"),
     migration_file!("0007_markers_apart.down.sql"),
 ];
-
 
 /// One migration from its file, as sqlx-cli reads it (`sqlx_core::migrate::source`): the
 /// version before the first `_`, the rest without its suffix and with `_` as spaces for the

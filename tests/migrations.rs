@@ -152,7 +152,11 @@ async fn the_embedded_migrations_are_the_directory_as_sqlx_cli_reads_it() {
                 .ends_with(".sql")
         })
         .count();
-    assert_eq!(embedded.iter().count(), files, "every .sql file is embedded");
+    assert_eq!(
+        embedded.iter().count(),
+        files,
+        "every .sql file is embedded"
+    );
 }
 
 #[tokio::test]
