@@ -112,6 +112,53 @@ fn request(hash: &str) -> PushedAuthorizationRequest {
     PushedAuthorizationRequest::new(hash, Utc::now() + Duration::seconds(600), "client_id=a")
 }
 
+/// `migrate()` embeds `migrations/` file by file (no `sqlx::migrate!`): every file sqlx-cli
+/// reads there is embedded, with the same version, description, type, transaction mode and
+/// checksum, and its statement is the file's SQL; a file added to the directory but not to
+/// the list in src/migrations.rs, or a list entry without its file, fails here.
+#[tokio::test]
+async fn the_embedded_migrations_are_the_directory_as_sqlx_cli_reads_it() {
+    let cli = host_cli_without_config().await;
+    let embedded = PostgresStore::migrator();
+    let summary = |migrator: &Migrator| -> Vec<String> {
+        migrator
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {:?} {:?} no_tx={} checksum={:02x?}",
+                    m.version, m.description, m.migration_type, m.no_tx, m.checksum
+                )
+            })
+            .collect()
+    };
+    assert_eq!(summary(&embedded), summary(&cli));
+    for (embedded, file) in embedded.iter().zip(cli.iter()) {
+        assert!(
+            embedded.sql.as_str().contains(file.sql.as_str()),
+            "migration {} {:?}: the embedded statement is not the file's SQL",
+            file.version,
+            file.migration_type
+        );
+    }
+    assert_eq!(embedded.table_name, PostgresStore::MIGRATIONS_TABLE);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".sql")
+        })
+        .count();
+    assert_eq!(
+        embedded.iter().count(),
+        files,
+        "every .sql file is embedded"
+    );
+}
+
 #[tokio::test]
 async fn host_cli_into_sqlx_migrations_then_migrate() {
     let _shared = LOG_CAPTURE.read().await;
