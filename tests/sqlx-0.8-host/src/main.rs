@@ -13,7 +13,10 @@
 //!    (history in `_par_store_migrations`); a lifecycle; both restart (migrate again).
 //! 2. `cli08`: what sqlx-cli 0.8 does with `sqlx migrate run --source <par-store>/migrations`
 //!    (it has no `--config`): sqlx 0.8's `Migrator` on those files, history in the host's
-//!    `_sqlx_migrations`. Then `migrate()`, a lifecycle, and the host's own `migrate!` again.
+//!    `_sqlx_migrations`. Plain, it refuses (the host's own version is missing from
+//!    par-store's files); with `--ignore-missing` it records par-store's versions there. Then
+//!    `migrate()` (adopts them), a lifecycle, and the host's own `migrate!` again (refuses
+//!    without `ignore_missing`).
 
 use par_store::chrono::{Duration, Utc};
 use par_store::prelude::*;
@@ -90,8 +93,35 @@ impl Scenario {
                 // What `sqlx migrate run --source <par-store>/migrations` of sqlx-cli 0.8 runs:
                 // sqlx 0.8's Migrator on the files, history in the default `_sqlx_migrations`.
                 let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-                let cli = Migrator::new(dir.as_path()).await?;
-                cli.run(&host_pool).await?;
+                let mut cli = Migrator::new(dir.as_path()).await?;
+                // Plain `sqlx migrate run`: the host's own version is missing from par-store's
+                // files, so sqlx 0.8 refuses and applies nothing.
+                // sqlx-cli runs on one connection of its own, closed when it exits: so here.
+                // (On a pool, sqlx 0.8's failed run would keep its advisory lock on the pooled
+                // connection, and migrate() below would wait for it until its lock timeout.)
+                let mut cli_conn = PgConnection::connect(url).await?;
+                match cli.run(&mut cli_conn).await {
+                    Err(MigrateError::VersionMissing(HOST_VERSION)) => println!(
+                        "cli08: sqlx-cli 0.8 without --ignore-missing refuses: migration \
+                         {HOST_VERSION} was previously applied but is missing in the resolved \
+                         migrations"
+                    ),
+                    other => {
+                        return Err(format!(
+                            "sqlx-cli 0.8's run on a host history gave {other:?}, expected \
+                             VersionMissing({HOST_VERSION})"
+                        )
+                        .into())
+                    }
+                }
+                expect_versions(&host_pool, "_sqlx_migrations", &[HOST_VERSION]).await?;
+                // `sqlx migrate run --ignore-missing`: par-store's versions go into the host's
+                // `_sqlx_migrations`.
+                cli_conn.close().await?;
+                cli.set_ignore_missing(true);
+                let mut cli_conn = PgConnection::connect(url).await?;
+                cli.run(&mut cli_conn).await?;
+                cli_conn.close().await?;
                 let mut both = par_store_versions.to_vec();
                 both.push(HOST_VERSION);
                 expect_versions(&host_pool, "_sqlx_migrations", &both).await?;
@@ -106,12 +136,17 @@ impl Scenario {
                 store.migrate().await?;
                 store.close().await;
 
-                // sqlx-cli 0.8 run again has nothing left to do.
-                cli.run(&host_pool).await?;
+                // sqlx-cli 0.8 run again (with --ignore-missing) has nothing left to do.
+                let mut cli_conn = PgConnection::connect(url).await?;
+                cli.run(&mut cli_conn).await?;
+                cli_conn.close().await?;
+                expect_versions(&host_pool, "_sqlx_migrations", &both).await?;
 
                 // But the host's own migrator now finds versions it does not know in its
                 // history, and refuses to start: sqlx 0.8's VersionMissing.
-                match HOST_MIGRATOR.run(&host_pool).await {
+                // (On its own connection, closed after: a failed run keeps sqlx's advisory lock.)
+                let mut host_conn = PgConnection::connect(url).await?;
+                match HOST_MIGRATOR.run(&mut host_conn).await {
                     Err(MigrateError::VersionMissing(version))
                         if par_store_versions.contains(&version) =>
                     {
@@ -129,6 +164,7 @@ impl Scenario {
                         .into())
                     }
                 }
+                host_conn.close().await?;
                 // With `set_ignore_missing(true)` (sqlx-cli 0.8: `--ignore-missing`) it runs.
                 let mut tolerant = Migrator::new(Path::new(concat!(
                     env!("CARGO_MANIFEST_DIR"),
