@@ -71,6 +71,8 @@ impl Scenario {
         // The host's pool: sqlx 0.8's PgPool. It is not the PgPool `PostgresStore::new` and
         // `PostgresStoreOptions::with_pool` take (sqlx 0.9's): par-store gets a URL instead.
         let host_pool = PgPool::connect(url).await?;
+        #[cfg(feature = "pass-sqlx-08-pool")]
+        let _ = PostgresStore::new(host_pool.clone());
         HOST_MIGRATOR.run(&host_pool).await?;
         expect_versions(&host_pool, "_sqlx_migrations", &[HOST_VERSION]).await?;
 
@@ -244,7 +246,9 @@ async fn scratch(admin_url: &str, db: &str) -> Result<String, Error> {
     admin
         .execute(format!("DROP DATABASE IF EXISTS {db}").as_str())
         .await?;
-    admin.execute(format!("CREATE DATABASE {db}").as_str()).await?;
+    admin
+        .execute(format!("CREATE DATABASE {db}").as_str())
+        .await?;
     admin.close().await?;
     let base = admin_url.split('?').next().unwrap_or(admin_url);
     let (server, _) = base
