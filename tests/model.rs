@@ -504,13 +504,13 @@ impl Model {
             }
         }
         if request.expires_at <= now {
-            // Expired: removed; a consumed one is still reported as such.
-            let (_, consumption) = self.requests.remove(hash).expect("present");
-            return if consumption.is_some() {
-                Outcome::AlreadyConsumed
-            } else {
-                Outcome::Expired
-            };
+            // A consumed one is reported as such until cleanup removes its marker; an
+            // expired request is removed.
+            if consumption.is_some() {
+                return Outcome::AlreadyConsumed;
+            }
+            self.requests.remove(hash);
+            return Outcome::Expired;
         }
         if let Some(consumed) = consumption {
             // A reload: the same session, within the window (and live, checked above).
@@ -629,7 +629,7 @@ async fn run_sequence(
     steps: &[Step],
 ) -> Result<(), String> {
     for pool in std::iter::once(&db.pool).chain(citus) {
-        sqlx::query("TRUNCATE pushed_authorization_requests")
+        sqlx::query("TRUNCATE pushed_authorization_requests, pushed_authorization_request_markers")
             .execute(pool)
             .await
             .map_err(|err| format!("truncate: {err}"))?;
