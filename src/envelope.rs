@@ -305,7 +305,7 @@ mod tests {
     }
 
     #[test]
-    fn known_answer_envelope_v2() {
+    fn known_answer_envelope_v2() -> Result<(), StoreError> {
         let cipher = kat_cipher();
         for (client_id, expected) in [
             (Some(KAT_CLIENT), KAT_ENVELOPE_V2),
@@ -318,18 +318,18 @@ mod tests {
                 KAT_HASH,
                 client_id,
                 KAT_PARAMETERS,
-            )
-            .unwrap();
+            )?;
             assert_eq!(envelope, expected, "{client_id:?}");
             assert_eq!(
                 envelope.len(),
                 envelope_len(KAT_PARAMETERS.len(), "kat-1".len())
             );
             assert_eq!(
-                open_kat(&cipher, client_id, &envelope).unwrap(),
-                KAT_PARAMETERS
+                open_kat(&cipher, client_id, &envelope),
+                Ok(KAT_PARAMETERS.to_owned())
             );
         }
+        Ok(())
     }
 
     #[test]
@@ -342,8 +342,8 @@ mod tests {
         // Version 1 binds the hash only: whatever the row's client binding says.
         for client_id in [None, Some(KAT_CLIENT), Some("someone-else")] {
             assert_eq!(
-                open_kat(&cipher, client_id, KAT_ENVELOPE).unwrap(),
-                KAT_PARAMETERS
+                open_kat(&cipher, client_id, KAT_ENVELOPE),
+                Ok(KAT_PARAMETERS.to_owned())
             );
         }
         let other_hash = open(
@@ -356,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn v2_is_bound_to_the_client_binding() {
+    fn v2_is_bound_to_the_client_binding() -> Result<(), StoreError> {
         let cipher = kat_cipher();
         for (sealed_for, opened_for) in [
             (Some(KAT_CLIENT), Some("attacker")),
@@ -372,18 +372,18 @@ mod tests {
                 KAT_HASH,
                 sealed_for,
                 KAT_PARAMETERS,
-            )
-            .unwrap();
+            )?;
             assert_eq!(
                 open_kat(&cipher, opened_for, &envelope),
                 Err(ProtectionErrorKind::Tampered),
                 "sealed for {sealed_for:?}, opened for {opened_for:?}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn v2_cannot_be_relabelled_v1_or_an_unknown_version() {
+    fn v2_cannot_be_relabelled_v1_or_an_unknown_version() -> Result<(), StoreError> {
         let cipher = kat_cipher();
         for client_id in [Some(KAT_CLIENT), None] {
             let envelope = seal(
@@ -393,8 +393,7 @@ mod tests {
                 KAT_HASH,
                 client_id,
                 KAT_PARAMETERS,
-            )
-            .unwrap();
+            )?;
             let as_v1 = envelope.replacen("v2.", "v1.", 1);
             assert_eq!(
                 open_kat(&cipher, client_id, &as_v1),
@@ -406,6 +405,7 @@ mod tests {
                 Err(ProtectionErrorKind::MalformedEnvelope)
             );
         }
+        Ok(())
     }
 
     #[test]
@@ -429,11 +429,11 @@ mod tests {
     }
 
     #[test]
-    fn envelope_len_is_exact_and_its_inverse_is_tight() {
+    fn envelope_len_is_exact_and_its_inverse_is_tight() -> Result<(), StoreError> {
         let cipher = XChaCha20Poly1305::new(&Key::from([1; 32]));
         for n in 0..200 {
             let plaintext = "x".repeat(n);
-            let envelope = seal(&cipher, "abc", [0; 24], "h", Some("c"), &plaintext).unwrap();
+            let envelope = seal(&cipher, "abc", [0; 24], "h", Some("c"), &plaintext)?;
             assert_eq!(envelope.len(), envelope_len(n, 3), "n = {n}");
         }
         for limit in 0..400 {
@@ -445,5 +445,6 @@ mod tests {
                 None => assert!(envelope_len(0, 3) > limit, "limit = {limit}"),
             }
         }
+        Ok(())
     }
 }
