@@ -137,7 +137,7 @@ found = re.search(r'const DELETE_EXPIRED_BATCH: &str = "((?:[^"\\]|\\.)*)";', so
 if not found:
     sys.exit("src/sql.rs: DELETE_EXPIRED_BATCH not found")
 sql = re.sub(r"\\\n\s*", "", found.group(1))
-print(sql.replace("$1", sys.argv[1]))
+print(sql.replace("$1", sys.argv[1]).replace("$2", "NULL"))
 EOF
 }
 

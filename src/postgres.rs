@@ -12,9 +12,8 @@ use crate::migrations;
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
-    CITUS_DELETE_EXPIRED_AS_OF_BATCH, CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE, CONSUME,
-    DELETE_BY_CLIENT_ID, DELETE_EXPIRED_AS_OF_BATCH, DELETE_EXPIRED_BATCH, INSERT, LOOK_UP, RELOAD,
-    SELECT_LIVE, UPSERT,
+    CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE, CONSUME, DELETE_BY_CLIENT_ID,
+    DELETE_EXPIRED_BATCH, INSERT, LOOK_UP, RELOAD, SELECT_LIVE, UPSERT,
 };
 use crate::telemetry::StoreMetrics;
 use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
@@ -814,20 +813,7 @@ impl Backend for PostgresStore {
         cutoff: DateTime<Utc>,
         batch_size: u32,
     ) -> Result<u64, StoreError> {
-        // Deleting expired rows twice is harmless: the second run finds fewer.
-        self.cleanup_batch(
-            || {
-                sqlx::query(DELETE_EXPIRED_AS_OF_BATCH)
-                    .bind(i64::from(batch_size))
-                    .bind(cutoff)
-            },
-            || {
-                sqlx::query(CITUS_DELETE_EXPIRED_AS_OF_BATCH)
-                    .bind(i64::from(batch_size))
-                    .bind(cutoff)
-            },
-        )
-        .await
+        self.delete_expired_before(Some(cutoff), batch_size).await
     }
 }
 
@@ -836,10 +822,30 @@ crate::backend::store_impls!(PostgresStore);
 #[async_trait::async_trait]
 impl ExpiredRequestCleaner for PostgresStore {
     async fn delete_expired_batch(&self, batch_size: u32) -> Result<u64, StoreError> {
+        self.delete_expired_before(None, batch_size).await
+    }
+}
+
+impl PostgresStore {
+    /// One cleanup batch: requests and markers expired at `cutoff`, or by the database clock
+    /// when `cutoff` is `None`.
+    async fn delete_expired_before(
+        &self,
+        cutoff: Option<DateTime<Utc>>,
+        batch_size: u32,
+    ) -> Result<u64, StoreError> {
         // Deleting expired rows twice is harmless: the second run finds fewer.
         self.cleanup_batch(
-            || sqlx::query(DELETE_EXPIRED_BATCH).bind(i64::from(batch_size)),
-            || sqlx::query(CITUS_DELETE_EXPIRED_BATCH).bind(i64::from(batch_size)),
+            || {
+                sqlx::query(DELETE_EXPIRED_BATCH)
+                    .bind(i64::from(batch_size))
+                    .bind(cutoff)
+            },
+            || {
+                sqlx::query(CITUS_DELETE_EXPIRED_BATCH)
+                    .bind(i64::from(batch_size))
+                    .bind(cutoff)
+            },
         )
         .await
     }

@@ -182,17 +182,28 @@ pub(crate) const DELETE_BY_CLIENT_ID: &str = "WITH requests AS ( \
      SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM markers)";
 
 /// Deletes one batch of expired requests and one of expired markers, oldest first through
-/// the `expires_at` indexes; one row: how many rows it removed in all. `FOR UPDATE SKIP
-/// LOCKED` lets many cleaners (one per server instance) and live consumers run at once: a row
-/// locked by someone else is skipped, never waited for. Each batch is collected into an array
-/// first, so the delete itself is a primary-key lookup per row whatever the planner guesses
-/// for `LIMIT $1`: a generic plan (which estimates the limit at 10% of the table) cannot turn
-/// it into a scan of the whole table.
+/// the `expires_at` indexes; one row: how many rows it removed in all. $1 = the batch size;
+/// $2 = the cutoff instant (a row expired when `expires_at` is not after it), NULL for the
+/// database clock (`CleanupJob`), a time for servers whose sweep is driven by their own clock.
+///
+/// The clock is read once, by the statement, in an uncorrelated subquery: the cutoff is then a
+/// run-time parameter that the index scan on `expires_at` uses as its bound (with
+/// `clock_timestamp()` in the `WHERE` itself, which is volatile, the scan would read every live
+/// row in the index and filter them one by one). Reading the clock before the statement's row
+/// locks is safe here: expiry only grows with time, so an earlier cutoff removes fewer rows,
+/// never a live one, and a row changed meanwhile (`store_or_replace`) is re-checked on its new
+/// version by the lock.
+///
+/// `FOR UPDATE SKIP LOCKED` lets many cleaners (one per server instance) and live consumers run
+/// at once: a row locked by someone else is skipped, never waited for. Each batch is collected
+/// into an array first, so the delete itself is a primary-key lookup per row whatever the
+/// planner guesses for `LIMIT $1`: a generic plan (which estimates the limit at 10% of the
+/// table) cannot turn it into a scan of the whole table.
 pub(crate) const DELETE_EXPIRED_BATCH: &str = "WITH requests AS ( \
          DELETE FROM pushed_authorization_requests \
          WHERE reference_value_hash = ANY(ARRAY( \
              SELECT reference_value_hash FROM pushed_authorization_requests \
-             WHERE expires_at <= clock_timestamp() \
+             WHERE expires_at <= coalesce($2::timestamptz, (SELECT clock_timestamp())) \
              ORDER BY expires_at \
              LIMIT $1 \
              FOR UPDATE SKIP LOCKED)) \
@@ -201,29 +212,7 @@ pub(crate) const DELETE_EXPIRED_BATCH: &str = "WITH requests AS ( \
          DELETE FROM pushed_authorization_request_markers \
          WHERE reference_value_hash = ANY(ARRAY( \
              SELECT reference_value_hash FROM pushed_authorization_request_markers \
-             WHERE expires_at <= clock_timestamp() \
-             ORDER BY expires_at \
-             LIMIT $1 \
-             FOR UPDATE SKIP LOCKED)) \
-         RETURNING 1) \
-     SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM markers)";
-
-/// [`DELETE_EXPIRED_BATCH`] against a cutoff instant given by the caller (`$2`) instead of the
-/// database clock, for servers whose sweep is driven by their own clock.
-pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "WITH requests AS ( \
-         DELETE FROM pushed_authorization_requests \
-         WHERE reference_value_hash = ANY(ARRAY( \
-             SELECT reference_value_hash FROM pushed_authorization_requests \
-             WHERE expires_at <= $2 \
-             ORDER BY expires_at \
-             LIMIT $1 \
-             FOR UPDATE SKIP LOCKED)) \
-         RETURNING 1), \
-     markers AS ( \
-         DELETE FROM pushed_authorization_request_markers \
-         WHERE reference_value_hash = ANY(ARRAY( \
-             SELECT reference_value_hash FROM pushed_authorization_request_markers \
-             WHERE expires_at <= $2 \
+             WHERE expires_at <= coalesce($2::timestamptz, (SELECT clock_timestamp())) \
              ORDER BY expires_at \
              LIMIT $1 \
              FOR UPDATE SKIP LOCKED)) \
@@ -247,14 +236,15 @@ pub(crate) const DELETE_EXPIRED_AS_OF_BATCH: &str = "WITH requests AS ( \
 
 /// [`DELETE_EXPIRED_BATCH`] on every pair of colocated shards of the two Citus-distributed
 /// tables (one command per pair, as many as the requests table has shards); one row: how many
-/// were removed in all.
+/// were removed in all. The cutoff ($2, NULL for each worker's clock) travels as an ISO 8601
+/// literal in UTC, which every `DateStyle` reads back the same (`%L` writes NULL unquoted).
 pub(crate) const CITUS_DELETE_EXPIRED_BATCH: &str = "SELECT coalesce(sum(result::int8), 0)::int8 \
      FROM run_command_on_colocated_placements('pushed_authorization_requests', \
          'pushed_authorization_request_markers', format( \
          'WITH requests AS (DELETE FROM %%1$s \
              WHERE reference_value_hash = ANY(ARRAY( \
                  SELECT reference_value_hash FROM %%1$s \
-                 WHERE expires_at <= clock_timestamp() \
+                 WHERE expires_at <= coalesce(%2$L::timestamptz, (SELECT clock_timestamp())) \
                  ORDER BY expires_at \
                  LIMIT %1$s \
                  FOR UPDATE SKIP LOCKED)) \
@@ -262,32 +252,7 @@ pub(crate) const CITUS_DELETE_EXPIRED_BATCH: &str = "SELECT coalesce(sum(result:
          markers AS (DELETE FROM %%2$s \
              WHERE reference_value_hash = ANY(ARRAY( \
                  SELECT reference_value_hash FROM %%2$s \
-                 WHERE expires_at <= clock_timestamp() \
-                 ORDER BY expires_at \
-                 LIMIT %1$s \
-                 FOR UPDATE SKIP LOCKED)) \
-             RETURNING 1) \
-         SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM markers)', \
-         $1::int8), false)";
-
-/// [`DELETE_EXPIRED_AS_OF_BATCH`] on every pair of colocated shards. The cutoff travels as an
-/// ISO 8601 literal in UTC, which every `DateStyle` reads back the same.
-pub(crate) const CITUS_DELETE_EXPIRED_AS_OF_BATCH: &str =
-    "SELECT coalesce(sum(result::int8), 0)::int8 \
-     FROM run_command_on_colocated_placements('pushed_authorization_requests', \
-         'pushed_authorization_request_markers', format( \
-         'WITH requests AS (DELETE FROM %%1$s \
-             WHERE reference_value_hash = ANY(ARRAY( \
-                 SELECT reference_value_hash FROM %%1$s \
-                 WHERE expires_at <= %2$L::timestamptz \
-                 ORDER BY expires_at \
-                 LIMIT %1$s \
-                 FOR UPDATE SKIP LOCKED)) \
-             RETURNING 1), \
-         markers AS (DELETE FROM %%2$s \
-             WHERE reference_value_hash = ANY(ARRAY( \
-                 SELECT reference_value_hash FROM %%2$s \
-                 WHERE expires_at <= %2$L::timestamptz \
+                 WHERE expires_at <= coalesce(%2$L::timestamptz, (SELECT clock_timestamp())) \
                  ORDER BY expires_at \
                  LIMIT %1$s \
                  FOR UPDATE SKIP LOCKED)) \

@@ -465,6 +465,17 @@ async fn malformed_database_url_is_invalid_database_url() {
 #[allow(dead_code)]
 mod sql;
 
+/// Prepares the store's cleanup batch on `conn` as `batch(batch_size, cutoff)`.
+async fn prepare_cleanup_batch(conn: &mut sqlx::PgConnection) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE batch(int8, timestamptz) AS {}",
+        sql::DELETE_EXPIRED_BATCH
+    )))
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn the_cleanup_batch_uses_the_indexes_even_under_a_generic_plan() {
     let db = TestDb::new().await;
@@ -483,14 +494,8 @@ async fn the_cleanup_batch_uses_the_indexes_even_under_a_generic_plan() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "PREPARE batch(int8) AS {}",
-        sql::DELETE_EXPIRED_BATCH
-    )))
-    .execute(&mut *conn)
-    .await
-    .unwrap();
-    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE batch(1000)")
+    prepare_cleanup_batch(&mut conn).await;
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE batch(1000, NULL)")
         .fetch_all(&mut *conn)
         .await
         .unwrap();
@@ -503,7 +508,7 @@ async fn the_cleanup_batch_uses_the_indexes_even_under_a_generic_plan() {
     );
     // And it removes exactly one batch, quickly.
     let began = Instant::now();
-    let deleted: i64 = sqlx::query_scalar("EXECUTE batch(1000)")
+    let deleted: i64 = sqlx::query_scalar("EXECUTE batch(1000, NULL)")
         .fetch_one(&mut *conn)
         .await
         .unwrap();
@@ -513,6 +518,66 @@ async fn the_cleanup_batch_uses_the_indexes_even_under_a_generic_plan() {
     );
     assert_eq!(deleted, 1000);
     drop(conn);
+}
+
+/// With no expired row, a cleanup batch must not read the live ones: the cutoff (the clock,
+/// or the caller's instant) bounds the `expires_at` index scans of both tables. A volatile
+/// `clock_timestamp()` in the `WHERE` cannot bound an index scan: it becomes a filter, and a
+/// batch then reads every live row in the index, one by one, each time the job runs.
+#[tokio::test]
+async fn a_cleanup_batch_bounds_its_index_scans_by_the_cutoff() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql(
+        "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
+         SELECT 'live-' || i, now() + interval '1 hour', 'p' FROM generate_series(1, 20000) AS i; \
+         INSERT INTO pushed_authorization_request_markers \
+             (reference_value_hash, expires_at, consumed_at) \
+         SELECT 'used-' || i, now() + interval '1 hour', now() FROM generate_series(1, 20000) AS i; \
+         ANALYZE pushed_authorization_requests; ANALYZE pushed_authorization_request_markers",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    prepare_cleanup_batch(&mut conn).await;
+    for (plan_cache_mode, cutoff) in [
+        ("force_generic_plan", "NULL"),
+        ("force_custom_plan", "NULL"),
+        ("force_generic_plan", "now()"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET plan_cache_mode = {plan_cache_mode}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE batch(1000, {cutoff})"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        println!("{plan_cache_mode}, cutoff {cutoff}:\n{plan}");
+        let bounds = plan
+            .lines()
+            .filter(|line| line.trim_start().starts_with("Index Cond: (expires_at <="))
+            .count();
+        assert_eq!(bounds, 2, "both scans bounded by the cutoff:\n{plan}");
+        assert!(
+            !plan.contains("Rows Removed by Filter"),
+            "a scan read rows it did not delete:\n{plan}"
+        );
+    }
+    drop(conn);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pushed_authorization_requests) \
+             + (SELECT count(*) FROM pushed_authorization_request_markers)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 40000, "nothing live was removed");
 }
 
 #[tokio::test]
