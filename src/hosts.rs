@@ -15,6 +15,7 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use crate::error::{DriverErrorKind, InvalidDatabaseUrl};
+use crate::sql::SESSION_STATE;
 
 /// Which servers of a host list the store's own pool keeps connections to: libpq's
 /// `target_session_attrs`, given in the URL (`?target_session_attrs=read-write`) or with
@@ -119,12 +120,7 @@ struct SessionState {
     in_recovery: bool,
 }
 
-/// Reads a session's [`SessionState`] in one round trip (unnamed: it leaves no prepared
-/// statement behind, which matters behind a transaction-mode pooler).
-// The one statement outside src/sql.rs, which another change is rewriting: to be moved there.
-const SESSION_STATE: &str =
-    "SELECT current_setting('transaction_read_only') = 'on', pg_is_in_recovery()";
-
+/// Reads a session's [`SessionState`] ([`SESSION_STATE`]), unnamed.
 async fn session_state(conn: &mut PgConnection) -> Result<SessionState, sqlx::Error> {
     let (read_only, in_recovery): (bool, bool) = sqlx::query_as(SESSION_STATE)
         .persistent(false)

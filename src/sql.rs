@@ -273,6 +273,12 @@ pub(crate) const CITUS_DISTRIBUTE: &str = "SELECT count(create_distributed_table
      ) AS t(n, tab, colocate) \
      WHERE NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = t.tab)";
 
+/// Reads a session's state for `target_session_attrs` (src/hosts.rs): whether it is read-only
+/// and whether the server is a standby, in one round trip. Run unnamed: it leaves no prepared
+/// statement behind, which matters behind a transaction-mode pooler.
+pub(crate) const SESSION_STATE: &str =
+    "SELECT current_setting('transaction_read_only') = 'on', pg_is_in_recovery()";
+
 /// Opens the PL/pgSQL block that each migration file runs in ([`PostgresStore::migrator`](crate::PostgresStore::migrator)):
 /// one statement for the server, whose parts run one at a time. A migration's statements
 /// must therefore be valid in PL/pgSQL (DDL and DML; `PERFORM` rather than a bare `SELECT`).
