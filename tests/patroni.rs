@@ -152,11 +152,27 @@ struct Journal {
     failed: Vec<(Instant, &'static str, &'static str)>,
     /// Errors other than `Unavailable` and `Timeout`, and wrong answers.
     unexpected: Vec<String>,
+    /// What the failures said (digits masked, ports and PIDs differ from run to run).
+    causes: BTreeMap<String, usize>,
 }
 
 impl Journal {
     fn failure(&mut self, op: &'static str, err: &StoreError) {
         self.failed.push((Instant::now(), op, kind(err)));
+        let mut cause = String::new();
+        let mut digits = false;
+        for c in err.to_string().chars().take(240) {
+            if c.is_ascii_digit() {
+                if !digits {
+                    cause.push('N');
+                }
+                digits = true;
+            } else {
+                digits = false;
+                cause.push(c);
+            }
+        }
+        *self.causes.entry(cause).or_default() += 1;
         if !matches!(
             err,
             StoreError::Unavailable { .. } | StoreError::Timeout { .. }
@@ -378,6 +394,29 @@ async fn run_case(
         })
         .await;
     let handled = Instant::now();
+    let leader_now = cluster
+        .leader()
+        .await
+        .map_or("none", |i| cluster.name(i))
+        .to_owned();
+    let rewound = fault == Fault::Rejoin && cluster.log_contains(victim, "pg_rewind exit code=0");
+    println!(
+        "patroni figures: mode={mode} fault={} on {}: leader now {leader_now}{}",
+        fault.label(),
+        cluster.name(victim),
+        match fault {
+            Fault::Rejoin => format!(
+                ", {} back as a replica, {}",
+                cluster.name(victim),
+                if rewound {
+                    "after pg_rewind"
+                } else {
+                    "without pg_rewind"
+                }
+            ),
+            _ => String::new(),
+        }
+    );
     // The store's part: every path succeeds again, after its last failure.
     let started = Instant::now();
     loop {
@@ -512,6 +551,15 @@ async fn run_case(
             journal.stored.len(),
             journal.consumed.len(),
         );
+        let mut causes: Vec<(&String, &usize)> = journal.causes.iter().collect();
+        causes.sort_by(|a, b| b.1.cmp(a.1));
+        for (cause, count) in causes.iter().take(5) {
+            println!(
+                "patroni errors: mode={mode} path={} fault={} | {count} x {cause}",
+                load.path.label(),
+                fault.label()
+            );
+        }
         assert!(
             journal.unexpected.is_empty(),
             "{mode} {} {}: failures other than Unavailable/Timeout, or wrong answers: {:?}",

@@ -515,6 +515,12 @@ impl Patroni {
         }
     }
 
+    /// Whether node `i`'s Patroni log holds `text`.
+    pub fn log_contains(&self, i: usize, text: &str) -> bool {
+        fs::read_to_string(self.base.join(format!("{}.log", self.nodes[i].name)))
+            .is_ok_and(|log| log.contains(text))
+    }
+
     /// The last lines of every log, for a failure message.
     pub fn logs_tail(&self) -> String {
         let mut out = String::new();
