@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod fake_backend;
 pub mod fault;
 pub mod n_minus_1;
+pub mod patroni;
 pub mod pgbouncer;
 
 use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
