@@ -463,27 +463,43 @@ impl Patroni {
     }
 
     /// A planned switchover from `leader` to `candidate` with `patronictl switchover
-    /// --force`; returns once patronictl reports it done (panics if it fails).
+    /// --force`; returns once patronictl reports it done (panics if it does not within 60 s).
+    ///
+    /// Patroni refuses a switchover (503, "Switchover failed") when the candidate is not
+    /// healthy enough at that moment, e.g. a replica more than `maximum_lag_on_failover`
+    /// behind under load in asynchronous mode: nothing changed, so the command is tried
+    /// again, as an operator would, while `leader` is still the leader.
     pub async fn switchover(&self, leader: usize, candidate: usize) {
-        let mut command = tokio::process::Command::new(&self.tools.patronictl);
-        command
-            .arg("-c")
-            .arg(&self.nodes[leader].config)
-            .args(["switchover", "--leader", &self.nodes[leader].name])
-            .args(["--candidate", &self.nodes[candidate].name, "--force", SCOPE])
-            .env("HOME", &self.base)
-            .kill_on_drop(true);
-        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-            .await
-            .expect("patronictl switchover within 60 s")
-            .expect("run patronictl");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains("Successfully switched over"),
-            "patronictl switchover failed: {stdout}\n{}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            self.logs_tail()
-        );
+        let started = Instant::now();
+        loop {
+            let mut command = tokio::process::Command::new(&self.tools.patronictl);
+            command
+                .arg("-c")
+                .arg(&self.nodes[leader].config)
+                .args(["switchover", "--leader", &self.nodes[leader].name])
+                .args(["--candidate", &self.nodes[candidate].name, "--force", SCOPE])
+                .env("HOME", &self.base)
+                .kill_on_drop(true);
+            let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+                .await
+                .expect("patronictl switchover within 60 s")
+                .expect("run patronictl");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            if output.status.success() && stdout.contains("Successfully switched over") {
+                return;
+            }
+            let refused = stdout.contains("Switchover failed")
+                && self.leader().await == Some(leader)
+                && started.elapsed() < Duration::from_secs(60);
+            assert!(
+                refused,
+                "patronictl switchover failed: {stdout}\n{}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                self.logs_tail()
+            );
+            eprintln!("patroni: switchover refused, trying again in 1 s: {stdout}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// The PID of node `i`'s postmaster, from its `postmaster.pid`.
