@@ -25,16 +25,14 @@ mod common;
 use chrono::Utc;
 use common::cluster::TempCluster;
 use common::fault::FaultProxy;
-use common::{error_kind as kind, join_within};
+use common::join_within;
+use common::load::{self, Load, LoadPlan};
 use par_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use par_store::sqlx::{self, Connection, PgConnection};
-use par_store::{
-    PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, StoreError,
-};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use par_store::{PostgresStore, PostgresStoreOptions, PushedAuthorizationRequestStore};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The runs measure time and start two clusters each: one at a time.
@@ -50,8 +48,6 @@ const CLIENTS: usize = 8;
 const LOAD_BEFORE: Duration = Duration::from_millis(1_500);
 /// Load after the first success on the new primary.
 const LOAD_AFTER: Duration = Duration::from_millis(700);
-/// How long a request waits between its store and its consume.
-const CONSUME_AFTER: Duration = Duration::from_millis(150);
 /// "Right before the crash": acknowledged writes in this window are the ones at risk.
 const AT_RISK: Duration = Duration::from_millis(200);
 /// A synchronous run only proves something if the load was writing when the primary died.
@@ -261,159 +257,6 @@ impl Scenario {
     }
 }
 
-fn parameters(hash: &str) -> String {
-    format!("client_id=failover&hash={hash}")
-}
-
-/// What the load tasks saw, with the time of every acknowledgement and failure.
-#[derive(Default)]
-struct Journal {
-    /// Stores answered `Ok`, and when.
-    stored: HashMap<String, Instant>,
-    /// Stores that failed: the request may or may not exist.
-    store_failed: HashSet<String>,
-    /// Consumes that returned the request, and when (two for one hash: handed out twice).
-    consumed: HashMap<String, Vec<Instant>>,
-    /// Consumes that failed, when each began and ended: the request may or may not have been
-    /// consumed.
-    consume_failed: HashMap<String, (Instant, Instant)>,
-    /// Successful operations, and when.
-    succeeded: Vec<Instant>,
-    /// Failed operations: when, which, what kind.
-    failed: Vec<(Instant, &'static str, &'static str)>,
-    /// Errors that are not transient, and parameters that do not match.
-    unexpected: Vec<String>,
-}
-
-impl Journal {
-    fn failure(&mut self, op: &'static str, err: &StoreError) {
-        self.failed.push((Instant::now(), op, kind(err)));
-        if !err.is_transient() {
-            self.unexpected.push(format!("{op}: {err:?}"));
-        }
-    }
-
-    /// Acknowledged writes (stores, and consumes that returned the request) in `from..=to`.
-    fn writes_between(&self, from: Instant, to: Instant) -> usize {
-        let within = |at: &Instant| *at >= from && *at <= to;
-        self.stored.values().filter(|at| within(at)).count()
-            + self
-                .consumed
-                .values()
-                .flatten()
-                .filter(|at| within(at))
-                .count()
-    }
-}
-
-/// Acknowledged requests waiting to be consumed, oldest first, with the time of their store.
-type Pending = Arc<Mutex<VecDeque<(String, Instant)>>>;
-
-/// Each round stores a fresh request, reads one of the newest (the authorize endpoint), and
-/// consumes the oldest pending one once it has waited `CONSUME_AFTER` (the user's login in
-/// between): so a consume just before the crash is of a request stored well before it.
-async fn load_task(
-    task: usize,
-    store: PostgresStore,
-    journal: Arc<Mutex<Journal>>,
-    pending: Pending,
-    running: Arc<AtomicBool>,
-    lifetime: Duration,
-) {
-    let lifetime = chrono::Duration::from_std(lifetime).unwrap();
-    let mut round = 0usize;
-    while running.load(Ordering::Relaxed) {
-        round += 1;
-        let hash = format!("t{task}-{round}");
-        let mut failed = false;
-        let request =
-            PushedAuthorizationRequest::new(&hash, Utc::now() + lifetime, parameters(&hash));
-        let result = store.store(&request).await;
-        {
-            let mut journal = journal.lock().unwrap();
-            match result {
-                Ok(()) => {
-                    journal.stored.insert(hash.clone(), Instant::now());
-                    journal.succeeded.push(Instant::now());
-                    pending.lock().unwrap().push_back((hash, Instant::now()));
-                }
-                Err(err) => {
-                    journal.failure("store", &err);
-                    journal.store_failed.insert(hash);
-                    failed = true;
-                }
-            }
-        }
-        let newest = {
-            let pending = pending.lock().unwrap();
-            let choices = pending.len().min(2 * CLIENTS);
-            (choices > 0).then(|| {
-                pending[pending.len() - 1 - (round * 7 + task) % choices]
-                    .0
-                    .clone()
-            })
-        };
-        if let Some(target) = newest {
-            let result = store.get_by_hash(&target).await;
-            let mut journal = journal.lock().unwrap();
-            match result {
-                Ok(found) => {
-                    journal.succeeded.push(Instant::now());
-                    if found.is_some_and(|found| found.parameters != parameters(&target)) {
-                        journal
-                            .unexpected
-                            .push(format!("get {target}: other parameters"));
-                    }
-                }
-                Err(err) => {
-                    journal.failure("get", &err);
-                    failed = true;
-                }
-            }
-        }
-        let oldest = {
-            let mut pending = pending.lock().unwrap();
-            match pending.front() {
-                Some((_, at)) if at.elapsed() >= CONSUME_AFTER => pending.pop_front(),
-                _ => None,
-            }
-        };
-        if let Some((target, _)) = oldest {
-            let began = Instant::now();
-            let result = store.consume_by_hash(&target).await;
-            let mut journal = journal.lock().unwrap();
-            match result {
-                Ok(found) => {
-                    journal.succeeded.push(Instant::now());
-                    if let Some(found) = found {
-                        if found.parameters != parameters(&target) {
-                            journal
-                                .unexpected
-                                .push(format!("consume {target}: other parameters"));
-                        }
-                        journal
-                            .consumed
-                            .entry(target)
-                            .or_default()
-                            .push(Instant::now());
-                    }
-                }
-                Err(err) => {
-                    journal.failure("consume", &err);
-                    journal
-                        .consume_failed
-                        .insert(target, (began, Instant::now()));
-                    failed = true;
-                }
-            }
-        }
-        if failed {
-            // As a well-behaved server would: do not hammer a database that is away.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
 /// What one run found on the new primary.
 struct Outcome {
     /// Acknowledged stores, never consumed, missing on the new primary.
@@ -472,21 +315,14 @@ async fn failover_run(scenario: Scenario) -> Outcome {
         let _ = as_store_role.close().await;
     }
 
-    let journal = Arc::new(Mutex::new(Journal::default()));
-    let pending: Pending = Arc::new(Mutex::new(VecDeque::new()));
     let running = Arc::new(AtomicBool::new(true));
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|task| {
-            tokio::spawn(load_task(
-                task,
-                store.clone(),
-                Arc::clone(&journal),
-                Arc::clone(&pending),
-                Arc::clone(&running),
-                lifetime,
-            ))
-        })
-        .collect();
+    let plan = LoadPlan {
+        tasks: CLIENTS,
+        prefix: String::new(),
+        lifetime,
+        backoff: Duration::from_millis(10),
+    };
+    let Load { journal, tasks } = load::spawn(&store, &plan, &running);
     let load_started = Instant::now();
     tokio::time::sleep(LOAD_BEFORE).await;
 

@@ -26,17 +26,15 @@
 
 mod common;
 
-use chrono::Utc;
-use common::error_kind as kind;
 use common::join_within;
+use common::load::{self, Journal, LoadPlan, CLIENT};
 use common::patroni::{Patroni, Settings};
 use par_store::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use par_store::sqlx::{self, Connection, PgConnection};
 use par_store::{
-    Consumption, PostgresStore, PostgresStoreOptions, PushedAuthorizationRequest,
-    PushedAuthorizationRequestStore, StoreError,
+    Consumption, PostgresStore, PostgresStoreOptions, PushedAuthorizationRequestStore,
 };
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,15 +48,11 @@ const TASKS: usize = 4;
 const LOAD_BEFORE: Duration = Duration::from_millis(2_000);
 /// Load after every path has succeeded again.
 const LOAD_AFTER: Duration = Duration::from_millis(1_000);
-/// How long a request waits between its store and its consume.
-const CONSUME_AFTER: Duration = Duration::from_millis(150);
 /// The run only proves something if each path was writing right before the fault.
 const AT_RISK: Duration = Duration::from_millis(1_000);
 /// Bound on Patroni's own steps (a new leader, a rejoined replica) and on the store's
 /// recovery after them: generous, for two loaded cores. Not a figure: a hang.
 const HANG: Duration = Duration::from_secs(90);
-/// The client the load's requests are bound to.
-const CLIENT: &str = "patroni-client";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
@@ -131,177 +125,6 @@ async fn connect(cluster: &Patroni, path: Path) -> PostgresStore {
     }
 }
 
-fn parameters(hash: &str) -> String {
-    format!("client_id={CLIENT}&hash={hash}")
-}
-
-/// What the load tasks of one path saw, with the time of every acknowledgement and failure.
-#[derive(Default)]
-struct Journal {
-    /// Stores answered `Ok`, and when.
-    stored: HashMap<String, Instant>,
-    /// Stores that failed: the request may or may not exist.
-    store_failed: HashSet<String>,
-    /// Consumes that handed the request out, and when (two for one hash: handed out twice).
-    consumed: HashMap<String, Vec<Instant>>,
-    /// Consumes that failed: the request may or may not have been consumed.
-    consume_failed: HashSet<String>,
-    /// Successful operations, and when.
-    succeeded: Vec<Instant>,
-    /// Failed operations: when, which, what kind.
-    failed: Vec<(Instant, &'static str, &'static str)>,
-    /// Errors other than `Unavailable` and `Timeout`, and wrong answers.
-    unexpected: Vec<String>,
-    /// What the failures said (digits masked, ports and PIDs differ from run to run).
-    causes: BTreeMap<String, usize>,
-}
-
-impl Journal {
-    fn failure(&mut self, op: &'static str, err: &StoreError) {
-        self.failed.push((Instant::now(), op, kind(err)));
-        let mut cause = String::new();
-        let mut digits = false;
-        for c in err.to_string().chars().take(240) {
-            if c.is_ascii_digit() {
-                if !digits {
-                    cause.push('N');
-                }
-                digits = true;
-            } else {
-                digits = false;
-                cause.push(c);
-            }
-        }
-        *self.causes.entry(cause).or_default() += 1;
-        if !matches!(
-            err,
-            StoreError::Unavailable { .. } | StoreError::Timeout { .. }
-        ) {
-            self.unexpected.push(format!("{op}: {err:?}"));
-        }
-    }
-
-    fn writes_between(&self, from: Instant, to: Instant) -> usize {
-        let within = |at: &Instant| *at >= from && *at <= to;
-        self.stored.values().filter(|at| within(at)).count()
-            + self
-                .consumed
-                .values()
-                .flatten()
-                .filter(|at| within(at))
-                .count()
-    }
-}
-
-type Pending = Arc<Mutex<VecDeque<(String, Instant)>>>;
-
-/// Each round stores a fresh request, reads one of the newest, and consumes the oldest
-/// pending one once it has waited `CONSUME_AFTER` (tests/failover.rs's load, with the
-/// client-bound calls of an authorization endpoint).
-async fn load_task(
-    prefix: String,
-    task: usize,
-    store: PostgresStore,
-    journal: Arc<Mutex<Journal>>,
-    pending: Pending,
-    running: Arc<AtomicBool>,
-) {
-    let mut round = 0usize;
-    while running.load(Ordering::Relaxed) {
-        round += 1;
-        let hash = format!("{prefix}t{task}-{round}");
-        let mut failed = false;
-        let request = PushedAuthorizationRequest::new(
-            &hash,
-            Utc::now() + chrono::Duration::seconds(600),
-            parameters(&hash),
-        )
-        .with_client_id(CLIENT);
-        let result = store.store(&request).await;
-        {
-            let mut journal = journal.lock().unwrap();
-            match result {
-                Ok(()) => {
-                    journal.stored.insert(hash.clone(), Instant::now());
-                    journal.succeeded.push(Instant::now());
-                    pending.lock().unwrap().push_back((hash, Instant::now()));
-                }
-                Err(err) => {
-                    journal.failure("store", &err);
-                    journal.store_failed.insert(hash);
-                    failed = true;
-                }
-            }
-        }
-        let newest = {
-            let pending = pending.lock().unwrap();
-            let choices = pending.len().min(2 * TASKS);
-            (choices > 0).then(|| {
-                pending[pending.len() - 1 - (round * 7 + task) % choices]
-                    .0
-                    .clone()
-            })
-        };
-        if let Some(target) = newest {
-            let result = store.get_by_hash(&target).await;
-            let mut journal = journal.lock().unwrap();
-            match result {
-                Ok(found) => {
-                    journal.succeeded.push(Instant::now());
-                    if found.is_some_and(|found| found.parameters != parameters(&target)) {
-                        journal
-                            .unexpected
-                            .push(format!("get {target}: other parameters"));
-                    }
-                }
-                Err(err) => {
-                    journal.failure("get", &err);
-                    failed = true;
-                }
-            }
-        }
-        let oldest = {
-            let mut pending = pending.lock().unwrap();
-            match pending.front() {
-                Some((_, at)) if at.elapsed() >= CONSUME_AFTER => pending.pop_front(),
-                _ => None,
-            }
-        };
-        if let Some((target, _)) = oldest {
-            let result = store.consume_for_client(&target, CLIENT).await;
-            let mut journal = journal.lock().unwrap();
-            match result {
-                Ok(consumption) => {
-                    journal.succeeded.push(Instant::now());
-                    // Anything but Consumed (NotFound for a request whose store was
-                    // acknowledged: a lost store) is what the counting after the case reports.
-                    if let Consumption::Consumed(found) = consumption {
-                        if found.parameters != parameters(&target) {
-                            journal
-                                .unexpected
-                                .push(format!("consume {target}: other parameters"));
-                        }
-                        journal
-                            .consumed
-                            .entry(target)
-                            .or_default()
-                            .push(Instant::now());
-                    }
-                }
-                Err(err) => {
-                    journal.failure("consume", &err);
-                    journal.consume_failed.insert(target);
-                    failed = true;
-                }
-            }
-        }
-        if failed {
-            // As a well-behaved server would: do not hammer a database that is away.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
 /// One path's load: its store, journal and tasks.
 struct Load {
     path: Path,
@@ -349,20 +172,13 @@ async fn run_case(
         .iter()
         .map(|(path, store)| {
             let prefix = format!("{mode}-{}-{}-", fault.label(), path.label());
-            let journal = Arc::new(Mutex::new(Journal::default()));
-            let pending: Pending = Arc::new(Mutex::new(VecDeque::new()));
-            let tasks = (0..TASKS)
-                .map(|task| {
-                    tokio::spawn(load_task(
-                        prefix.clone(),
-                        task,
-                        store.clone(),
-                        Arc::clone(&journal),
-                        Arc::clone(&pending),
-                        Arc::clone(&running),
-                    ))
-                })
-                .collect();
+            let plan = LoadPlan {
+                tasks: TASKS,
+                prefix: prefix.clone(),
+                lifetime: Duration::from_secs(600),
+                backoff: Duration::from_millis(20),
+            };
+            let load::Load { journal, tasks } = load::spawn(store, &plan, &running);
             Load {
                 path: *path,
                 store: store.clone(),
@@ -484,7 +300,7 @@ async fn run_case(
             if journal.consumed.contains_key(hash) || rows.contains(hash) {
                 continue;
             }
-            if journal.consume_failed.contains(hash) {
+            if journal.consume_failed.contains_key(hash) {
                 unclear += 1; // the failed consume may have consumed it
             } else {
                 lost += 1;

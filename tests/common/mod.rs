@@ -6,6 +6,7 @@ pub mod citus;
 pub mod cluster;
 pub mod fake_backend;
 pub mod fault;
+pub mod load;
 pub mod n_minus_1;
 pub mod patroni;
 pub mod pgbouncer;
