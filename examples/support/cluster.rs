@@ -334,7 +334,6 @@ impl TempCluster {
     /// `static`, which is never dropped) and returns its connect options and directory. A
     /// watchdog shell waits for this process to exit, however it exits (Ctrl-C and panics
     /// included), then stops the server and removes the directory.
-    #[allow(clippy::zombie_processes)] // the watchdog outlives this process by design
     pub fn keep_until_process_exit(self) -> (PgConnectOptions, PathBuf) {
         let as_server_user = match self.owner {
             Some(_) => format!("runuser -u {SERVER_USER} -- "),
@@ -348,14 +347,7 @@ impl TempCluster {
             data = self.data.display(),
             base = self.base.display(),
         );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start the cluster's watchdog");
+        spawn_watchdog(&script, "the cluster");
         let kept = (self.connect_options(), self.base.clone());
         std::mem::forget(self);
         kept
@@ -486,6 +478,26 @@ fn server_owner() -> Option<(u32, u32)> {
              user to run it as: install the PostgreSQL server package or run as another user"
         )
     }))
+}
+
+/// Starts `script` in a detached shell (no standard streams, a process group of its own, so
+/// that a signal to the test's group spares it), as a watchdog that outlives this process:
+/// `script` waits for this process to exit, however it exits (Ctrl-C and panics included),
+/// then stops and removes what the test started. `what` names it in the panic when the shell
+/// cannot be started.
+#[allow(clippy::zombie_processes)] // the watchdog outlives this process by design
+pub fn spawn_watchdog(script: &str, what: &str) {
+    use std::os::unix::process::CommandExt as _;
+    use std::process::Stdio;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {what}'s watchdog: {err}"));
 }
 
 /// A TCP port that was free a moment ago.

@@ -247,7 +247,6 @@ impl Patroni {
     }
 
     /// Writes a shell that waits for this process to end and then stops what is left.
-    #[allow(clippy::zombie_processes)] // the watchdog outlives this process by design
     fn watchdog(&self) {
         let base = self.base.display();
         let script = format!(
@@ -258,15 +257,7 @@ impl Patroni {
              sleep 3; rm -rf '{base}'",
             pid = std::process::id(),
         );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start the Patroni cluster's watchdog");
+        super::cluster::spawn_watchdog(&script, "the Patroni cluster");
     }
 
     fn give_to_server_user(&self, dir: &Path) {

@@ -287,7 +287,6 @@ impl PgBouncer {
 
     /// Leaves PgBouncer running until this process has exited, then a watchdog kills it and
     /// removes its directory. Returns its port.
-    #[allow(clippy::zombie_processes)] // the watchdog outlives this process by design
     fn keep_until_process_exit(mut self) -> u16 {
         let child = self.child.take().expect("a running PgBouncer");
         let script = format!(
@@ -297,14 +296,7 @@ impl PgBouncer {
             bouncer = child.id(),
             dir = self.dir.display(),
         );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start PgBouncer's watchdog");
+        super::cluster::spawn_watchdog(&script, "PgBouncer");
         let port = self.port;
         std::mem::forget(child);
         std::mem::forget(self);
