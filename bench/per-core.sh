@@ -11,9 +11,13 @@
 # the middle WINDOW seconds of each run: the load generator's CPU and the server's (the
 # postmaster and all its children, from /proc/<pid>/stat), and pg_stat_wal's records, bytes,
 # full-page images and flushes (wal_sync). Per lifecycle = over the window / (lifecycles/s
-# of the whole run x WINDOW). About 4 minutes at the defaults.
+# of the whole run x WINDOW). About 3 minutes at the defaults.
 #
-# Environment: CLIENTS (1 4 16 64), ROUNDS (2), RUN_SECONDS (12), WINDOW (8), PG_BINDIR.
+# A run whose load generator has already exited at the window's end (a loaded machine
+# samples slowly) is recorded as invalid and left out of the report: the window must lie
+# inside the run, while every backend still lives.
+#
+# Environment: CLIENTS (1 4 16 64), ROUNDS (2), RUN_SECONDS (14), WINDOW (6), PG_BINDIR.
 # Writes bench/results/<UTC time>-per-core/{raw.jsonl,report.md}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +27,8 @@ kind=per-core
 
 CLIENTS="${CLIENTS:-1 4 16 64}"
 ROUNDS="${ROUNDS:-2}"
-RUN_SECONDS="${RUN_SECONDS:-12}"
-WINDOW="${WINDOW:-8}"
+RUN_SECONDS="${RUN_SECONDS:-14}"
+WINDOW="${WINDOW:-6}"
 [ "$WINDOW" -lt "$RUN_SECONDS" ] || { echo "WINDOW must be shorter than RUN_SECONDS" >&2; exit 2; }
 for tool in psql python3 cargo; do
   command -v "$tool" >/dev/null || { echo "bench/per-core.sh needs $tool on PATH" >&2; exit 1; }
@@ -95,9 +99,11 @@ for n in $CLIENTS; do
     start=$(date +%s.%N) client0=$(cpu_seconds "$client") server0=$(cpu_seconds server "$postmaster") wal0=$(wal)
     sleep "$WINDOW"
     end=$(date +%s.%N) client1=$(cpu_seconds "$client") server1=$(cpu_seconds server "$postmaster") wal1=$(wal)
+    valid=true
+    kill -0 "$client" 2>/dev/null || valid=false
     wait "$client"
     python3 - "$tmp/run.json" "$start" "$end" "$client0" "$client1" "$server0" "$server1" "$wal0" "$wal1" <<'EOF' \
-      | append section=per-core round="$round" clients="$n"
+      | append section=per-core round="$round" clients="$n" valid="$valid"
 import json, sys
 run = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 start, end, c0, c1, s0, s1 = (float(v) for v in sys.argv[2:8])
@@ -119,7 +125,8 @@ python3 - "$raw" >"$out/report.md" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 env = rows[0]
-runs = [r for r in rows if r.get("cmd") == "per-core"]
+runs = [r for r in rows if r.get("cmd") == "per-core" and r.get("valid")]
+invalid = sum(1 for r in rows if r.get("cmd") == "per-core" and not r.get("valid"))
 def span(values, digits=0):
     lo, hi = min(values), max(values)
     f = (lambda v: f"{v:,.{digits}f}")
@@ -138,6 +145,8 @@ for n in sorted({r["clients"] for r in runs}):
           f"| {span([1e6 / r['server_us'] for r in rs])} | {span([r['wal_flushes_per_s'] for r in rs])} "
           f"| {span([r['wal_bytes'] for r in rs])} / {span([r['wal_records'] for r in rs], 1)} / "
           f"{span([r['wal_fpi'] for r in rs], 2)} | {sum(r.get('errors', 0) or 0 for r in rs)} |")
+if invalid:
+    print(f"\n{invalid} run(s) left out: the load generator had exited before the window's end.")
 EOF
 cat "$out/report.md"
 echo "raw results: $PWD/$raw; report: $PWD/$out/report.md" >&2
