@@ -430,12 +430,7 @@ async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxErro
     // modes open their own, and use the store only for the cleanup job).
     if matches!(
         mode,
-        Mode::Store
-            | Mode::MarkersOff
-            | Mode::Pooler
-            | Mode::Protected
-            | Mode::Shared
-            | Mode::Pool
+        Mode::Store | Mode::MarkersOff | Mode::Pooler | Mode::Protected | Mode::Shared | Mode::Pool
     ) {
         futures::future::try_join_all((0..connections).map(|_| store.get_by_hash("warm-up")))
             .await?;
