@@ -22,7 +22,8 @@
 # --citus, psql, pgbench, python3 and cargo. Run as root, the servers run as user postgres.
 # Writes bench/results/<UTC time>-<kind>/{raw.jsonl,report.md}.
 # Environment: ROUNDS (3), RUN_SECONDS (10), CLIENTS ("1 4 16"), PG_BIN; for --citus, MODES
-# ("store pgbench"; add conn for one sqlx connection per client running the store's SQL).
+# ("store pgbench"; add conn for one sqlx connection per client running the store's SQL,
+# pgbench-least for pgbench running bench/lifecycle-least.sql).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -117,6 +118,9 @@ citus_bench() {
           note "N=$n round $round/$ROUNDS: $mode on $target (load $(loadavg))"
           if [ "$mode" = pgbench ]; then
             pgbench_json "$(node_url "$target")" "$n" bench/lifecycle.sql
+          elif [ "$mode" = pgbench-least ]; then
+            pgbench_json "$(node_url "$target")" "$n" bench/lifecycle-least.sql \
+              | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); r["mode"] = "pgbench-least"; print(json.dumps(r))'
           else
             $loadgen lifecycle --url "$(node_url "$target")" --mode "$mode" --clients "$n" \
               --seconds "$RUN_SECONDS" || echo "{\"cmd\":\"lifecycle\",\"mode\":\"$mode\",\"errors\":-1}"

@@ -18,7 +18,9 @@
 #                                OVERLOAD="4:16"), both ratios per round
 #   bash bench/run.sh --lifecycles-only   only the lifecycle comparison and the overload
 #                                case (e.g. with CLIENTS="1 4" ROUNDS=5 RUN_SECONDS=5
-#                                MODES="store pgbench protected")
+#                                MODES="store pgbench protected"; markers off:
+#                                MODES="markers-off pgbench-markers-off", the store with
+#                                consumed_markers(false) and bench/lifecycle-markers-off.sql)
 #   bash bench/run.sh --overload-only   only the overload case: 4x more callers than
 #                                connections (OVERLOAD="4:16 16:64", connections:callers),
 #                                store, shared and lite against pgbench and pgbench-least
@@ -30,7 +32,11 @@
 #                                (pooler_mode(true)) vs pgbench -M extended through
 #                                PgBouncer 1.18; part of the full run when they are found
 #                                (POOLER_PAIRS="1.25:store 1.25:conn 1.25:pgbench" picks
-#                                PgBouncer:client pairs; default: all four above)
+#                                PgBouncer:client pairs, a client being a loadgen mode or
+#                                pgbench, pgbench-least, pgbench-markers-off; default: all
+#                                four above)
+#   bash bench/run.sh --per-core lifecycles per core (client and server CPU, WAL) on a private
+#                                cluster with stock settings: docs/scaling.md's single node
 #   bash bench/run.sh --scale    get_by_hash with 1,000 vs 10,000,000 live rows (loads ~9 GB
 #                                once into database par_store_bench_scale, kept for reruns)
 #
@@ -59,7 +65,8 @@ for arg in "$@"; do
     --citus|--sql-forms) exec bash bench/citus.sh "$arg" ;; # Citus, INSERT forms: bench/citus.sh
     --markers) exec bash bench/markers.sh ;;
     --metrics) exec bash bench/metrics.sh ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    --per-core) exec bash bench/per-core.sh ;;
+    -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -164,11 +171,13 @@ b = ("client_id=s6BhdRkqt3&response_type=code&scope=openid%20profile%20email"
      "&code_challenge_method=S256&nonce=n-0S6_WzA2Mj&")
 print((b * 10)[:600])')
 
-# The pgbench modes and their scripts: the store's SQL, and the least SQL that does the job.
+# The pgbench modes and their scripts: the store's SQL, the least SQL that does the job, and
+# the store's SQL with consumed markers off (against loadgen --mode markers-off).
 pgbench_script() {
   case "$1" in
     pgbench) echo bench/lifecycle.sql ;;
     pgbench-least) echo bench/lifecycle-least.sql ;;
+    pgbench-markers-off) echo bench/lifecycle-markers-off.sql ;;
     *) return 1 ;;
   esac
 }
@@ -343,8 +352,8 @@ ignore_startup_parameters = extra_float_digits,options")
         local url="postgres://$user:$password@127.0.0.1:$port/$BENCH_DB"
         settle "$db_url"
         note "pooler: PgBouncer $version N=$n round $round/$ROUNDS: $mode"
-        if [ "$mode" = pgbench ]; then
-          PGBENCH_PROTOCOL=$protocol run_pgbench "$url" "$n" -T "$RUN_SECONDS"
+        if pgbench_script "$mode" >/dev/null; then
+          PGBENCH_PROTOCOL=$protocol run_pgbench_mode "$mode" "$url" "$n" -T "$RUN_SECONDS"
         else
           $loadgen lifecycle --url "$url" --mode "$mode" --clients "$n" --seconds "$RUN_SECONDS" \
             || echo "{\"cmd\":\"lifecycle\",\"mode\":\"$mode\",\"errors\":-1}"

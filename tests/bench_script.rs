@@ -5,6 +5,9 @@
 //! changes, this fails until the script is changed with it; a ratio against a stale script
 //! compares the store with less work than it does.
 //!
+//! `bench/lifecycle-markers-off.sql` is the same lifecycle as a store built with
+//! `consumed_markers(false)` runs it (the consume's markers bind false).
+//!
 //! `bench/lifecycle-least.sql`, the other baseline, is pinned to the three least statements
 //! that store, read and single-use a request, so that "store / least SQL" keeps meaning the
 //! same thing.
@@ -38,7 +41,32 @@ fn words(text: &str) -> String {
 
 #[test]
 fn lifecycle_sql_runs_the_statements_of_src_sql_rs() {
-    let script = include_str!("../bench/lifecycle.sql");
+    // consume_by_hash with the default options: consumed markers on.
+    assert_runs_the_store_statements(
+        "bench/lifecycle.sql",
+        include_str!("../bench/lifecycle.sql"),
+        "true",
+    );
+}
+
+#[test]
+fn lifecycle_markers_off_sql_runs_the_statements_of_a_store_without_markers() {
+    // consume_by_hash with consumed_markers(false) (loadgen --mode markers-off).
+    assert_runs_the_store_statements(
+        "bench/lifecycle-markers-off.sql",
+        include_str!("../bench/lifecycle-markers-off.sql"),
+        "false",
+    );
+    assert!(
+        include_str!("../bench/lifecycle-markers-off.sql")
+            .contains("\\set key random(1, 9000000000000000000)"),
+        "bench/lifecycle-markers-off.sql draws its keys as bench/lifecycle.sql does"
+    );
+}
+
+/// `script` holds the store's three lifecycle statements of `src/sql.rs`, with the binds of
+/// `store`, `get_by_hash` and `consume_by_hash` (consumed markers bound as `markers`).
+fn assert_runs_the_store_statements(name: &str, script: &str, markers: &str) {
     let statements = statement_lines(script);
     let expected = [
         // store: the key, the expiry (typed as the store binds it), 600 bytes, no client.
@@ -48,19 +76,19 @@ fn lifecycle_sql_runs_the_statements_of_src_sql_rs() {
         ),
         // get_by_hash
         substitute(sql::SELECT_LIVE, &[":key"]),
-        // consume_by_hash: any client, markers on, not reopenable, no session.
-        substitute(sql::CONSUME, &[":key", "NULL", "true", "false", "NULL"]),
+        // consume_by_hash: any client, markers as given, not reopenable, no session.
+        substitute(sql::CONSUME, &[":key", "NULL", markers, "false", "NULL"]),
     ];
     assert_eq!(
         statements.len(),
         expected.len(),
-        "bench/lifecycle.sql holds one line per statement: {statements:#?}"
+        "{name} holds one line per statement: {statements:#?}"
     );
     for (line, statement) in statements.iter().zip(&expected) {
         assert_eq!(
             words(line),
             format!("{};", words(statement)),
-            "bench/lifecycle.sql differs from src/sql.rs"
+            "{name} differs from src/sql.rs"
         );
     }
 }

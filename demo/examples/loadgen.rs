@@ -17,8 +17,10 @@
 //!
 //! options (defaults in brackets)
 //!   --url URL            [$DATABASE_URL or postgres://postgres:postgres@127.0.0.1:5432/postgres]
-//!   --mode M             store | pooler | protected | shared | pool | conn | lite     [store]
+//!   --mode M             store | markers-off | pooler | protected | shared | pool | conn | lite
+//!                                                                                     [store]
 //!                          store:     PostgresStore with its own pool (PostgresStoreOptions)
+//!                          markers-off: the same with consumed_markers(false)
 //!                          pooler:    the same in pooler mode (pooler_mode(true)), for
 //!                                     a transaction-mode pooler without prepared statements
 //!                          protected: ProtectedStore over that PostgresStore
@@ -206,6 +208,7 @@ fn seed() -> u64 {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Store,
+    MarkersOff,
     Pooler,
     Protected,
     Pool,
@@ -219,6 +222,7 @@ impl FromStr for Mode {
     fn from_str(text: &str) -> Result<Mode, String> {
         match text {
             "store" => Ok(Mode::Store),
+            "markers-off" => Ok(Mode::MarkersOff),
             "pooler" => Ok(Mode::Pooler),
             "protected" => Ok(Mode::Protected),
             "pool" => Ok(Mode::Pool),
@@ -234,6 +238,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Store => "store",
+            Mode::MarkersOff => "markers-off",
             Mode::Pooler => "pooler",
             Mode::Protected => "protected",
             Mode::Pool => "pool",
@@ -410,7 +415,8 @@ fn with_store_settings(url: &str) -> Result<PgConnectOptions, BoxError> {
 async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxError> {
     let options = PostgresStoreOptions::new()
         .max_connections(connections)
-        .pooler_mode(mode == Mode::Pooler);
+        .pooler_mode(mode == Mode::Pooler)
+        .consumed_markers(mode != Mode::MarkersOff);
     // The `shared` and `pool` modes: a sqlx pool with the same limits and no ping before use.
     let sqlx_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(connections)
@@ -424,14 +430,14 @@ async fn setup(url: &str, mode: Mode, connections: u32) -> Result<Setup, BoxErro
     // modes open their own, and use the store only for the cleanup job).
     if matches!(
         mode,
-        Mode::Store | Mode::Pooler | Mode::Protected | Mode::Shared | Mode::Pool
+        Mode::Store | Mode::MarkersOff | Mode::Pooler | Mode::Protected | Mode::Shared | Mode::Pool
     ) {
         futures::future::try_join_all((0..connections).map(|_| store.get_by_hash("warm-up")))
             .await?;
     }
     let target = match mode {
         Mode::Shared => Target::Store(Arc::new(store.clone())),
-        Mode::Store | Mode::Pooler => Target::Store(Arc::new(store.clone())),
+        Mode::Store | Mode::MarkersOff | Mode::Pooler => Target::Store(Arc::new(store.clone())),
         Mode::Protected => {
             let keys = KeyRing::new(ProtectionKey::new("bench", [7u8; 32])?);
             Target::Store(Arc::new(ProtectedStore::new(store.clone(), keys)))
