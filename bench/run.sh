@@ -171,12 +171,14 @@ b = ("client_id=s6BhdRkqt3&response_type=code&scope=openid%20profile%20email"
      "&code_challenge_method=S256&nonce=n-0S6_WzA2Mj&")
 print((b * 10)[:600])')
 
-# The pgbench modes and their scripts: the store's SQL, the least SQL that does the job, and
-# the store's SQL with consumed markers off (against loadgen --mode markers-off).
+# The pgbench modes and their scripts: the store's SQL, the least SQL that does the job, the
+# least SQL with the consumed marker (what the marker alone costs), and the store's SQL with
+# consumed markers off (against loadgen --mode markers-off).
 pgbench_script() {
   case "$1" in
     pgbench) echo bench/lifecycle.sql ;;
     pgbench-least) echo bench/lifecycle-least.sql ;;
+    pgbench-least-marker) echo bench/lifecycle-least-marker.sql ;;
     pgbench-markers-off) echo bench/lifecycle-markers-off.sql ;;
     *) return 1 ;;
   esac

@@ -131,6 +131,37 @@ fn lifecycle_least_sql_runs_the_three_least_statements() {
 }
 
 #[test]
+fn lifecycle_least_marker_sql_is_the_least_sql_with_the_marker() {
+    let least = statement_lines(include_str!("../bench/lifecycle-least.sql"));
+    let script = include_str!("../bench/lifecycle-least-marker.sql");
+    let statements = statement_lines(script);
+    assert_eq!(statements.len(), 3, "{statements:?}");
+    assert_eq!(
+        words(statements[0]),
+        words(least[0]),
+        "the least SQL's insert"
+    );
+    assert_eq!(
+        words(statements[1]),
+        words(least[1]),
+        "the least SQL's read"
+    );
+    assert_eq!(
+        words(statements[2]),
+        words(
+            "WITH taken AS (DELETE FROM pushed_authorization_requests \
+             WHERE reference_value_hash = :key RETURNING expires_at, parameters, client_id), \
+             marked AS (INSERT INTO pushed_authorization_request_markers \
+             (reference_value_hash, expires_at, client_id, consumed_at) \
+             SELECT :key, expires_at, client_id, now() FROM taken) \
+             SELECT expires_at, parameters, client_id FROM taken;"
+        ),
+        "the least SQL's DELETE, with the marker inserted beside it"
+    );
+    assert!(script.contains("\\set key random(1, 9000000000000000000)"));
+}
+
+#[test]
 fn substitute_replaces_every_parameter_once() {
     assert_eq!(
         substitute("a = $1 AND b = $2::text OR c = $1", &["x", "NULL"]),
