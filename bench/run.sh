@@ -20,7 +20,9 @@
 #                                case (e.g. with CLIENTS="1 4" ROUNDS=5 RUN_SECONDS=5
 #                                MODES="store pgbench protected"; markers off:
 #                                MODES="markers-off pgbench-markers-off", the store with
-#                                consumed_markers(false) and bench/lifecycle-markers-off.sql)
+#                                consumed_markers(false) and bench/lifecycle-markers-off.sql;
+#                                what the marker costs: MODES="store pgbench-least
+#                                pgbench-least-marker", bench/lifecycle-least-marker.sql)
 #   bash bench/run.sh --overload-only   only the overload case: 4x more callers than
 #                                connections (OVERLOAD="4:16 16:64", connections:callers),
 #                                store, shared and lite against pgbench and pgbench-least
