@@ -68,7 +68,7 @@ for arg in "$@"; do
     --markers) exec bash bench/markers.sh ;;
     --metrics) exec bash bench/metrics.sh ;;
     --per-core) exec bash bench/per-core.sh ;;
-    -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
