@@ -112,21 +112,6 @@ pairs() {
   psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null
 }
 
-# A private cluster with stock settings on a free port; sets $cluster and $server.
-start_cluster() {
-  PG_BINDIR="${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
-  [ -x "$PG_BINDIR/initdb" ] || { echo "steady: no initdb in PG_BINDIR ($PG_BINDIR)" >&2; exit 1; }
-  cluster="$tmp/cluster"
-  mkdir -p "$cluster"
-  [ "$(id -u)" = 0 ] && chown postgres: "$cluster"
-  on_exit+=("as_postgres '$PG_BINDIR/pg_ctl' -D '$cluster/data' -m fast stop >/dev/null 2>&1")
-  local port
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  as_postgres "$PG_BINDIR/initdb" -D "$cluster/data" -U postgres -A trust --no-sync >/dev/null
-  as_postgres "$PG_BINDIR/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w \
-    -o "-p $port -k $cluster -c listen_addresses=127.0.0.1" start >/dev/null
-  server="postgres://postgres@127.0.0.1:$port/postgres"
-}
 
 # The store's cleanup statement, from src/sql.rs, with the batch size in place of $1.
 delete_expired_sql() {

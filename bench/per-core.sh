@@ -38,17 +38,7 @@ note "building the load generator (release)"
 cargo build --release --quiet -p par-store-demo --example loadgen
 loadgen=target/release/examples/loadgen
 
-PG_BINDIR="${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
-[ -x "$PG_BINDIR/initdb" ] || { echo "no initdb in PG_BINDIR ($PG_BINDIR)" >&2; exit 1; }
-cluster="$tmp/cluster"
-mkdir -p "$cluster"
-[ "$(id -u)" = 0 ] && chown postgres: "$cluster"
-on_exit+=("as_postgres '$PG_BINDIR/pg_ctl' -D '$cluster/data' -m fast stop >/dev/null 2>&1")
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-as_postgres "$PG_BINDIR/initdb" -D "$cluster/data" -U postgres -A trust --no-sync >/dev/null
-as_postgres "$PG_BINDIR/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w \
-  -o "-p $port -k $cluster -c listen_addresses=127.0.0.1" start >/dev/null
-server="postgres://postgres@127.0.0.1:$port/postgres"
+start_cluster
 postmaster=$(head -n 1 "$cluster/data/postmaster.pid")
 psql -q "$server" -c "CREATE DATABASE par_store_per_core" >/dev/null
 url=$(url_for "$server" par_store_per_core)

@@ -189,10 +189,10 @@ pub(crate) const DELETE_BY_CLIENT_ID: &str = "WITH requests AS ( \
 /// The clock is read once, by the statement, in an uncorrelated subquery: the cutoff is then a
 /// run-time parameter that the index scan on `expires_at` uses as its bound (with
 /// `clock_timestamp()` in the `WHERE` itself, which is volatile, the scan would read every live
-/// row in the index and filter them one by one). Reading the clock before the statement's row
-/// locks is safe here: expiry only grows with time, so an earlier cutoff removes fewer rows,
-/// never a live one, and a row changed meanwhile (`store_or_replace`) is re-checked on its new
-/// version by the lock.
+/// row in the index and filter them one by one). Unlike a consume, the batch never waits for a
+/// row lock (`SKIP LOCKED`), so there is no wait for the clock to be read before; and the cutoff
+/// is read no later than any row is locked, so it is never later than the instant of the
+/// deletion: a row live then is never removed.
 ///
 /// `FOR UPDATE SKIP LOCKED` lets many cleaners (one per server instance) and live consumers run
 /// at once: a row locked by someone else is skipped, never waited for. Each batch is collected
