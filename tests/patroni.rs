@@ -13,6 +13,12 @@
 //! 3. `rejoin`: the crashed node's Patroni is started again and the node comes back as a
 //!    replica (`use_pg_rewind: true`: pg_rewind when its timeline diverged).
 //!
+//! Each fault waits until the replicas stream from the leader. Under load a replica can
+//! still be more than `maximum_lag_on_failover` (1 MB, Patroni's default, kept here) behind
+//! the leader's last position Patroni recorded when the leader dies; Patroni then promotes
+//! none. The `kill` case records that (and starts the old leader again, which leads once
+//! more), and `rejoin` is not run.
+//!
 //! After each fault the load runs on until every path has succeeded again, then a little
 //! longer; then, on the leader, directly, the test counts acknowledged stores that are
 //! missing (lost) and acknowledged consumes whose request is readable again (resurrected),
@@ -53,6 +59,9 @@ const AT_RISK: Duration = Duration::from_millis(1_000);
 /// Bound on Patroni's own steps (a new leader, a rejoined replica) and on the store's
 /// recovery after them: generous, for two loaded cores. Not a figure: a hang.
 const HANG: Duration = Duration::from_secs(90);
+/// What Patroni 3.0 logs when it will not promote a node because the node's WAL position is
+/// more than `maximum_lag_on_failover` behind the leader's last one it recorded.
+const LAGGING: &str = "My wal position exceeds maximum replication lag";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
@@ -74,6 +83,8 @@ enum Fault {
     Switchover,
     Kill,
     Rejoin,
+    /// The leader crashes while every replica lags more than `maximum_lag_on_failover`.
+    KillLagging,
 }
 
 impl Fault {
@@ -82,6 +93,7 @@ impl Fault {
             Fault::Switchover => "switchover",
             Fault::Kill => "kill",
             Fault::Rejoin => "rejoin",
+            Fault::KillLagging => "kill-lagging",
         }
     }
 }
@@ -141,6 +153,8 @@ struct Figures {
     consumed_twice: usize,
     failed: usize,
     writes_at_risk: usize,
+    /// Patroni promoted no replica after the crash; the old leader was started again.
+    no_failover: bool,
 }
 
 async fn leader_connection(cluster: &Patroni) -> PgConnection {
@@ -191,24 +205,68 @@ async fn run_case(
     let load_started = Instant::now();
     tokio::time::sleep(LOAD_BEFORE).await;
 
+    // Patroni's refusals to promote so far, per node.
+    let lagging_before: Vec<usize> = (0..3).map(|i| cluster.log_count(i, LAGGING)).collect();
+    let mut paused = Vec::new();
+    if fault == Fault::KillLagging {
+        // The replicas stop receiving WAL until Patroni has decided: they fall 4 MB behind
+        // while the leader writes on, then two Patroni loops record the leader's position.
+        paused = cluster.pause_receivers(victim);
+        cluster
+            .wait_until(HANG, "the replicas 4 MB behind", |c| async move {
+                c.replica_lag(victim).await.is_some_and(|lag| lag > 4 << 20)
+            })
+            .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     let fault_at = Instant::now();
     match fault {
         Fault::Switchover => cluster.switchover(victim, candidate).await,
-        Fault::Kill => cluster.kill_node(victim),
+        Fault::Kill | Fault::KillLagging => cluster.kill_node(victim),
         Fault::Rejoin => cluster.start_node(victim),
     }
     let injected = Instant::now();
-    // Patroni's part: a new leader (not the victim), or the victim back as a replica.
+    // Patroni's part: a new leader (not the victim), or the victim back as a replica; or,
+    // after a crash, every other node refusing to be promoted because it lags.
+    let survivors = cluster.running();
+    let refused_by_all = |c: &Patroni| {
+        survivors
+            .iter()
+            .all(|i| c.log_count(*i, LAGGING) > lagging_before[*i])
+    };
     cluster
         .wait_until(HANG, "Patroni handles the fault", |c| async move {
             match fault {
-                Fault::Switchover | Fault::Kill => {
-                    c.leader().await.is_some_and(|leader| leader != victim)
+                Fault::Switchover => c.leader().await.is_some_and(|leader| leader != victim),
+                Fault::Kill | Fault::KillLagging => {
+                    c.leader().await.is_some_and(|leader| leader != victim) || refused_by_all(c)
                 }
                 Fault::Rejoin => c.replicas().await.contains(&victim),
             }
         })
         .await;
+    cluster.resume_receivers(&paused);
+    let refused = matches!(fault, Fault::Kill | Fault::KillLagging)
+        && cluster.leader().await.is_none()
+        && refused_by_all(cluster);
+    if refused {
+        // No replica had the leader's last recorded position within
+        // `maximum_lag_on_failover`: Patroni keeps the cluster without a leader rather than
+        // lose more. What brings it back is the old leader: start it, as an operator would.
+        println!(
+            "patroni figures: mode={mode} fault={} on {}: Patroni promoted no replica \
+             (every one lagged more than maximum_lag_on_failover); {} started again",
+            fault.label(),
+            cluster.name(victim),
+            cluster.name(victim)
+        );
+        cluster.start_node(victim);
+        cluster
+            .wait_until(HANG, "a leader after the old one is back", |c| async move {
+                c.leader().await.is_some()
+            })
+            .await;
+    }
     let handled = Instant::now();
     let leader_now = cluster
         .leader()
@@ -391,6 +449,7 @@ async fn run_case(
                 consumed_twice,
                 failed: journal.failed.len(),
                 writes_at_risk,
+                no_failover: refused,
             },
         ));
     }
@@ -443,12 +502,35 @@ async fn run_all(test: &str, synchronous_mode: bool) -> Option<Vec<(Fault, Path,
         all.push((Fault::Kill, path, figures));
     }
 
-    // 3. The crashed node comes back, as a replica.
+    // 3. The crashed node comes back, as a replica (unless Patroni promoted none and the
+    // crashed node was started again as the leader in step 2).
     let killed = leader;
-    for (path, figures) in
-        run_case(&mut cluster, mode, Fault::Rejoin, killed, killed, &stores).await
-    {
-        all.push((Fault::Rejoin, path, figures));
+    if all.iter().any(|(_, _, figures)| figures.no_failover) {
+        println!("patroni figures: mode={mode} fault=rejoin: not run, no replica was promoted");
+    } else {
+        for (path, figures) in
+            run_case(&mut cluster, mode, Fault::Rejoin, killed, killed, &stores).await
+        {
+            all.push((Fault::Rejoin, path, figures));
+        }
+    }
+
+    // 4. Asynchronous mode: the leader crashes while every replica lags (their WAL receivers
+    // stopped), and Patroni promotes none; the old leader is started again.
+    if !synchronous_mode {
+        let leader = cluster.wait_healthy(synchronous_mode, HANG).await;
+        for (path, figures) in run_case(
+            &mut cluster,
+            mode,
+            Fault::KillLagging,
+            leader,
+            leader,
+            &stores,
+        )
+        .await
+        {
+            all.push((Fault::KillLagging, path, figures));
+        }
     }
     cluster.wait_healthy(synchronous_mode, HANG).await;
     println!(
@@ -516,5 +598,28 @@ async fn asynchronous_mode_figures() {
         all.iter()
             .any(|(fault, _, figures)| *fault == Fault::Kill && figures.failed > 0),
         "the leader's crash must have failed some operations"
+    );
+    // With every replica lagging, Patroni promotes none: the old leader comes back with
+    // everything it acknowledged, and nothing is lost or brought back.
+    for (fault, path, figures) in all.iter().filter(|(f, ..)| *f == Fault::KillLagging) {
+        let case = format!("async {} {}", path.label(), fault.label());
+        assert!(
+            figures.no_failover,
+            "{case}: Patroni promoted a lagging replica"
+        );
+        assert!(figures.failed > 0, "{case}: the crash failed no operation");
+        assert_eq!(figures.lost, 0, "{case}: acknowledged stores lost");
+        assert_eq!(
+            figures.resurrected, 0,
+            "{case}: consumed requests brought back"
+        );
+        assert_eq!(
+            figures.consumed_twice, 0,
+            "{case}: requests handed out twice"
+        );
+    }
+    assert!(
+        all.iter().any(|(fault, ..)| *fault == Fault::KillLagging),
+        "the lagging case ran"
     );
 }

@@ -408,24 +408,48 @@ impl Patroni {
         }
     }
 
-    /// Waits until there is one leader, the other running nodes are replicas (one of them
-    /// the synchronous standby when `synchronous`), and a session through HAProxy lands on
-    /// the leader's port.
+    /// Waits until there is one leader, the other running nodes are replicas streaming from
+    /// it (one of them the synchronous standby when `synchronous`), and a session through
+    /// HAProxy lands on the leader's port.
     pub async fn wait_healthy(&self, synchronous: bool, limit: Duration) -> usize {
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].patroni.is_some())
-            .collect();
-        let replicas = running.len() - 1;
+        let replicas = self.running().len() - 1;
         self.wait_until(limit, "a leader and streaming replicas", |c| async move {
             let Some(leader) = c.leader().await else {
                 return false;
             };
             c.replicas().await.len() == replicas
                 && (!synchronous || c.sync_standby().await.is_some_and(|s| s != leader))
+                && c.streaming_to(leader).await == Some(replicas)
                 && c.haproxy_leads_to(leader).await
         })
         .await;
         self.leader().await.expect("a leader")
+    }
+
+    /// How many replicas stream from node `i` (`pg_stat_replication`, state `streaming`), or
+    /// `None` if it does not answer. Patroni's `GET /replica` answers 200 for a running
+    /// replica that has not yet connected to a new leader (after a switchover, say); a
+    /// replica that is not streaming when the leader dies lags behind the leader's last
+    /// position Patroni recorded, and Patroni then refuses to promote it.
+    async fn streaming_to(&self, i: usize) -> Option<usize> {
+        use par_store::sqlx::{Connection, PgConnection};
+        let probe = async {
+            let mut conn = PgConnection::connect_with(&self.node_options(i))
+                .await
+                .ok()?;
+            let streaming: i64 = par_store::sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .ok()?;
+            let _ = conn.close().await;
+            usize::try_from(streaming).ok()
+        };
+        tokio::time::timeout(Duration::from_secs(3), probe)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Whether a session through HAProxy is on node `i`'s server.
@@ -505,6 +529,54 @@ impl Patroni {
             .ok()
     }
 
+    /// Stops (`SIGSTOP`) the WAL receivers of every running node but `leader`: the replicas
+    /// fall behind while the leader goes on writing. Returns their PIDs for
+    /// [`resume_receivers`](Self::resume_receivers).
+    pub fn pause_receivers(&self, leader: usize) -> Vec<u32> {
+        let receivers: Vec<u32> = self
+            .running()
+            .into_iter()
+            .filter(|i| *i != leader)
+            .filter_map(|i| self.postmaster_pid(i))
+            .flat_map(children_of)
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("walreceiver"))
+            })
+            .collect();
+        kill("-STOP", &receivers);
+        receivers
+    }
+
+    /// Lets the WAL receivers [`pause_receivers`](Self::pause_receivers) stopped go on.
+    pub fn resume_receivers(&self, receivers: &[u32]) {
+        kill("-CONT", receivers);
+    }
+
+    /// How far (bytes) the least advanced replica's flushed WAL is behind node `leader`'s
+    /// current position, from `pg_stat_replication`; `None` if the leader does not answer.
+    pub async fn replica_lag(&self, leader: usize) -> Option<i64> {
+        use par_store::sqlx::{Connection, PgConnection};
+        let probe = async {
+            let mut conn = PgConnection::connect_with(&self.node_options(leader))
+                .await
+                .ok()?;
+            let lag: Option<i64> = par_store::sqlx::query_scalar(
+                "SELECT min(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn))::int8 \
+                 FROM pg_stat_replication",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .ok()?;
+            let _ = conn.close().await;
+            lag
+        };
+        tokio::time::timeout(Duration::from_secs(3), probe)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// A crash of node `i`: `SIGKILL` to its Patroni, its postmaster and the postmaster's
     /// children, all in one `kill`.
     pub fn kill_node(&mut self, i: usize) {
@@ -524,8 +596,20 @@ impl Patroni {
 
     /// Whether node `i`'s Patroni log holds `text`.
     pub fn log_contains(&self, i: usize, text: &str) -> bool {
+        self.log_count(i, text) > 0
+    }
+
+    /// How many times node `i`'s Patroni log holds `text`.
+    pub fn log_count(&self, i: usize, text: &str) -> usize {
         fs::read_to_string(self.base.join(format!("{}.log", self.nodes[i].name)))
-            .is_ok_and(|log| log.contains(text))
+            .map_or(0, |log| log.matches(text).count())
+    }
+
+    /// The nodes whose Patroni runs.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].patroni.is_some())
+            .collect()
     }
 
     /// The last lines of every log, for a failure message.
