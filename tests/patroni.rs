@@ -545,6 +545,19 @@ async fn run_all(test: &str, synchronous_mode: bool) -> Option<Vec<(Fault, Path,
     Some(all)
 }
 
+/// Nothing acknowledged lost, no consumed request brought back or handed out twice.
+fn assert_single_use(case: &str, figures: &Figures) {
+    assert_eq!(figures.lost, 0, "{case}: acknowledged stores lost");
+    assert_eq!(
+        figures.resurrected, 0,
+        "{case}: consumed requests brought back"
+    );
+    assert_eq!(
+        figures.consumed_twice, 0,
+        "{case}: requests handed out twice"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_mode_loses_nothing_and_resurrects_nothing() {
     let Some(all) = run_all(
@@ -557,15 +570,7 @@ async fn synchronous_mode_loses_nothing_and_resurrects_nothing() {
     };
     for (fault, path, figures) in &all {
         let case = format!("sync {} {}", path.label(), fault.label());
-        assert_eq!(figures.lost, 0, "{case}: acknowledged stores lost");
-        assert_eq!(
-            figures.resurrected, 0,
-            "{case}: consumed requests brought back"
-        );
-        assert_eq!(
-            figures.consumed_twice, 0,
-            "{case}: requests handed out twice"
-        );
+        assert_single_use(&case, figures);
         assert!(
             figures.writes_at_risk > 0,
             "{case}: nothing was acknowledged right before the fault: the run proves nothing"
@@ -608,15 +613,7 @@ async fn asynchronous_mode_figures() {
             "{case}: Patroni promoted a lagging replica"
         );
         assert!(figures.failed > 0, "{case}: the crash failed no operation");
-        assert_eq!(figures.lost, 0, "{case}: acknowledged stores lost");
-        assert_eq!(
-            figures.resurrected, 0,
-            "{case}: consumed requests brought back"
-        );
-        assert_eq!(
-            figures.consumed_twice, 0,
-            "{case}: requests handed out twice"
-        );
+        assert_single_use(&case, figures);
     }
     assert!(
         all.iter().any(|(fault, ..)| *fault == Fault::KillLagging),
