@@ -112,6 +112,10 @@ pub(crate) const LOOK_UP: &str = "SELECT expires_at, parameters, client_id, \
 /// by a concurrent consumer after the snapshot: the store then asks again), or its marker.
 /// Those two reads cost nothing on the hot path (`NOT EXISTS (SELECT FROM decided)` is
 /// evaluated once, before them).
+///
+/// Where `distribute_on_citus` distributed migration 0008's function, the store sends
+/// [`CITUS_CONSUME`] instead: these steps as statements of a function that Citus runs on the
+/// shard's worker (Citus plans this CTE in distributed subplans through the coordinator).
 pub(crate) const CONSUME: &str = "WITH taken AS ( \
          DELETE FROM pushed_authorization_requests \
          WHERE reference_value_hash = $1 \
