@@ -344,7 +344,10 @@ impl PostgresStore {
     /// is distributed (one more round trip then, two on Citus; the answer is kept for the
     /// store's lifetime): a store that started before this ran keeps sending the one-statement
     /// consumption, which is correct on Citus too but several times slower, until it is
-    /// restarted. Run this before starting the instances. The migration history stays a local table on the coordinator, and
+    /// restarted. Run this before starting the instances. A store in
+    /// [pooler mode](PostgresStoreOptions::pooler_mode) keeps the one-statement consumption
+    /// and never checks: Citus does not delegate a call inside the transaction block that
+    /// mode wraps each operation in. The migration history stays a local table on the coordinator, and
     /// later migrations apply to the distributed table. Run this after migrations 0001 to
     /// 0003 (as it does): 0003 changes the key's collation, which Citus refuses on a
     /// distributed table. Rows already in the table are copied into the shards (Citus keeps
@@ -364,8 +367,10 @@ impl PostgresStore {
         self.migrate().await?;
         let tables = self.flag(CITUS_DISTRIBUTE).await?;
         let function = self.flag(CITUS_DISTRIBUTE_CONSUME).await?;
-        self.consume_route
-            .store(ConsumeRoute::Delegated as u8, Ordering::Relaxed);
+        if !matches!(*self.protocol, Protocol::Pooler { .. }) {
+            self.consume_route
+                .store(ConsumeRoute::Delegated as u8, Ordering::Relaxed);
+        }
         Ok(tables || function)
     }
 
@@ -383,8 +388,17 @@ impl PostgresStore {
     /// asked again at the next operation, which meanwhile consumes with `CONSUME`, correct
     /// everywhere. Run at the start of each operation (an atomic load once known), so that
     /// the check is not part of any operation's steady state.
+    ///
+    /// In pooler mode the store keeps `CONSUME` and asks nothing: each operation runs in
+    /// `BEGIN ... COMMIT`, and Citus delegates a function call only outside a transaction
+    /// block (`function_call_delegation.c`), so the call would gain nothing.
     async fn find_consume_route(&self) {
         if self.consume_route.load(Ordering::Relaxed) != ConsumeRoute::Unknown as u8 {
+            return;
+        }
+        if matches!(*self.protocol, Protocol::Pooler { .. }) {
+            self.consume_route
+                .store(ConsumeRoute::Statement as u8, Ordering::Relaxed);
             return;
         }
         let delegated = match self.unnamed_flag(CITUS_INSTALLED).await {
