@@ -347,8 +347,10 @@ impl PostgresStore {
     /// restarted. Run this before starting the instances. A store in
     /// [pooler mode](PostgresStoreOptions::pooler_mode) keeps the one-statement consumption
     /// and never checks: Citus does not delegate a call inside the transaction block that
-    /// mode wraps each operation in. The migration history stays a local table on the coordinator, and
-    /// later migrations apply to the distributed table. Run this after migrations 0001 to
+    /// mode wraps each operation in.
+    ///
+    /// The migration history stays a local table on the coordinator, and later migrations
+    /// apply to the distributed table. Run this after migrations 0001 to
     /// 0003 (as it does): 0003 changes the key's collation, which Citus refuses on a
     /// distributed table. Rows already in the table are copied into the shards (Citus keeps
     /// the local copy until `truncate_local_data_after_distributing_table`). See
