@@ -12,8 +12,9 @@ use crate::migrations;
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
-    CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE, CONSUME, DELETE_BY_CLIENT_ID,
-    DELETE_EXPIRED_BATCH, INSERT, LOOK_UP, RELOAD, SELECT_LIVE, UPSERT,
+    CITUS_CONSUME, CITUS_CONSUME_DELEGATED, CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE,
+    CITUS_DISTRIBUTE_CONSUME, CITUS_INSTALLED, CONSUME, DELETE_BY_CLIENT_ID, DELETE_EXPIRED_BATCH,
+    INSERT, LOOK_UP, RELOAD, SELECT_LIVE, UPSERT,
 };
 use crate::telemetry::StoreMetrics;
 use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
@@ -24,7 +25,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgTypeInfo, PgValueFormat, P
 use sqlx::query::Query;
 use sqlx::{Decode, FromRow, PgPool, Postgres, Type};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,9 @@ pub struct PostgresStore {
     /// Set once Citus refused the plain cleanup batch: the table is distributed, and the
     /// cleanup runs per shard (`src/sql.rs`). Shared by clones.
     citus_cleanup: Arc<AtomicBool>,
+    /// How a consumption is sent ([`ConsumeRoute`]), found at the store's first operation
+    /// and kept. Shared by clones.
+    consume_route: Arc<AtomicU8>,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
     consume_policy: ConsumePolicy,
@@ -322,15 +326,31 @@ impl PostgresStore {
 
     /// Sets the store up on a [Citus](https://www.citusdata.com/) cluster, through a
     /// connection to its coordinator: applies the migrations ([`migrate`](Self::migrate)),
-    /// then distributes the table by its key (`create_distributed_table(
-    /// 'pushed_authorization_requests', 'reference_value_hash')`) unless it already is.
-    /// Returns `true` when it distributed the table now, `false` when it already was.
+    /// then distributes both tables by their key (`create_distributed_table(
+    /// 'pushed_authorization_requests', 'reference_value_hash')`, the markers colocated with
+    /// the requests) and the consumption function of migration 0008
+    /// (`create_distributed_function('par_store_consume(...)', '$1', colocate_with =>
+    /// 'pushed_authorization_requests')`), each unless it already is. Returns `true` when it
+    /// distributed something now (a 0.3 deployment's tables are already distributed: its
+    /// first run on 0.4 distributes the function), `false` when everything already was.
     /// Idempotent; run it once at deployment (or at every start), from one instance.
     ///
     /// Every store operation is then routed by Citus to the one shard that holds the key,
     /// and [`delete_expired`](Self::delete_expired) and the [`CleanupJob`](crate::CleanupJob)
-    /// clean every shard. The migration history stays a local table on the coordinator, and
-    /// later migrations apply to the distributed table. Run this after migrations 0001 to
+    /// clean every shard. A consumption is a call of the distributed function, which Citus
+    /// delegates to the worker holding the key's shard: there it takes the row, reads the
+    /// clock and writes the marker as single-shard statements (`docs/scaling.md`). Every
+    /// store, on any instance, finds out once, at its first operation, whether the function
+    /// is distributed (one more round trip then, two on Citus; the answer is kept for the
+    /// store's lifetime): a store that started before this ran keeps sending the one-statement
+    /// consumption, which is correct on Citus too but several times slower, until it is
+    /// restarted. Run this before starting the instances. A store in
+    /// [pooler mode](PostgresStoreOptions::pooler_mode) keeps the one-statement consumption
+    /// and never checks: Citus does not delegate a call inside the transaction block that
+    /// mode wraps each operation in.
+    ///
+    /// The migration history stays a local table on the coordinator, and later migrations
+    /// apply to the distributed table. Run this after migrations 0001 to
     /// 0003 (as it does): 0003 changes the key's collation, which Citus refuses on a
     /// distributed table. Rows already in the table are copied into the shards (Citus keeps
     /// the local copy until `truncate_local_data_after_distributing_table`). See
@@ -347,12 +367,76 @@ impl PostgresStore {
     /// ```
     pub async fn distribute_on_citus(&self) -> Result<bool, StoreError> {
         self.migrate().await?;
+        let tables = self.flag(CITUS_DISTRIBUTE).await?;
+        let function = self.flag(CITUS_DISTRIBUTE_CONSUME).await?;
+        if !matches!(*self.protocol, Protocol::Pooler { .. }) {
+            self.consume_route
+                .store(ConsumeRoute::Delegated as u8, Ordering::Relaxed);
+        }
+        Ok(tables || function)
+    }
+
+    /// Runs a statement that returns one boolean in one row (none: `false`).
+    async fn flag(&self, statement: &'static str) -> Result<bool, StoreError> {
+        let outcome = self
+            .run(Retry::Always, Returns::Row, || sqlx::query(statement))
+            .await?;
+        Ok(decode::<(bool,)>(&outcome)?.is_some_and(|(flag,)| flag))
+    }
+
+    /// Finds out, once per store (the clones share the answer), whether the consumption
+    /// function is distributed by Citus ([`ConsumeRoute`]). Plain PostgreSQL answers one
+    /// unnamed statement ([`CITUS_INSTALLED`]); Citus a second one. A check that failed is
+    /// asked again at the next operation, which meanwhile consumes with `CONSUME`, correct
+    /// everywhere. Run at the start of each operation (an atomic load once known), so that
+    /// the check is not part of any operation's steady state.
+    ///
+    /// In pooler mode the store keeps `CONSUME` and asks nothing: each operation runs in
+    /// `BEGIN ... COMMIT`, and Citus delegates a function call only outside a transaction
+    /// block (`function_call_delegation.c`), so the call would gain nothing.
+    async fn find_consume_route(&self) {
+        if self.consume_route.load(Ordering::Relaxed) != ConsumeRoute::Unknown as u8 {
+            return;
+        }
+        if matches!(*self.protocol, Protocol::Pooler { .. }) {
+            self.consume_route
+                .store(ConsumeRoute::Statement as u8, Ordering::Relaxed);
+            return;
+        }
+        let delegated = match self.unnamed_flag(CITUS_INSTALLED).await {
+            Ok(true) => self.unnamed_flag(CITUS_CONSUME_DELEGATED).await,
+            other => other,
+        };
+        match delegated {
+            Ok(delegated) => {
+                let route = if delegated {
+                    tracing::debug!("the consumption function is distributed by Citus: calling it");
+                    ConsumeRoute::Delegated
+                } else {
+                    ConsumeRoute::Statement
+                };
+                // A concurrent `distribute_on_citus` of this store may have set Delegated.
+                let _ = self.consume_route.compare_exchange(
+                    ConsumeRoute::Unknown as u8,
+                    route as u8,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "could not check for Citus; asking again later")
+            }
+        }
+    }
+
+    /// [`flag`](Self::flag), unnamed: a check run once leaves no prepared statement behind.
+    async fn unnamed_flag(&self, statement: &'static str) -> Result<bool, StoreError> {
         let outcome = self
             .run(Retry::Always, Returns::Row, || {
-                sqlx::query(CITUS_DISTRIBUTE)
+                sqlx::query(statement).persistent(false)
             })
             .await?;
-        Ok(decode::<(bool,)>(&outcome)?.is_some_and(|(distributed,)| distributed))
+        Ok(decode::<(bool,)>(&outcome)?.is_some_and(|(flag,)| flag))
     }
 
     /// Removes every expired request, in batches of the default size (one statement per
@@ -363,6 +447,18 @@ impl PostgresStore {
     pub async fn delete_expired(&self) -> Result<u64, StoreError> {
         delete_expired_in_batches(self, DEFAULT_BATCH_SIZE).await
     }
+}
+
+/// How the store sends a consumption, kept in an `AtomicU8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum ConsumeRoute {
+    /// Not checked yet (or the check failed): `CONSUME`.
+    Unknown = 0,
+    /// Plain PostgreSQL, or Citus without the distributed function: `CONSUME`, one statement.
+    Statement = 1,
+    /// The function is distributed by Citus: `CITUS_CONSUME`, delegated to the shard's worker.
+    Delegated = 2,
 }
 
 /// A row as the reads return it: the key is the caller's (see `src/sql.rs`).
@@ -700,6 +796,7 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
+        self.find_consume_route().await;
         // Run again only when PostgreSQL proved it did not commit: a second run of a
         // committed insert would report the caller's own request as a duplicate.
         let outcome = self
@@ -720,6 +817,7 @@ impl Backend for PostgresStore {
         reference_value_hash: &str,
         client_id: &str,
     ) -> Result<Lookup, StoreError> {
+        self.find_consume_route().await;
         let outcome = self
             .run(Retry::Always, Returns::Row, || {
                 sqlx::query(LOOK_UP).bind(reference_value_hash)
@@ -736,6 +834,7 @@ impl Backend for PostgresStore {
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
+        self.find_consume_route().await;
         let outcome = self
             .run(Retry::Always, Returns::Row, || {
                 sqlx::query(SELECT_LIVE).bind(reference_value_hash)
@@ -751,13 +850,19 @@ impl Backend for PostgresStore {
         reopenable: bool,
         reload: Reload<'_>,
     ) -> Result<Consumption, StoreError> {
+        self.find_consume_route().await;
+        // The same parameters and columns either way (src/sql.rs).
+        let statement = match self.consume_route.load(Ordering::Relaxed) {
+            route if route == ConsumeRoute::Delegated as u8 => CITUS_CONSUME,
+            _ => CONSUME,
+        };
         for _ in 0..CONSUME_RACE_ATTEMPTS {
             // A consume that may have run is never run again: the second run would find the
             // request consumed and report `AlreadyConsumed` for the caller's own consumption.
             // Asking again after `Raced` is safe: that run's answer proves it took nothing.
             let outcome = self
                 .run(Retry::IfServerAborted, Returns::Row, || {
-                    sqlx::query(CONSUME)
+                    sqlx::query(statement)
                         .bind(reference_value_hash)
                         .bind(client_id)
                         .bind(self.consumed_markers)
@@ -785,6 +890,7 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
+        self.find_consume_route().await;
         // Never run twice: a request consumed between a committed first run and a second
         // one would be put back.
         let outcome = self
@@ -1224,6 +1330,7 @@ impl PostgresStoreOptions {
             max_request_lifetime: self.max_request_lifetime,
             operation_timeout: self.operation_timeout,
             citus_cleanup: Arc::default(),
+            consume_route: Arc::default(),
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
             consume_policy: self.consume_policy,
@@ -1409,6 +1516,7 @@ impl PostgresStoreOptions {
             max_request_lifetime: self.max_request_lifetime,
             operation_timeout: self.operation_timeout,
             citus_cleanup: Arc::default(),
+            consume_route: Arc::default(),
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
             consume_policy: self.consume_policy,

@@ -112,6 +112,10 @@ pub(crate) const LOOK_UP: &str = "SELECT expires_at, parameters, client_id, \
 /// by a concurrent consumer after the snapshot: the store then asks again), or its marker.
 /// Those two reads cost nothing on the hot path (`NOT EXISTS (SELECT FROM decided)` is
 /// evaluated once, before them).
+///
+/// Where `distribute_on_citus` distributed migration 0008's function, the store sends
+/// [`CITUS_CONSUME`] instead: these steps as statements of a function that Citus runs on the
+/// shard's worker (Citus plans this CTE in distributed subplans through the coordinator).
 pub(crate) const CONSUME: &str = "WITH taken AS ( \
          DELETE FROM pushed_authorization_requests \
          WHERE reference_value_hash = $1 \
@@ -272,6 +276,41 @@ pub(crate) const CITUS_DISTRIBUTE: &str = "SELECT count(create_distributed_table
          (2, 'pushed_authorization_request_markers'::regclass, 'pushed_authorization_requests') \
      ) AS t(n, tab, colocate) \
      WHERE NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = t.tab)";
+
+/// Distributes the consumption function of migration 0008 (`par_store_consume`) with Citus
+/// (`create_distributed_function`), colocated with the requests table, the hash ($1 of the
+/// call) as its distribution argument, unless it already is: Citus then runs each call on the
+/// worker that holds the hash's shard, where the function's statements are single-shard
+/// statements on local shards. One row: whether it distributed the function now. Run after
+/// [`CITUS_DISTRIBUTE`] (the colocation is the requests table's).
+pub(crate) const CITUS_DISTRIBUTE_CONSUME: &str = "SELECT count(create_distributed_function( \
+         'par_store_consume(text, text, boolean, boolean, text)', '$1', \
+         colocate_with => 'pushed_authorization_requests')) > 0 \
+     WHERE NOT EXISTS (SELECT FROM pg_dist_object \
+         WHERE classid = 'pg_proc'::regclass \
+           AND objid = to_regprocedure('par_store_consume(text, text, boolean, boolean, text)') \
+           AND distribution_argument_index IS NOT NULL)";
+
+/// Whether Citus is installed in the database: the first half of the store's check for a
+/// delegated consumption, which plain PostgreSQL answers without an error (it has no Citus
+/// catalog to ask [`CITUS_CONSUME_DELEGATED`]).
+pub(crate) const CITUS_INSTALLED: &str =
+    "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')";
+
+/// Whether the consumption function (the one on the connection's `search_path`) is
+/// distributed by Citus with a distribution argument ([`CITUS_DISTRIBUTE_CONSUME`]), so that
+/// Citus delegates its calls to the shard's worker; only where Citus is installed.
+pub(crate) const CITUS_CONSUME_DELEGATED: &str = "SELECT EXISTS (SELECT FROM pg_dist_object \
+     WHERE classid = 'pg_proc'::regclass \
+       AND objid = to_regprocedure('par_store_consume(text, text, boolean, boolean, text)') \
+       AND distribution_argument_index IS NOT NULL)";
+
+/// [`CONSUME`] on Citus: a call of migration 0008's `par_store_consume` with `CONSUME`'s
+/// parameters, returning `CONSUME`'s columns in its order (one decoding for both). The
+/// function takes the row (`DELETE ... RETURNING`), then reads the clock, then writes the
+/// marker, each a statement of its own; the call is in Citus's delegated form (a function in
+/// `FROM`, nothing else), so Citus sends the whole call to the worker holding the hash's shard.
+pub(crate) const CITUS_CONSUME: &str = "SELECT * FROM par_store_consume($1, $2, $3, $4, $5)";
 
 /// Reads a session's state for `target_session_attrs` (src/hosts.rs): whether it is read-only
 /// and whether the server is a standby, in one round trip. Run unnamed: it leaves no prepared

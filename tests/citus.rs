@@ -141,11 +141,21 @@ async fn later_migrations_apply_to_a_distributed_table_both_ways() {
     .execute(&mut conn)
     .await
     .unwrap();
-    // ... which then apply on the distributed table, through the store.
+    // ... which then apply on the distributed table, through the store; setting up on Citus
+    // then distributes the markers table and the consumption function (0008).
     let store = PostgresStore::new(schema.pool(2).await);
     store.migrate().await.unwrap();
     assert_eq!(applied_versions(&mut conn).await, all_versions());
+    assert!(store.distribute_on_citus().await.unwrap());
+    assert!(!store.distribute_on_citus().await.unwrap());
+    assert!(consume_is_delegated(&mut conn).await);
     store.store(&live("before")).await.unwrap();
+    store.store(&live("consumed before")).await.unwrap();
+    assert!(store
+        .consume_by_hash("consumed before")
+        .await
+        .unwrap()
+        .is_some());
 
     // Every later migration reverts and re-applies on the distributed table.
     migrator.undo(&mut conn, 3).await.unwrap();
@@ -155,6 +165,16 @@ async fn later_migrations_apply_to_a_distributed_table_both_ways() {
     let table = format!("{}.pushed_authorization_requests", schema.name);
     assert_eq!(distribution(&mut conn, &table).await, Some((32, 2)));
     assert!(store.get_by_hash("before").await.unwrap().is_some());
+    // 0008's function came back, no longer distributed: the store, which found it
+    // distributed, still consumes through it (run on the coordinator then)...
+    assert!(!consume_is_delegated(&mut conn).await);
+    store.store(&live("between")).await.unwrap();
+    assert!(store.consume_by_hash("between").await.unwrap().is_some());
+    assert!(store.consume_by_hash("between").await.unwrap().is_none());
+    // ... until it is distributed again.
+    assert!(store.distribute_on_citus().await.unwrap());
+    assert!(consume_is_delegated(&mut conn).await);
+    assert!(store.consume_by_hash("before").await.unwrap().is_some());
     // 0004's check reached the shards.
     let refused = sqlx::query(
         "INSERT INTO pushed_authorization_requests (reference_value_hash, expires_at, parameters) \
@@ -221,6 +241,160 @@ async fn citus_plan(
     lines.join("\n")
 }
 
+/// Whether Citus holds the consumption function as distributed, with its distribution
+/// argument (what `distribute_on_citus` sets up).
+async fn consume_is_delegated(conn: &mut PgConnection) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM pg_dist_object \
+         WHERE objid = to_regprocedure('par_store_consume(text, text, boolean, boolean, text)') \
+           AND distribution_argument_index = 0 \
+           AND colocationid = (SELECT colocationid FROM pg_dist_partition \
+               WHERE logicalrelid = 'pushed_authorization_requests'::regclass))",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_consume_is_one_call_delegated_to_the_worker_of_the_shard() {
+    let Some(schema) = schema().await else { return };
+    let store = distributed_store(&schema, 2).await;
+    let mut conn = schema.connection().await;
+    assert!(consume_is_delegated(&mut conn).await);
+    // Citus's EXPLAIN of the call the store sends: one task, the whole call sent to the
+    // worker holding the key's shard, nothing planned on the coordinator. Read after the
+    // sixth execution, as the other plans (Citus plans each call with its values).
+    let plan = citus_plan(
+        &mut conn,
+        "consume_call",
+        sql::CITUS_CONSUME,
+        "text, text, bool, bool, text",
+        "'delegated', 'client-a', true, false, NULL",
+    )
+    .await;
+    println!("consume (CITUS_CONSUME):\n{plan}\n");
+    assert!(
+        plan.contains("Custom Scan (Citus Adaptive)") && plan.contains("Task Count: 1"),
+        "the consume is not one task:\n{plan}"
+    );
+    let worker: i32 = sqlx::query_scalar(
+        "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = \
+         get_shard_id_for_distribution_column('pushed_authorization_requests', 'delegated')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        plan.contains("->  Function Scan on par_store_consume")
+            && plan.contains(&format!("port={worker} "))
+            && !plan.contains("subplan")
+            && !plan.contains("INSERT ... SELECT"),
+        "the call is not delegated whole to the shard's worker (port {worker}):\n{plan}"
+    );
+    // The one-statement CONSUME, for comparison: Citus plans it in distributed subplans.
+    let before = citus_plan(
+        &mut conn,
+        "consume_statement",
+        sql::CONSUME,
+        "text, text, bool, bool, text",
+        "'delegated', 'client-a', true, false, NULL",
+    )
+    .await;
+    println!("consume (CONSUME, 0.3):\n{before}\n");
+
+    // Another instance's store (it did not distribute anything) finds the function
+    // distributed at its first operation and consumes through it, every outcome decoded.
+    let other = PostgresStoreOptions::new()
+        .max_connections(2)
+        .connect_with(schema.options.clone())
+        .await
+        .unwrap();
+    store.store(&live("one")).await.unwrap();
+    use par_store::Consumption;
+    assert_eq!(
+        other.consume_for_client("one", "client-b").await.unwrap(),
+        Consumption::WrongClient
+    );
+    match other.consume_for_client("one", "client-a").await.unwrap() {
+        Consumption::Consumed(request) => assert_eq!(request.parameters, "p=1"),
+        outcome => panic!("expected Consumed, got {outcome:?}"),
+    }
+    assert!(matches!(
+        other.consume_for_client("one", "client-a").await.unwrap(),
+        Consumption::AlreadyConsumed { .. }
+    ));
+    assert_eq!(
+        other.consume_for_client("none", "client-a").await.unwrap(),
+        Consumption::NotFound
+    );
+    let markers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pushed_authorization_request_markers \
+         WHERE reference_value_hash = 'one'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        markers, 1,
+        "the marker is on the shard beside the request's"
+    );
+}
+
+#[tokio::test]
+async fn a_consume_that_waited_for_the_row_past_expiry_answers_expired_on_citus() {
+    // As in tests/postgres.rs: another session holds the row's lock (a `FOR UPDATE`
+    // committed without a change) from before expiry until 400 ms after it; the consume,
+    // delegated to the shard's worker, waits for it and must decide with the clock read
+    // after the wait.
+    let Some(schema) = schema().await else { return };
+    let store = distributed_store(&schema, 2).await;
+    let expires_at = Utc::now() + Duration::milliseconds(1500);
+    store
+        .store(&PushedAuthorizationRequest::new("h", expires_at, "p=1").with_client_id("client-a"))
+        .await
+        .unwrap();
+    // The consume prepared on the store's connections, as on a running server.
+    use par_store::Consumption;
+    assert_eq!(
+        store.consume_for_client("warm", "client-a").await.unwrap(),
+        Consumption::NotFound
+    );
+    let until = |instant: chrono::DateTime<Utc>| {
+        tokio::time::sleep((instant - Utc::now()).to_std().unwrap_or_default())
+    };
+    let holder_pool = schema.pool(1).await;
+    let mut holder = holder_pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT 1 FROM pushed_authorization_requests WHERE reference_value_hash = $1 FOR UPDATE",
+    )
+    .bind("h")
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    until(expires_at - Duration::milliseconds(300)).await;
+    let consuming = tokio::spawn({
+        let store = store.clone();
+        async move { store.consume_for_client("h", "client-a").await.unwrap() }
+    });
+    until(expires_at + Duration::milliseconds(100)).await;
+    assert!(!consuming.is_finished(), "the consume waits for the lock");
+    assert_eq!(
+        store.get_by_hash("h").await.unwrap(),
+        None,
+        "expired meanwhile"
+    );
+    until(expires_at + Duration::milliseconds(400)).await;
+    holder.commit().await.unwrap();
+    assert_eq!(consuming.await.unwrap(), Consumption::Expired);
+    // Removed as garbage, never marked.
+    assert_eq!(
+        store.consume_for_client("h", "client-a").await.unwrap(),
+        Consumption::NotFound
+    );
+    holder_pool.close().await;
+}
+
 #[tokio::test]
 async fn the_reads_are_routed_to_one_shard_and_every_write_runs_under_a_generic_plan() {
     let Some(schema) = schema().await else { return };
@@ -272,6 +446,12 @@ async fn the_reads_are_routed_to_one_shard_and_every_write_runs_under_a_generic_
         (
             "consume",
             sql::CONSUME,
+            "text, text, bool, bool, text",
+            "'K', 'client-a', true, false, NULL",
+        ),
+        (
+            "consume (Citus)",
+            sql::CITUS_CONSUME,
             "text, text, bool, bool, text",
             "'K', 'client-a', true, false, NULL",
         ),
