@@ -7,8 +7,9 @@
 #       node with the same settings, all in a temporary directory on free ports; the table
 #       migrated and distributed (PostgresStore::distribute_on_citus) on the coordinator.
 #       Lifecycles (store, get_by_hash, consume_by_hash) through the store (loadgen --mode
-#       store) vs pgbench -M prepared running bench/lifecycle.sql, on the coordinator and on
-#       the plain node, N = 1, 4, 16, in ROUNDS interleaved rounds of RUN_SECONDS: the ratio
+#       store) vs pgbench -M prepared running the store's statements (on the coordinator
+#       bench/lifecycle-citus.sql, with the consume delegated as the store sends it; on the
+#       plain node bench/lifecycle.sql), on the coordinator and on the plain node, N = 1, 4, 16, in ROUNDS interleaved rounds of RUN_SECONDS: the ratio
 #       store/pgbench on Citus, and Citus/plain. All nodes share this machine: that measures
 #       Citus's overhead, not scale-out. About 9 minutes.
 #   bash bench/run.sh --sql-forms  (or bash bench/citus.sh --sql-forms)
@@ -74,6 +75,13 @@ pgbench_json() {
   fi
 }
 
+# The store's statements as pgbench runs them on a target: on the coordinator the consume is
+# the delegated call (migration 0008, distributed by distribute_on_citus), on the plain node
+# CONSUME.
+store_script() {
+  if [ "$1" = coordinator ]; then echo bench/lifecycle-citus.sql; else echo bench/lifecycle.sql; fi
+}
+
 # Before every measured run: no dead rows left by the previous run, no checkpoint due.
 settle() {
   local node
@@ -104,7 +112,7 @@ citus_bench() {
   local target
   for target in coordinator plain; do
     $loadgen lifecycle --url "$(node_url "$target")" --mode store --clients 4 --seconds 3 >/dev/null 2>&1 || true
-    RUN_SECONDS=3 pgbench_json "$(node_url "$target")" 4 bench/lifecycle.sql >/dev/null
+    RUN_SECONDS=3 pgbench_json "$(node_url "$target")" 4 "$(store_script "$target")" >/dev/null
   done
   for n in $CLIENTS; do
     for round in $(seq 1 "$ROUNDS"); do
@@ -117,7 +125,7 @@ citus_bench() {
           fi
           note "N=$n round $round/$ROUNDS: $mode on $target (load $(loadavg))"
           if [ "$mode" = pgbench ]; then
-            pgbench_json "$(node_url "$target")" "$n" bench/lifecycle.sql
+            pgbench_json "$(node_url "$target")" "$n" "$(store_script "$target")"
           elif [ "$mode" = pgbench-least ]; then
             pgbench_json "$(node_url "$target")" "$n" bench/lifecycle-least.sql \
               | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); r["mode"] = "pgbench-least"; print(json.dumps(r))'

@@ -64,9 +64,32 @@ fn lifecycle_markers_off_sql_runs_the_statements_of_a_store_without_markers() {
     );
 }
 
+#[test]
+fn lifecycle_citus_sql_runs_the_statements_of_a_store_on_citus() {
+    // consume_by_hash on Citus, the function distributed: CITUS_CONSUME, markers on.
+    assert_runs_statements(
+        "bench/lifecycle-citus.sql",
+        include_str!("../bench/lifecycle-citus.sql"),
+        sql::CITUS_CONSUME,
+        "true",
+    );
+    assert!(
+        include_str!("../bench/lifecycle-citus.sql")
+            .contains("\\set key random(1, 9000000000000000000)"),
+        "bench/lifecycle-citus.sql draws its keys as bench/lifecycle.sql does"
+    );
+}
+
 /// `script` holds the store's three lifecycle statements of `src/sql.rs`, with the binds of
 /// `store`, `get_by_hash` and `consume_by_hash` (consumed markers bound as `markers`).
 fn assert_runs_the_store_statements(name: &str, script: &str, markers: &str) {
+    assert_runs_statements(name, script, sql::CONSUME, markers);
+}
+
+/// `script` holds `store`'s and `get_by_hash`'s statements of `src/sql.rs` and `consume`, the
+/// consume statement (`CONSUME`, or `CITUS_CONSUME` on Citus), with the binds of
+/// `consume_by_hash` (consumed markers bound as `markers`).
+fn assert_runs_statements(name: &str, script: &str, consume: &str, markers: &str) {
     let statements = statement_lines(script);
     let expected = [
         // store: the key, the expiry (typed as the store binds it), 600 bytes, no client.
@@ -77,7 +100,7 @@ fn assert_runs_the_store_statements(name: &str, script: &str, markers: &str) {
         // get_by_hash
         substitute(sql::SELECT_LIVE, &[":key"]),
         // consume_by_hash: any client, markers as given, not reopenable, no session.
-        substitute(sql::CONSUME, &[":key", "NULL", markers, "false", "NULL"]),
+        substitute(consume, &[":key", "NULL", markers, "false", "NULL"]),
     ];
     assert_eq!(
         statements.len(),
