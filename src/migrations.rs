@@ -63,8 +63,8 @@ const MIGRATION_FILES: &[(&str, &str)] = &[
     migration_file!("0006_reload_tolerance.down.sql"),
     migration_file!("0007_markers_apart.up.sql"),
     migration_file!("0007_markers_apart.down.sql"),
-    migration_file!("0008_consume_function.up.sql"),
-    migration_file!("0008_consume_function.down.sql"),
+    migration_file!("0008_citus_functions.up.sql"),
+    migration_file!("0008_citus_functions.down.sql"),
 ];
 
 /// One migration from its file, as sqlx-cli reads it (`sqlx_core::migrate::source`): the

@@ -12,9 +12,9 @@ use crate::migrations;
 use crate::model::PushedAuthorizationRequest;
 use crate::pool::{Connections, OwnedSettings};
 use crate::sql::{
-    CITUS_CONSUME, CITUS_CONSUME_DELEGATED, CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE,
-    CITUS_DISTRIBUTE_CONSUME, CITUS_INSTALLED, CONSUME, DELETE_BY_CLIENT_ID, DELETE_EXPIRED_BATCH,
-    INSERT, LOOK_UP, RELOAD, SELECT_LIVE, UPSERT,
+    CITUS_CONSUME, CITUS_DELETE_EXPIRED_BATCH, CITUS_DISTRIBUTE, CITUS_DISTRIBUTE_FUNCTIONS,
+    CITUS_FUNCTIONS_DELEGATED, CITUS_INSERT, CITUS_INSTALLED, CONSUME, DELETE_BY_CLIENT_ID,
+    DELETE_EXPIRED_BATCH, INSERT, LOOK_UP, RELOAD, SELECT_LIVE, UPSERT,
 };
 use crate::telemetry::StoreMetrics;
 use crate::validate::{DEFAULT_MAX_PARAMETERS_LEN, DEFAULT_MAX_REQUEST_LIFETIME};
@@ -66,9 +66,9 @@ pub struct PostgresStore {
     /// Set once Citus refused the plain cleanup batch: the table is distributed, and the
     /// cleanup runs per shard (`src/sql.rs`). Shared by clones.
     citus_cleanup: Arc<AtomicBool>,
-    /// How a consumption is sent ([`ConsumeRoute`]), found at the store's first operation
-    /// and kept. Shared by clones.
-    consume_route: Arc<AtomicU8>,
+    /// How a store and a consumption are sent ([`Route`]), found at the store's first
+    /// operation and kept. Shared by clones.
+    route: Arc<AtomicU8>,
     migration_lock_timeout: Option<Duration>,
     consumed_markers: bool,
     consume_policy: ConsumePolicy,
@@ -328,26 +328,28 @@ impl PostgresStore {
     /// connection to its coordinator: applies the migrations ([`migrate`](Self::migrate)),
     /// then distributes both tables by their key (`create_distributed_table(
     /// 'pushed_authorization_requests', 'reference_value_hash')`, the markers colocated with
-    /// the requests) and the consumption function of migration 0008
-    /// (`create_distributed_function('par_store_consume(...)', '$1', colocate_with =>
-    /// 'pushed_authorization_requests')`), each unless it already is. Returns `true` when it
-    /// distributed something now (a 0.3 deployment's tables are already distributed: its
-    /// first run on 0.4 distributes the function), `false` when everything already was.
+    /// the requests) and the two functions of migration 0008, the insert and the
+    /// consumption (`create_distributed_function('par_store_consume(...)', '$1',
+    /// colocate_with => 'pushed_authorization_requests')`, and the same for
+    /// `par_store_insert`), each unless it already is. Returns `true` when it distributed
+    /// something now (a 0.3 deployment's tables are already distributed: its first run on 0.4
+    /// distributes the functions), `false` when everything already was.
     /// Idempotent; run it once at deployment (or at every start), from one instance.
     ///
     /// Every store operation is then routed by Citus to the one shard that holds the key,
     /// and [`delete_expired`](Self::delete_expired) and the [`CleanupJob`](crate::CleanupJob)
-    /// clean every shard. A consumption is a call of the distributed function, which Citus
-    /// delegates to the worker holding the key's shard: there it takes the row, reads the
-    /// clock and writes the marker as single-shard statements (`docs/scaling.md`). Every
-    /// store, on any instance, finds out once, at its first operation, whether the function
-    /// is distributed (one more round trip then, two on Citus; the answer is kept for the
-    /// store's lifetime): a store that started before this ran keeps sending the one-statement
-    /// consumption, which is correct on Citus too but several times slower, until it is
-    /// restarted. Run this before starting the instances. A store in
-    /// [pooler mode](PostgresStoreOptions::pooler_mode) keeps the one-statement consumption
-    /// and never checks: Citus does not delegate a call inside the transaction block that
-    /// mode wraps each operation in.
+    /// clean every shard. A store and a consumption are calls of the distributed functions,
+    /// which Citus delegates to the worker holding the key's shard: there the consumption
+    /// takes the row, reads the clock and writes the marker, and the store checks for a
+    /// marker and inserts, as single-shard statements (`docs/scaling.md`). Every store, on
+    /// any instance, finds out once, at its first operation, whether the functions are
+    /// distributed (one more round trip then, two on Citus; the answer is kept for the
+    /// store's lifetime): a store that started before this ran keeps sending the
+    /// one-statement insert and consumption, which are correct on Citus too but several times
+    /// slower, until it is restarted. Run this before starting the instances. A store in
+    /// [pooler mode](PostgresStoreOptions::pooler_mode) keeps the one-statement forms and
+    /// never checks: Citus does not delegate a call inside the transaction block that mode
+    /// wraps each operation in.
     ///
     /// The migration history stays a local table on the coordinator, and later migrations
     /// apply to the distributed table. Run this after migrations 0001 to
@@ -368,10 +370,9 @@ impl PostgresStore {
     pub async fn distribute_on_citus(&self) -> Result<bool, StoreError> {
         self.migrate().await?;
         let tables = self.flag(CITUS_DISTRIBUTE).await?;
-        let function = self.flag(CITUS_DISTRIBUTE_CONSUME).await?;
+        let function = self.flag(CITUS_DISTRIBUTE_FUNCTIONS).await?;
         if !matches!(*self.protocol, Protocol::Pooler { .. }) {
-            self.consume_route
-                .store(ConsumeRoute::Delegated as u8, Ordering::Relaxed);
+            self.route.store(Route::Delegated as u8, Ordering::Relaxed);
         }
         Ok(tables || function)
     }
@@ -384,40 +385,39 @@ impl PostgresStore {
         Ok(decode::<(bool,)>(&outcome)?.is_some_and(|(flag,)| flag))
     }
 
-    /// Finds out, once per store (the clones share the answer), whether the consumption
-    /// function is distributed by Citus ([`ConsumeRoute`]). Plain PostgreSQL answers one
+    /// Finds out, once per store (the clones share the answer), whether migration 0008's
+    /// functions are distributed by Citus ([`Route`]). Plain PostgreSQL answers one
     /// unnamed statement ([`CITUS_INSTALLED`]); Citus a second one. A check that failed is
-    /// asked again at the next operation, which meanwhile consumes with `CONSUME`, correct
-    /// everywhere. Run at the start of each operation (an atomic load once known), so that
+    /// asked again at the next operation, which meanwhile runs `INSERT` and `CONSUME`,
+    /// correct everywhere. Run at the start of each operation (an atomic load once known), so that
     /// the check is not part of any operation's steady state.
     ///
-    /// In pooler mode the store keeps `CONSUME` and asks nothing: each operation runs in
+    /// In pooler mode the store keeps `INSERT` and `CONSUME` and asks nothing: each operation runs in
     /// `BEGIN ... COMMIT`, and Citus delegates a function call only outside a transaction
     /// block (`function_call_delegation.c`), so the call would gain nothing.
-    async fn find_consume_route(&self) {
-        if self.consume_route.load(Ordering::Relaxed) != ConsumeRoute::Unknown as u8 {
+    async fn find_route(&self) {
+        if self.route.load(Ordering::Relaxed) != Route::Unknown as u8 {
             return;
         }
         if matches!(*self.protocol, Protocol::Pooler { .. }) {
-            self.consume_route
-                .store(ConsumeRoute::Statement as u8, Ordering::Relaxed);
+            self.route.store(Route::Statement as u8, Ordering::Relaxed);
             return;
         }
         let delegated = match self.unnamed_flag(CITUS_INSTALLED).await {
-            Ok(true) => self.unnamed_flag(CITUS_CONSUME_DELEGATED).await,
+            Ok(true) => self.unnamed_flag(CITUS_FUNCTIONS_DELEGATED).await,
             other => other,
         };
         match delegated {
             Ok(delegated) => {
                 let route = if delegated {
-                    tracing::debug!("the consumption function is distributed by Citus: calling it");
-                    ConsumeRoute::Delegated
+                    tracing::debug!("the store's functions are distributed by Citus: calling them");
+                    Route::Delegated
                 } else {
-                    ConsumeRoute::Statement
+                    Route::Statement
                 };
                 // A concurrent `distribute_on_citus` of this store may have set Delegated.
-                let _ = self.consume_route.compare_exchange(
-                    ConsumeRoute::Unknown as u8,
+                let _ = self.route.compare_exchange(
+                    Route::Unknown as u8,
                     route as u8,
                     Ordering::Relaxed,
                     Ordering::Relaxed,
@@ -449,15 +449,17 @@ impl PostgresStore {
     }
 }
 
-/// How the store sends a consumption, kept in an `AtomicU8`.
+/// How the store sends a store and a consumption, kept in an `AtomicU8`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-enum ConsumeRoute {
-    /// Not checked yet (or the check failed): `CONSUME`.
+enum Route {
+    /// Not checked yet (or the check failed): `INSERT` and `CONSUME`.
     Unknown = 0,
-    /// Plain PostgreSQL, or Citus without the distributed function: `CONSUME`, one statement.
+    /// Plain PostgreSQL, or Citus without the distributed functions: `INSERT` and `CONSUME`,
+    /// one statement each.
     Statement = 1,
-    /// The function is distributed by Citus: `CITUS_CONSUME`, delegated to the shard's worker.
+    /// The functions are distributed by Citus: `CITUS_INSERT` and `CITUS_CONSUME`, each
+    /// call delegated to the shard's worker.
     Delegated = 2,
 }
 
@@ -796,12 +798,17 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
-        self.find_consume_route().await;
+        self.find_route().await;
+        // The same parameters and outcomes either way (src/sql.rs).
+        let insert = match self.route.load(Ordering::Relaxed) {
+            route if route == Route::Delegated as u8 => CITUS_INSERT,
+            _ => INSERT,
+        };
         // Run again only when PostgreSQL proved it did not commit: a second run of a
         // committed insert would report the caller's own request as a duplicate.
         let outcome = self
             .run(Retry::IfServerAborted, Returns::Row, || {
-                bind_request(INSERT, request, expires_at)
+                bind_request(insert, request, expires_at)
             })
             .await;
         match outcome {
@@ -817,7 +824,7 @@ impl Backend for PostgresStore {
         reference_value_hash: &str,
         client_id: &str,
     ) -> Result<Lookup, StoreError> {
-        self.find_consume_route().await;
+        self.find_route().await;
         let outcome = self
             .run(Retry::Always, Returns::Row, || {
                 sqlx::query(LOOK_UP).bind(reference_value_hash)
@@ -834,7 +841,7 @@ impl Backend for PostgresStore {
         &self,
         reference_value_hash: &str,
     ) -> Result<Option<PushedAuthorizationRequest>, StoreError> {
-        self.find_consume_route().await;
+        self.find_route().await;
         let outcome = self
             .run(Retry::Always, Returns::Row, || {
                 sqlx::query(SELECT_LIVE).bind(reference_value_hash)
@@ -850,10 +857,10 @@ impl Backend for PostgresStore {
         reopenable: bool,
         reload: Reload<'_>,
     ) -> Result<Consumption, StoreError> {
-        self.find_consume_route().await;
+        self.find_route().await;
         // The same parameters and columns either way (src/sql.rs).
-        let statement = match self.consume_route.load(Ordering::Relaxed) {
-            route if route == ConsumeRoute::Delegated as u8 => CITUS_CONSUME,
+        let statement = match self.route.load(Ordering::Relaxed) {
+            route if route == Route::Delegated as u8 => CITUS_CONSUME,
             _ => CONSUME,
         };
         for _ in 0..CONSUME_RACE_ATTEMPTS {
@@ -890,7 +897,7 @@ impl Backend for PostgresStore {
         request: &PushedAuthorizationRequest,
         expires_at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
-        self.find_consume_route().await;
+        self.find_route().await;
         // Never run twice: a request consumed between a committed first run and a second
         // one would be put back.
         let outcome = self
@@ -1330,7 +1337,7 @@ impl PostgresStoreOptions {
             max_request_lifetime: self.max_request_lifetime,
             operation_timeout: self.operation_timeout,
             citus_cleanup: Arc::default(),
-            consume_route: Arc::default(),
+            route: Arc::default(),
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
             consume_policy: self.consume_policy,
@@ -1516,7 +1523,7 @@ impl PostgresStoreOptions {
             max_request_lifetime: self.max_request_lifetime,
             operation_timeout: self.operation_timeout,
             citus_cleanup: Arc::default(),
-            consume_route: Arc::default(),
+            route: Arc::default(),
             migration_lock_timeout: self.migration_lock_timeout,
             consumed_markers: self.consumed_markers,
             consume_policy: self.consume_policy,

@@ -28,6 +28,10 @@
 /// refuses (SQLSTATE 23502 on `expires_at`) before the duplicate check: nothing is stored,
 /// whatever the application's clock said, and an expired duplicate is reported as expired.
 /// The store reads that error as "already expired".
+///
+/// Where `distribute_on_citus` distributed migration 0008's functions, the store sends
+/// [`CITUS_INSERT`] instead: these steps as statements of a function that Citus runs on the
+/// shard's worker (Citus plans this `INSERT ... SELECT` through the coordinator).
 pub(crate) const INSERT: &str = "INSERT INTO pushed_authorization_requests \
      (reference_value_hash, expires_at, parameters, client_id) \
      SELECT $1, CASE WHEN $2 > clock_timestamp() THEN $2 END, $3, $4 \
@@ -113,7 +117,7 @@ pub(crate) const LOOK_UP: &str = "SELECT expires_at, parameters, client_id, \
 /// Those two reads cost nothing on the hot path (`NOT EXISTS (SELECT FROM decided)` is
 /// evaluated once, before them).
 ///
-/// Where `distribute_on_citus` distributed migration 0008's function, the store sends
+/// Where `distribute_on_citus` distributed migration 0008's functions, the store sends
 /// [`CITUS_CONSUME`] instead: these steps as statements of a function that Citus runs on the
 /// shard's worker (Citus plans this CTE in distributed subplans through the coordinator).
 pub(crate) const CONSUME: &str = "WITH taken AS ( \
@@ -277,39 +281,49 @@ pub(crate) const CITUS_DISTRIBUTE: &str = "SELECT count(create_distributed_table
      ) AS t(n, tab, colocate) \
      WHERE NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = t.tab)";
 
-/// Distributes the consumption function of migration 0008 (`par_store_consume`) with Citus
-/// (`create_distributed_function`), colocated with the requests table, the hash ($1 of the
-/// call) as its distribution argument, unless it already is: Citus then runs each call on the
-/// worker that holds the hash's shard, where the function's statements are single-shard
-/// statements on local shards. One row: whether it distributed the function now. Run after
-/// [`CITUS_DISTRIBUTE`] (the colocation is the requests table's).
-pub(crate) const CITUS_DISTRIBUTE_CONSUME: &str = "SELECT count(create_distributed_function( \
-         'par_store_consume(text, text, boolean, boolean, text)', '$1', \
+/// Distributes migration 0008's two functions (`par_store_insert`, `par_store_consume`) with
+/// Citus (`create_distributed_function`), colocated with the requests table, the hash ($1 of
+/// each call) as their distribution argument, each unless it already is: Citus then runs each
+/// call on the worker that holds the hash's shard, where the function's statements are
+/// single-shard statements on local shards. One row: whether it distributed one now. Run
+/// after [`CITUS_DISTRIBUTE`] (the colocation is the requests table's).
+pub(crate) const CITUS_DISTRIBUTE_FUNCTIONS: &str = "SELECT count(create_distributed_function( \
+         f.signature::regprocedure, '$1', \
          colocate_with => 'pushed_authorization_requests')) > 0 \
+     FROM (VALUES ('par_store_insert(text, timestamptz, text, text)'), \
+                  ('par_store_consume(text, text, boolean, boolean, text)')) AS f(signature) \
      WHERE NOT EXISTS (SELECT FROM pg_dist_object \
          WHERE classid = 'pg_proc'::regclass \
-           AND objid = to_regprocedure('par_store_consume(text, text, boolean, boolean, text)') \
+           AND objid = to_regprocedure(f.signature) \
            AND distribution_argument_index IS NOT NULL)";
 
-/// Whether Citus is installed in the database: the first half of the store's check for a
-/// delegated consumption, which plain PostgreSQL answers without an error (it has no Citus
-/// catalog to ask [`CITUS_CONSUME_DELEGATED`]).
+/// Whether Citus is installed in the database: the first half of the store's check for
+/// delegated writes, which plain PostgreSQL answers without an error (it has no Citus
+/// catalog to ask [`CITUS_FUNCTIONS_DELEGATED`]).
 pub(crate) const CITUS_INSTALLED: &str =
     "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')";
 
-/// Whether the consumption function (the one on the connection's `search_path`) is
-/// distributed by Citus with a distribution argument ([`CITUS_DISTRIBUTE_CONSUME`]), so that
-/// Citus delegates its calls to the shard's worker; only where Citus is installed.
-pub(crate) const CITUS_CONSUME_DELEGATED: &str = "SELECT EXISTS (SELECT FROM pg_dist_object \
+/// Whether both functions of migration 0008 (the ones on the connection's `search_path`) are
+/// distributed by Citus with a distribution argument ([`CITUS_DISTRIBUTE_FUNCTIONS`]), so
+/// that Citus delegates their calls to the shard's worker; only where Citus is installed.
+pub(crate) const CITUS_FUNCTIONS_DELEGATED: &str = "SELECT count(*) = 2 FROM pg_dist_object \
      WHERE classid = 'pg_proc'::regclass \
-       AND objid = to_regprocedure('par_store_consume(text, text, boolean, boolean, text)') \
-       AND distribution_argument_index IS NOT NULL)";
+       AND objid IN (to_regprocedure('par_store_insert(text, timestamptz, text, text)'), \
+           to_regprocedure('par_store_consume(text, text, boolean, boolean, text)')) \
+       AND distribution_argument_index IS NOT NULL";
+
+/// [`INSERT`] on Citus: a call of migration 0008's `par_store_insert` with `INSERT`'s
+/// parameters; one row when it stored the request, none for a duplicate, SQLSTATE 23502 for
+/// a request expired by the worker's clock (Citus passes the SQLSTATE on, not the column).
+/// The call is in Citus's delegated form (a function in `FROM`, nothing else), so Citus sends
+/// the whole call to the worker holding the hash's shard.
+pub(crate) const CITUS_INSERT: &str = "SELECT * FROM par_store_insert($1, $2, $3, $4)";
 
 /// [`CONSUME`] on Citus: a call of migration 0008's `par_store_consume` with `CONSUME`'s
 /// parameters, returning `CONSUME`'s columns in its order (one decoding for both). The
 /// function takes the row (`DELETE ... RETURNING`), then reads the clock, then writes the
-/// marker, each a statement of its own; the call is in Citus's delegated form (a function in
-/// `FROM`, nothing else), so Citus sends the whole call to the worker holding the hash's shard.
+/// marker, each a statement of its own; the call is in Citus's delegated form, as
+/// [`CITUS_INSERT`]'s.
 pub(crate) const CITUS_CONSUME: &str = "SELECT * FROM par_store_consume($1, $2, $3, $4, $5)";
 
 /// Reads a session's state for `target_session_attrs` (src/hosts.rs): whether it is read-only

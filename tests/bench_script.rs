@@ -66,11 +66,12 @@ fn lifecycle_markers_off_sql_runs_the_statements_of_a_store_without_markers() {
 
 #[test]
 fn lifecycle_citus_sql_runs_the_statements_of_a_store_on_citus() {
-    // consume_by_hash on Citus, the function distributed: CITUS_CONSUME, markers on.
+    // store and consume_by_hash on Citus, the functions distributed: CITUS_INSERT and
+    // CITUS_CONSUME, markers on.
     assert_runs_statements(
         "bench/lifecycle-citus.sql",
         include_str!("../bench/lifecycle-citus.sql"),
-        sql::CITUS_CONSUME,
+        (sql::CITUS_INSERT, sql::CITUS_CONSUME),
         "true",
     );
     assert!(
@@ -83,18 +84,20 @@ fn lifecycle_citus_sql_runs_the_statements_of_a_store_on_citus() {
 /// `script` holds the store's three lifecycle statements of `src/sql.rs`, with the binds of
 /// `store`, `get_by_hash` and `consume_by_hash` (consumed markers bound as `markers`).
 fn assert_runs_the_store_statements(name: &str, script: &str, markers: &str) {
-    assert_runs_statements(name, script, sql::CONSUME, markers);
+    assert_runs_statements(name, script, (sql::INSERT, sql::CONSUME), markers);
 }
 
-/// `script` holds `store`'s and `get_by_hash`'s statements of `src/sql.rs` and `consume`, the
-/// consume statement (`CONSUME`, or `CITUS_CONSUME` on Citus), with the binds of
-/// `consume_by_hash` (consumed markers bound as `markers`).
-fn assert_runs_statements(name: &str, script: &str, consume: &str, markers: &str) {
+/// `script` holds `get_by_hash`'s statement of `src/sql.rs` and `writes`, the insert and the
+/// consume statements (`INSERT` and `CONSUME`, or on Citus `CITUS_INSERT` and
+/// `CITUS_CONSUME`), with the binds of `store` and `consume_by_hash` (consumed markers bound
+/// as `markers`).
+fn assert_runs_statements(name: &str, script: &str, writes: (&str, &str), markers: &str) {
+    let (insert, consume) = writes;
     let statements = statement_lines(script);
     let expected = [
         // store: the key, the expiry (typed as the store binds it), 600 bytes, no client.
         substitute(
-            sql::INSERT,
+            insert,
             &[":key", ":expires_at::timestamptz", ":params", "NULL::text"],
         ),
         // get_by_hash

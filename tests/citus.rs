@@ -148,7 +148,7 @@ async fn later_migrations_apply_to_a_distributed_table_both_ways() {
     assert_eq!(applied_versions(&mut conn).await, all_versions());
     assert!(store.distribute_on_citus().await.unwrap());
     assert!(!store.distribute_on_citus().await.unwrap());
-    assert!(consume_is_delegated(&mut conn).await);
+    assert!(functions_are_delegated(&mut conn).await);
     store.store(&live("before")).await.unwrap();
     store.store(&live("consumed before")).await.unwrap();
     assert!(store
@@ -167,13 +167,13 @@ async fn later_migrations_apply_to_a_distributed_table_both_ways() {
     assert!(store.get_by_hash("before").await.unwrap().is_some());
     // 0008's function came back, no longer distributed: the store, which found it
     // distributed, still consumes through it (run on the coordinator then)...
-    assert!(!consume_is_delegated(&mut conn).await);
+    assert!(!functions_are_delegated(&mut conn).await);
     store.store(&live("between")).await.unwrap();
     assert!(store.consume_by_hash("between").await.unwrap().is_some());
     assert!(store.consume_by_hash("between").await.unwrap().is_none());
     // ... until it is distributed again.
     assert!(store.distribute_on_citus().await.unwrap());
-    assert!(consume_is_delegated(&mut conn).await);
+    assert!(functions_are_delegated(&mut conn).await);
     assert!(store.consume_by_hash("before").await.unwrap().is_some());
     // 0004's check reached the shards.
     let refused = sqlx::query(
@@ -241,15 +241,18 @@ async fn citus_plan(
     lines.join("\n")
 }
 
-/// Whether Citus holds the consumption function as distributed, with its distribution
-/// argument (what `distribute_on_citus` sets up).
-async fn consume_is_delegated(conn: &mut PgConnection) -> bool {
+/// Whether Citus holds both functions of migration 0008 (the insert and the consumption) as
+/// distributed, with their distribution argument, colocated with the requests (what
+/// `distribute_on_citus` sets up).
+async fn functions_are_delegated(conn: &mut PgConnection) -> bool {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT FROM pg_dist_object \
-         WHERE objid = to_regprocedure('par_store_consume(text, text, boolean, boolean, text)') \
+        "SELECT count(*) = 2 FROM pg_dist_object \
+         WHERE objid IN ( \
+               to_regprocedure('par_store_consume(text, text, boolean, boolean, text)'), \
+               to_regprocedure('par_store_insert(text, timestamptz, text, text)')) \
            AND distribution_argument_index = 0 \
            AND colocationid = (SELECT colocationid FROM pg_dist_partition \
-               WHERE logicalrelid = 'pushed_authorization_requests'::regclass))",
+               WHERE logicalrelid = 'pushed_authorization_requests'::regclass)",
     )
     .fetch_one(&mut *conn)
     .await
@@ -257,27 +260,11 @@ async fn consume_is_delegated(conn: &mut PgConnection) -> bool {
 }
 
 #[tokio::test]
-async fn the_consume_is_one_call_delegated_to_the_worker_of_the_shard() {
+async fn the_store_and_the_consume_are_calls_delegated_to_the_worker_of_the_shard() {
     let Some(schema) = schema().await else { return };
     let store = distributed_store(&schema, 2).await;
     let mut conn = schema.connection().await;
-    assert!(consume_is_delegated(&mut conn).await);
-    // Citus's EXPLAIN of the call the store sends: one task, the whole call sent to the
-    // worker holding the key's shard, nothing planned on the coordinator. Read after the
-    // sixth execution, as the other plans (Citus plans each call with its values).
-    let plan = citus_plan(
-        &mut conn,
-        "consume_call",
-        sql::CITUS_CONSUME,
-        "text, text, bool, bool, text",
-        "'delegated', 'client-a', true, false, NULL",
-    )
-    .await;
-    println!("consume (CITUS_CONSUME):\n{plan}\n");
-    assert!(
-        plan.contains("Custom Scan (Citus Adaptive)") && plan.contains("Task Count: 1"),
-        "the consume is not one task:\n{plan}"
-    );
+    assert!(functions_are_delegated(&mut conn).await);
     let worker: i32 = sqlx::query_scalar(
         "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = \
          get_shard_id_for_distribution_column('pushed_authorization_requests', 'delegated')",
@@ -285,13 +272,42 @@ async fn the_consume_is_one_call_delegated_to_the_worker_of_the_shard() {
     .fetch_one(&mut conn)
     .await
     .unwrap();
-    assert!(
-        plan.contains("->  Function Scan on par_store_consume")
-            && plan.contains(&format!("port={worker} "))
-            && !plan.contains("subplan")
-            && !plan.contains("INSERT ... SELECT"),
-        "the call is not delegated whole to the shard's worker (port {worker}):\n{plan}"
-    );
+    // Citus's EXPLAIN of each call the store sends: one task, the whole call sent to the
+    // worker holding the key's shard, nothing planned on the coordinator. Read after the
+    // sixth execution, as the other plans (Citus plans each call with its values).
+    let calls = [
+        (
+            "store (CITUS_INSERT)",
+            "insert_call",
+            sql::CITUS_INSERT,
+            "text, timestamptz, text, text",
+            "'delegated', now() + interval '1 minute', 'p', 'client-a'",
+            "par_store_insert",
+        ),
+        (
+            "consume (CITUS_CONSUME)",
+            "consume_call",
+            sql::CITUS_CONSUME,
+            "text, text, bool, bool, text",
+            "'delegated', 'client-a', true, false, NULL",
+            "par_store_consume",
+        ),
+    ];
+    for (operation, name, statement, types, args, function) in calls {
+        let plan = citus_plan(&mut conn, name, statement, types, args).await;
+        println!("{operation}:\n{plan}\n");
+        assert!(
+            plan.contains("Custom Scan (Citus Adaptive)") && plan.contains("Task Count: 1"),
+            "{operation} is not one task:\n{plan}"
+        );
+        assert!(
+            plan.contains(&format!("->  Function Scan on {function}"))
+                && plan.contains(&format!("port={worker} "))
+                && !plan.contains("subplan")
+                && !plan.contains("INSERT ... SELECT"),
+            "{operation} is not delegated whole to the shard's worker (port {worker}):\n{plan}"
+        );
+    }
     // The one-statement CONSUME, for comparison: Citus plans it in distributed subplans.
     let before = citus_plan(
         &mut conn,
@@ -450,6 +466,12 @@ async fn the_reads_are_routed_to_one_shard_and_every_write_runs_under_a_generic_
             "'K', 'client-a', true, false, NULL",
         ),
         (
+            "store (Citus)",
+            sql::CITUS_INSERT,
+            "text, timestamptz, text, text",
+            "'K', now() + interval '1 minute', 'p', 'client-a'",
+        ),
+        (
             "consume (Citus)",
             sql::CITUS_CONSUME,
             "text, text, bool, bool, text",
@@ -479,7 +501,7 @@ async fn the_reads_are_routed_to_one_shard_and_every_write_runs_under_a_generic_
         }
     }
     for i in 0..8 {
-        for operation in ["store", "store_or_replace"] {
+        for operation in ["store", "store_or_replace", "store (Citus)"] {
             let key = format!("{operation}-{i}");
             assert!(store.get_by_hash(&key).await.unwrap().is_some(), "{key}");
         }
