@@ -1,12 +1,13 @@
-//! The N-1 test: the previous release (`.ci/previous-release`, built from this repository's
-//! history by `tests/common/n_minus_1.rs`) and main serving one database under concurrent
-//! traffic, through a whole deploy and back:
+//! The N-1 test: the previous release (0.3.0, `.ci/previous-release`, built from this
+//! repository's history by `tests/common/n_minus_1.rs`) and main serving one database under
+//! concurrent traffic, through a whole deploy and back:
 //!
 //! 1. **roll forward**: old instances serve on a schema their own `migrate()` made; main's
 //!    instances start during that traffic, each running `migrate()` at start-up as the README
 //!    recommends, then serve beside the old ones;
 //! 2. **mixed fleet**: old and new instances serve together; one old instance restarts
-//!    meanwhile (its own `migrate()` at start-up, on a schema main has migrated);
+//!    meanwhile, and its own `migrate()` at start-up, on a schema main has migrated, must
+//!    succeed (0.3.0's `migrate()` accepts a later release's additive migrations);
 //! 3. **rollback**: main's instances stop; during old traffic main's migrations are reverted
 //!    down to the previous release's newest one with sqlx's `Migrator::undo` (what
 //!    `sqlx migrate revert --target-version` does), then every old instance is restarted
@@ -14,19 +15,24 @@
 //! 4. **roll forward again**, as in 1.
 //!
 //! Every request is stored by one side, read by an old and a new instance at once, consumed
-//! by an old and a new instance at once, then consumed again by each as another caller, one
-//! after the other (in a phase without main's instances, two old instances play both
-//! parts). Counted per phase: requests handed out twice (to two callers), acknowledged
-//! stores lost (handed out to nobody), reads that missed an acknowledged request or returned
-//! other data, and errors on either version. Each mode of main runs the whole deploy on a
-//! database of its own: markers on (the default), markers off (`consumed_markers(false)`),
-//! and reload tolerance (`ConsumePolicy::ReloadWithin(30 s)` with `consume_in_session`).
+//! by each as the wrong client (one after the other: each must answer `wrong_client` and
+//! consume nothing), consumed by an old and a new instance at once, then consumed again by
+//! each as another caller, one after the other (in a phase without main's instances, two old
+//! instances play both parts). Both releases consume as a 0.3 server does:
+//! `consume_for_client`, or `consume_in_session` under a reload window. Counted per phase:
+//! requests handed out twice (to two callers), acknowledged stores lost (handed out to
+//! nobody), reads that missed an acknowledged request or returned other data, wrong-client
+//! consumes not refused, and errors on either version. Each mode runs the whole deploy on a
+//! database of its own, old and new instances with the same options: markers on (the
+//! default), markers off (`consumed_markers(false)`), and reload tolerance
+//! (`ConsumePolicy::ReloadWithin(30 s)` with `consume_in_session`).
 //!
 //! [`MODES`] and [`PHASES`] are the tables to adjust: in which phases of a mode the docs
 //! allow the mix (there every error fails the test), which steps may fail in a mode, and
-//! what happens in each phase. A request handed out twice, a lost one, and a missed or wrong
-//! read fail the test in every phase of every mode. Each test prints its table of counts,
-//! and fails with it.
+//! what happens in each phase. A request handed out twice, a lost one, a missed or wrong
+//! read, and a wrong-client consume not refused fail the test in every phase of every mode.
+//! Each test prints its table of counts, with what each release answered to a reuse, and
+//! fails with it.
 
 mod common;
 
@@ -68,7 +74,7 @@ struct Mode {
     /// `PostgresStore::consumed_markers`.
     markers: bool,
     /// `Some`: `ConsumePolicy::ReloadWithin` and main consumes with `consume_in_session`;
-    /// `None`: `consume_for_client`.
+    /// `None`: `consume_for_client`. The same for the old instances (their driver's flags).
     reload_within: Option<Duration>,
     /// The phases in which the docs allow this mix of releases: there, an error on either
     /// version fails the test. Elsewhere errors are counted and shown but allowed.
@@ -78,6 +84,21 @@ struct Mode {
     steps_may_fail: &'static [Step],
 }
 
+impl Mode {
+    /// The driver's flags for the same options on the previous release.
+    fn driver_options(&self) -> Vec<String> {
+        let mut options = vec![
+            "--markers".to_owned(),
+            if self.markers { "on" } else { "off" }.to_owned(),
+        ];
+        if let Some(window) = self.reload_within {
+            options.push("--reload-within-ms".to_owned());
+            options.push(window.as_millis().to_string());
+        }
+        options
+    }
+}
+
 const ALL_PHASES: &[Phase] = &[
     Phase::RollForward,
     Phase::Mixed,
@@ -85,8 +106,8 @@ const ALL_PHASES: &[Phase] = &[
     Phase::RollForwardAgain,
 ];
 
-/// The modes, and where each is allowed beside the previous release (issue 27: all three,
-/// through the whole deploy).
+/// The modes, and where each is allowed beside the previous release (all three, through the
+/// whole deploy).
 const MODES: &[Mode] = &[
     Mode {
         name: "markers on (default)",
@@ -129,7 +150,8 @@ enum Step {
     StartNew,
     /// One old instance is replaced by a new process of the old release, which runs its own
     /// `migrate()` at start-up, while main's instances serve (a crash, a scaling event, a
-    /// host's reboot during the deploy).
+    /// host's reboot during the deploy). That `migrate()` must succeed: 0.3.0's accepts a
+    /// history with a later release's migrations (docs/upgrading.md).
     RestartOneOld,
     /// Main's instances stop (they finish what they are doing).
     StopNew,
@@ -220,6 +242,9 @@ struct Counts {
     lost: u32,
     reads_missed: u32,
     wrong_data: u32,
+    /// Consumes as the wrong client that handed the request out or answered anything but
+    /// `wrong_client`.
+    wrong_client_not_refused: u32,
     errors_old: u32,
     errors_main: u32,
     /// (side, operation, kind) -> (count, first message).
@@ -400,23 +425,7 @@ async fn run_step(deploy: &Deploy, step: Step) -> Vec<StepOutcome> {
         }
         Step::RevertToOld => vec![revert_to_old(deploy).await],
         Step::RestartOneOld => {
-            // docs/upgrading.md: the previous release's `migrate()` (sqlx's plain migrator)
-            // refuses main's history, so an old instance restarting during the mix must
-            // start without it; the restarted process serves all the same. What is asserted
-            // is exactly that documented refusal: a `migrate()` that passed, or failed any
-            // other way, fails the step.
-            let mut outcome = restart_old(
-                deploy,
-                0,
-                "migrate() at restart in the mixed fleet (refused)",
-            )
-            .await;
-            outcome.failure = match outcome.failure.take() {
-                Some(failure) if failure.contains("missing in the resolved migrations") => None,
-                Some(other) => Some(other),
-                None => Some("the previous release's migrate() accepted main's history".into()),
-            };
-            vec![outcome]
+            vec![restart_old(deploy, 0, "migrate() at restart in the mixed fleet").await]
         }
         Step::RestartOld => {
             let mut outcomes = Vec::new();
@@ -441,6 +450,7 @@ async fn start_old(deploy: &Deploy, what: &str) -> (Option<OldInstance>, StepOut
         &name,
         &deploy.url,
         CONNECTIONS_PER_INSTANCE,
+        &deploy.mode.driver_options(),
     )
     .await
     {
@@ -598,10 +608,17 @@ impl Racer {
         }
     }
 
-    /// Consumes as the caller `session` (main's session binding under a reload window).
+    /// Consumes as the caller `session` (its session binding under a reload window), as a
+    /// 0.3 server does on either release.
     async fn consume(&self, mode: &Mode, hash: &str, client: &str, session: &str) -> Answered {
         match self {
-            Racer::Old(old) => old_answer(old.request(&["consume", hash, client]).await),
+            Racer::Old(old) => old_answer(match mode.reload_within {
+                Some(_) => {
+                    old.request(&["consume_in_session", hash, client, session])
+                        .await
+                }
+                None => old.request(&["consume", hash, client]).await,
+            }),
             Racer::New(store) => {
                 let consumed = match mode.reload_within {
                     Some(_) => store.consume_in_session(hash, client, session).await,
@@ -622,9 +639,7 @@ impl Racer {
 fn old_answer(answer: Vec<String>) -> Answered {
     let client = |field: &str| (field != "-").then(|| field.to_owned());
     match answer.as_slice() {
-        [kind, bound, params]
-            if kind == "found" || kind == "consumed" || kind == "wrong_client" =>
-        {
+        [kind, bound, params] if kind == "found" || kind == "consumed" => {
             Answered::Request(client(bound), params.clone())
         }
         [error, kind, message] if error == "error" => {
@@ -728,6 +743,21 @@ async fn lifecycle(deploy: &Deploy, n: u32, counts: &Mutex<Counts>) {
         }
     }
 
+    // Each as the wrong client, one after the other: refused, nothing consumed (0.3 and
+    // main), so the race below still has the request to hand out.
+    let intruder = format!("client-{}", (n + 1) % 5);
+    for (racer, session) in [(&a, "session-wa"), (&b, "session-wb")] {
+        let answered = racer.consume(mode, &key, &intruder, session).await;
+        let mut counts = counts.lock().unwrap();
+        match answered {
+            Answered::Nothing(outcome) if outcome == "wrong_client" => {}
+            Answered::Error(kind, message) => {
+                counts.error(racer.side(), "wrong client", &kind, &message)
+            }
+            Answered::Nothing(_) | Answered::Request(..) => counts.wrong_client_not_refused += 1,
+        }
+    }
+
     let (session_a, session_b) = (format!("session-a-{n}"), format!("session-b-{n}"));
     let (race_a, race_b) = tokio::join!(
         a.consume(mode, &key, &client, &session_a),
@@ -817,14 +847,15 @@ fn report(
     let _ = writeln!(
         table,
         "| phase | lifecycles | stored | handed out twice | lost | reads missed | wrong data \
-         | errors old | errors main | main's answers to a reuse | old's answers to a reuse |"
+         | wrong client not refused | errors old | errors main | main's answers to a reuse \
+         | old's answers to a reuse |"
     );
-    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for report in reports {
         let c = &report.counts;
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             report.spec.title,
             c.lifecycles,
             c.stored,
@@ -832,6 +863,7 @@ fn report(
             c.lost,
             c.reads_missed,
             c.wrong_data,
+            c.wrong_client_not_refused,
             c.errors_old,
             c.errors_main,
             listing(c.main_reuse.iter().map(|(k, v)| (k.to_string(), *v))),
@@ -870,6 +902,10 @@ fn report(
             ("acknowledged stores lost", c.lost),
             ("reads that missed an acknowledged request", c.reads_missed),
             ("answers with other data than stored", c.wrong_data),
+            (
+                "wrong-client consumes not refused",
+                c.wrong_client_not_refused,
+            ),
         ];
         if mode.errors_fail_in.contains(&report.spec.phase) {
             must_be_zero.push(("errors on the previous release", c.errors_old));
