@@ -528,21 +528,41 @@ async fn revert_to_old(deploy: &Deploy) -> StepOutcome {
         };
     };
     let started = Instant::now();
+    // The newest applied version before and after: the revert must end at `target`.
+    let newest = "SELECT max(version) FROM _par_store_migrations WHERE success";
     let reverted = async {
         let mut conn = PgConnection::connect_with(&deploy.db.options)
+            .await
+            .map_err(|err| err.to_string())?;
+        let before: Option<i64> = par_store::sqlx::query_scalar(newest)
+            .fetch_one(&mut conn)
             .await
             .map_err(|err| err.to_string())?;
         let undone = PostgresStore::migrator()
             .undo(&mut conn, target)
             .await
             .map_err(|err| err.to_string());
+        let after: Result<Option<i64>, String> = par_store::sqlx::query_scalar(newest)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|err| err.to_string());
         let _ = conn.close().await;
-        undone
+        undone?;
+        match after? {
+            Some(after) if after == target => Ok(before.unwrap_or(0)),
+            other => Err(format!(
+                "the newest applied migration is {other:?} after the revert"
+            )),
+        }
     }
     .await;
+    let from = match &reverted {
+        Ok(before) => format!("from {before} "),
+        Err(_) => String::new(),
+    };
     StepOutcome {
         what: format!(
-            "main's migrations reverted to {target} (Migrator::undo, {:.2} s)",
+            "main's migrations reverted {from}to {target} (Migrator::undo, {:.2} s)",
             started.elapsed().as_secs_f64()
         ),
         failure: reverted.err(),
