@@ -16,23 +16,24 @@
 //!
 //! Every request is stored by one side, read by an old and a new instance at once, consumed
 //! by each as the wrong client (one after the other: each must answer `wrong_client` and
-//! consume nothing), consumed by an old and a new instance at once, then consumed again by
-//! each as another caller, one after the other (in a phase without main's instances, two old
-//! instances play both parts). Both releases consume as a 0.3 server does:
-//! `consume_for_client`, or `consume_in_session` under a reload window. Counted per phase:
-//! requests handed out twice (to two callers), acknowledged stores lost (handed out to
-//! nobody), reads that missed an acknowledged request or returned other data, wrong-client
-//! consumes not refused, and errors on either version. Each mode runs the whole deploy on a
-//! database of its own, old and new instances with the same options: markers on (the
-//! default), markers off (`consumed_markers(false)`), and reload tolerance
-//! (`ConsumePolicy::ReloadWithin(30 s)` with `consume_in_session`).
+//! consume nothing), consumed by an old and a new instance at once (under a reload window
+//! the winning session then reloads it on the other side and must get it back), then
+//! consumed again by each as another caller, one after the other (in a phase without main's
+//! instances, two old instances play both parts). Both releases consume as a 0.3 server
+//! does: `consume_for_client`, or `consume_in_session` under a reload window. Counted per
+//! phase: requests handed out twice (to two callers), acknowledged stores lost (handed out
+//! to nobody), reads that missed an acknowledged request or returned other data,
+//! wrong-client consumes not refused, reloads refused, and errors on either version. Each
+//! mode runs the whole deploy on a database of its own, old and new instances with the same
+//! options: markers on (the default), markers off (`consumed_markers(false)`), and reload
+//! tolerance (`ConsumePolicy::ReloadWithin(30 s)` with `consume_in_session`).
 //!
 //! [`MODES`] and [`PHASES`] are the tables to adjust: in which phases of a mode the docs
 //! allow the mix (there every error fails the test), which steps may fail in a mode, and
 //! what happens in each phase. A request handed out twice, a lost one, a missed or wrong
-//! read, and a wrong-client consume not refused fail the test in every phase of every mode.
-//! Each test prints its table of counts, with what each release answered to a reuse, and
-//! fails with it.
+//! read, a wrong-client consume not refused and a refused reload fail the test in every phase
+//! of every mode. Each test prints its table of counts, with what each release answered to a
+//! reuse, and fails with it.
 
 mod common;
 
@@ -245,6 +246,10 @@ struct Counts {
     /// Consumes as the wrong client that handed the request out or answered anything but
     /// `wrong_client`.
     wrong_client_not_refused: u32,
+    /// Under a reload window: reloads by the winning session on the other side that got the
+    /// request back, and those that did not.
+    reloads_served: u32,
+    reloads_refused: u32,
     errors_old: u32,
     errors_main: u32,
     /// (side, operation, kind) -> (count, first message).
@@ -783,6 +788,34 @@ async fn lifecycle(deploy: &Deploy, n: u32, counts: &Mutex<Counts>) {
         a.consume(mode, &key, &client, &session_a),
         b.consume(mode, &key, &client, &session_b),
     );
+    // Under a reload window, the session that won reloads on the other side (the other
+    // release, where both serve): it must get the request back. A reload is not a second
+    // caller, so it is not counted as handed out.
+    if mode.reload_within.is_some() {
+        let winner = match (&race_a, &race_b) {
+            (Answered::Request(..), Answered::Request(..)) => None,
+            (Answered::Request(..), _) => Some((&b, &session_a)),
+            (_, Answered::Request(..)) => Some((&a, &session_b)),
+            _ => None,
+        };
+        if let Some((other, session)) = winner {
+            let reloaded = other.consume(mode, &key, &client, session).await;
+            let mut counts = counts.lock().unwrap();
+            match reloaded {
+                Answered::Request(bound, params) => {
+                    if (bound, params) == expected {
+                        counts.reloads_served += 1
+                    } else {
+                        counts.wrong_data += 1
+                    }
+                }
+                Answered::Nothing(_) => counts.reloads_refused += 1,
+                Answered::Error(kind, message) => {
+                    counts.error(other.side(), "reload", &kind, &message)
+                }
+            }
+        }
+    }
     // Each again, one after the other, as another caller (another session: a reload is not
     // a second caller); which goes first alternates, so that each release's answer to a
     // reuse is seen both before and after the other's.
@@ -867,15 +900,18 @@ fn report(
     let _ = writeln!(
         table,
         "| phase | lifecycles | stored | handed out twice | lost | reads missed | wrong data \
-         | wrong client not refused | errors old | errors main | main's answers to a reuse \
-         | old's answers to a reuse |"
+         | wrong client not refused | reloads served / refused | errors old | errors main \
+         | main's answers to a reuse | old's answers to a reuse |"
     );
-    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        table,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for report in reports {
         let c = &report.counts;
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             report.spec.title,
             c.lifecycles,
             c.stored,
@@ -884,6 +920,10 @@ fn report(
             c.reads_missed,
             c.wrong_data,
             c.wrong_client_not_refused,
+            match mode.reload_within {
+                Some(_) => format!("{} / {}", c.reloads_served, c.reloads_refused),
+                None => "-".to_owned(),
+            },
             c.errors_old,
             c.errors_main,
             listing(c.main_reuse.iter().map(|(k, v)| (k.to_string(), *v))),
@@ -925,6 +965,10 @@ fn report(
             (
                 "wrong-client consumes not refused",
                 c.wrong_client_not_refused,
+            ),
+            (
+                "reloads by the consuming session refused",
+                c.reloads_refused,
             ),
         ];
         if mode.errors_fail_in.contains(&report.spec.phase) {
