@@ -1,12 +1,13 @@
-//! The N-1 test: the previous release (`.ci/previous-release`, built from this repository's
-//! history by `tests/common/n_minus_1.rs`) and main serving one database under concurrent
-//! traffic, through a whole deploy and back:
+//! The N-1 test: the previous release (0.3.0, `.ci/previous-release`, built from this
+//! repository's history by `tests/common/n_minus_1.rs`) and main serving one database under
+//! concurrent traffic, through a whole deploy and back:
 //!
 //! 1. **roll forward**: old instances serve on a schema their own `migrate()` made; main's
 //!    instances start during that traffic, each running `migrate()` at start-up as the README
 //!    recommends, then serve beside the old ones;
 //! 2. **mixed fleet**: old and new instances serve together; one old instance restarts
-//!    meanwhile (its own `migrate()` at start-up, on a schema main has migrated);
+//!    meanwhile, and its own `migrate()` at start-up, on a schema main has migrated, must
+//!    succeed (0.3.0's `migrate()` accepts a later release's additive migrations);
 //! 3. **rollback**: main's instances stop; during old traffic main's migrations are reverted
 //!    down to the previous release's newest one with sqlx's `Migrator::undo` (what
 //!    `sqlx migrate revert --target-version` does), then every old instance is restarted
@@ -14,19 +15,25 @@
 //! 4. **roll forward again**, as in 1.
 //!
 //! Every request is stored by one side, read by an old and a new instance at once, consumed
-//! by an old and a new instance at once, then consumed again by each as another caller, one
-//! after the other (in a phase without main's instances, two old instances play both
-//! parts). Counted per phase: requests handed out twice (to two callers), acknowledged
-//! stores lost (handed out to nobody), reads that missed an acknowledged request or returned
-//! other data, and errors on either version. Each mode of main runs the whole deploy on a
-//! database of its own: markers on (the default), markers off (`consumed_markers(false)`),
-//! and reload tolerance (`ConsumePolicy::ReloadWithin(30 s)` with `consume_in_session`).
+//! by each as the wrong client (one after the other: each must answer `wrong_client` and
+//! consume nothing), consumed by an old and a new instance at once (under a reload window
+//! the winning session then reloads it on the other side and must get it back), then
+//! consumed again by each as another caller, one after the other (in a phase without main's
+//! instances, two old instances play both parts). Both releases consume as a 0.3 server
+//! does: `consume_for_client`, or `consume_in_session` under a reload window. Counted per
+//! phase: requests handed out twice (to two callers), acknowledged stores lost (handed out
+//! to nobody), reads that missed an acknowledged request or returned other data,
+//! wrong-client consumes not refused, reloads refused, and errors on either version. Each
+//! mode runs the whole deploy on a database of its own, old and new instances with the same
+//! options: markers on (the default), markers off (`consumed_markers(false)`), and reload
+//! tolerance (`ConsumePolicy::ReloadWithin(30 s)` with `consume_in_session`).
 //!
 //! [`MODES`] and [`PHASES`] are the tables to adjust: in which phases of a mode the docs
 //! allow the mix (there every error fails the test), which steps may fail in a mode, and
-//! what happens in each phase. A request handed out twice, a lost one, and a missed or wrong
-//! read fail the test in every phase of every mode. Each test prints its table of counts,
-//! and fails with it.
+//! what happens in each phase. A request handed out twice, a lost one, a missed or wrong
+//! read, a wrong-client consume not refused and a refused reload fail the test in every phase
+//! of every mode. Each test prints its table of counts, with what each release answered to a
+//! reuse, and fails with it.
 
 mod common;
 
@@ -68,7 +75,7 @@ struct Mode {
     /// `PostgresStore::consumed_markers`.
     markers: bool,
     /// `Some`: `ConsumePolicy::ReloadWithin` and main consumes with `consume_in_session`;
-    /// `None`: `consume_for_client`.
+    /// `None`: `consume_for_client`. The same for the old instances (their driver's flags).
     reload_within: Option<Duration>,
     /// The phases in which the docs allow this mix of releases: there, an error on either
     /// version fails the test. Elsewhere errors are counted and shown but allowed.
@@ -78,6 +85,21 @@ struct Mode {
     steps_may_fail: &'static [Step],
 }
 
+impl Mode {
+    /// The driver's flags for the same options on the previous release.
+    fn driver_options(&self) -> Vec<String> {
+        let mut options = vec![
+            "--markers".to_owned(),
+            if self.markers { "on" } else { "off" }.to_owned(),
+        ];
+        if let Some(window) = self.reload_within {
+            options.push("--reload-within-ms".to_owned());
+            options.push(window.as_millis().to_string());
+        }
+        options
+    }
+}
+
 const ALL_PHASES: &[Phase] = &[
     Phase::RollForward,
     Phase::Mixed,
@@ -85,8 +107,8 @@ const ALL_PHASES: &[Phase] = &[
     Phase::RollForwardAgain,
 ];
 
-/// The modes, and where each is allowed beside the previous release (issue 27: all three,
-/// through the whole deploy).
+/// The modes, and where each is allowed beside the previous release (all three, through the
+/// whole deploy).
 const MODES: &[Mode] = &[
     Mode {
         name: "markers on (default)",
@@ -129,7 +151,8 @@ enum Step {
     StartNew,
     /// One old instance is replaced by a new process of the old release, which runs its own
     /// `migrate()` at start-up, while main's instances serve (a crash, a scaling event, a
-    /// host's reboot during the deploy).
+    /// host's reboot during the deploy). That `migrate()` must succeed: 0.3.0's accepts a
+    /// history with a later release's migrations (docs/upgrading.md).
     RestartOneOld,
     /// Main's instances stop (they finish what they are doing).
     StopNew,
@@ -220,6 +243,13 @@ struct Counts {
     lost: u32,
     reads_missed: u32,
     wrong_data: u32,
+    /// Consumes as the wrong client that handed the request out or answered anything but
+    /// `wrong_client`.
+    wrong_client_not_refused: u32,
+    /// Under a reload window: reloads by the winning session on the other side that got the
+    /// request back, and those that did not.
+    reloads_served: u32,
+    reloads_refused: u32,
     errors_old: u32,
     errors_main: u32,
     /// (side, operation, kind) -> (count, first message).
@@ -400,23 +430,7 @@ async fn run_step(deploy: &Deploy, step: Step) -> Vec<StepOutcome> {
         }
         Step::RevertToOld => vec![revert_to_old(deploy).await],
         Step::RestartOneOld => {
-            // docs/upgrading.md: the previous release's `migrate()` (sqlx's plain migrator)
-            // refuses main's history, so an old instance restarting during the mix must
-            // start without it; the restarted process serves all the same. What is asserted
-            // is exactly that documented refusal: a `migrate()` that passed, or failed any
-            // other way, fails the step.
-            let mut outcome = restart_old(
-                deploy,
-                0,
-                "migrate() at restart in the mixed fleet (refused)",
-            )
-            .await;
-            outcome.failure = match outcome.failure.take() {
-                Some(failure) if failure.contains("missing in the resolved migrations") => None,
-                Some(other) => Some(other),
-                None => Some("the previous release's migrate() accepted main's history".into()),
-            };
-            vec![outcome]
+            vec![restart_old(deploy, 0, "migrate() at restart in the mixed fleet").await]
         }
         Step::RestartOld => {
             let mut outcomes = Vec::new();
@@ -441,6 +455,7 @@ async fn start_old(deploy: &Deploy, what: &str) -> (Option<OldInstance>, StepOut
         &name,
         &deploy.url,
         CONNECTIONS_PER_INSTANCE,
+        &deploy.mode.driver_options(),
     )
     .await
     {
@@ -518,21 +533,41 @@ async fn revert_to_old(deploy: &Deploy) -> StepOutcome {
         };
     };
     let started = Instant::now();
+    // The newest applied version before and after: the revert must end at `target`.
+    let newest = "SELECT max(version) FROM _par_store_migrations WHERE success";
     let reverted = async {
         let mut conn = PgConnection::connect_with(&deploy.db.options)
+            .await
+            .map_err(|err| err.to_string())?;
+        let before: Option<i64> = par_store::sqlx::query_scalar(newest)
+            .fetch_one(&mut conn)
             .await
             .map_err(|err| err.to_string())?;
         let undone = PostgresStore::migrator()
             .undo(&mut conn, target)
             .await
             .map_err(|err| err.to_string());
+        let after: Result<Option<i64>, String> = par_store::sqlx::query_scalar(newest)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|err| err.to_string());
         let _ = conn.close().await;
-        undone
+        undone?;
+        match after? {
+            Some(after) if after == target => Ok(before.unwrap_or(0)),
+            other => Err(format!(
+                "the newest applied migration is {other:?} after the revert"
+            )),
+        }
     }
     .await;
+    let from = match &reverted {
+        Ok(before) => format!("from {before} "),
+        Err(_) => String::new(),
+    };
     StepOutcome {
         what: format!(
-            "main's migrations reverted to {target} (Migrator::undo, {:.2} s)",
+            "main's migrations reverted {from}to {target} (Migrator::undo, {:.2} s)",
             started.elapsed().as_secs_f64()
         ),
         failure: reverted.err(),
@@ -598,10 +633,17 @@ impl Racer {
         }
     }
 
-    /// Consumes as the caller `session` (main's session binding under a reload window).
+    /// Consumes as the caller `session` (its session binding under a reload window), as a
+    /// 0.3 server does on either release.
     async fn consume(&self, mode: &Mode, hash: &str, client: &str, session: &str) -> Answered {
         match self {
-            Racer::Old(old) => old_answer(old.request(&["consume", hash, client]).await),
+            Racer::Old(old) => old_answer(match mode.reload_within {
+                Some(_) => {
+                    old.request(&["consume_in_session", hash, client, session])
+                        .await
+                }
+                None => old.request(&["consume", hash, client]).await,
+            }),
             Racer::New(store) => {
                 let consumed = match mode.reload_within {
                     Some(_) => store.consume_in_session(hash, client, session).await,
@@ -622,9 +664,7 @@ impl Racer {
 fn old_answer(answer: Vec<String>) -> Answered {
     let client = |field: &str| (field != "-").then(|| field.to_owned());
     match answer.as_slice() {
-        [kind, bound, params]
-            if kind == "found" || kind == "consumed" || kind == "wrong_client" =>
-        {
+        [kind, bound, params] if kind == "found" || kind == "consumed" => {
             Answered::Request(client(bound), params.clone())
         }
         [error, kind, message] if error == "error" => {
@@ -728,11 +768,54 @@ async fn lifecycle(deploy: &Deploy, n: u32, counts: &Mutex<Counts>) {
         }
     }
 
+    // Each as the wrong client, one after the other: refused, nothing consumed (0.3 and
+    // main), so the race below still has the request to hand out.
+    let intruder = format!("client-{}", (n + 1) % 5);
+    for (racer, session) in [(&a, "session-wa"), (&b, "session-wb")] {
+        let answered = racer.consume(mode, &key, &intruder, session).await;
+        let mut counts = counts.lock().unwrap();
+        match answered {
+            Answered::Nothing(outcome) if outcome == "wrong_client" => {}
+            Answered::Error(kind, message) => {
+                counts.error(racer.side(), "wrong client", &kind, &message)
+            }
+            Answered::Nothing(_) | Answered::Request(..) => counts.wrong_client_not_refused += 1,
+        }
+    }
+
     let (session_a, session_b) = (format!("session-a-{n}"), format!("session-b-{n}"));
     let (race_a, race_b) = tokio::join!(
         a.consume(mode, &key, &client, &session_a),
         b.consume(mode, &key, &client, &session_b),
     );
+    // Under a reload window, the session that won reloads on the other side (the other
+    // release, where both serve): it must get the request back. A reload is not a second
+    // caller, so it is not counted as handed out.
+    if mode.reload_within.is_some() {
+        let winner = match (&race_a, &race_b) {
+            (Answered::Request(..), Answered::Request(..)) => None,
+            (Answered::Request(..), _) => Some((&b, &session_a)),
+            (_, Answered::Request(..)) => Some((&a, &session_b)),
+            _ => None,
+        };
+        if let Some((other, session)) = winner {
+            let reloaded = other.consume(mode, &key, &client, session).await;
+            let mut counts = counts.lock().unwrap();
+            match reloaded {
+                Answered::Request(bound, params) => {
+                    if (bound, params) == expected {
+                        counts.reloads_served += 1
+                    } else {
+                        counts.wrong_data += 1
+                    }
+                }
+                Answered::Nothing(_) => counts.reloads_refused += 1,
+                Answered::Error(kind, message) => {
+                    counts.error(other.side(), "reload", &kind, &message)
+                }
+            }
+        }
+    }
     // Each again, one after the other, as another caller (another session: a reload is not
     // a second caller); which goes first alternates, so that each release's answer to a
     // reuse is seen both before and after the other's.
@@ -817,14 +900,18 @@ fn report(
     let _ = writeln!(
         table,
         "| phase | lifecycles | stored | handed out twice | lost | reads missed | wrong data \
-         | errors old | errors main | main's answers to a reuse | old's answers to a reuse |"
+         | wrong client not refused | reloads served / refused | errors old | errors main \
+         | main's answers to a reuse | old's answers to a reuse |"
     );
-    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        table,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for report in reports {
         let c = &report.counts;
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             report.spec.title,
             c.lifecycles,
             c.stored,
@@ -832,6 +919,11 @@ fn report(
             c.lost,
             c.reads_missed,
             c.wrong_data,
+            c.wrong_client_not_refused,
+            match mode.reload_within {
+                Some(_) => format!("{} / {}", c.reloads_served, c.reloads_refused),
+                None => "-".to_owned(),
+            },
             c.errors_old,
             c.errors_main,
             listing(c.main_reuse.iter().map(|(k, v)| (k.to_string(), *v))),
@@ -870,6 +962,14 @@ fn report(
             ("acknowledged stores lost", c.lost),
             ("reads that missed an acknowledged request", c.reads_missed),
             ("answers with other data than stored", c.wrong_data),
+            (
+                "wrong-client consumes not refused",
+                c.wrong_client_not_refused,
+            ),
+            (
+                "reloads by the consuming session refused",
+                c.reloads_refused,
+            ),
         ];
         if mode.errors_fail_in.contains(&report.spec.phase) {
             must_be_zero.push(("errors on the previous release", c.errors_old));

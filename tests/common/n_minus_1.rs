@@ -287,17 +287,20 @@ impl std::fmt::Debug for OldInstance {
 }
 
 impl OldInstance {
-    /// Starts a driver on `url` with a pool of `max_connections`, and waits until it has
-    /// connected. `Err` holds what it said instead.
+    /// Starts a driver on `url` with a pool of `max_connections` and the store options
+    /// `options` (the driver's flags: `--markers off`, `--reload-within-ms 30000`), and
+    /// waits until it has connected. `Err` holds what it said instead.
     pub async fn start(
         release: &PreviousRelease,
         name: &str,
         url: &str,
         max_connections: u32,
+        options: &[String],
     ) -> Result<OldInstance, String> {
         let mut child = tokio::process::Command::new(&release.driver)
             .arg(url)
             .arg(max_connections.to_string())
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
