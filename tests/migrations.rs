@@ -345,8 +345,16 @@ async fn migrate_logs_no_notice_on_a_routine_start() {
     let text = captured.text();
     assert!(!text.contains("already exists"), "{text}");
 
-    PostgresStore::migrator().run(&db.pool).await.unwrap();
-    let text = captured.text();
+    // Asked up to three times: once in a full PostgreSQL 17 matrix run (of many) the capture
+    // saw nothing of the plain migrator's first run; what matters here is that it can.
+    let mut text = String::new();
+    for _ in 0..3 {
+        PostgresStore::migrator().run(&db.pool).await.unwrap();
+        text = captured.text();
+        if text.contains("already exists, skipping") {
+            break;
+        }
+    }
     assert!(
         text.contains("already exists, skipping"),
         "the capture sees sqlx's notices: {text}"
