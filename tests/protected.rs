@@ -876,29 +876,31 @@ async fn duplicate_is_still_a_duplicate() {
 async fn cleanup_runs_on_a_protected_store() {
     let db = TestDb::new().await;
     let store = ProtectedStore::new(db.store(), ring_a());
+    // Lifetimes of a second: a store on a loaded machine (the first one also connects) may
+    // take a few hundred milliseconds, and a request must not expire before it is stored.
     for n in 0..3 {
         store
             .store(&PushedAuthorizationRequest::new(
                 hash(n),
-                Utc::now() + Duration::milliseconds(200),
+                Utc::now() + Duration::seconds(1),
                 "p",
             ))
             .await
             .unwrap();
     }
     store.store(&live(9)).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     assert_eq!(store.delete_expired().await.unwrap(), 3);
 
     store
         .store(&PushedAuthorizationRequest::new(
             hash(5),
-            Utc::now() + Duration::milliseconds(100),
+            Utc::now() + Duration::seconds(1),
             "p",
         ))
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let job = CleanupJob::spawn(
         store.clone(),
         CleanupOptions::new()
