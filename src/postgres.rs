@@ -509,7 +509,9 @@ fn right_client(bound: Option<&str>, caller: Option<&str>) -> bool {
     }
 }
 
-/// What a consumption found, from the row `CONSUME` returned (`None`: no row).
+/// What a consumption found, from the row `CONSUME` or `CITUS_CONSUME` returned: a request
+/// it took, or (only `CITUS_CONSUME`) what the call found instead. `None` is `NotFound` for
+/// `CITUS_CONSUME`; the store asks `LOOK_UP` when `CONSUME` returned none.
 fn into_consumed(
     reference_value_hash: &str,
     caller: Option<&str>,
@@ -518,39 +520,65 @@ fn into_consumed(
     let Some((taken, expires_at, parameters, client_id, live, consumed_at, kept)) = row else {
         return Ok(Consumed::Decided(Consumption::NotFound));
     };
-    if taken {
-        return match (live, parameters) {
-            (false, _) => Ok(Consumed::Decided(Consumption::Expired)),
-            (true, Some(parameters)) => Ok(Consumed::Decided(Consumption::Consumed(into_request(
-                reference_value_hash,
-                (expires_at, parameters, client_id),
-            )))),
-            // The column is NOT NULL: never report a consumption that returned no request.
-            (true, None) => Err(StoreError::from(sqlx::Error::Protocol(
-                "the consume statement returned a request without parameters".into(),
-            ))),
-        };
+    if !taken {
+        return Ok(missed(caller, client_id.as_deref(), consumed_at, kept));
     }
-    if !right_client(client_id.as_deref(), caller) {
-        return Ok(Consumed::Decided(Consumption::WrongClient));
+    match (live, parameters) {
+        (false, _) => Ok(Consumed::Decided(Consumption::Expired)),
+        (true, Some(parameters)) => Ok(Consumed::Decided(Consumption::Consumed(into_request(
+            reference_value_hash,
+            (expires_at, parameters, client_id),
+        )))),
+        // The column is NOT NULL: never report a consumption that returned no request.
+        (true, None) => Err(StoreError::from(sqlx::Error::Protocol(
+            "the consume statement returned a request without parameters".into(),
+        ))),
+    }
+}
+
+/// What a consumption that took nothing found under the hash, from the row `LOOK_UP`
+/// returned (`None`: no row).
+fn into_missed(caller: Option<&str>, row: Option<LookedUpRow>) -> Consumed {
+    match row {
+        None => Consumed::Decided(Consumption::NotFound),
+        Some((_, _, client_id, _, consumed_at, kept)) => {
+            missed(caller, client_id.as_deref(), consumed_at, kept)
+        }
+    }
+}
+
+/// A consumption that took nothing, by what is under the hash: a row bound to another
+/// client, a marker (kept for a reload, or not), or a request of the right client that the
+/// consuming statement did not see (stored after its snapshot, or taken by a concurrent
+/// statement after the snapshot): ask again.
+fn missed(
+    caller: Option<&str>,
+    client_id: Option<&str>,
+    consumed_at: Option<StoredExpiry>,
+    kept: bool,
+) -> Consumed {
+    if !right_client(client_id, caller) {
+        return Consumed::Decided(Consumption::WrongClient);
     }
     match consumed_at {
-        Some(_) if kept => Ok(Consumed::Kept),
-        Some(StoredExpiry(consumed_at)) => Ok(Consumed::Decided(Consumption::AlreadyConsumed {
-            consumed_at,
-        })),
-        None => Ok(Consumed::Raced),
+        Some(_) if kept => Consumed::Kept,
+        Some(StoredExpiry(consumed_at)) => {
+            Consumed::Decided(Consumption::AlreadyConsumed { consumed_at })
+        }
+        None => Consumed::Raced,
     }
 }
 
 /// A row `LOOK_UP` returns: `expires_at`, the parameters (a request's; none for a marker),
-/// `client_id`, whether it is live by the database clock, and a marker's `consumed_at`.
+/// `client_id`, whether it is live by the database clock, a marker's `consumed_at`, and
+/// whether a marker still keeps parameters for a reload.
 type LookedUpRow = (
     StoredExpiry,
     Option<String>,
     Option<String>,
     bool,
     Option<StoredExpiry>,
+    bool,
 );
 
 /// What `get_for_client` answers, from the row `LOOK_UP` returned (`None`: no row).
@@ -559,7 +587,7 @@ fn into_lookup(
     client_id: &str,
     row: Option<LookedUpRow>,
 ) -> Result<Lookup, StoreError> {
-    let Some((expires_at, parameters, bound, live, consumed_at)) = row else {
+    let Some((expires_at, parameters, bound, live, consumed_at, _)) = row else {
         return Ok(Lookup::NotFound);
     };
     if !right_client(bound.as_deref(), Some(client_id)) {
@@ -858,11 +886,10 @@ impl Backend for PostgresStore {
         reload: Reload<'_>,
     ) -> Result<Consumption, StoreError> {
         self.find_route().await;
-        // The same parameters and columns either way (src/sql.rs).
-        let statement = match self.route.load(Ordering::Relaxed) {
-            route if route == Route::Delegated as u8 => CITUS_CONSUME,
-            _ => CONSUME,
-        };
+        // The same parameters and columns either way (src/sql.rs); only `CITUS_CONSUME` tells
+        // the other outcomes apart in the same call.
+        let delegated = self.route.load(Ordering::Relaxed) == Route::Delegated as u8;
+        let statement = if delegated { CITUS_CONSUME } else { CONSUME };
         for _ in 0..CONSUME_RACE_ATTEMPTS {
             // A consume that may have run is never run again: the second run would find the
             // request consumed and report `AlreadyConsumed` for the caller's own consumption.
@@ -877,11 +904,19 @@ impl Backend for PostgresStore {
                         .bind(reload.binding)
                 })
                 .await?;
-            match into_consumed(
-                reference_value_hash,
-                client_id,
-                decode::<ConsumedRow>(&outcome)?,
-            )? {
+            let row = decode::<ConsumedRow>(&outcome)?;
+            let consumed = if row.is_some() || delegated {
+                into_consumed(reference_value_hash, client_id, row)?
+            } else {
+                // Nothing taken: what is under the hash, read without changing anything.
+                let outcome = self
+                    .run(Retry::Always, Returns::Row, || {
+                        sqlx::query(LOOK_UP).bind(reference_value_hash)
+                    })
+                    .await?;
+                into_missed(client_id, decode::<LookedUpRow>(&outcome)?)
+            };
+            match consumed {
                 Consumed::Decided(consumption) => return Ok(consumption),
                 Consumed::Raced => continue,
                 Consumed::Kept => return self.reload(reference_value_hash, reload).await,

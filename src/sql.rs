@@ -85,16 +85,19 @@ pub(crate) const SELECT_LIVE: &str = "SELECT expires_at, parameters, client_id \
      FROM pushed_authorization_requests \
      WHERE reference_value_hash = $1 AND expires_at > clock_timestamp()";
 
-/// Reads what the store knows of a hash, for `get_for_client`, without changing anything:
-/// the request (`consumed_at` NULL, with its parameters) or its consumed marker (no
-/// parameters), each with whether it is live by the database clock. At most one row each; one
-/// snapshot, so a consumption committing meanwhile is seen either before or after, never as
-/// neither.
+/// Reads what the store knows of a hash, for `get_for_client` and for a consumption that
+/// [`CONSUME`] took nothing for, without changing anything: the request (`consumed_at` NULL,
+/// with its parameters) or its consumed marker (no parameters; `kept`: whether it still
+/// keeps them for a reload), each with whether it is live by the database clock. At most one
+/// row each; one snapshot, so a consumption committing meanwhile is seen either before or
+/// after, never as neither.
 pub(crate) const LOOK_UP: &str = "SELECT expires_at, parameters, client_id, \
-         expires_at > clock_timestamp() AS live, NULL::timestamptz AS consumed_at \
+         expires_at > clock_timestamp() AS live, NULL::timestamptz AS consumed_at, \
+         false AS kept \
      FROM pushed_authorization_requests WHERE reference_value_hash = $1 \
      UNION ALL \
-     SELECT expires_at, NULL, client_id, expires_at > clock_timestamp(), consumed_at \
+     SELECT expires_at, NULL, client_id, expires_at > clock_timestamp(), consumed_at, \
+         kept_parameters IS NOT NULL \
      FROM pushed_authorization_request_markers WHERE reference_value_hash = $1";
 
 /// Consumes a request in one atomic statement. $1 = hash; $2 = the client that must be bound
@@ -103,23 +106,28 @@ pub(crate) const LOOK_UP: &str = "SELECT expires_at, parameters, client_id, \
 /// `consume_in_session` under a reload window (NULL otherwise), for which the marker keeps
 /// the parameters.
 ///
-/// The hot path is `taken`: one `DELETE` of the row, bound to the caller's client or to
-/// none. Concurrent consumers queue on the row's lock; the first deletes it, every later one
-/// finds it gone and takes nothing. `decided` reads the clock on each row `taken` returns,
-/// that is after the row lock is held, however long the wait was: a request that expired
-/// while its consumer waited is `Expired` (and removed as garbage), never handed out.
-/// `marked` moves a live request into the markers table (a marker already there, which only
-/// SQL written by hand can leave beside a request, is kept as it is).
+/// This is the hot path and nothing else: `taken`, one `DELETE` of the row, bound to the
+/// caller's client or to none, and the marker's insert. Concurrent consumers queue on the
+/// row's lock; the first deletes it, every later one finds it gone and takes nothing.
+/// `decided` reads the clock on each row `taken` returns, that is after the row lock is held,
+/// however long the wait was: a request that expired while its consumer waited is `Expired`
+/// (and removed as garbage), never handed out. (Not in `RETURNING`: Citus refuses a volatile
+/// function there, and a store on Citus runs this statement until the functions of
+/// migration 0008 are distributed, and always in pooler mode.) `marked` moves a live request
+/// into the markers table (a marker already there, which only SQL written by hand can leave
+/// beside a request, is kept as it is).
 ///
-/// The rows returned say what happened (`taken`), or, only when nothing was taken, what the
-/// statement's snapshot holds under the hash: the request (bound to another client, or taken
-/// by a concurrent consumer after the snapshot: the store then asks again), or its marker.
-/// Those two reads cost nothing on the hot path (`NOT EXISTS (SELECT FROM decided)` is
-/// evaluated once, before them).
+/// It returns one row when it took the request (`taken` is always true: the columns are
+/// [`CITUS_CONSUME`]'s), none otherwise. Only then does the store tell the other outcomes
+/// apart, with [`LOOK_UP`] in a second round trip (not found, bound to another client,
+/// already consumed, a marker kept for a reload, or a request stored after this statement's
+/// snapshot: the store then asks again). A consume that succeeds pays for no read it does
+/// not need.
 ///
 /// Where `distribute_on_citus` distributed migration 0008's functions, the store sends
 /// [`CITUS_CONSUME`] instead: these steps as statements of a function that Citus runs on the
-/// shard's worker (Citus plans this CTE in distributed subplans through the coordinator).
+/// shard's worker, which also tells the other outcomes apart in the same call (Citus plans
+/// this CTE in distributed subplans through the coordinator).
 pub(crate) const CONSUME: &str = "WITH taken AS ( \
          DELETE FROM pushed_authorization_requests \
          WHERE reference_value_hash = $1 \
@@ -135,20 +143,10 @@ pub(crate) const CONSUME: &str = "WITH taken AS ( \
          SELECT $1, expires_at, client_id, decided_at, $4, $5::text, \
              CASE WHEN $5::text IS NOT NULL THEN parameters END \
          FROM decided WHERE expires_at > decided_at AND $3 \
-         ON CONFLICT (reference_value_hash) DO NOTHING \
-         RETURNING 1) \
+         ON CONFLICT (reference_value_hash) DO NOTHING) \
      SELECT true AS taken, expires_at, parameters, client_id, expires_at > decided_at, \
          NULL::timestamptz AS consumed_at, false AS kept \
-     FROM decided \
-     UNION ALL \
-     SELECT false, expires_at, NULL, client_id, expires_at > clock_timestamp(), NULL, false \
-     FROM pushed_authorization_requests \
-     WHERE reference_value_hash = $1 AND NOT EXISTS (SELECT FROM decided) \
-     UNION ALL \
-     SELECT false, expires_at, NULL, client_id, expires_at > clock_timestamp(), consumed_at, \
-         kept_parameters IS NOT NULL \
-     FROM pushed_authorization_request_markers \
-     WHERE reference_value_hash = $1 AND NOT EXISTS (SELECT FROM decided)";
+     FROM decided";
 
 /// A consumption that found a marker still keeping parameters (reload tolerance,
 /// `ConsumePolicy::ReloadWithin`): decides on the marker it locks, with the clock read after
@@ -322,8 +320,9 @@ pub(crate) const CITUS_INSERT: &str = "SELECT * FROM par_store_insert($1, $2, $3
 /// [`CONSUME`] on Citus: a call of migration 0008's `par_store_consume` with `CONSUME`'s
 /// parameters, returning `CONSUME`'s columns in its order (one decoding for both). The
 /// function takes the row (`DELETE ... RETURNING`), then reads the clock, then writes the
-/// marker, each a statement of its own; the call is in Citus's delegated form, as
-/// [`CITUS_INSERT`]'s.
+/// marker, each a statement of its own; when it took nothing it returns in the same call
+/// what [`LOOK_UP`] would (a row with `taken` false), so Citus needs no second round trip.
+/// The call is in Citus's delegated form, as [`CITUS_INSERT`]'s.
 pub(crate) const CITUS_CONSUME: &str = "SELECT * FROM par_store_consume($1, $2, $3, $4, $5)";
 
 /// Reads a session's state for `target_session_attrs` (src/hosts.rs): whether it is read-only

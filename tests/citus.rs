@@ -308,7 +308,7 @@ async fn the_store_and_the_consume_are_calls_delegated_to_the_worker_of_the_shar
             "{operation} is not delegated whole to the shard's worker (port {worker}):\n{plan}"
         );
     }
-    // The one-statement CONSUME, for comparison: Citus plans it in distributed subplans.
+    // Plain PostgreSQL's CONSUME, for comparison: Citus plans it in distributed subplans.
     let before = citus_plan(
         &mut conn,
         "consume_statement",
@@ -317,7 +317,7 @@ async fn the_store_and_the_consume_are_calls_delegated_to_the_worker_of_the_shar
         "'delegated', 'client-a', true, false, NULL",
     )
     .await;
-    println!("consume (CONSUME, 0.3):\n{before}\n");
+    println!("consume (CONSUME):\n{before}\n");
 
     // Another instance's store (it did not distribute anything) finds the function
     // distributed at its first operation and consumes through it, every outcome decoded.

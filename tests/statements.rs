@@ -402,8 +402,8 @@ async fn behind_a_counting_proxy() -> (TestDb, CountingProxy, PgConnectOptions) 
 
 /// Named statements the store prepares over every operation it has, counted on the wire:
 /// the figure docs/postgresql.md and the README give for PgBouncer's
-/// `max_prepared_statements` ("at least 7").
-const PREPARED_STATEMENTS: usize = 7;
+/// `max_prepared_statements` ("at least 8").
+const PREPARED_STATEMENTS: usize = 8;
 
 /// Every operation of the store, twice each, on the store's single connection.
 async fn every_operation(store: &PostgresStore) {
@@ -423,6 +423,12 @@ async fn every_operation(store: &PostgresStore) {
             .consume_by_hash(&request.reference_value_hash)
             .await
             .expect("consume_by_hash");
+        // A reuse: the consume takes nothing and asks `LOOK_UP` what is under the hash.
+        assert!(store
+            .consume_by_hash(&request.reference_value_hash)
+            .await
+            .expect("consume_by_hash of a consumed request")
+            .is_none());
         // A consumed request's marker is not replaced: another key.
         let replacing = PushedAuthorizationRequest::new(
             format!("every-operation-{round}-replaced"),
@@ -447,7 +453,7 @@ async fn every_operation(store: &PostgresStore) {
 }
 
 #[tokio::test]
-async fn over_every_operation_the_store_prepares_seven_named_statements_once_each() {
+async fn over_every_operation_the_store_prepares_eight_named_statements_once_each() {
     let (db, proxy, through_proxy) = behind_a_counting_proxy().await;
     let store = PostgresStoreOptions::new()
         .max_connections(1)
@@ -606,6 +612,29 @@ async fn round_trips_per_operation_in_every_mode() {
         assert_eq!(round_trips(&sent), 1, "owned pool, {op}: {sent:?}");
         assert_eq!((sent.get('B'), sent.get('E'), sent.get('P')), (1, 1, 0));
     }
+    // A consume that takes nothing (here each a reuse of a request consumed above) tells the
+    // outcomes apart with a second statement, `LOOK_UP`: two round trips, and only then.
+    // The warm-up request first, so that `LOOK_UP` is prepared before counting.
+    assert!(store
+        .consume_by_hash("round-trips-owned-20")
+        .await
+        .expect("consume a consumed request")
+        .is_none());
+    let before = proxy.seen();
+    for i in 0..20 {
+        assert!(store
+            .consume_by_hash(&format!("round-trips-owned-{i}"))
+            .await
+            .expect("consume a consumed request")
+            .is_none());
+    }
+    let sent = proxy.seen().since(&before);
+    eprintln!("owned pool, 20 reuses: {sent:?}");
+    assert_eq!(
+        (round_trips(&sent), sent.get('B'), sent.get('E')),
+        (40, 40, 40),
+        "owned pool, a consume that takes nothing: {sent:?}"
+    );
     store.close().await;
 
     // The caller's PgPool with sqlx's defaults: its ping before use (test_before_acquire)

@@ -349,15 +349,15 @@ impl Client {
             return Ok(store.consume_by_hash(hash).await?.is_some());
         }
         // The store's CONSUME with the store's own binds for `consume_by_hash`: any client,
-        // markers on, not reopenable, no session, `ConsumePolicy::Once` (a window of 0).
+        // markers on, not reopenable, no session. It returns a row only for a request it took
+        // (the store reads LOOK_UP only when it took nothing, which a lifecycle never meets).
         type Consumed = (
+            bool,
             chrono::DateTime<Utc>,
             Option<String>,
             Option<String>,
+            bool,
             Option<chrono::DateTime<Utc>>,
-            bool,
-            bool,
-            bool,
             bool,
         );
         let row = self
@@ -367,12 +367,11 @@ impl Client {
                     .bind(None::<&str>)
                     .bind(true)
                     .bind(false)
-                    .bind(None::<&str>)
-                    .bind(0_i64),
+                    .bind(None::<&str>),
             )
             .await?;
-        // Taken now: not consumed before, live, and marked by this statement.
-        Ok(row.is_some_and(|row| row.3.is_none() && row.4 && row.6))
+        // Taken now, and live when taken.
+        Ok(row.is_some_and(|row| row.0 && row.4))
     }
 
     /// Runs one of the store's statements without the store (`pool`, `conn`, `lite`). The
