@@ -25,6 +25,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgTypeInfo, PgValueFormat, P
 use sqlx::query::Query;
 use sqlx::{Decode, FromRow, PgPool, Postgres, Type};
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,9 +177,18 @@ impl PostgresStore {
             self.connections
                 .run(&self.protocol, retry, returns, statement),
         );
+        self.within_operation_timeout(attempt).await
+    }
+
+    /// Bounds `work` by the operation timeout: each statement (above), and a whole
+    /// consumption, which may send more than one.
+    async fn within_operation_timeout<T>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         match self.operation_timeout {
-            None => attempt.await,
-            Some(limit) => match tokio::time::timeout(limit, attempt).await {
+            None => work.await,
+            Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(result) => result,
                 Err(elapsed) => Err(StoreError::Timeout {
                     source: Box::new(elapsed),
@@ -763,6 +773,56 @@ fn bind_request<'q>(
 }
 
 impl PostgresStore {
+    /// `consume`'s statements, under its one operation timeout.
+    async fn consume_steps(
+        &self,
+        reference_value_hash: &str,
+        client_id: Option<&str>,
+        reopenable: bool,
+        reload: Reload<'_>,
+    ) -> Result<Consumption, StoreError> {
+        self.find_route().await;
+        // The same parameters and columns either way (src/sql.rs); only `CITUS_CONSUME` tells
+        // the other outcomes apart in the same call.
+        let delegated = self.route.load(Ordering::Relaxed) == Route::Delegated as u8;
+        let statement = if delegated { CITUS_CONSUME } else { CONSUME };
+        for _ in 0..CONSUME_RACE_ATTEMPTS {
+            // A consume that may have run is never run again: the second run would find the
+            // request consumed and report `AlreadyConsumed` for the caller's own consumption.
+            // Asking again after `Raced` is safe: that run's answer proves it took nothing.
+            let outcome = self
+                .run(Retry::IfServerAborted, Returns::Row, || {
+                    sqlx::query(statement)
+                        .bind(reference_value_hash)
+                        .bind(client_id)
+                        .bind(self.consumed_markers)
+                        .bind(reopenable)
+                        .bind(reload.binding)
+                })
+                .await?;
+            let row = decode::<ConsumedRow>(&outcome)?;
+            let consumed = if row.is_some() || delegated {
+                into_consumed(reference_value_hash, client_id, row)?
+            } else {
+                // Nothing taken: what is under the hash, read without changing anything.
+                let outcome = self
+                    .run(Retry::Always, Returns::Row, || {
+                        sqlx::query(LOOK_UP).bind(reference_value_hash)
+                    })
+                    .await?;
+                into_missed(client_id, decode::<LookedUpRow>(&outcome)?)
+            };
+            match consumed {
+                Consumed::Decided(consumption) => return Ok(consumption),
+                Consumed::Raced => continue,
+                Consumed::Kept => return self.reload(reference_value_hash, reload).await,
+            }
+        }
+        Err(StoreError::from(sqlx::Error::Protocol(
+            "the request kept being taken by concurrent statements".into(),
+        )))
+    }
+
     /// `RELOAD`: a consumption that found a marker keeping parameters.
     async fn reload(
         &self,
@@ -885,46 +945,16 @@ impl Backend for PostgresStore {
         reopenable: bool,
         reload: Reload<'_>,
     ) -> Result<Consumption, StoreError> {
-        self.find_route().await;
-        // The same parameters and columns either way (src/sql.rs); only `CITUS_CONSUME` tells
-        // the other outcomes apart in the same call.
-        let delegated = self.route.load(Ordering::Relaxed) == Route::Delegated as u8;
-        let statement = if delegated { CITUS_CONSUME } else { CONSUME };
-        for _ in 0..CONSUME_RACE_ATTEMPTS {
-            // A consume that may have run is never run again: the second run would find the
-            // request consumed and report `AlreadyConsumed` for the caller's own consumption.
-            // Asking again after `Raced` is safe: that run's answer proves it took nothing.
-            let outcome = self
-                .run(Retry::IfServerAborted, Returns::Row, || {
-                    sqlx::query(statement)
-                        .bind(reference_value_hash)
-                        .bind(client_id)
-                        .bind(self.consumed_markers)
-                        .bind(reopenable)
-                        .bind(reload.binding)
-                })
-                .await?;
-            let row = decode::<ConsumedRow>(&outcome)?;
-            let consumed = if row.is_some() || delegated {
-                into_consumed(reference_value_hash, client_id, row)?
-            } else {
-                // Nothing taken: what is under the hash, read without changing anything.
-                let outcome = self
-                    .run(Retry::Always, Returns::Row, || {
-                        sqlx::query(LOOK_UP).bind(reference_value_hash)
-                    })
-                    .await?;
-                into_missed(client_id, decode::<LookedUpRow>(&outcome)?)
-            };
-            match consumed {
-                Consumed::Decided(consumption) => return Ok(consumption),
-                Consumed::Raced => continue,
-                Consumed::Kept => return self.reload(reference_value_hash, reload).await,
-            }
-        }
-        Err(StoreError::from(sqlx::Error::Protocol(
-            "the request kept being taken by concurrent statements".into(),
+        // One bound for all of it: a consumption that took nothing reads `LOOK_UP` too, one
+        // that found a marker kept for a reload runs `RELOAD`, and one that lost a race asks
+        // again. (Boxed, as each statement's attempt: see `run`.)
+        self.within_operation_timeout(Box::pin(self.consume_steps(
+            reference_value_hash,
+            client_id,
+            reopenable,
+            reload,
         )))
+        .await
     }
 
     async fn upsert(

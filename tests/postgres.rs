@@ -451,6 +451,74 @@ async fn operation_timeout_bounds_an_operation() {
     assert!(store.consume_by_hash("h2").await.unwrap().is_some());
 }
 
+/// Waits until `count` sessions wait for a lock on the markers table.
+async fn until_waiting_for_the_markers(db: &TestDb, count: i64) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted \
+             AND relation = 'pushed_authorization_request_markers'::regclass",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting >= count {
+            return;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    panic!("fewer than {count} sessions wait for the markers table");
+}
+
+#[tokio::test]
+async fn operation_timeout_bounds_a_consume_that_takes_nothing_as_a_whole() {
+    // A consume that takes nothing sends two statements, `CONSUME` then `LOOK_UP`. Each waits
+    // here for a table lock on the markers (0.6 s, then 0.7 s), each within the 1 s timeout;
+    // the operation as a whole is not, so it fails at 1 s rather than answer at 1.3 s.
+    let db = TestDb::new().await;
+    let store = PostgresStoreOptions::new()
+        .max_connections(1)
+        .statement_timeout(None)
+        .operation_timeout(Some(StdDuration::from_secs(1)))
+        .connect_with(db.options.clone())
+        .await
+        .unwrap();
+    // The connection open and the first operation's checks done.
+    assert_eq!(store.consume_by_hash("warm").await.unwrap(), None);
+    let lock = "LOCK TABLE pushed_authorization_request_markers IN ACCESS EXCLUSIVE MODE";
+    let mut first = db.pool.begin().await.unwrap();
+    sqlx::query(lock).execute(&mut *first).await.unwrap();
+    let started = Instant::now();
+    let consume = tokio::spawn({
+        let store = store.clone();
+        async move { store.consume_by_hash("never-stored").await }
+    });
+    until_waiting_for_the_markers(&db, 1).await;
+    // Queued behind the consume: it gets the table once `CONSUME` is done with it, and holds
+    // it while `LOOK_UP` waits.
+    let pool = db.pool.clone();
+    let second = tokio::spawn(async move {
+        let mut second = pool.begin().await.unwrap();
+        sqlx::query(lock).execute(&mut *second).await.unwrap();
+        let held = started + StdDuration::from_millis(1_300);
+        tokio::time::sleep_until(held.into()).await;
+        second.commit().await.unwrap();
+    });
+    until_waiting_for_the_markers(&db, 2).await;
+    tokio::time::sleep_until((started + StdDuration::from_millis(600)).into()).await;
+    first.commit().await.unwrap();
+    let outcome = consume.await.unwrap();
+    let took = started.elapsed();
+    second.await.unwrap();
+    assert!(
+        matches!(outcome, Err(StoreError::Timeout { .. })),
+        "{outcome:?} after {took:?}"
+    );
+    assert!(took < StdDuration::from_millis(1_300), "{took:?}");
+    // The store keeps working afterwards.
+    store.store(&request("h")).await.unwrap();
+    assert!(store.consume_by_hash("h").await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn malformed_database_url_is_invalid_database_url() {
     let err = PostgresStore::connect("postgres://user:hunter2@host:notaport/db")
